@@ -1,0 +1,234 @@
+"""Find, read and write SavedModels.
+
+`resolve_saved_model_dir` accepts every layout a TFX user meets: a SavedModel directory,
+a TFX `Model` artifact (`Format-Serving/`, as Trainer writes it), the legacy estimator
+layout (`Format-Serving/export/<name>/<timestamp>/`, as `tfx.utils.path_utils` resolves
+it) and a TF Serving model base directory (`<base>/<version>/`, highest version wins).
+
+`ServingGraph` is the in-memory form every transformation works on: one flat GraphDef with
+the serving signatures, the init op that fills lookup tables and the assets it reads.
+`write_serving_graph` turns it back into a SavedModel that TF Serving loads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from google.protobuf import message, text_format
+from tensorflow.core.framework import graph_pb2
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+
+from components.core.errors import ServoptError
+
+SAVED_MODEL_PB = "saved_model.pb"
+SAVED_MODEL_PBTXT = "saved_model.pbtxt"
+SERVING_MODEL_DIR = "Format-Serving"  # tfx.utils.path_utils: the Trainer's serving export
+LEGACY_SERVING_MODEL_DIR = "serving_model_dir"  # TFX < 0.22 artifacts
+INIT_OP_SIGNATURE_KEY = "__saved_model_init_op"
+MAIN_OP_COLLECTION = "saved_model_main_op"
+LEGACY_INIT_OP_COLLECTION = "legacy_init_op"
+SERVING_TAG = "serve"
+
+
+def is_saved_model_dir(path: Path) -> bool:
+    return (path / SAVED_MODEL_PB).is_file() or (path / SAVED_MODEL_PBTXT).is_file()
+
+
+def _numeric_children(path: Path) -> list[Path]:
+    return [p for p in path.iterdir() if p.is_dir() and p.name.isdigit()]
+
+
+def resolve_saved_model_dir(path: str | os.PathLike) -> Path:
+    """Returns the directory that holds `saved_model.pb` for any supported layout."""
+    root = Path(path)
+    if not root.exists():
+        raise ServoptError(f"{root}: no such file or directory; pass a SavedModel directory "
+                           "or a TFX Model artifact directory")
+    if not root.is_dir():
+        raise ServoptError(f"{root}: is a file; pass the directory that contains "
+                           f"{SAVED_MODEL_PB}")
+    if is_saved_model_dir(root):
+        return root
+    for name in (SERVING_MODEL_DIR, LEGACY_SERVING_MODEL_DIR):
+        serving = root / name
+        if serving.is_dir():
+            if is_saved_model_dir(serving):
+                return serving
+            estimator = _resolve_estimator_export(serving / "export")
+            if estimator is not None:
+                return estimator
+    versions = [v for v in _numeric_children(root) if is_saved_model_dir(v)]
+    if versions:  # a TF Serving model base directory: serve what TF Serving would serve
+        return max(versions, key=lambda v: int(v.name))
+    raise ServoptError(
+        f"{root}: no SavedModel found; expected {SAVED_MODEL_PB} there, or a TFX Model "
+        f"artifact ({SERVING_MODEL_DIR}/{SAVED_MODEL_PB} or "
+        f"{SERVING_MODEL_DIR}/export/<name>/<timestamp>/{SAVED_MODEL_PB}), or TF Serving "
+        f"version directories (<base>/<version>/{SAVED_MODEL_PB})")
+
+
+def _resolve_estimator_export(export_dir: Path) -> Path | None:
+    """`Format-Serving/export/<name>/<timestamp>/`: the latest timestamp of the only name."""
+    if not export_dir.is_dir():
+        return None
+    names = [p for p in export_dir.iterdir() if p.is_dir()]
+    if len(names) != 1:
+        return None
+    stamps = [p for p in _numeric_children(names[0]) if is_saved_model_dir(p)]
+    return max(stamps, key=lambda p: int(p.name)) if stamps else None
+
+
+def read_saved_model(model_dir: Path) -> saved_model_pb2.SavedModel:
+    """Parses `saved_model.pb` (or `.pbtxt`), with an error that names the file."""
+    proto = saved_model_pb2.SavedModel()
+    binary, text = model_dir / SAVED_MODEL_PB, model_dir / SAVED_MODEL_PBTXT
+    target = binary if binary.is_file() else text
+    try:
+        if target is binary:
+            proto.ParseFromString(binary.read_bytes())
+        else:
+            text_format.Parse(text.read_text(), proto)
+    except (message.DecodeError, text_format.ParseError, UnicodeDecodeError) as err:
+        raise ServoptError(f"{target}: not a valid SavedModel ({type(err).__name__}); "
+                           "the file is corrupted or not a SavedModel: export the model "
+                           "again") from None
+    if not proto.meta_graphs:
+        raise ServoptError(f"{target}: the SavedModel holds no MetaGraph; export the model "
+                           "again")
+    return proto
+
+
+def serving_meta_graph(proto: saved_model_pb2.SavedModel, model_dir: Path,
+                       tags: tuple[str, ...] = (SERVING_TAG,)) -> meta_graph_pb2.MetaGraphDef:
+    for meta_graph in proto.meta_graphs:
+        if set(meta_graph.meta_info_def.tags) == set(tags):
+            return meta_graph
+    found = [sorted(m.meta_info_def.tags) for m in proto.meta_graphs]
+    raise ServoptError(f"{model_dir}: no MetaGraph tagged {sorted(tags)} (found {found}); "
+                       "export the model with the 'serve' tag, as TF Serving expects")
+
+
+def init_op_name(meta_graph: meta_graph_pb2.MetaGraphDef) -> str | None:
+    """The op the loader runs after restoring variables (table initialisation), if any."""
+    init = meta_graph.signature_def.get(INIT_OP_SIGNATURE_KEY)
+    if init is not None and init.outputs:
+        return next(iter(init.outputs.values())).name.split(":")[0]
+    for key in (MAIN_OP_COLLECTION, LEGACY_INIT_OP_COLLECTION):
+        nodes = meta_graph.collection_def[key].node_list.value if (
+            key in meta_graph.collection_def) else []
+        if nodes:
+            return nodes[0].split(":")[0]
+    return None
+
+
+def serving_signatures(meta_graph: meta_graph_pb2.MetaGraphDef
+                       ) -> dict[str, meta_graph_pb2.SignatureDef]:
+    return {k: v for k, v in sorted(meta_graph.signature_def.items())
+            if k != INIT_OP_SIGNATURE_KEY}
+
+
+@dataclass
+class ServingGraph:
+    """A servable model as one GraphDef: what freeze, optimize and quantize transform."""
+
+    graph_def: graph_pb2.GraphDef
+    signatures: dict[str, meta_graph_pb2.SignatureDef]
+    tags: list[str] = field(default_factory=lambda: [SERVING_TAG])
+    init_op: str | None = None
+    asset_file_defs: list[meta_graph_pb2.AssetFileDef] = field(default_factory=list)
+    source_dir: Path | None = None  # where assets/ and assets.extra/ are copied from
+
+    def fetch_nodes(self) -> list[str]:
+        """Nodes serving needs: every signature output, and the init op."""
+        outputs = [t.name.split(":")[0] for sig in self.signatures.values()
+                   for t in sig.outputs.values()]
+        return sorted(set(outputs + ([self.init_op] if self.init_op else [])))
+
+    def feed_nodes(self) -> list[str]:
+        inputs = [t.name.split(":")[0] for sig in self.signatures.values()
+                  for t in sig.inputs.values()]
+        asset_inputs = [a.tensor_info.name.split(":")[0] for a in self.asset_file_defs]
+        return sorted(set(inputs + asset_inputs))
+
+    def with_graph(self, graph_def: graph_pb2.GraphDef) -> ServingGraph:
+        return ServingGraph(graph_def, self.signatures, self.tags, self.init_op,
+                            self.asset_file_defs, self.source_dir)
+
+    def to_meta_graph(self) -> meta_graph_pb2.MetaGraphDef:
+        """A MetaGraphDef of this graph: the form TF Serving loads and Grappler optimizes."""
+        from tensorflow.python.framework import meta_graph  # stable internal, TF 1.x-2.x
+
+        from components.core.tf_setup import tf
+
+        proto = meta_graph_pb2.MetaGraphDef()
+        proto.meta_info_def.tags.extend(self.tags)
+        proto.meta_info_def.tensorflow_version = tf.__version__
+        proto.meta_info_def.tensorflow_git_version = tf.version.GIT_VERSION
+        proto.meta_info_def.stripped_op_list.CopyFrom(
+            meta_graph.stripped_op_list_for_graph(self.graph_def))
+        proto.graph_def.CopyFrom(self.graph_def)
+        for key, signature in self.signatures.items():
+            proto.signature_def[key].CopyFrom(signature)
+        if self.init_op:  # the collection, not a signature: TF 1.x and 2.x loaders read it
+            proto.collection_def[MAIN_OP_COLLECTION].node_list.value.append(self.init_op)
+        proto.asset_file_def.extend(self.asset_file_defs)
+        return proto
+
+
+def write_serving_graph(graph: ServingGraph, out_dir: Path) -> None:
+    """Writes `graph` as a SavedModel into the existing, empty directory `out_dir`."""
+    saved_model = saved_model_pb2.SavedModel(saved_model_schema_version=1)
+    saved_model.meta_graphs.add().CopyFrom(graph.to_meta_graph())
+    if graph.source_dir is not None:
+        for extra in ("assets", "assets.extra"):
+            if (graph.source_dir / extra).is_dir():
+                shutil.copytree(graph.source_dir / extra, out_dir / extra)
+    # saved_model.pb last: a directory with it is a complete model (TF Serving's contract).
+    (out_dir / SAVED_MODEL_PB).write_bytes(saved_model.SerializeToString())
+
+
+@contextlib.contextmanager
+def staged_output(out: str | os.PathLike) -> Iterator[Path]:
+    """Yields a private staging directory that becomes `out` only if the block succeeds.
+
+    `out` must not exist yet. On any error the staging directory is removed, so `out` is
+    never left half-written and nothing already at that path is touched.
+    """
+    target = Path(out)
+    if target.exists():
+        raise ServoptError(f"{target}: already exists; choose a new output directory or "
+                           "remove the old one")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise ServoptError(f"{parent}: output parent directory does not exist; create it "
+                           "first")
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=parent))
+    except OSError as err:
+        raise ServoptError(f"{parent}: cannot write there ({err.strerror}); choose a "
+                           "writable output directory") from None
+    try:
+        yield staging
+        try:
+            os.rename(staging, target)
+        except OSError as err:
+            raise ServoptError(f"{target}: cannot publish the output ({err.strerror})"
+                               ) from None
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def scratch_dir(root: Path | None = None) -> Path:
+    """A fresh directory for an intermediate model, under `root` or the system temp dir."""
+    base = root or Path(tempfile.gettempdir())
+    path = base / f"servopt-{uuid.uuid4().hex[:12]}"
+    path.mkdir(parents=True)
+    return path
