@@ -1,0 +1,10 @@
+"""tfx-serving-optimizer: TFX components that make trained TensorFlow models cheaper to serve.
+
+`components.core` is the library (no TFX import); one folder per TFX component holds its
+`component.py` and `executor.py`; `components.cli` is the `servopt` command line.
+"""
+
+import os
+
+# Quiet TensorFlow's C++ start-up logging; set before anything imports TensorFlow.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

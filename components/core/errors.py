@@ -11,3 +11,10 @@ class VerificationError(ServoptError):
     """A produced model does not match its source within the stated tolerance."""
 
     exit_code = 3
+
+
+class StepSkipped(Exception):
+    """A step that cannot be applied safely to this model; the message is the reason.
+
+    Not an error: the model passes through unchanged and the reason is recorded.
+    """

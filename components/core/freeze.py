@@ -20,14 +20,9 @@ from dataclasses import dataclass
 from tensorflow.core.framework import graph_pb2
 from tensorflow.python.framework import convert_to_constants, graph_util
 
-from components.core.errors import ServoptError
+from components.core.errors import ServoptError, StepSkipped
 from components.core.grappler import all_nodes, prune_function_library, run_grappler
-from components.core.model_io import (
-    ServingGraph,
-    init_op_name,
-    read_saved_model,
-    serving_meta_graph,
-)
+from components.core.model_io import ServingGraph, read_serving_graph
 from components.core.serving_session import ServingSession, first_line
 from components.core.tf_setup import tf
 
@@ -39,10 +34,6 @@ CHECKPOINTED_TABLE_OPS = {"MutableHashTableV2", "MutableHashTableOfTensorsV2",
 MAX_GRAPH_BYTES = 1_900_000_000  # a GraphDef must stay under protobuf's 2 GiB limit
 
 
-class StepSkipped(Exception):
-    """A step that cannot be applied safely; the message is the recorded reason."""
-
-
 @dataclass
 class FreezeResult:
     graph: ServingGraph
@@ -51,27 +42,20 @@ class FreezeResult:
 
 def freeze(model_dir) -> FreezeResult:
     """Returns the frozen ServingGraph of the SavedModel at `model_dir`."""
-    proto = read_saved_model(model_dir)
-    meta_graph = serving_meta_graph(proto, model_dir)
-    unsupported = sorted({n.op for n in all_nodes(meta_graph.graph_def)}
-                         & CHECKPOINTED_TABLE_OPS)
+    saved = read_serving_graph(model_dir)
+    unsupported = sorted({n.op for n in all_nodes(saved.graph_def)} & CHECKPOINTED_TABLE_OPS)
     if unsupported:
         raise StepSkipped(f"the model uses {', '.join(unsupported)}, whose contents live in "
                           "the checkpoint; freezing would serve an empty table")
     with ServingSession(model_dir) as session:
-        source = ServingGraph(
-            graph_def=session.graph.as_graph_def(),
-            signatures=session.signatures,
-            tags=list(meta_graph.meta_info_def.tags),
-            init_op=init_op_name(meta_graph),
-            asset_file_defs=list(meta_graph.asset_file_def),
-            source_dir=model_dir,
-        )
+        # The Session's graph: the saved graph plus what the loader added to it.
+        source = saved.with_graph(session.graph.as_graph_def())
         asset_variables = _asset_variables(source)
         # Inline first: the converter folds top-level reads (ReadVariableOp, ResourceGather)
         # reliably, reads passed into function calls less so.
         inlined = run_grappler(source, ["function"])
-        variables = [n.name for n in graph_util.extract_sub_graph(inlined, source.fetch_nodes()).node
+        serving_nodes = graph_util.extract_sub_graph(inlined, source.fetch_nodes()).node
+        variables = [n.name for n in serving_nodes
                      if n.op in VARIABLE_OPS and n.name not in asset_variables]
         if not variables:
             raise StepSkipped("the model has no variables: it is frozen already")

@@ -232,3 +232,16 @@ def scratch_dir(root: Path | None = None) -> Path:
     path = base / f"servopt-{uuid.uuid4().hex[:12]}"
     path.mkdir(parents=True)
     return path
+
+
+def read_serving_graph(model_dir: Path) -> ServingGraph:
+    """The serving MetaGraph of a SavedModel on disk, as a ServingGraph."""
+    meta_graph = serving_meta_graph(read_saved_model(model_dir), model_dir)
+    return ServingGraph(
+        graph_def=meta_graph.graph_def,
+        signatures=serving_signatures(meta_graph),
+        tags=list(meta_graph.meta_info_def.tags),
+        init_op=init_op_name(meta_graph),
+        asset_file_defs=list(meta_graph.asset_file_def),
+        source_dir=model_dir,
+    )

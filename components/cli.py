@@ -1,0 +1,141 @@
+"""`servopt`: the command line over the optimization library.
+
+Errors the user can fix end with a one-line message on stderr and exit code 2
+(3 when a produced model fails verification); never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from components.core.errors import ServoptError
+
+stdout = Console()
+stderr = Console(stderr=True)
+
+
+class _Cli(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ServoptError as err:
+            click.echo(f"servopt: error: {err}", err=True)
+            ctx.exit(err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("servopt: interrupted; nothing was published", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Cli)
+def main() -> None:
+    """Make trained TensorFlow models cheaper and safer to serve."""
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.2f} MB"
+
+
+def _print_json(data: dict) -> None:
+    json.dump(data, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def _description_table(title: str, *descriptions) -> Table:
+    table = Table(title=title)
+    table.add_column("")
+    for d in descriptions:
+        table.add_column(d.path if len(descriptions) == 1 else "", justify="right")
+    rows = [
+        ("signatures", lambda d: ", ".join(d.signatures)),
+        ("nodes", lambda d: str(d.node_count)),
+        ("Const", lambda d: str(d.const_count)),
+        ("variables", lambda d: str(d.variable_count)),
+        ("Identity", lambda d: str(d.identity_count)),
+        ("graph size", lambda d: _mb(d.size_bytes.graph)),
+        ("variables size", lambda d: _mb(d.size_bytes.variables)),
+        ("total size", lambda d: _mb(d.size_bytes.total)),
+    ]
+    for label, value in rows:
+        table.add_row(label, *(value(d) for d in descriptions))
+    return table
+
+
+@main.command("describe")
+@click.argument("model", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
+def describe_command(model: str, as_json: bool) -> None:
+    """Describe MODEL: signatures, node and op counts, sizes on disk."""
+    from components.core.describe import describe
+
+    description = describe(model)
+    if as_json:
+        _print_json(description.to_dict())
+        return
+    stdout.print(_description_table("servopt describe", description))
+    for name, sig in description.signatures.items():
+        ins = ", ".join(f"{k}:{t.dtype}{t.shape}" for k, t in sig.inputs.items())
+        outs = ", ".join(f"{k}:{t.dtype}{t.shape}" for k, t in sig.outputs.items())
+        stdout.print(f"[bold]{name}[/]({ins}) -> {outs}")
+    top = list(description.op_counts.items())[:10]
+    stdout.print("top ops: " + ", ".join(f"{op} {n}" for op, n in top))
+
+
+@main.command("optimize")
+@click.argument("model", type=click.Path())
+@click.argument("out", type=click.Path())
+@click.option("--steps", "steps_text", default="freeze,optimize,quantize=int8",
+              show_default=True,
+              help="Comma-separated steps: freeze, optimize[=pass+pass], "
+                   "quantize[=int8|float16].")
+@click.option("--passes", default=None,
+              help="Comma-separated optimization passes for the optimize step "
+                   "(default: all).")
+@click.option("--inputs", "inputs_path", type=click.Path(), default=None,
+              help="Real verification inputs: TFRecords of tf.Example (file, directory or "
+                   "TFX Examples artifact) or an .npz keyed by input name. Default: "
+                   "generated from the signatures.")
+@click.option("--num-examples", default=256, show_default=True,
+              help="How many inputs verification runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def optimize_command(model: str, out: str, steps_text: str, passes: str | None,
+                     inputs_path: str | None, num_examples: int, as_json: bool) -> None:
+    """Optimize MODEL and write a verified, servable SavedModel to OUT."""
+    from components.core.optimize import DEFAULT_PASSES, validate_passes
+    from components.core.steps import OptimizeConfig, optimize_model, parse_steps
+
+    steps = parse_steps(steps_text)
+    chosen = validate_passes(p.strip() for p in passes.split(",")) if passes else DEFAULT_PASSES
+    config = OptimizeConfig(passes=tuple(chosen), num_examples=num_examples,
+                            examples=Path(inputs_path) if inputs_path else None)
+    with stderr.status(f"optimizing {model} ({steps_text})"):
+        report = optimize_model(model, out, steps, config)
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    table = Table(title=f"servopt optimize: {report.source} -> {report.output}")
+    for column in ("", "before", "after"):
+        table.add_column(column, justify="right" if column else "left")
+    b, a = report.before, report.after
+    table.add_row("nodes", str(b.node_count), str(a.node_count))
+    table.add_row("variables", str(b.variable_count), str(a.variable_count))
+    table.add_row("total size", _mb(b.size_bytes.total), _mb(a.size_bytes.total))
+    stdout.print(table)
+    for record in report.steps:
+        note = record.reason or ""
+        if record.verification is not None:
+            note = f"max abs diff {record.verification.max_abs_diff:.2e}"
+            if record.verification.top1_agreement is not None:
+                note += f", top-1 agreement {record.verification.top1_agreement:.2%}"
+        stdout.print(f"  {record.step}: {record.status} {note}")
+    stdout.print(f"verified on {report.verification.num_examples} inputs; written to "
+                 f"{report.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Representative inputs for a serving signature, when the user gives no examples.
+
+Tensor inputs get random values of the signature's dtype and shape (unknown batch
+dimension -> the batch size). A signature that takes serialized `tf.Example`s (TFX's
+serving convention) gets real `tf.Example`s built from the feature spec of the graph's
+ParseExample op, with string features drawn from the model's vocabulary assets so lookup
+tables see known tokens as well as out-of-vocabulary ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tensorflow.core.framework import graph_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
+
+from components.core.tf_setup import tf
+
+UNKNOWN_DIM = 8  # size for unknown non-batch dimensions (e.g. image height/width)
+
+
+@dataclass
+class FeatureSpec:
+    key: str
+    dtype: tf.dtypes.DType
+    shape: tuple[int, ...] | None  # None: a sparse (variable-length) feature
+
+
+def _scopes(graph_def: graph_pb2.GraphDef):
+    """Each scope's nodes by name: the graph itself and every function body."""
+    yield {n.name: n for n in graph_def.node}
+    for function in graph_def.library.function:
+        yield {n.name: n for n in function.node_def}
+
+
+def _const_strings(nodes: dict, input_name: str) -> list[str]:
+    node = nodes.get(input_name.lstrip("^").split(":")[0])
+    if node is None or node.op != "Const":
+        return []
+    return [s.decode() for s in node.attr["value"].tensor.string_val]
+
+
+def example_feature_specs(graph_def: graph_pb2.GraphDef) -> list[FeatureSpec]:
+    """Feature spec of the first ParseExample/ParseExampleV2 op found in the graph."""
+    for nodes in _scopes(graph_def):
+        for node in nodes.values():
+            if node.op == "ParseExampleV2":
+                num_sparse = node.attr["num_sparse"].i
+                sparse_keys = _const_strings(nodes, node.input[2])[:num_sparse]
+                dense_keys = _const_strings(nodes, node.input[3])
+                sparse_types = list(node.attr["sparse_types"].list.type)
+            elif node.op == "ParseExample":
+                n_sparse, n_dense = node.attr["Nsparse"].i, node.attr["Ndense"].i
+                sparse_keys = [k for i in node.input[2:2 + n_sparse]
+                               for k in _const_strings(nodes, i)]
+                dense_keys = [k for i in node.input[2 + n_sparse:2 + n_sparse + n_dense]
+                              for k in _const_strings(nodes, i)]
+                sparse_types = list(node.attr["sparse_types"].list.type)
+            else:
+                continue
+            dense_types = list(node.attr["Tdense"].list.type)
+            dense_shapes = [tuple(max(d.size, 1) for d in s.dim)
+                            for s in node.attr["dense_shapes"].list.shape]
+            specs = [FeatureSpec(k, tf.dtypes.as_dtype(t), s)
+                     for k, t, s in zip(dense_keys, dense_types, dense_shapes, strict=False)]
+            specs += [FeatureSpec(k, tf.dtypes.as_dtype(t), None)
+                      for k, t in zip(sparse_keys, sparse_types, strict=False)]
+            return specs
+    return []
+
+
+def vocabulary_tokens(model_dir: Path | None) -> list[str]:
+    """Lines of the model's text assets (vocabularies), for realistic string features."""
+    tokens: list[str] = []
+    assets = model_dir / "assets" if model_dir else None
+    if assets and assets.is_dir():
+        for path in sorted(p for p in assets.rglob("*") if p.is_file()):
+            try:
+                lines = path.read_text().splitlines()
+            except UnicodeDecodeError:
+                continue
+            tokens += [line.split("\t")[0] for line in lines[:1000] if line]
+    return tokens
+
+
+def _example(specs: list[FeatureSpec], rng: np.random.Generator, tokens: list[str]) -> bytes:
+    features = {}
+    for spec in specs:
+        count = int(np.prod(spec.shape)) if spec.shape is not None else int(rng.integers(1, 4))
+        if spec.dtype == tf.string:
+            pool = tokens + ["<out-of-vocabulary>"] if tokens else ["a", "b", "c"]
+            values = [pool[i].encode() for i in rng.integers(0, len(pool), count)]
+            features[spec.key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+        elif spec.dtype.is_integer:
+            values = rng.integers(0, 3, count).tolist()
+            features[spec.key] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+        else:
+            values = rng.random(count).tolist()
+            features[spec.key] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+
+
+def _random_tensor(info: meta_graph_pb2.TensorInfo, batch_size: int,
+                   rng: np.random.Generator, examples) -> np.ndarray:
+    dtype = tf.dtypes.as_dtype(info.dtype)
+    if info.tensor_shape.unknown_rank:
+        shape: tuple[int, ...] = (batch_size,)
+    else:
+        dims = [d.size for d in info.tensor_shape.dim]
+        shape = tuple(batch_size if (i == 0 and d < 0) else (UNKNOWN_DIM if d < 0 else d)
+                      for i, d in enumerate(dims))
+    if dtype == tf.string:
+        count = int(np.prod(shape))
+        return np.array([examples() for _ in range(count)], dtype=object).reshape(shape)
+    if dtype == tf.bool:
+        return rng.random(shape) < 0.5
+    if dtype.is_integer:
+        return rng.integers(0, 2, shape).astype(dtype.as_numpy_dtype)
+    return rng.random(shape).astype(dtype.as_numpy_dtype)
+
+
+def generate_inputs(signature: meta_graph_pb2.SignatureDef, graph_def: graph_pb2.GraphDef,
+                    batch_size: int, rng: np.random.Generator,
+                    tokens: list[str] = ()) -> dict[str, np.ndarray]:
+    """One batch of inputs for `signature`, keyed by signature input key."""
+    specs = example_feature_specs(graph_def)
+    tokens = list(tokens)
+
+    def examples() -> bytes:
+        return _example(specs, rng, tokens) if specs else rng.bytes(8)
+
+    return {key: _random_tensor(info, batch_size, rng, examples)
+            for key, info in sorted(signature.inputs.items())}

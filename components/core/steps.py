@@ -1,0 +1,196 @@
+"""Run optimization steps on a model and publish the verified result.
+
+`optimize_model` is the one entry point the CLI, the TFX executors and the KFP components
+share. Each step writes a SavedModel to a scratch directory, which is loaded and run the
+way TF Serving runs it and compared with the *source* model (so errors cannot pile up
+unseen across steps). A step that cannot apply is skipped with its reason; a step whose
+output leaves the tolerance fails the run. Only a verified model is published at `out`,
+atomically.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from components.core.describe import ModelDescription, describe
+from components.core.errors import ServoptError, StepSkipped, VerificationError
+from components.core.freeze import VARIABLE_OPS, freeze
+from components.core.grappler import all_nodes
+from components.core.model_io import (
+    ServingGraph,
+    read_serving_graph,
+    resolve_saved_model_dir,
+    staged_output,
+    write_serving_graph,
+)
+from components.core.optimize import DEFAULT_PASSES, optimize, validate_passes
+from components.core.quantize import DEFAULT_MIN_ELEMENTS, MODES, quantize_weights
+from components.core.verify import (
+    FLOAT32_TOLERANCE,
+    QUANTIZED_TOLERANCE,
+    Reference,
+    Tolerance,
+    VerificationResult,
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    argument: str | None = None
+
+    def __str__(self) -> str:
+        return self.name if self.argument is None else f"{self.name}={self.argument}"
+
+
+@dataclass(frozen=True)
+class OptimizeConfig:
+    passes: tuple[str, ...] = DEFAULT_PASSES
+    quantize_min_elements: int = DEFAULT_MIN_ELEMENTS
+    float32_tolerance: Tolerance = FLOAT32_TOLERANCE
+    quantized_tolerance: Tolerance = QUANTIZED_TOLERANCE
+    num_examples: int = 256
+    batch_size: int = 32
+    seed: int = 0
+    examples: Path | None = None  # real verification inputs: TFRecords or .npz
+
+
+@dataclass
+class StepRecord:
+    step: str
+    status: str  # "applied" or "skipped"
+    reason: str | None = None
+    details: dict = field(default_factory=dict)
+    verification: VerificationResult | None = None
+    model: ModelDescription | None = None  # the model this step produced
+
+
+@dataclass
+class OptimizationReport:
+    source: str
+    output: str
+    before: ModelDescription
+    after: ModelDescription
+    steps: list[StepRecord]
+    verification: VerificationResult
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _StepOutput:
+    graph: ServingGraph
+    tolerance: Tolerance
+    details: dict
+
+
+def _frozen_graph(model_dir: Path, details: dict) -> ServingGraph:
+    """The model as a frozen graph; freezes it first if it still has variables."""
+    graph = read_serving_graph(model_dir)
+    if any(node.op in VARIABLE_OPS for node in all_nodes(graph.graph_def)):
+        result = freeze(model_dir)
+        details["implied_freeze"] = f"froze {result.variables_frozen} variables first"
+        return result.graph
+    return graph
+
+
+def _freeze_step(model_dir: Path, argument: str | None, config: OptimizeConfig) -> _StepOutput:
+    result = freeze(model_dir)
+    return _StepOutput(result.graph, config.float32_tolerance,
+                       {"variables_frozen": result.variables_frozen})
+
+
+def _optimize_step(model_dir: Path, argument: str | None, config: OptimizeConfig
+                   ) -> _StepOutput:
+    passes = argument.split("+") if argument else list(config.passes)
+    details: dict = {}
+    graph, results = optimize(_frozen_graph(model_dir, details), passes)
+    details["passes"] = [asdict(r) for r in results]
+    return _StepOutput(graph, config.float32_tolerance, details)
+
+
+def _quantize_step(model_dir: Path, argument: str | None, config: OptimizeConfig
+                   ) -> _StepOutput:
+    details: dict = {}
+    result = quantize_weights(_frozen_graph(model_dir, details), argument or "int8",
+                              config.quantize_min_elements)
+    details.update(mode=result.mode, tensors_quantized=result.tensors_quantized,
+                   weight_bytes_before=result.weight_bytes_before,
+                   weight_bytes_after=result.weight_bytes_after)
+    return _StepOutput(result.graph, config.quantized_tolerance, details)
+
+
+STEPS: dict[str, Callable[[Path, str | None, OptimizeConfig], _StepOutput]] = {
+    "freeze": _freeze_step,
+    "optimize": _optimize_step,
+    "quantize": _quantize_step,
+}
+
+
+def parse_steps(text: str) -> list[Step]:
+    """'freeze,optimize,quantize=int8' -> [Step('freeze'), Step('optimize'), ...]."""
+    steps = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, _, argument = item.partition("=")
+        steps.append(Step(name.strip(), argument.strip() or None))
+    validate_steps(steps)
+    return steps
+
+
+def validate_steps(steps: list[Step]) -> None:
+    if not steps:
+        raise ServoptError(f"no steps given; known steps: {', '.join(STEPS)}")
+    for step in steps:
+        if step.name not in STEPS:
+            raise ServoptError(f"unknown step '{step.name}'; known steps: {', '.join(STEPS)}")
+        if step.name == "quantize" and step.argument and step.argument not in MODES:
+            raise ServoptError(f"unknown quantization mode '{step.argument}'; known modes: "
+                               f"{', '.join(MODES)}")
+        if step.name == "optimize" and step.argument:
+            validate_passes(step.argument.split("+"))
+        if step.name == "freeze" and step.argument:
+            raise ServoptError("the freeze step takes no argument")
+
+
+def optimize_model(source, out, steps: list[Step], config: OptimizeConfig = OptimizeConfig()
+                   ) -> OptimizationReport:
+    """Applies `steps` to the model at `source` and publishes the verified result at `out`."""
+    validate_steps(steps)
+    if config.quantize_min_elements < 1 or config.num_examples < 1 or config.batch_size < 1:
+        raise ServoptError("quantize_min_elements, num_examples and batch_size must be >= 1")
+    source_dir = resolve_saved_model_dir(source)
+    before = describe(source_dir)
+    records: list[StepRecord] = []
+    with staged_output(out) as staging, tempfile.TemporaryDirectory(prefix="servopt-") as work:
+        reference = Reference(source_dir, config.num_examples, config.batch_size, config.seed,
+                              config.examples)
+        current, verification = source_dir, None
+        for index, step in enumerate(steps):
+            try:
+                produced = STEPS[step.name](current, step.argument, config)
+            except StepSkipped as skipped:
+                records.append(StepRecord(str(step), "skipped", reason=str(skipped)))
+                continue
+            step_dir = Path(work) / f"{index}-{step.name}"
+            step_dir.mkdir()
+            write_serving_graph(produced.graph, step_dir)
+            verification = reference.compare(step_dir, produced.tolerance)
+            if not verification.passed:
+                raise VerificationError(
+                    f"step '{step}' changed the model's outputs beyond tolerance: "
+                    f"{verification.failures[0]}; nothing was written to {out}")
+            records.append(StepRecord(str(step), "applied", details=produced.details,
+                                      verification=verification, model=describe(step_dir)))
+            current = step_dir
+        shutil.copytree(current, staging, dirs_exist_ok=True)
+        if verification is None:  # nothing applied: check the copy serves like the source
+            verification = reference.compare(staging, FLOAT32_TOLERANCE)
+    return OptimizationReport(str(source_dir), str(out), before, describe(out), records,
+                              verification)

@@ -1,0 +1,160 @@
+"""Verify a produced model against its source on the same inputs.
+
+Both models run the way TF Serving runs them (see serving_session). Inputs are the
+user's examples or representative ones generated from the source's signatures (see
+inputs). Every output of every signature is compared: max absolute and relative
+difference, and top-1 agreement for classifier-shaped outputs (float, [batch, classes]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from components.core.examples import batches_for_signature
+from components.core.inputs import generate_inputs, vocabulary_tokens
+from components.core.model_io import read_saved_model, serving_meta_graph
+from components.core.serving_session import ServingSession
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """When a candidate's outputs count as the source's.
+
+    Every output: |candidate - source| <= atol + rtol * max|source| elementwise (rtol is
+    relative to the output's scale, so values near zero are not held to a tighter bound).
+    Classifier outputs ([batch, classes] floats) with `min_top1_agreement` set may instead
+    keep the decision: top-1 agreement >= min_top1_agreement. Either way a flip between two
+    classes the source itself scored as a near tie does not fail a model whose outputs
+    barely moved.
+    """
+
+    atol: float = 1e-5
+    rtol: float = 1e-5
+    min_top1_agreement: float | None = None
+
+    def describe(self) -> str:
+        text = f"|diff| <= {self.atol:g} + {self.rtol:g}*max|source|"
+        if self.min_top1_agreement is not None:
+            text += f" or, for classifiers, top-1 agreement >= {self.min_top1_agreement:.0%}"
+        return text
+
+
+FLOAT32_TOLERANCE = Tolerance(atol=1e-5, rtol=1e-5)
+# Quantized weights move every output a little; what must not move is the decision.
+QUANTIZED_TOLERANCE = Tolerance(atol=0.01, rtol=0.01, min_top1_agreement=0.99)
+
+
+@dataclass
+class OutputComparison:
+    signature: str
+    output: str
+    max_abs_diff: float
+    max_rel_diff: float
+    top1_agreement: float | None
+    within_tolerance: bool
+
+
+@dataclass
+class VerificationResult:
+    num_examples: int
+    max_abs_diff: float
+    top1_agreement: float | None
+    tolerance: str
+    passed: bool
+    failures: list[str] = field(default_factory=list)
+    outputs: list[OutputComparison] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def is_classifier_output(values: np.ndarray) -> bool:
+    return values.ndim == 2 and values.shape[1] >= 2 and np.issubdtype(values.dtype, np.floating)
+
+
+class Reference:
+    """The source model's outputs on a fixed set of inputs, to compare candidates with."""
+
+    def __init__(self, source_dir: Path, num_examples: int = 256, batch_size: int = 32,
+                 seed: int = 0, examples: Path | None = None):
+        """Inputs come from `examples` (TFRecords of tf.Example, or .npz) for each signature
+        they fit, and are generated from the signature otherwise."""
+        meta_graph = serving_meta_graph(read_saved_model(source_dir), source_dir)
+        rng = np.random.default_rng(seed)
+        tokens = vocabulary_tokens(source_dir)
+        batches = max(1, -(-num_examples // batch_size))
+        with ServingSession(source_dir) as source:
+            self.inputs = {}
+            for name, sig in source.signatures.items():
+                real = (batches_for_signature(sig, examples, num_examples, batch_size)
+                        if examples is not None else None)
+                self.inputs[name] = real or [
+                    generate_inputs(sig, meta_graph.graph_def, batch_size, rng, tokens)
+                    for _ in range(batches)]
+            self.outputs = {name: [source.run(name, feed) for feed in feeds]
+                            for name, feeds in self.inputs.items()}
+        self.num_examples = max(sum(len(next(iter(f.values()))) for f in feeds)
+                                for feeds in self.inputs.values())
+
+    def compare(self, candidate_dir: Path, tolerance: Tolerance) -> VerificationResult:
+        failures: list[str] = []
+        comparisons: list[OutputComparison] = []
+        with ServingSession(candidate_dir) as candidate:
+            missing = sorted(set(self.inputs) - set(candidate.signatures))
+            failures += [f"signature '{name}' is missing" for name in missing]
+            for name, feeds in self.inputs.items():
+                if name in missing:
+                    continue
+                produced = [candidate.run(name, feed) for feed in feeds]
+                for key in sorted(self.outputs[name][0]):
+                    comparison = _compare_output(
+                        name, key, [o[key] for o in self.outputs[name]],
+                        [p.get(key) for p in produced], tolerance)
+                    comparisons.append(comparison)
+                    if not comparison.within_tolerance:
+                        failures.append(_failure_text(comparison, tolerance))
+        agreements = [c.top1_agreement for c in comparisons if c.top1_agreement is not None]
+        return VerificationResult(
+            num_examples=self.num_examples,
+            max_abs_diff=max((c.max_abs_diff for c in comparisons), default=0.0),
+            top1_agreement=min(agreements) if agreements else None,
+            tolerance=tolerance.describe(),
+            passed=not failures,
+            failures=failures,
+            outputs=comparisons)
+
+
+def _compare_output(signature: str, key: str, expected: list[np.ndarray],
+                    actual: list[np.ndarray | None], tolerance: Tolerance) -> OutputComparison:
+    if any(a is None for a in actual) or any(
+            a.shape != e.shape for a, e in zip(actual, expected, strict=True)):
+        return OutputComparison(signature, key, float("inf"), float("inf"), None, False)
+    if not np.issubdtype(expected[0].dtype, np.number):  # strings, e.g. predicted labels
+        same = all(np.array_equal(a, e) for a, e in zip(actual, expected, strict=True))
+        return OutputComparison(signature, key, 0.0 if same else float("inf"),
+                                0.0 if same else float("inf"), None, same)
+    ref = np.concatenate([e.reshape(e.shape[0], -1) if e.ndim else e.reshape(1, 1)
+                          for e in expected]).astype(np.float64)
+    got = np.concatenate([a.reshape(a.shape[0], -1) if a.ndim else a.reshape(1, 1)
+                          for a in actual]).astype(np.float64)
+    diff = np.abs(got - ref)
+    max_abs = float(diff.max()) if diff.size else 0.0
+    scale = float(np.abs(ref).max()) if ref.size else 0.0
+    max_rel = max_abs / scale if scale > 0 else max_abs
+    within = max_abs <= tolerance.atol + tolerance.rtol * scale
+    top1 = None
+    if is_classifier_output(expected[0]):
+        top1 = float(np.mean(np.argmax(got, axis=1) == np.argmax(ref, axis=1)))
+        if tolerance.min_top1_agreement is not None:
+            within = within or top1 >= tolerance.min_top1_agreement
+    return OutputComparison(signature, key, max_abs, max_rel, top1, within)
+
+
+def _failure_text(c: OutputComparison, tolerance: Tolerance) -> str:
+    text = f"{c.signature}/{c.output}: max abs diff {c.max_abs_diff:.3g}"
+    if c.top1_agreement is not None:
+        text += f", top-1 agreement {c.top1_agreement:.2%}"
+    return f"{text} (tolerance {tolerance.describe()})"

@@ -1,0 +1,163 @@
+"""Real models built here, offline, for the tests: each exported as a SavedModel.
+
+- seed CNN (the seed experiment's architecture), trained briefly on the digits
+- MobileNetV2 from keras.applications (weights=None), trained briefly on the digits
+- a TFX-style model whose serving signature parses serialized tf.Example and looks words
+  up in a vocabulary asset (what TFX Transform produces)
+- a model with two signatures (classify and regress) that share weights
+Trained models make top-1 agreement meaningful: an untrained classifier scores every
+class about the same, and its argmax flips on noise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from components.core.tf_setup import tf
+from pipelines.digits.model import digits_28x28, seed_cnn
+
+
+def _fit_quietly(model, images, labels, epochs: int) -> None:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model.fit(images, labels, epochs=epochs, batch_size=64, verbose=0)
+
+
+def export_seed_cnn(out: Path) -> Path:
+    images, labels = digits_28x28()
+    model = seed_cnn()
+    _fit_quietly(model, images, labels, epochs=3)
+    model.export(str(out), verbose=False)
+    np.savez(out.parent / f"{out.name}-inputs.npz", image=images[:256])
+    return out
+
+
+def export_mobilenet_v2(out: Path) -> Path:
+    import keras
+
+    images, labels = digits_28x28()
+    rgb = np.repeat(np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0))), 3, axis=-1)  # 32x32x3
+    model = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35,
+                                           weights=None, classes=10)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    _fit_quietly(model, rgb, labels, epochs=2)
+    model.export(str(out), verbose=False)
+    input_key = model.inputs[0].name
+    np.savez(out.parent / f"{out.name}-inputs.npz", **{input_key: rgb[:256]})
+    return out
+
+
+VOCABULARY = [f"word{i:04d}" for i in range(2000)]
+
+
+class _ExampleVocabModel(tf.Module):
+    """Parses tf.Example, looks the word up in a vocabulary asset, classifies it."""
+
+    def __init__(self, vocabulary: Path):
+        initializer = tf.lookup.TextFileInitializer(
+            str(vocabulary), tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
+            tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER)
+        self.table = tf.lookup.StaticHashTable(initializer, default_value=-1)
+        rng = np.random.default_rng(0)
+        self.embedding = tf.Variable(rng.normal(size=(len(VOCABULARY) + 1, 64)).astype("f4"))
+        self.hidden = tf.Variable(rng.normal(size=(65, 128)).astype("f4") / 8)
+        self.logits = tf.Variable(rng.normal(size=(128, 5)).astype("f4") / 8)
+
+    def scores(self, ids, size):
+        x = tf.concat([tf.gather(self.embedding, ids), size[:, None]], axis=1)
+        return tf.matmul(tf.nn.relu(tf.matmul(x, self.hidden)), self.logits)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve(self, examples):
+        features = tf.io.parse_example(examples, {
+            "word": tf.io.FixedLenFeature([], tf.string),
+            "size": tf.io.FixedLenFeature([], tf.float32)})
+        ids = self.table.lookup(features["word"]) + 1  # out-of-vocabulary -> row 0
+        return {"probabilities": tf.nn.softmax(self.scores(ids, features["size"]))}
+
+    def train(self, steps: int = 300) -> None:
+        """A synthetic task (class = word index mod 5) so the classifier is confident."""
+        ids = np.arange(1, len(VOCABULARY) + 1)
+        labels = (ids - 1) % 5
+        optimizer = tf.keras.optimizers.Adam(0.01)
+        variables = [self.embedding, self.hidden, self.logits]
+        rng = np.random.default_rng(0)
+        for _ in range(steps):
+            batch = rng.integers(0, len(ids), 256)
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    labels[batch], self.scores(ids[batch], tf.constant(rng.random(256), tf.float32))))
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables,
+                                          strict=True))
+
+
+def export_example_vocab_model(out: Path) -> Path:
+    vocabulary = out.parent / f"{out.name}-vocab.txt"
+    vocabulary.write_text("\n".join(VOCABULARY) + "\n")
+    module = _ExampleVocabModel(vocabulary)
+    module.train()
+    tf.saved_model.save(module, str(out), signatures={"serving_default": module.serve})
+    return out
+
+
+def word_examples(count: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    records = []
+    for _ in range(count):
+        word = (VOCABULARY + ["unknown-word"])[rng.integers(0, len(VOCABULARY) + 1)]
+        example = tf.train.Example(features=tf.train.Features(feature={
+            "word": tf.train.Feature(bytes_list=tf.train.BytesList(value=[word.encode()])),
+            "size": tf.train.Feature(float_list=tf.train.FloatList(value=[rng.random()]))}))
+        records.append(example.SerializeToString())
+    return np.array(records, dtype=object)
+
+
+class _TwoSignatureModel(tf.Module):
+    """Two signatures over shared layers: `serving_default` classifies, `regress` scores."""
+
+    def __init__(self):
+        rng = np.random.default_rng(0)
+        self.w1 = tf.Variable(rng.normal(size=(16, 512)).astype("f4") / 4)
+        self.b1 = tf.Variable(np.zeros(512, "f4"))
+        self.w2 = tf.Variable(rng.normal(size=(512, 512)).astype("f4") / 22)
+        self.w_class = tf.Variable(rng.normal(size=(512, 6)).astype("f4") / 22)
+        self.w_reg = tf.Variable(rng.normal(size=(512, 1)).astype("f4") / 22)
+
+    def _hidden(self, x):
+        h = tf.nn.relu(tf.matmul(tf.identity(x), tf.identity(self.w1)) + self.b1)
+        return tf.nn.relu(tf.matmul(h, self.w2))
+
+    def class_scores(self, features):
+        return tf.matmul(self._hidden(features), self.w_class)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 16], tf.float32, name="features")])
+    def classify(self, features):
+        return {"probabilities": tf.nn.softmax(self.class_scores(features))}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 16], tf.float32, name="features")])
+    def regress(self, features):
+        return {"value": tf.matmul(self._hidden(features), self.w_reg)}
+
+    def train(self, steps: int = 200) -> None:
+        """A synthetic task (class = the largest of the first 6 features)."""
+        optimizer = tf.keras.optimizers.Adam(0.003)
+        variables = [self.w1, self.b1, self.w2, self.w_class]
+        rng = np.random.default_rng(0)
+        for _ in range(steps):
+            x = rng.random((256, 16)).astype("f4")
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    np.argmax(x[:, :6], axis=1), self.class_scores(x)))
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables,
+                                          strict=True))
+
+
+def export_two_signature_model(out: Path) -> Path:
+    module = _TwoSignatureModel()
+    module.train()
+    tf.saved_model.save(module, str(out), signatures={
+        "serving_default": module.classify, "regress": module.regress})
+    return out
