@@ -66,6 +66,24 @@ def _description_table(title: str, *descriptions) -> Table:
     return table
 
 
+def _stages_table(report) -> Table:
+    """One row per stage: the source, then the model each applied step produced."""
+    table = Table(title=f"servopt optimize: {report.source} -> {report.output}")
+    for column in ("stage", "nodes", "variables", "size", "max abs diff", "top-1 agreement"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    before = report.before
+    table.add_row("source", str(before.node_count), str(before.variable_count),
+                  _mb(before.size_bytes.total), "", "")
+    for record in report.steps:
+        if record.status != "applied":
+            continue
+        model, check = record.model, record.verification
+        top1 = "" if check.top1_agreement is None else f"{check.top1_agreement:.2%}"
+        table.add_row(record.step, str(model.node_count), str(model.variable_count),
+                      _mb(model.size_bytes.total), f"{check.max_abs_diff:.2e}", top1)
+    return table
+
+
 @main.command("describe")
 @click.argument("model", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
@@ -118,21 +136,10 @@ def optimize_command(model: str, out: str, steps_text: str, passes: str | None,
     if as_json:
         _print_json(report.to_dict())
         return
-    table = Table(title=f"servopt optimize: {report.source} -> {report.output}")
-    for column in ("", "before", "after"):
-        table.add_column(column, justify="right" if column else "left")
-    b, a = report.before, report.after
-    table.add_row("nodes", str(b.node_count), str(a.node_count))
-    table.add_row("variables", str(b.variable_count), str(a.variable_count))
-    table.add_row("total size", _mb(b.size_bytes.total), _mb(a.size_bytes.total))
-    stdout.print(table)
+    stdout.print(_stages_table(report))
     for record in report.steps:
-        note = record.reason or ""
-        if record.verification is not None:
-            note = f"max abs diff {record.verification.max_abs_diff:.2e}"
-            if record.verification.top1_agreement is not None:
-                note += f", top-1 agreement {record.verification.top1_agreement:.2%}"
-        stdout.print(f"  {record.step}: {record.status} {note}")
+        if record.status == "skipped":
+            stdout.print(f"  {record.step}: skipped: {record.reason}")
     stdout.print(f"verified on {report.verification.num_examples} inputs; written to "
                  f"{report.output}")
 
