@@ -88,8 +88,9 @@ class _ExampleVocabModel(tf.Module):
         for _ in range(steps):
             batch = rng.integers(0, len(ids), 256)
             with tf.GradientTape() as tape:
+                sizes = tf.constant(rng.random(256), tf.float32)
                 loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                    labels[batch], self.scores(ids[batch], tf.constant(rng.random(256), tf.float32))))
+                    labels[batch], self.scores(ids[batch], sizes)))
             optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables,
                                           strict=True))
 

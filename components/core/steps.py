@@ -159,9 +159,19 @@ def validate_steps(steps: list[Step]) -> None:
             raise ServoptError("the freeze step takes no argument")
 
 
-def optimize_model(source, out, steps: list[Step], config: OptimizeConfig = OptimizeConfig()
-                   ) -> OptimizationReport:
-    """Applies `steps` to the model at `source` and publishes the verified result at `out`."""
+def reference_for(source_dir: Path, config: OptimizeConfig) -> Reference:
+    """The source's outputs on the verification inputs `config` asks for."""
+    return Reference(source_dir, config.num_examples, config.batch_size, config.seed,
+                     config.examples)
+
+
+def optimize_model(source, out, steps: list[Step], config: OptimizeConfig = OptimizeConfig(),
+                   reference: Reference | None = None) -> OptimizationReport:
+    """Applies `steps` to the model at `source` and publishes the verified result at `out`.
+
+    `reference` (from `reference_for`) lets a caller that verifies more than one output
+    against the same source run the source only once.
+    """
     validate_steps(steps)
     if config.quantize_min_elements < 1 or config.num_examples < 1 or config.batch_size < 1:
         raise ServoptError("quantize_min_elements, num_examples and batch_size must be >= 1")
@@ -169,8 +179,7 @@ def optimize_model(source, out, steps: list[Step], config: OptimizeConfig = Opti
     before = describe(source_dir)
     records: list[StepRecord] = []
     with staged_output(out) as staging, tempfile.TemporaryDirectory(prefix="servopt-") as work:
-        reference = Reference(source_dir, config.num_examples, config.batch_size, config.seed,
-                              config.examples)
+        reference = reference or reference_for(source_dir, config)
         current, verification = source_dir, None
         for index, step in enumerate(steps):
             try:

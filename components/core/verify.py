@@ -100,31 +100,37 @@ class Reference:
                                 for feeds in self.inputs.values())
 
     def compare(self, candidate_dir: Path, tolerance: Tolerance) -> VerificationResult:
-        failures: list[str] = []
-        comparisons: list[OutputComparison] = []
+        """Runs the SavedModel at `candidate_dir` on the reference inputs and compares."""
         with ServingSession(candidate_dir) as candidate:
-            missing = sorted(set(self.inputs) - set(candidate.signatures))
-            failures += [f"signature '{name}' is missing" for name in missing]
-            for name, feeds in self.inputs.items():
-                if name in missing:
-                    continue
-                produced = [candidate.run(name, feed) for feed in feeds]
-                for key in sorted(self.outputs[name][0]):
-                    comparison = _compare_output(
-                        name, key, [o[key] for o in self.outputs[name]],
-                        [p.get(key) for p in produced], tolerance)
-                    comparisons.append(comparison)
-                    if not comparison.within_tolerance:
-                        failures.append(_failure_text(comparison, tolerance))
-        agreements = [c.top1_agreement for c in comparisons if c.top1_agreement is not None]
-        return VerificationResult(
-            num_examples=self.num_examples,
-            max_abs_diff=max((c.max_abs_diff for c in comparisons), default=0.0),
-            top1_agreement=min(agreements) if agreements else None,
-            tolerance=tolerance.describe(),
-            passed=not failures,
-            failures=failures,
-            outputs=comparisons)
+            produced = {name: [candidate.run(name, feed) for feed in feeds]
+                        for name, feeds in self.inputs.items()
+                        if name in candidate.signatures}
+        return compare_outputs(self, produced, tolerance)
+
+
+def compare_outputs(reference: Reference, produced: dict[str, list[dict[str, np.ndarray]]],
+                    tolerance: Tolerance) -> VerificationResult:
+    """Compares a candidate's outputs (signature -> one dict per reference batch)."""
+    failures = [f"signature '{name}' is missing"
+                for name in sorted(set(reference.inputs) - set(produced))]
+    comparisons: list[OutputComparison] = []
+    for name, batches in produced.items():
+        expected = reference.outputs[name]
+        for key in sorted(expected[0]):
+            comparison = _compare_output(name, key, [o[key] for o in expected],
+                                         [p.get(key) for p in batches], tolerance)
+            comparisons.append(comparison)
+            if not comparison.within_tolerance:
+                failures.append(_failure_text(comparison, tolerance))
+    agreements = [c.top1_agreement for c in comparisons if c.top1_agreement is not None]
+    return VerificationResult(
+        num_examples=reference.num_examples,
+        max_abs_diff=max((c.max_abs_diff for c in comparisons), default=0.0),
+        top1_agreement=min(agreements) if agreements else None,
+        tolerance=tolerance.describe(),
+        passed=not failures,
+        failures=failures,
+        outputs=comparisons)
 
 
 def _compare_output(signature: str, key: str, expected: list[np.ndarray],

@@ -1,0 +1,3 @@
+from components.freezer.component import Freezer
+
+__all__ = ["Freezer"]

@@ -1,0 +1,3 @@
+from components.graph_optimizer.component import GraphOptimizer
+
+__all__ = ["GraphOptimizer"]

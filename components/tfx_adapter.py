@@ -1,0 +1,103 @@
+"""What the model-producing TFX executors share: artifacts in, library call, properties out.
+
+Model artifacts follow the Trainer's layout (`<uri>/Format-Serving/saved_model.pb`), so
+TFX's own Pusher, InfraValidator and BulkInferrer accept what these components emit.
+Everything measured goes into custom properties, where ML Metadata keeps it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from absl import logging
+from tfx import types
+from tfx.types import artifact_utils
+
+from components.core.model_io import SERVING_MODEL_DIR
+from components.core.steps import OptimizationReport, OptimizeConfig, Step, optimize_model
+from components.core.verify import Reference
+
+MODEL_KEY = "model"
+EXAMPLES_KEY = "examples"
+
+
+def single(artifacts: dict[str, list[types.Artifact]], key: str) -> types.Artifact:
+    return artifact_utils.get_single_instance(artifacts[key])
+
+
+def optional_single(artifacts: dict[str, list[types.Artifact]], key: str
+                    ) -> types.Artifact | None:
+    return artifacts[key][0] if artifacts.get(key) else None
+
+
+def serving_dir(artifact: types.Artifact) -> Path:
+    return Path(artifact.uri) / SERVING_MODEL_DIR
+
+
+def record_report(artifact: types.Artifact, report: OptimizationReport) -> None:
+    """Writes what was measured onto the output Model artifact's custom properties."""
+    after = report.after
+    verification = report.verification
+    properties: dict[str, Any] = {
+        "source_model_uri": report.source,
+        "size_bytes_graph": after.size_bytes.graph,
+        "size_bytes_variables": after.size_bytes.variables,
+        "size_bytes_total": after.size_bytes.total,
+        "source_size_bytes_total": report.before.size_bytes.total,
+        "node_count": after.node_count,
+        "source_node_count": report.before.node_count,
+        "variable_count": after.variable_count,
+        "const_count": after.const_count,
+        "identity_count": after.identity_count,
+        "op_counts": json.dumps(after.op_counts),
+        "steps": json.dumps([{"step": r.step, "status": r.status, "reason": r.reason,
+                              "details": r.details} for r in report.steps]),
+        "steps_applied": ",".join(r.step for r in report.steps if r.status == "applied"),
+        "steps_skipped": ",".join(r.step for r in report.steps if r.status == "skipped"),
+        "verification_passed": int(verification.passed),
+        "verification_max_abs_diff": verification.max_abs_diff,
+        "verification_num_examples": verification.num_examples,
+        "verification_tolerance": verification.tolerance,
+    }
+    if verification.top1_agreement is not None:
+        properties["verification_top1_agreement"] = verification.top1_agreement
+    set_custom_properties(artifact, properties)
+
+
+def set_custom_properties(artifact: types.Artifact, properties: dict[str, Any]) -> None:
+    for key, value in properties.items():
+        if value is None:
+            continue
+        if isinstance(value, bool | int):
+            artifact.set_int_custom_property(key, int(value))
+        elif isinstance(value, float):
+            artifact.set_float_custom_property(key, value)
+        else:
+            artifact.set_string_custom_property(key, str(value))
+
+
+def with_examples(input_dict: dict[str, list[types.Artifact]], config: OptimizeConfig
+                  ) -> OptimizeConfig:
+    """Verification inputs from the optional `examples` channel (its eval split)."""
+    examples = optional_single(input_dict, EXAMPLES_KEY)
+    if examples is None:
+        return config
+    return OptimizeConfig(**{**config.__dict__, "examples": Path(examples.uri)})
+
+
+def run_model_step(input_dict: dict[str, list[types.Artifact]],
+                   outputs: list[types.Artifact], step: Step, config: OptimizeConfig,
+                   reference: Reference | None = None) -> OptimizationReport:
+    """Runs one library step from the input Model artifact into the output Model artifact."""
+    source = single(input_dict, MODEL_KEY)
+    output = artifact_utils.get_single_instance(outputs)
+    report = optimize_model(source.uri, serving_dir(output), [step],
+                            with_examples(input_dict, config), reference)
+    record_report(output, report)
+    for record in report.steps:
+        logging.info("%s: %s %s", record.step, record.status, record.reason or "")
+    logging.info("verification: %s", json.dumps(report.verification.to_dict()
+                                                  | {"outputs": None}))
+    return report
