@@ -144,5 +144,26 @@ def optimize_command(model: str, out: str, steps_text: str, passes: str | None,
                  f"{report.output}")
 
 
+@main.command("demo")
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path("servopt-demo"),
+              show_default=True, help="Where the MLMD database and pipeline root go.")
+@click.option("--runner", type=click.Choice(["beam", "local"]), default="beam",
+              show_default=True, help="BeamDagRunner or LocalDagRunner.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="Optimization recipe YAML (default: configs/optimization.yaml).")
+@click.option("--verbose", is_flag=True, help="Show TFX's own logging.")
+def demo_command(workdir: Path, runner: str, config_path: Path | None, verbose: bool) -> None:
+    """Run the digits pipeline end to end on the embedded defaults (SQLite MLMD)."""
+    from components.core.config import DEFAULT_RECIPE, OptimizationRecipe
+    from pipelines.demo import run_demo, stage_table
+
+    config_path = config_path or DEFAULT_RECIPE
+    OptimizationRecipe.from_yaml(config_path)  # a bad config fails before anything runs
+    result = run_demo(workdir, runner, config_path, console=stderr, verbose=verbose)
+    stdout.print(stage_table(result))
+    stdout.print(f"ML Metadata: {result.metadata_path}")
+    stdout.print(f"artifacts:   {result.pipeline_root}")
+
+
 if __name__ == "__main__":
     main()

@@ -109,10 +109,13 @@ class Reference:
 
 
 def compare_outputs(reference: Reference, produced: dict[str, list[dict[str, np.ndarray]]],
-                    tolerance: Tolerance) -> VerificationResult:
-    """Compares a candidate's outputs (signature -> one dict per reference batch)."""
+                    tolerance: Tolerance, signatures: list[str] | None = None
+                    ) -> VerificationResult:
+    """Compares a candidate's outputs (signature -> one dict per reference batch) on
+    `signatures` (default: every signature of the reference)."""
+    expected_signatures = set(reference.inputs if signatures is None else signatures)
     failures = [f"signature '{name}' is missing"
-                for name in sorted(set(reference.inputs) - set(produced))]
+                for name in sorted(expected_signatures - set(produced))]
     comparisons: list[OutputComparison] = []
     for name, batches in produced.items():
         expected = reference.outputs[name]

@@ -68,7 +68,7 @@ def train(examples_uri: str, serving_dir: Path, epochs: int, seed: int) -> dict:
     train_x, train_y = read_split(examples_uri, "train")
     eval_x, eval_y = read_split(examples_uri, "eval")
     model = seed_cnn()
-    history = model.fit(train_x, train_y, epochs=epochs, batch_size=64, verbose=0,
+    history = model.fit(train_x, train_y, epochs=epochs, batch_size=32, verbose=0,
                         validation_data=(eval_x, eval_y))
     _, eval_accuracy = model.evaluate(eval_x, eval_y, verbose=0)
     export_for_serving(model, serving_dir)

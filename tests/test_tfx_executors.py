@@ -1,0 +1,123 @@
+"""The TFX executors, called directly with hand-built artifacts, as TFX tests its own."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from tfx import types
+from tfx.types import standard_artifacts
+
+from components.core.errors import ServoptError
+from components.freezer import executor as freezer_executor
+from components.graph_optimizer import GraphOptimizer
+from components.graph_optimizer import executor as optimizer_executor
+from components.quantizer import executor as quantizer_executor
+from pipelines.digits.example_gen import write_examples
+
+
+def model_artifact(uri: Path) -> standard_artifacts.Model:
+    artifact = standard_artifacts.Model()
+    artifact.uri = str(uri)
+    return artifact
+
+
+def trainer_output(model_dir: Path, root: Path) -> standard_artifacts.Model:
+    """A Model artifact laid out as Trainer writes it: <uri>/Format-Serving/."""
+    shutil.copytree(model_dir, root / "trainer" / "Format-Serving")
+    return model_artifact(root / "trainer")
+
+
+def output_artifact(root: Path, name: str) -> standard_artifacts.Model:
+    (root / name).mkdir()
+    return model_artifact(root / name)
+
+
+def test_freezer_writes_a_frozen_model_and_records_what_it_measured(seed_cnn_model, tmp_path):
+    source = trainer_output(seed_cnn_model, tmp_path)
+    frozen = output_artifact(tmp_path, "frozen")
+    freezer_executor.Executor().Do({"model": [source]}, {"frozen_model": [frozen]}, {})
+    assert (Path(frozen.uri) / "Format-Serving" / "saved_model.pb").is_file()
+    assert frozen.get_int_custom_property("variable_count") == 0
+    assert frozen.get_int_custom_property("size_bytes_variables") == 0
+    assert 0 < frozen.get_int_custom_property("size_bytes_total") < (
+        frozen.get_int_custom_property("source_size_bytes_total"))
+    assert frozen.get_int_custom_property("verification_passed") == 1
+    assert frozen.get_float_custom_property("verification_max_abs_diff") <= 1e-5
+    assert frozen.get_string_custom_property("source_model_uri").endswith("Format-Serving")
+    assert json.loads(frozen.get_string_custom_property("op_counts"))["Const"] > 0
+    steps = json.loads(frozen.get_string_custom_property("steps"))
+    assert steps[0]["step"] == "freeze" and steps[0]["status"] == "applied"
+
+
+def test_graph_optimizer_chains_on_the_freezer_output(seed_cnn_model, tmp_path):
+    source = trainer_output(seed_cnn_model, tmp_path)
+    frozen = output_artifact(tmp_path, "frozen")
+    freezer_executor.Executor().Do({"model": [source]}, {"frozen_model": [frozen]}, {})
+    optimized = output_artifact(tmp_path, "optimized")
+    optimizer_executor.Executor().Do(
+        {"model": [frozen]}, {"optimized_model": [optimized]},
+        {"passes": json.dumps(["remove_identity", "fold_constants", "fuse_ops"])})
+    assert optimized.get_int_custom_property("node_count") < frozen.get_int_custom_property(
+        "node_count")
+    assert optimized.get_string_custom_property("steps_applied") == (
+        "optimize=remove_identity+fold_constants+fuse_ops")
+
+
+def test_quantizer_verifies_on_examples_and_emits_tflite(seed_cnn_model, tmp_path):
+    source = trainer_output(seed_cnn_model, tmp_path)
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / "examples")
+    write_examples(Path(examples.uri))
+    quantized = output_artifact(tmp_path, "quantized")
+    tflite = output_artifact(tmp_path, "tflite")
+    quantizer_executor.Executor().Do(
+        {"model": [source], "examples": [examples]},
+        {"quantized_model": [quantized], "tflite_model": [tflite]},
+        {"mode": "int8", "tflite": "int8", "num_examples": 128})
+    assert quantized.get_int_custom_property("verification_passed") == 1
+    assert quantized.get_int_custom_property("verification_num_examples") == 128
+    assert quantized.get_float_custom_property("verification_top1_agreement") >= 0.99
+    assert tflite.get_int_custom_property("produced") == 1
+    assert (Path(tflite.uri) / "Format-TFLite" / "model.tflite").is_file()
+    assert tflite.get_float_custom_property("verification_top1_agreement") >= 0.99
+
+
+def _assert_nothing_produced(artifact: standard_artifacts.Model) -> None:
+    assert list(Path(artifact.uri).iterdir()) == []
+    assert not artifact.mlmd_artifact.custom_properties
+
+
+def test_a_model_artifact_without_a_saved_model_fails_clearly(tmp_path):
+    empty = model_artifact(tmp_path / "empty")
+    (tmp_path / "empty" / "Format-Serving").mkdir(parents=True)
+    frozen = output_artifact(tmp_path, "frozen")
+    with pytest.raises(ServoptError, match="empty.*no SavedModel found"):
+        freezer_executor.Executor().Do({"model": [empty]}, {"frozen_model": [frozen]}, {})
+    _assert_nothing_produced(frozen)
+
+
+def test_a_corrupted_saved_model_pb_fails_clearly(tmp_path):
+    broken = tmp_path / "broken" / "Format-Serving"
+    broken.mkdir(parents=True)
+    (broken / "saved_model.pb").write_bytes(b"\x0a\xff\xff\xff garbage")
+    quantized = output_artifact(tmp_path, "quantized")
+    with pytest.raises(ServoptError, match=r"Format-Serving/saved_model\.pb: not a valid"):
+        quantizer_executor.Executor().Do({"model": [model_artifact(broken.parent)]},
+                                         {"quantized_model": [quantized]}, {"mode": "int8"})
+    _assert_nothing_produced(quantized)
+
+
+def test_an_unknown_pass_fails_in_the_executor_and_at_pipeline_definition(seed_cnn_model,
+                                                                          tmp_path):
+    source = trainer_output(seed_cnn_model, tmp_path)
+    optimized = output_artifact(tmp_path, "optimized")
+    with pytest.raises(ServoptError, match="unknown optimization pass 'fold_everything'"):
+        optimizer_executor.Executor().Do({"model": [source]}, {"optimized_model": [optimized]},
+                                         {"passes": json.dumps(["fold_everything"])})
+    _assert_nothing_produced(optimized)
+    with pytest.raises(ServoptError, match="unknown optimization pass"):
+        GraphOptimizer(model=types.Channel(type=standard_artifacts.Model),
+                       passes=["fold_everything"])
