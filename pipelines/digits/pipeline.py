@@ -34,9 +34,10 @@ class TrainerSettings:
     seed: int = 0
 
 
-def create_pipeline(pipeline_root: Path, metadata_path: Path,
+def create_pipeline(pipeline_root: Path | str, metadata_path: Path | None,
                     config_path: Path = DEFAULT_RECIPE,
                     beam_pipeline_args: list[str] | None = None) -> pipeline.Pipeline:
+    """The pipeline; `metadata_path` None leaves MLMD to the orchestrator (Vertex, KFP)."""
     recipe = OptimizationRecipe.from_yaml(config_path)
     trainer_settings = fill_dataclass(
         TrainerSettings, section(read_yaml(config_path), "trainer", config_path),
@@ -62,7 +63,8 @@ def create_pipeline(pipeline_root: Path, metadata_path: Path,
         pipeline_root=str(pipeline_root),
         components=[example_gen, trainer, freezer, optimizer, quantizer],
         enable_cache=True,
-        metadata_connection_config=metadata.sqlite_metadata_connection_config(
-            str(metadata_path)),
+        metadata_connection_config=(
+            metadata.sqlite_metadata_connection_config(str(metadata_path))
+            if metadata_path is not None else None),
         beam_pipeline_args=beam_pipeline_args or ["--direct_num_workers=1"],
     )
