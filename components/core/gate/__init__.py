@@ -1,0 +1,37 @@
+"""PusherGate library: decide whether (and which) optimized model may be pushed, and push it.
+
+- `Thresholds` (thresholds.py): what a candidate must satisfy, from YAML or a dict.
+- `evaluate_gate` (gate.py): checks every candidate against the benchmark's metrics, the
+  served model, the blessings and the safety scan; returns a `GateDecision`.
+- `scan_ops` (safety.py): ops on the serving path that read or write files, run Python
+  or open the network.
+- `push_model` (push.py): publishes a SavedModel as a new TF Serving version, atomically.
+No TFX import here: the TFX component and the CLI are adapters over these functions.
+"""
+
+from components.core.gate.decision import (
+    CandidateResult,
+    Check,
+    GateBlocked,
+    GateDecision,
+)
+from components.core.gate.gate import evaluate_gate
+from components.core.gate.metrics import load_metrics
+from components.core.gate.push import PushResult, checked_destination, push_model, versions
+from components.core.gate.report import decision_table
+from components.core.gate.safety import UNSAFE_OPS, OpScan, scan_ops
+from components.core.gate.thresholds import (
+    BaselineThresholds,
+    ServedThresholds,
+    Thresholds,
+    ValueThresholds,
+)
+from components.core.gate.warmup import read_warmup_file, warmup_logs, write_warmup_file
+
+__all__ = [
+    "BaselineThresholds", "CandidateResult", "Check", "GateBlocked", "GateDecision",
+    "OpScan", "PushResult", "ServedThresholds", "Thresholds", "UNSAFE_OPS",
+    "ValueThresholds", "checked_destination", "decision_table", "evaluate_gate",
+    "load_metrics", "push_model", "read_warmup_file", "scan_ops", "versions",
+    "warmup_logs", "write_warmup_file",
+]

@@ -1,0 +1,214 @@
+"""The checks on one candidate: each returns `Check`s with the measured value, the limit
+and a reason that states both."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from components.core.errors import ServoptError
+from components.core.gate.decision import CHANGE, REQUIREMENT, VALUE, Check, fmt
+from components.core.gate.metrics import accuracy_value, batch_entry, measured_batch_sizes
+from components.core.gate.safety import scan_ops
+from components.core.gate.thresholds import Thresholds
+
+NOT_SERVED = "not applicable: no model served yet"
+MB = 1e6
+
+
+@dataclass
+class Context:
+    """What every candidate is compared with."""
+
+    thresholds: Thresholds
+    baseline_name: str | None
+    baseline: dict | None  # the baseline's metrics, None when it has no usable result
+    baseline_problem: str | None  # why `baseline` is None
+    served: dict | None  # metrics of the model served now; None on the first push
+
+    @property
+    def batch(self) -> int:
+        return self.thresholds.primary_batch_size
+
+
+def benchmark_problem(name: str, model: dict | None, batch_size: int) -> str | None:
+    """Why the benchmark result of `name` cannot be used, or None if it can."""
+    if model is None:
+        return f"no benchmark result for '{name}' in the metrics; benchmark every candidate"
+    if model.get("error"):
+        return f"the benchmark of '{name}' failed: {model['error']}"
+    if batch_entry(model, batch_size) is None:
+        measured = ", ".join(measured_batch_sizes(model)) or "none"
+        return (f"no benchmark result at the primary batch size {batch_size} (measured: "
+                f"{measured}); benchmark that batch size or change primary_batch_size")
+    return None
+
+
+def benchmark_check(name: str, model: dict | None, batch_size: int) -> Check:
+    problem = benchmark_problem(name, model, batch_size)
+    return Check("benchmark", name, problem is None, True, problem is None,
+                 problem or f"benchmark result at batch {batch_size} present",
+                 kind=REQUIREMENT)
+
+
+def safety_check(name: str, model_dir: str, allowed_ops: Iterable[str]) -> Check:
+    allowed = sorted(set(allowed_ops))
+    try:
+        scan = scan_ops(model_dir, allowed)
+    except ServoptError as err:
+        return Check("safety", name, None, allowed, False,
+                     f"cannot scan the model's ops: {err}", kind=REQUIREMENT)
+    if not scan.safe:
+        return Check("safety", name, sorted(scan.unsafe), allowed, False,
+                     f"unsafe ops on the serving path: {scan.describe_unsafe()}; pass them "
+                     "in allowed_ops if the model must run them", kind=REQUIREMENT)
+    reason = (f"no ops that read or write files, run Python or open the network "
+              f"({sum(scan.ops.values())} nodes scanned)")
+    if scan.allowed:
+        reason += f"; allowed by allowed_ops: {', '.join(scan.allowed)}"
+    return Check("safety", name, [], allowed, True, reason, kind=REQUIREMENT)
+
+
+def stability_check(name: str, model: dict, context: Context) -> Check:
+    stable = batch_entry(model, context.batch).get("stable")
+    policy = context.thresholds.unstable_latency
+    limit = f"unstable_latency: {policy}"
+    if stable is True:
+        return Check("stable_latency", name, True, limit, True,
+                     f"latency stable at batch {context.batch}", kind=REQUIREMENT)
+    what = "latency not stable" if stable is False else "latency stability not recorded"
+    if policy == "allow":
+        return Check("stable_latency", name, stable, limit, True,
+                     f"{what} at batch {context.batch}; allowed (unstable_latency: allow)",
+                     kind=REQUIREMENT)
+    return Check("stable_latency", name, stable, limit, False,
+                 f"{what} at batch {context.batch}; rerun the benchmark on a quieter "
+                 "machine or with more windows, or set unstable_latency: allow",
+                 kind=REQUIREMENT)
+
+
+def value_checks(name: str, model: dict, context: Context) -> list[Check]:
+    limits = context.thresholds.value
+    batch = batch_entry(model, context.batch)
+    size = model.get("size_bytes")
+    at = f"at batch {context.batch}"
+    checks = [
+        _bound("value.max_p50_ms", name, f"p50 latency {at}", batch.get("p50_ms"),
+               limits.max_p50_ms, upper=True, unit=" ms"),
+        _bound("value.max_p99_ms", name, f"p99 latency {at}", batch.get("p99_ms"),
+               limits.max_p99_ms, upper=True, unit=" ms"),
+        _bound("value.min_throughput", name, f"throughput {at}", batch.get("throughput"),
+               limits.min_throughput, upper=False, unit=" examples/s"),
+        _bound("value.max_size_mb", name, "size", None if size is None else size / MB,
+               limits.max_size_mb, upper=True, unit=" MB"),
+        _bound("value.min_accuracy", name, "accuracy", accuracy_value(model, "accuracy"),
+               limits.min_accuracy, upper=False,
+               missing="the benchmark recorded no accuracy: give it labelled eval examples"),
+    ]
+    return [c for c in checks if c is not None]
+
+
+def baseline_checks(name: str, model: dict, context: Context) -> list[Check]:
+    limits = context.thresholds.vs_baseline
+    wanted = {k: v for k, v in vars(limits).items() if v is not None}
+    if not wanted:
+        return []
+    base = context.baseline_name
+    is_baseline = name == base or model.get("role") == "baseline"
+    if not is_baseline and context.baseline is None:
+        return [Check(f"vs_baseline.{key}", name, None, limit, False,
+                      f"cannot compare with the baseline: {context.baseline_problem}",
+                      kind=CHANGE) for key, limit in wanted.items()]
+    batch = batch_entry(model, context.batch)
+    itself = " (the baseline itself)" if is_baseline else ""
+    checks = []
+    if limits.max_accuracy_drop is not None:
+        own = accuracy_value(model, "accuracy")
+        reference = own if is_baseline else accuracy_value(context.baseline, "accuracy")
+        drop = None if own is None or reference is None else reference - own
+        if is_baseline:
+            drop = 0.0
+        checks.append(_bound(
+            "vs_baseline.max_accuracy_drop", name, f"accuracy drop vs baseline '{base}'"
+            + ("" if drop is None or is_baseline else f" ({fmt(reference)} -> {fmt(own)})"),
+            drop, limits.max_accuracy_drop, upper=True, kind=CHANGE, suffix=itself,
+            missing="the benchmark recorded no accuracy for it or the baseline: give it "
+                    "labelled eval examples"))
+    if limits.min_top1_agreement is not None:
+        agreement = 1.0 if is_baseline else accuracy_value(model, "top1_agreement")
+        checks.append(_bound(
+            "vs_baseline.min_top1_agreement", name, f"top-1 agreement with baseline '{base}'",
+            agreement, limits.min_top1_agreement, upper=False, kind=CHANGE, suffix=itself,
+            missing="the benchmark recorded none (not a classifier, or no eval examples)"))
+    for quantile, limit in (("p50", limits.min_speedup_p50), ("p99", limits.min_speedup_p99)):
+        if limit is None:
+            continue
+        speedup = 1.0 if is_baseline else batch.get(f"speedup_{quantile}")
+        if speedup is None and not is_baseline:
+            speedup = _ratio(batch_entry(context.baseline, context.batch) or {},
+                             batch, f"{quantile}_ms")
+        checks.append(_bound(
+            f"vs_baseline.min_speedup_{quantile}", name,
+            f"{quantile} speedup over baseline '{base}' at batch {context.batch}", speedup,
+            limit, upper=False, unit="x", kind=CHANGE, suffix=itself))
+    return checks
+
+
+def served_checks(name: str, model: dict, context: Context) -> list[Check]:
+    limits = context.thresholds.vs_served
+    wanted = {k: v for k, v in vars(limits).items() if v is not None}
+    if context.served is None:
+        return [Check(f"vs_served.{key}", name, None, limit, True, NOT_SERVED, kind=CHANGE,
+                      applicable=False) for key, limit in wanted.items()]
+    served = context.served
+    checks = []
+    if limits.max_p99_regression_pct is not None:
+        own = batch_entry(model, context.batch).get("p99_ms")
+        reference = (batch_entry(served, context.batch) or {}).get("p99_ms")
+        regression = (None if own is None or not reference
+                      else 100.0 * (own - reference) / reference)
+        label = f"p99 latency at batch {context.batch} vs the served model"
+        if regression is not None:
+            label += f" ({fmt(reference)} -> {fmt(own)} ms)"
+        checks.append(_bound(
+            "vs_served.max_p99_regression_pct", name, label, regression,
+            limits.max_p99_regression_pct, upper=True, unit="%", kind=CHANGE, signed=True,
+            missing=f"the served model's metrics have no p99 at batch {context.batch}"))
+    if limits.max_accuracy_regression is not None:
+        own, reference = accuracy_value(model, "accuracy"), accuracy_value(served, "accuracy")
+        regression = None if own is None or reference is None else reference - own
+        label = "accuracy regression vs the served model"
+        if regression is not None:
+            label += f" ({fmt(reference)} -> {fmt(own)})"
+        checks.append(_bound(
+            "vs_served.max_accuracy_regression", name, label, regression,
+            limits.max_accuracy_regression, upper=True, kind=CHANGE,
+            missing="no accuracy recorded for the candidate or the served model"))
+    return checks
+
+
+def _ratio(reference: dict, own: dict, key: str) -> float | None:
+    if not reference.get(key) or not own.get(key):
+        return None
+    return reference[key] / own[key]
+
+
+def _bound(threshold: str, candidate: str, label: str, measured: float | None,
+           limit: float | None, upper: bool, unit: str = "", kind: str = VALUE,
+           missing: str = "the benchmark did not record it", suffix: str = "",
+           signed: bool = False) -> Check | None:
+    """A check of `measured` against an upper (or lower) bound; None if `limit` is None."""
+    if limit is None:
+        return None
+    bound = "max" if upper else "min"
+    if measured is None:
+        return Check(threshold, candidate, None, limit, False,
+                     f"{label} not measured ({missing}); cannot check {bound} "
+                     f"{fmt(limit, unit, signed)}; or unset {threshold}", kind=kind)
+    at_limit = math.isclose(measured, limit, rel_tol=1e-9, abs_tol=1e-12)  # 0.95 - 0.94
+    passed = at_limit or (measured <= limit if upper else measured >= limit)
+    relation = ("<=" if passed else ">") if upper else (">=" if passed else "<")
+    return Check(threshold, candidate, measured, limit, passed,
+                 f"{label}: {fmt(measured, unit, signed)} {relation} {bound} "
+                 f"{fmt(limit, unit, signed)}{suffix}", kind=kind)

@@ -1,0 +1,325 @@
+"""Push a SavedModel to a TF Serving model base directory as a new version.
+
+TF Serving watches `<base>/<version>/` (integer names only) and serves the highest
+version. A push here:
+
+1. copies the model into a staging directory inside the destination, named
+   `.tmp-servopt-<uuid>` (not all digits, so TF Serving ignores it), with
+   `saved_model.pb` copied last, after the optional warm-up file;
+2. under an exclusive lock on `<base>/.servopt-push.lock` (flock), picks the version and
+   renames the staging directory to it. The rename is atomic and never replaces anything
+   (renameat2 RENAME_NOREPLACE), so TF Serving sees either no version or a complete one,
+   and two pushes never claim the same number; if another writer took the number, the
+   next one is tried;
+3. optionally removes old versions, keeping the last N (never the one just pushed); each
+   is first renamed away to a hidden name, so TF Serving never sees half of it deleted.
+
+Version numbers: max(unix time now, highest existing version + 1). Like TFX's Pusher
+(which uses the push time), versions are timestamps as long as clocks agree, so versions
+pushed by either tool order correctly in one directory; unlike it, a version is always
+strictly above every existing one (several pushes in the same second, clock skew, or a
+destination numbered 1, 2, 3 by hand), and the number is chosen at publish time, so the
+order of versions is the order in which pushes completed.
+
+A push killed midway leaves at most a hidden `.tmp-servopt-*` directory, which TF Serving
+ignores; later pushes delete such leftovers once they are a day old.
+
+Destinations: a local path is the solid case. A URL (`gs://`, `s3://`, `hdfs://`, ...)
+goes through tf.io.gfile: files are uploaded straight into the version directory, with
+`saved_model.pb` last, as TFX's Pusher does; object stores have no atomic directory
+rename, and concurrent pushes to one URL are not coordinated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from components.core.errors import ServoptError
+from components.core.gate.warmup import WARMUP_DIR, WARMUP_FILE, warmup_logs, write_warmup_file
+from components.core.model_io import SAVED_MODEL_PB, SAVED_MODEL_PBTXT, resolve_saved_model_dir
+
+STAGING_PREFIX = ".tmp-servopt-"
+LOCK_FILE = ".servopt-push.lock"
+STALE_STAGING_S = 24 * 3600
+MAX_ATTEMPTS = 1000
+_VERSION = re.compile(r"[0-9]+")
+_GRAPH_FILES = (SAVED_MODEL_PB, SAVED_MODEL_PBTXT)
+
+
+@dataclass
+class PushResult:
+    version: int
+    path: str  # the version directory: TFX's `pushed_destination`
+    base_dir: str  # the TF Serving model base directory it was pushed into
+    removed_versions: list[int] = field(default_factory=list)  # by keep_last
+    warmup_requests: int = 0  # records written to assets.extra/tf_serving_warmup_requests
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def push_model(model_dir: str | Path, base_dir: str | Path, keep_last: int | None = None,
+               warmup_examples: str | Path | None = None, *,
+               model_name: str | None = None, warmup_signature: str = "serving_default",
+               warmup_batch_sizes: Sequence[int] = (1,),
+               clock: Callable[[], float] = time.time) -> PushResult:
+    """Publishes the SavedModel at `model_dir` (any layout the library resolves) as a new
+    version under `base_dir`, or under `base_dir/model_name` when a model name is given.
+
+    keep_last: keep only the newest N versions afterwards. warmup_examples: eval examples
+    (TFRecords of tf.Example, a TFX Examples artifact, or .npz) to write TF Serving
+    warm-up requests from, one Predict request per size in `warmup_batch_sizes`.
+    """
+    if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(
+            keep_last, int) or keep_last < 1):
+        raise ServoptError(f"keep_last must be an integer >= 1 (or None to keep every "
+                           f"version), got {keep_last!r}")
+    source = resolve_saved_model_dir(model_dir)
+    logs = (warmup_logs(source, warmup_examples, warmup_signature, warmup_batch_sizes,
+                        model_name) if warmup_examples is not None else [])
+    if "://" in str(base_dir):
+        return _push_url(source, str(base_dir), model_name, keep_last, logs, clock)
+    destination = checked_destination(base_dir, model_name)
+    _remove_stale_staging(destination)
+    staging = destination / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+    try:
+        staging.mkdir()
+    except OSError as err:
+        raise ServoptError(f"{destination}: cannot write there ({err.strerror}); check the "
+                           "destination's permissions") from None
+    try:
+        try:
+            _stage(source, staging, logs)
+        except OSError as err:
+            raise ServoptError(f"{destination}: the push failed while copying "
+                               f"{err.filename or source} ({err.strerror or err}); nothing "
+                               "was published") from None
+        with _locked(destination):
+            version = _publish(staging, destination, clock)
+            removed = _prune(destination, keep_last, version) if keep_last else []
+        _fsync_dir(destination)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return PushResult(version, str(destination / str(version)), str(destination), removed,
+                      len(logs))
+
+
+def checked_destination(base_dir: str | Path, model_name: str | None = None) -> Path:
+    """The directory versions go into, created if missing; refuses paths that lead out of
+    the base directory through '..' or a symlink."""
+    base = Path(base_dir)
+    if ".." in base.parts:
+        raise ServoptError(f"{base}: the destination contains '..', which can lead outside "
+                           "the directory it names; give the model base directory without it")
+    if model_name is not None and (model_name in ("", ".", "..") or "/" in model_name
+                                   or os.sep in model_name or "\0" in model_name):
+        raise ServoptError(f"model name {model_name!r} is not a single directory name; it "
+                           f"would lead outside {base}; use a plain name like 'mnist'")
+    destination = base / model_name if model_name else base
+    if model_name and destination.is_symlink():
+        raise ServoptError(f"{destination}: is a symlink (to {os.readlink(destination)}); a "
+                           f"push must stay inside {base}; replace the link with a directory")
+    try:
+        destination.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ServoptError(f"{destination}: exists and is not a directory; give a TF "
+                           "Serving model base directory") from None
+    except OSError as err:
+        raise ServoptError(f"{destination}: cannot create the destination ({err.strerror})"
+                           ) from None
+    if model_name and destination.resolve() != base.resolve() / model_name:
+        raise ServoptError(f"{destination}: resolves to {destination.resolve()}, outside "
+                           f"{base.resolve()}; a push must stay inside the base directory")
+    return destination
+
+
+def versions(destination: str | Path) -> list[int]:
+    """Version numbers TF Serving would see: entries named by digits only, ascending."""
+    return sorted(int(name) for name in os.listdir(destination) if _VERSION.fullmatch(name))
+
+
+def _copy_file(src: str, dst: str) -> None:
+    """Copies one file (a module attribute, so tests can interrupt a copy midway)."""
+    shutil.copy2(src, dst)
+
+
+def _stage(source: Path, staging: Path, logs: list) -> None:
+    """Copies `source` into `staging`: everything, then the warm-up file, then the graph."""
+    graph_files = []
+    for root, dirs, files in os.walk(source, followlinks=True):
+        relative = Path(root).relative_to(source)
+        for name in sorted(dirs):
+            (staging / relative / name).mkdir()
+        for name in sorted(files):
+            if relative == Path(".") and name in _GRAPH_FILES:
+                graph_files.append(name)
+            elif not (logs and relative == Path(WARMUP_DIR) and name == WARMUP_FILE):
+                _copy_file(os.path.join(root, name), str(staging / relative / name))
+    if logs:
+        write_warmup_file(logs, staging)
+    for name in graph_files:  # last: a directory with it is a complete model
+        _copy_file(str(source / name), str(staging / name))
+    _fsync_tree(staging)
+
+
+@contextlib.contextmanager
+def _locked(destination: Path) -> Iterator[None]:
+    """An exclusive flock on the destination's lock file, for choosing versions."""
+    path = destination / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as err:
+        raise ServoptError(f"{path}: cannot open the push lock ({err.strerror}); it must be "
+                           "a regular file the pusher can write") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _publish(staging: Path, destination: Path, clock: Callable[[], float]) -> int:
+    version = 0
+    for _ in range(MAX_ATTEMPTS):
+        version = max(int(clock()), max(versions(destination), default=0) + 1, version + 1)
+        try:
+            _rename_noreplace(staging, destination / str(version))
+            return version
+        except FileExistsError:
+            continue  # a writer outside this protocol took the number: try the next
+    raise ServoptError(f"{destination}: could not claim a new version after {MAX_ATTEMPTS} "
+                       "attempts; is another tool creating version directories there?")
+
+
+def _prune(destination: Path, keep_last: int, pushed: int) -> list[int]:
+    """Removes all but the newest `keep_last` version directories, never `pushed`.
+    Symlinks and files with version names are left alone."""
+    candidates = [v for v in versions(destination)
+                  if (destination / str(v)).is_dir() and not (destination / str(v)).is_symlink()]
+    removed = [v for v in candidates[:-keep_last] if v != pushed]
+    for version in removed:
+        doomed = destination / f"{STAGING_PREFIX}delete-{uuid.uuid4().hex}"
+        os.rename(destination / str(version), doomed)  # vanishes from TF Serving at once
+        shutil.rmtree(doomed, ignore_errors=True)
+    return removed
+
+
+def _remove_stale_staging(destination: Path) -> None:
+    """Deletes staging directories of pushes killed long ago (older than a day)."""
+    cutoff = time.time() - STALE_STAGING_S
+    for entry in destination.iterdir():
+        with contextlib.suppress(OSError):
+            if (entry.name.startswith(STAGING_PREFIX) and not entry.is_symlink()
+                    and entry.is_dir() and entry.stat().st_mtime < cutoff):
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+try:
+    _renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    _renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                           ctypes.c_uint]
+except (AttributeError, OSError):  # not Linux, or a libc without it
+    _renameat2 = None
+
+
+def _rename_noreplace(src: Path, dst: Path) -> None:
+    """Renames `src` to `dst`, failing with FileExistsError if `dst` exists in any form."""
+    if _renameat2 is not None:
+        if _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst),
+                      _RENAME_NOREPLACE) == 0:
+            return
+        code = ctypes.get_errno()
+        if code in (errno.EEXIST, errno.ENOTEMPTY):
+            raise FileExistsError(code, os.strerror(code), str(dst))
+        if code not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise ServoptError(f"{dst}: cannot publish the version ({os.strerror(code)})")
+    # No RENAME_NOREPLACE on this filesystem: rename() fails on a non-empty directory
+    # (every version is), and the lock keeps cooperating pushers from racing here.
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+    try:
+        os.rename(src, dst)
+    except OSError as err:
+        if err.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            raise FileExistsError(err.errno, err.strerror, str(dst)) from None
+        raise ServoptError(f"{dst}: cannot publish the version ({err.strerror})") from None
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flushes every file and directory under `root` so a published version survives a
+    power loss whole."""
+    for path, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(path, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(path))
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _push_url(source: Path, base: str, model_name: str | None, keep_last: int | None,
+              logs: list, clock: Callable[[], float]) -> PushResult:
+    """A push through tf.io.gfile (object stores, HDFS): uploaded with the graph last."""
+    from components.core.tf_setup import tf
+
+    gfile = tf.io.gfile
+    if ".." in base.split("/"):
+        raise ServoptError(f"{base}: the destination contains '..'; give the model base "
+                           "directory without it")
+    if model_name is not None and (model_name in ("", ".", "..") or "/" in model_name):
+        raise ServoptError(f"model name {model_name!r} is not a single directory name")
+    destination = base.rstrip("/") + (f"/{model_name}" if model_name else "")
+    try:
+        gfile.makedirs(destination)
+        existing = sorted(int(n.rstrip("/")) for n in gfile.listdir(destination)
+                          if _VERSION.fullmatch(n.rstrip("/")))
+    except tf.errors.OpError as err:
+        raise ServoptError(f"{destination}: cannot use the destination ({err.message})"
+                           ) from None
+    version = max(int(clock()), max(existing, default=0) + 1)
+    while gfile.exists(f"{destination}/{version}"):
+        version += 1
+    target = f"{destination}/{version}"
+    with tempfile.TemporaryDirectory(prefix="servopt-push-") as local:
+        staging = Path(local) / "model"
+        staging.mkdir()
+        _stage(source, staging, logs)
+        files = sorted((p for p in staging.rglob("*") if p.is_file()),
+                       key=lambda p: (p.relative_to(staging).as_posix() in _GRAPH_FILES,
+                                      p.as_posix()))
+        for path in files:
+            remote = f"{target}/{path.relative_to(staging).as_posix()}"
+            gfile.makedirs(remote.rsplit("/", 1)[0])
+            gfile.copy(str(path), remote, overwrite=False)
+    removed = []
+    if keep_last:
+        kept = [*existing, version]
+        removed = [v for v in kept[:-keep_last] if v != version]
+        for old in removed:
+            gfile.rmtree(f"{destination}/{old}")
+    return PushResult(version, target, destination, removed, len(logs))

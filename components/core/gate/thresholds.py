@@ -1,0 +1,238 @@
+"""What a candidate must satisfy to be pushed: thresholds in TFMA's vocabulary.
+
+Three groups, each named after what it compares against:
+
+- `value`: bounds on the candidate's own measurements at the primary batch size (TFMA's
+  value thresholds: an upper bound for latency and size, a lower bound for throughput and
+  accuracy).
+- `vs_baseline`: changes against the Trainer's model benchmarked in the same run (TFMA's
+  change thresholds): accuracy may drop at most by an absolute amount (higher is better),
+  top-1 agreement with the baseline's outputs has a lower bound, the speedup
+  (baseline latency / candidate latency, lower latency is better) a lower bound.
+- `vs_served`: changes against the model currently served at the destination, as
+  measured when it was pushed: p99 may regress at most by a relative amount (percent),
+  accuracy at most by an absolute amount. On the first push there is no served model and
+  these checks are recorded as not applicable.
+
+Every threshold is optional: None means not checked. A threshold that is set but whose
+measurement is missing blocks the candidate (fail closed), with a reason saying so.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from components.core.errors import ServoptError
+
+UNSTABLE_POLICIES = ("block", "allow")
+
+# Objective keys: where the value lives in a model's metrics, and whether lower is better.
+BATCH_OBJECTIVES = {"p50_ms": True, "p90_ms": True, "p95_ms": True, "p99_ms": True,
+                    "mean_ms": True, "max_ms": True, "throughput": False}
+MODEL_OBJECTIVES = {"size_bytes": True, "peak_memory_bytes": True, "load_time_s": True,
+                    "first_request_ms": True, "flops_per_example": True}
+ACCURACY_OBJECTIVES = {"accuracy": False, "top1_agreement": False}
+OBJECTIVES = {**BATCH_OBJECTIVES, **MODEL_OBJECTIVES, **ACCURACY_OBJECTIVES}
+DEFAULT_OBJECTIVE = ("p99_ms", "size_bytes")
+DEFAULT_PRIMARY_BATCH_SIZE = 100  # the batch size the seed experiment quotes
+
+
+@dataclass(frozen=True)
+class _Bound:
+    """How one threshold's value is validated: [low, high], either end open or closed."""
+
+    low: float = 0.0
+    high: float = math.inf
+    low_inclusive: bool = False  # most limits must be > 0
+
+    def check(self, value: float) -> bool:
+        above = value >= self.low if self.low_inclusive else value > self.low
+        return above and value <= self.high
+
+    def describe(self) -> str:
+        low = f">= {self.low:g}" if self.low_inclusive else f"> {self.low:g}"
+        return low if math.isinf(self.high) else f"{low} and <= {self.high:g}"
+
+
+POSITIVE = _Bound()
+NON_NEGATIVE = _Bound(low_inclusive=True)
+FRACTION = _Bound(0.0, 1.0, low_inclusive=True)
+
+
+@dataclass(frozen=True)
+class ValueThresholds:
+    """Bounds on the candidate's own measurements (TFMA value thresholds)."""
+
+    max_p50_ms: float | None = None  # upper bound, at the primary batch size
+    max_p99_ms: float | None = None  # upper bound, at the primary batch size
+    min_throughput: float | None = None  # lower bound, examples per second
+    max_size_mb: float | None = None  # upper bound on size on disk, MB = 10^6 bytes
+    min_accuracy: float | None = None  # lower bound, fraction in [0, 1]
+
+
+@dataclass(frozen=True)
+class BaselineThresholds:
+    """Changes against the Trainer's model in the same run (TFMA change thresholds)."""
+
+    max_accuracy_drop: float | None = None  # absolute: baseline - candidate accuracy
+    min_top1_agreement: float | None = None  # fraction of examples with the same argmax
+    min_speedup_p50: float | None = None  # relative: baseline p50 / candidate p50
+    min_speedup_p99: float | None = None  # relative: baseline p99 / candidate p99
+
+
+@dataclass(frozen=True)
+class ServedThresholds:
+    """Changes against the model currently served at the destination."""
+
+    max_p99_regression_pct: float | None = None  # relative: 100 * (cand - served) / served
+    max_accuracy_regression: float | None = None  # absolute: served - candidate accuracy
+
+
+_LIMITS: dict[str, _Bound] = {
+    "max_p50_ms": POSITIVE, "max_p99_ms": POSITIVE, "min_throughput": NON_NEGATIVE,
+    "max_size_mb": POSITIVE, "min_accuracy": FRACTION,
+    "max_accuracy_drop": FRACTION, "min_top1_agreement": FRACTION,
+    "min_speedup_p50": POSITIVE, "min_speedup_p99": POSITIVE,
+    "max_p99_regression_pct": NON_NEGATIVE, "max_accuracy_regression": FRACTION,
+}
+_GROUPS = {"value": ValueThresholds, "vs_baseline": BaselineThresholds,
+           "vs_served": ServedThresholds}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Everything the gate checks, and how it chooses among candidates that pass."""
+
+    primary_batch_size: int = DEFAULT_PRIMARY_BATCH_SIZE
+    unstable_latency: str = "block"  # "block" or "allow" candidates whose latency is unstable
+    objective: tuple[str, ...] = DEFAULT_OBJECTIVE  # best first by these keys, in order
+    value: ValueThresholds = field(default_factory=ValueThresholds)
+    vs_baseline: BaselineThresholds = field(default_factory=BaselineThresholds)
+    vs_served: ServedThresholds = field(default_factory=ServedThresholds)
+
+    def __post_init__(self) -> None:
+        _validate("thresholds", self.primary_batch_size, self.unstable_latency,
+                  self.objective, {name: getattr(self, name) for name in _GROUPS})
+
+    @classmethod
+    def from_dict(cls, data: dict | None, source: str = "thresholds") -> Thresholds:
+        """Builds thresholds from a dict shaped like the YAML file; `source` names it in
+        errors (the file, or the parameter the dict came from)."""
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ServoptError(f"{source}: expected a mapping of threshold groups, got "
+                               f"{_kind(data)}; see configs/thresholds.yaml")
+        top = {f.name for f in fields(cls)}
+        _reject_unknown(data, top, source, "")
+        groups = {}
+        for name, group_cls in _GROUPS.items():
+            section = data.get(name)
+            if section is None:
+                groups[name] = group_cls()
+                continue
+            if not isinstance(section, dict):
+                raise ServoptError(f"{source}: '{name}' must be a mapping of thresholds, got "
+                                   f"{_kind(section)}")
+            _reject_unknown(section, {f.name for f in fields(group_cls)}, source, f"{name}.")
+            groups[name] = group_cls(**{key: _number(section[key], source, f"{name}.{key}")
+                                        for key in section})
+        objective = data.get("objective", list(DEFAULT_OBJECTIVE))
+        if isinstance(objective, str):
+            objective = [objective]
+        if not isinstance(objective, list | tuple):
+            raise ServoptError(f"{source}: 'objective' must be a list of metric names, got "
+                               f"{_kind(objective)}")
+        batch = data.get("primary_batch_size", DEFAULT_PRIMARY_BATCH_SIZE)
+        if isinstance(batch, bool) or not isinstance(batch, int):
+            raise ServoptError(f"{source}: 'primary_batch_size' must be an integer, got "
+                               f"{_kind(batch)}")
+        unstable = data.get("unstable_latency", "block")
+        _validate(source, batch, unstable, tuple(objective), groups)  # errors name `source`
+        return cls(primary_batch_size=batch, unstable_latency=unstable,
+                   objective=tuple(objective), **groups)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Thresholds:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise ServoptError(f"{path}: no such thresholds file; pass a YAML file like "
+                               "configs/thresholds.yaml") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ServoptError(f"{path}: cannot read the thresholds file ({err})") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(err, "problem", None) or type(err).__name__
+            raise ServoptError(f"{path}: not valid YAML{where} ({problem}); fix the syntax"
+                               ) from None
+        return cls.from_dict(data, source=str(path))
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["objective"] = list(self.objective)
+        return data
+
+
+def _validate(source: str, batch, unstable_latency, objective: tuple, groups: dict) -> None:
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ServoptError(f"{source}: 'primary_batch_size' must be an integer >= 1, got "
+                           f"{batch!r}")
+    if unstable_latency not in UNSTABLE_POLICIES:
+        raise ServoptError(f"{source}: 'unstable_latency' must be one of "
+                           f"{', '.join(UNSTABLE_POLICIES)}, got {unstable_latency!r}")
+    if not objective:
+        raise ServoptError(f"{source}: 'objective' is empty; list at least one of "
+                           f"{', '.join(OBJECTIVES)}")
+    for key in objective:
+        if key not in OBJECTIVES:
+            raise ServoptError(f"{source}: unknown objective {key!r}"
+                               f"{_did_you_mean(key, OBJECTIVES)}; known: "
+                               f"{', '.join(OBJECTIVES)}")
+    if len(set(objective)) != len(objective):
+        raise ServoptError(f"{source}: 'objective' lists a metric twice: {list(objective)}")
+    for group, values in groups.items():
+        for item in fields(values):
+            value = getattr(values, item.name)
+            if value is None:
+                continue
+            key = f"{group}.{item.name}"
+            _number(value, source, key)
+            bound = _LIMITS[item.name]
+            if not bound.check(value):
+                raise ServoptError(f"{source}: '{key}' must be {bound.describe()}, got "
+                                   f"{value!r}")
+
+
+def _number(value, source: str, key: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise ServoptError(f"{source}: '{key}' must be a number or null, got {_kind(value)}")
+    return value
+
+
+def _reject_unknown(data: dict, known: set[str], source: str, prefix: str) -> None:
+    for key in data:
+        if key not in known:
+            raise ServoptError(f"{source}: unknown key '{prefix}{key}'"
+                               f"{_did_you_mean(str(key), known)}; known keys: "
+                               f"{', '.join(prefix + k for k in sorted(known))}")
+
+
+def _did_you_mean(key: str, known) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _kind(value) -> str:
+    return f"{type(value).__name__} {value!r}"
