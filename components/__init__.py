@@ -8,3 +8,13 @@ import os
 
 # Quiet TensorFlow's C++ start-up logging; set before anything imports TensorFlow.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def __getattr__(name: str):
+    """`components.ServingBenchmarkResult`: the import path Vertex resolves TYPE_NAME by,
+    loaded lazily so that importing the package stays light."""
+    from components import artifacts
+
+    if name in {cls.__name__ for cls in artifacts.CUSTOM_ARTIFACT_TYPES}:
+        return getattr(artifacts, name)
+    raise AttributeError(f"module 'components' has no attribute {name!r}")

@@ -68,3 +68,15 @@ def test_the_tfx_pipeline_compiles_for_vertex(tmp_path):
     freezer = executors["Freezer_executor"]["container"]
     assert "components.freezer.executor.Executor" in freezer["args"]
     importlib.import_module(freezer["command"][-1])  # the Vertex entrypoint module
+
+
+def test_custom_artifact_types_follow_vertex_rules():
+    """TYPE_NAME is `<module>.<ClassName>`, importable by that path, with no PROPERTIES."""
+    from components.artifacts import CUSTOM_ARTIFACT_TYPES
+
+    title = re.compile(r"^[a-z][a-z0-9-_]{2,20}[.][A-Z][a-zA-Z0-9-_]{2,49}$")  # KFP's rule
+    for cls in CUSTOM_ARTIFACT_TYPES:
+        assert title.fullmatch(cls.TYPE_NAME), cls.TYPE_NAME
+        module, name = cls.TYPE_NAME.rsplit(".", 1)
+        assert getattr(importlib.import_module(module), name) is cls
+        assert not cls.PROPERTIES

@@ -1,0 +1,80 @@
+"""PusherGate executor: benchmark metrics + thresholds -> decision -> (maybe) a push."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from absl import logging
+from tfx import types
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+
+from components.core.gate import Thresholds, evaluate_gate, load_metrics, push_model
+from components.tfx_adapter import optional_single, set_custom_properties, single
+
+METRICS_FILE = "metrics.json"
+DECISION_FILE = "decision.json"
+
+
+def _blessed(artifacts: dict[str, list[types.Artifact]], key: str) -> bool | None:
+    artifact = optional_single(artifacts, key)
+    if artifact is None:
+        return None
+    return artifact.has_custom_property("blessed") and bool(
+        artifact.get_int_custom_property("blessed"))
+
+
+def _served_metrics(artifacts: dict[str, list[types.Artifact]]) -> dict | None:
+    served = optional_single(artifacts, "served_model")
+    if served is None or not served.has_custom_property("pushed_metrics"):
+        return None
+    return json.loads(served.get_string_custom_property("pushed_metrics"))
+
+
+class Executor(base_executor.BaseExecutor):
+    def Do(self, input_dict: dict[str, list[types.Artifact]],
+           output_dict: dict[str, list[types.Artifact]],
+           exec_properties: dict[str, Any]) -> None:
+        self._log_startup(input_dict, output_dict, exec_properties)
+        benchmark = single(input_dict, "benchmark")
+        pushed = artifact_utils.get_single_instance(output_dict["pushed_model"])
+        blessing = artifact_utils.get_single_instance(output_dict["blessing"])
+        destination = exec_properties["push_destination"]
+
+        metrics = load_metrics(Path(benchmark.uri) / METRICS_FILE)
+        candidates = {name: entry["path"] for name, entry in metrics["models"].items()}
+        decision = evaluate_gate(
+            metrics, Thresholds.from_dict(json.loads(exec_properties["thresholds"])),
+            candidates, served=_served_metrics(input_dict),
+            model_blessed=_blessed(input_dict, "model_blessing"),
+            infra_blessed=_blessed(input_dict, "infra_blessing"),
+            allowed_ops=json.loads(exec_properties.get("allowed_ops") or "[]"))
+        for line in decision.summary_lines():
+            logging.info("PusherGate: %s", line)
+        Path(blessing.uri).mkdir(parents=True, exist_ok=True)
+        (Path(blessing.uri) / DECISION_FILE).write_text(json.dumps(decision.to_dict(), indent=2))
+        (Path(blessing.uri) / ("BLESSED" if decision.blessed else "NOT_BLESSED")).touch()
+        set_custom_properties(blessing, {
+            "blessed": int(decision.blessed), "decision": decision.reason,
+            "current_model": decision.chosen_path, "chosen_candidate": decision.chosen})
+
+        if not decision.blessed:
+            set_custom_properties(pushed, {"pushed": 0, "pushed_base_directory": destination,
+                                           "decision": decision.reason})
+            if exec_properties.get("fail_on_block"):
+                decision.raise_if_blocked()
+            return
+        examples = optional_single(input_dict, "examples")
+        result = push_model(decision.chosen_path, destination,
+                            keep_last=exec_properties.get("keep_last"),
+                            warmup_examples=examples.uri if examples else None)
+        logging.info("PusherGate: pushed %s as version %d to %s", decision.chosen,
+                     result.version, result.path)
+        set_custom_properties(pushed, {
+            "pushed": 1, "pushed_version": str(result.version),
+            "pushed_destination": result.path, "pushed_base_directory": destination,
+            "pushed_model_name": decision.chosen, "pushed_model_uri": decision.chosen_path,
+            "pushed_metrics": json.dumps(metrics["models"][decision.chosen]),
+            "warmup_requests": result.warmup_requests, "decision": decision.reason})
