@@ -150,20 +150,34 @@ def optimize_command(model: str, out: str, steps_text: str, passes: str | None,
 @click.option("--runner", type=click.Choice(["beam", "local"]), default="beam",
               show_default=True, help="BeamDagRunner or LocalDagRunner.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-              help="Optimization recipe YAML (default: configs/optimization.yaml).")
+              help="YAML overlaying configs/: any of the sections graph_optimizer, "
+                   "quantizer, verification, trainer, benchmark, thresholds.")
 @click.option("--verbose", is_flag=True, help="Show TFX's own logging.")
 def demo_command(workdir: Path, runner: str, config_path: Path | None, verbose: bool) -> None:
     """Run the digits pipeline end to end on the embedded defaults (SQLite MLMD)."""
-    from components.core.config import DEFAULT_RECIPE, OptimizationRecipe
-    from pipelines.demo import run_demo, stage_table
+    from components.core.gate import candidate_table
+    from pipelines.demo import gate_decision, push_summary, run_demo, stage_table
+    from pipelines.digits.config import load_pipeline_config
 
-    config_path = config_path or DEFAULT_RECIPE
-    OptimizationRecipe.from_yaml(config_path)  # a bad config fails before anything runs
+    load_pipeline_config(config_path)  # a bad config fails before anything runs
     result = run_demo(workdir, runner, config_path, console=stderr, verbose=verbose)
     stdout.print(stage_table(result))
-    stdout.print(f"ML Metadata: {result.metadata_path}")
-    stdout.print(f"artifacts:   {result.pipeline_root}")
+    decision = gate_decision(result)
+    if decision is not None:
+        stdout.print(candidate_table(decision))
+    stdout.print(push_summary(result))
+    stdout.print(f"ML Metadata:   {result.metadata_path}")
+    stdout.print(f"artifacts:     {result.pipeline_root}")
+    stdout.print(f"TF Serving:    {result.serving_dir}")
 
+
+def _register_commands() -> None:
+    from components.benchmark_cli import benchmark_command
+
+    main.add_command(benchmark_command, "benchmark")
+
+
+_register_commands()
 
 if __name__ == "__main__":
     main()

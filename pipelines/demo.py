@@ -7,6 +7,7 @@ and ends with what each stage produced, read back from MLMD.
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from components.core.config import DEFAULT_RECIPE
-from pipelines.local_runner import METADATA_FILE, PIPELINE_ROOT, run_pipeline
+from components.core.gate import GateDecision
+from pipelines.local_runner import (
+    METADATA_FILE,
+    PIPELINE_ROOT,
+    SERVING_DIR,
+    local_pipeline,
+    run_pipeline,
+)
 from pipelines.mlmd_summary import (
     ExecutionRecord,
     completed_components,
@@ -36,19 +43,24 @@ class DemoResult:
     workdir: Path
     metadata_path: Path
     pipeline_root: Path
+    serving_dir: Path
     executions: list[ExecutionRecord]
 
+    def execution(self, component: str) -> ExecutionRecord | None:
+        return next((e for e in self.executions if e.component == component), None)
 
-def run_demo(workdir: Path, runner: str = "beam", config_path: Path = DEFAULT_RECIPE,
+    def output(self, component: str, key: str):
+        record = self.execution(component)
+        return record.outputs[key][0] if record and record.outputs.get(key) else None
+
+
+def run_demo(workdir: Path, runner: str = "beam", config_path: Path | None = None,
              console: Console | None = None, verbose: bool = False) -> DemoResult:
     console = console or Console(stderr=True)
     metadata_path = workdir / METADATA_FILE
     if not verbose:
         absl_logging.set_verbosity(absl_logging.ERROR)
-    from pipelines.digits.pipeline import create_pipeline
-
-    total = len(create_pipeline(workdir / PIPELINE_ROOT, metadata_path,
-                                config_path).components)
+    total = len(local_pipeline(workdir, config_path).components)
     previous_run = latest_run_id(open_store(metadata_path)) if metadata_path.exists() else None
     done = threading.Event()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
@@ -68,7 +80,8 @@ def run_demo(workdir: Path, runner: str = "beam", config_path: Path = DEFAULT_RE
     progress_done = len(executions)
     if progress_done:
         console.print(f"[green]pipeline finished[/]: {progress_done} components")
-    return DemoResult(workdir, metadata_path, workdir / PIPELINE_ROOT, executions)
+    return DemoResult(workdir, metadata_path, workdir / PIPELINE_ROOT, workdir / SERVING_DIR,
+                      executions)
 
 
 def _watch(metadata_path: Path, previous_run: int | None, progress: Progress, task,
@@ -91,9 +104,31 @@ def _watch(metadata_path: Path, previous_run: int | None, progress: Progress, ta
             return
 
 
-def stage_table(result: DemoResult) -> Table:
+def _benchmark_metrics(result: DemoResult) -> dict:
+    artifact = result.output("ServingBenchmark", "benchmark")
+    if artifact is None or not (Path(artifact.uri) / "metrics.json").is_file():
+        return {}
+    return json.loads((Path(artifact.uri) / "metrics.json").read_text())
+
+
+def _measured(metrics: dict, model: str, batch: int) -> tuple[str, str, str]:
+    entry = metrics.get("models", {}).get(model)
+    if not entry or entry.get("error"):
+        return ("", "", "")
+    measured = entry["batches"].get(str(batch), {})
+    p99 = f"{measured['p99_ms']:.2f} ms" if measured.get("p99_ms") is not None else ""
+    speedup = measured.get("speedup_p50")
+    accuracy = (entry.get("accuracy") or {}).get("accuracy")
+    return (p99, f"{speedup:.2f}x" if speedup else "baseline" if entry["role"] == "baseline"
+            else "", f"{accuracy:.1%}" if accuracy is not None else "")
+
+
+def stage_table(result: DemoResult, batch: int = 100) -> Table:
     table = Table(title="digits pipeline: what each stage produced (from ML Metadata)")
-    for column in ("stage", "run", "size", "nodes", "variables", "verification"):
+    metrics = _benchmark_metrics(result)
+    columns = ("stage", "run", "size", "nodes", "variables", "verification",
+               f"p99 @{batch}", f"speedup p50 @{batch}", "accuracy")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("stage", "run") else "right")
     for record in result.executions:
         key = MODEL_STAGES.get(record.component)
@@ -109,17 +144,35 @@ def stage_table(result: DemoResult) -> Table:
                          variable_count=described.variable_count)
         table.add_row(record.component, record.state, f"{props['size_bytes_total'] / 1e6:.2f} MB",
                       str(props["node_count"]), str(props["variable_count"]),
-                      _verification_text(props))
+                      _verification_text(props), *_measured(metrics, record.component, batch))
         if "tflite_model" in record.outputs:
             tflite = custom_properties(record.outputs["tflite_model"][0])
             if tflite.get("produced"):
                 table.add_row(f"{record.component} (TFLite {tflite['tflite_mode']})",
                               record.state, f"{tflite['size_bytes_total'] / 1e6:.2f} MB", "",
-                              "", _verification_text(tflite))
+                              "", _verification_text(tflite), "", "", "")
             else:
                 table.add_row(f"{record.component} (TFLite)", record.state, "", "", "",
-                              f"skipped: {tflite.get('skipped_reason', '')}")
+                              f"skipped: {tflite.get('skipped_reason', '')}", "", "", "")
     return table
+
+
+def gate_decision(result: DemoResult) -> GateDecision | None:
+    blessing = result.output("PusherGate", "blessing")
+    if blessing is None or not (Path(blessing.uri) / "decision.json").is_file():
+        return None
+    return GateDecision.from_dict(json.loads((Path(blessing.uri) / "decision.json").read_text()))
+
+
+def push_summary(result: DemoResult) -> str:
+    pushed = result.output("PusherGate", "pushed_model")
+    if pushed is None:
+        return "PusherGate did not run"
+    props = custom_properties(pushed)
+    if props.get("pushed"):
+        return (f"pushed '{props['pushed_model_name']}' as version {props['pushed_version']}: "
+                f"{props['pushed_destination']}")
+    return f"nothing pushed to {result.serving_dir}: {props.get('decision', '')}"
 
 
 def _verification_text(props: dict) -> str:

@@ -2,7 +2,8 @@
 
     python -m pipelines.local_runner --workdir ./servopt-demo --runner beam
 
-Layout under the work directory: `metadata.sqlite` (MLMD) and `pipeline_root/`.
+Layout under the work directory: `metadata.sqlite` (MLMD), `pipeline_root/` and the TF
+Serving model directory the PusherGate pushes to, `serving/digits/`.
 """
 
 from __future__ import annotations
@@ -10,24 +11,28 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from components.core.config import DEFAULT_RECIPE
 from components.core.errors import ServoptError
 
 RUNNERS = ("beam", "local")
 METADATA_FILE = "metadata.sqlite"
 PIPELINE_ROOT = "pipeline_root"
+SERVING_DIR = Path("serving") / "digits"
 
 
-def run_pipeline(workdir: Path, runner: str = "beam", config_path: Path = DEFAULT_RECIPE
+def local_pipeline(workdir: Path, config_path: Path | None = None):
+    from pipelines.digits.pipeline import create_pipeline
+
+    return create_pipeline(workdir / PIPELINE_ROOT, workdir / METADATA_FILE,
+                           workdir / SERVING_DIR, config_path)
+
+
+def run_pipeline(workdir: Path, runner: str = "beam", config_path: Path | None = None
                  ) -> None:
     """Runs the digits pipeline with BeamDagRunner (default) or LocalDagRunner."""
     if runner not in RUNNERS:
         raise ServoptError(f"unknown runner {runner!r}; use one of {', '.join(RUNNERS)}")
-    from pipelines.digits.pipeline import create_pipeline
-
     workdir.mkdir(parents=True, exist_ok=True)
-    tfx_pipeline = create_pipeline(workdir / PIPELINE_ROOT, workdir / METADATA_FILE,
-                                   config_path)
+    tfx_pipeline = local_pipeline(workdir, config_path)
     if runner == "beam":
         from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 
@@ -42,7 +47,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workdir", type=Path, default=Path("servopt-demo"))
     parser.add_argument("--runner", choices=RUNNERS, default="beam")
-    parser.add_argument("--config", type=Path, default=DEFAULT_RECIPE)
+    parser.add_argument("--config", type=Path, default=None,
+                        help="YAML overlaying configs/ (see pipelines/digits/config.py)")
     args = parser.parse_args()
     run_pipeline(args.workdir, args.runner, args.config)
 

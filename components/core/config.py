@@ -96,12 +96,11 @@ class OptimizationRecipe:
 
     @classmethod
     def from_yaml(cls, path: str | Path = DEFAULT_RECIPE) -> OptimizationRecipe:
-        data = read_yaml(path)
-        known = {"graph_optimizer", "quantizer", "verification"}
-        extra = sorted(set(data) - known - {"trainer", "benchmark", "thresholds"})
-        if extra:
-            raise ServoptError(f"{path}: unknown section '{extra[0]}'; known sections: "
-                               f"{', '.join(sorted(known))}")
+        return cls.from_dict(read_yaml(path), path)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], path: str | Path) -> OptimizationRecipe:
+        """The recipe's sections of `data` (other sections are other readers' business)."""
         recipe = cls(
             graph_optimizer=fill_dataclass(GraphOptimizerSettings,
                                            section(data, "graph_optimizer", path), path,
@@ -121,3 +120,14 @@ class OptimizationRecipe:
                 raise ServoptError(f"{path}: quantizer.{key} must be one of {MODES}, got "
                                    f"{value!r}")
         return recipe
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` on top of `base`, nested mappings merged key by key."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -66,6 +66,15 @@ class Executor(base_executor.BaseExecutor):
             if exec_properties.get("fail_on_block"):
                 decision.raise_if_blocked()
             return
+        served = optional_single(input_dict, "served_model")
+        if served is not None and served.has_custom_property("pushed_model_uri") and (
+                served.get_string_custom_property("pushed_model_uri") == decision.chosen_path):
+            version = served.get_string_custom_property("pushed_version")
+            reason = f"'{decision.chosen}' is already served as version {version}"
+            logging.info("PusherGate: nothing new to push: %s", reason)
+            set_custom_properties(pushed, {"pushed": 0, "pushed_base_directory": destination,
+                                           "served_version": version, "decision": reason})
+            return
         examples = optional_single(input_dict, "examples")
         result = push_model(decision.chosen_path, destination,
                             keep_last=exec_properties.get("keep_last"),

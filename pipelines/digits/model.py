@@ -28,7 +28,8 @@ def digits_28x28() -> tuple[np.ndarray, np.ndarray]:
     return padded[..., None], digits.target.astype(np.int64)
 
 
-def seed_cnn():
+def seed_cnn(dense_units: int = 512):
+    """The seed CNN; `dense_units` widens the two Dense layers (the seed's is 512)."""
     import keras
 
     inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1), name=IMAGE_KEY)
@@ -42,7 +43,7 @@ def seed_cnn():
         x = keras.layers.MaxPool2D()(x)
     x = keras.layers.Flatten()(x)
     for _ in range(2):
-        x = keras.layers.Dense(512, activation="relu")(x)
+        x = keras.layers.Dense(dense_units, activation="relu")(x)
         x = keras.layers.Dropout(0.5)(x)
     outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
     model = keras.Model(inputs, outputs, name="seed_cnn")

@@ -1,67 +1,70 @@
 """The digits demo pipeline: the seed experiment as a TFX pipeline.
 
 DigitsExampleGen -> DigitsTrainer -> Freezer -> GraphOptimizer -> Quantizer
+                                  -> ServingBenchmark (Trainer's model + 3 candidates)
+                                  -> PusherGate -> <serving_dir>/<version>/
 
-The recipe (passes, quantization, verification) comes from configs/optimization.yaml.
+Settings: configs/ (see pipelines/digits/config.py), overlaid by an optional user file.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from tfx.orchestration import metadata, pipeline
 
-from components.core.config import (
-    DEFAULT_RECIPE,
-    OptimizationRecipe,
-    fill_dataclass,
-    read_yaml,
-    section,
-)
 from components.freezer import Freezer
 from components.graph_optimizer import GraphOptimizer
+from components.pusher_gate import PusherGate, served_model_resolver
 from components.quantizer import Quantizer
+from components.serving_benchmark import ServingBenchmark
+from pipelines.digits.config import load_pipeline_config
 from pipelines.digits.example_gen import DigitsExampleGen
 from pipelines.digits.trainer import DigitsTrainer
 
 PIPELINE_NAME = "digits"
 
 
-@dataclass
-class TrainerSettings:
-    epochs: int = 4
-    seed: int = 0
-
-
 def create_pipeline(pipeline_root: Path | str, metadata_path: Path | None,
-                    config_path: Path = DEFAULT_RECIPE,
-                    beam_pipeline_args: list[str] | None = None) -> pipeline.Pipeline:
-    """The pipeline; `metadata_path` None leaves MLMD to the orchestrator (Vertex, KFP)."""
-    recipe = OptimizationRecipe.from_yaml(config_path)
-    trainer_settings = fill_dataclass(
-        TrainerSettings, section(read_yaml(config_path), "trainer", config_path),
-        config_path, "trainer")
+                    serving_dir: Path | str, config_path: Path | None = None,
+                    beam_pipeline_args: list[str] | None = None,
+                    served_model_lookup: bool = True) -> pipeline.Pipeline:
+    """The pipeline. `metadata_path` None leaves MLMD to the orchestrator (Vertex, KFP);
+    `served_model_lookup` adds the resolver that finds the served model in MLMD."""
+    config = load_pipeline_config(config_path)
+    recipe = config.recipe
     verify = {"num_examples": recipe.verification.num_examples}
 
     example_gen = DigitsExampleGen()
-    trainer = DigitsTrainer(examples=example_gen.outputs["examples"],
-                            epochs=trainer_settings.epochs, seed=trainer_settings.seed)
-    eval_examples = example_gen.outputs["examples"]
-    freezer = Freezer(model=trainer.outputs["model"], examples=eval_examples, **verify)
+    examples = example_gen.outputs["examples"]
+    trainer = DigitsTrainer(examples=examples, epochs=config.trainer.epochs,
+                            seed=config.trainer.seed,
+                            dense_units=config.trainer.dense_units)
+    freezer = Freezer(model=trainer.outputs["model"], examples=examples, **verify)
     optimizer = GraphOptimizer(model=freezer.outputs["frozen_model"],
-                               passes=recipe.graph_optimizer.passes,
-                               examples=eval_examples, **verify)
+                               passes=recipe.graph_optimizer.passes, examples=examples,
+                               **verify)
     quantizer = Quantizer(model=optimizer.outputs["optimized_model"],
                           mode=recipe.quantizer.mode,
                           min_elements=recipe.quantizer.min_elements,
                           min_top1_agreement=recipe.quantizer.min_top1_agreement,
-                          tflite=recipe.quantizer.tflite,
-                          examples=eval_examples, **verify)
+                          tflite=recipe.quantizer.tflite, examples=examples, **verify)
+    benchmark = ServingBenchmark(
+        baseline_model=trainer.outputs["model"],
+        candidates=[freezer.outputs["frozen_model"], optimizer.outputs["optimized_model"],
+                    quantizer.outputs["quantized_model"]],
+        examples=examples, settings=config.benchmark)
+    served = served_model_resolver(str(serving_dir)) if served_model_lookup else None
+    gate = PusherGate(benchmark=benchmark.outputs["benchmark"],
+                      thresholds=config.thresholds, push_destination=str(serving_dir),
+                      served_model=served.outputs["served_model"] if served else None,
+                      examples=examples)
+    nodes = [example_gen, trainer, freezer, optimizer, quantizer, benchmark,
+             *([served] if served else []), gate]
     return pipeline.Pipeline(
         pipeline_name=PIPELINE_NAME,
         pipeline_root=str(pipeline_root),
-        components=[example_gen, trainer, freezer, optimizer, quantizer],
+        components=nodes,
         enable_cache=True,
         metadata_connection_config=(
             metadata.sqlite_metadata_connection_config(str(metadata_path))

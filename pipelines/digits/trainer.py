@@ -61,13 +61,14 @@ def export_for_serving(model, out_dir: Path) -> None:
     archive.write_out(str(out_dir), verbose=False)
 
 
-def train(examples_uri: str, serving_dir: Path, epochs: int, seed: int) -> dict:
+def train(examples_uri: str, serving_dir: Path, epochs: int, seed: int,
+          dense_units: int = 512) -> dict:
     import keras
 
     keras.utils.set_random_seed(seed)
     train_x, train_y = read_split(examples_uri, "train")
     eval_x, eval_y = read_split(examples_uri, "eval")
-    model = seed_cnn()
+    model = seed_cnn(dense_units)
     history = model.fit(train_x, train_y, epochs=epochs, batch_size=32, verbose=0,
                         validation_data=(eval_x, eval_y))
     _, eval_accuracy = model.evaluate(eval_x, eval_y, verbose=0)
@@ -80,8 +81,9 @@ def train(examples_uri: str, serving_dir: Path, epochs: int, seed: int) -> dict:
 def DigitsTrainer(examples: InputArtifact[standard_artifacts.Examples],
                   model: OutputArtifact[standard_artifacts.Model],
                   model_run: OutputArtifact[standard_artifacts.ModelRun],
-                  epochs: Parameter[int] = 4, seed: Parameter[int] = 0) -> None:
-    summary = train(examples.uri, Path(model.uri) / SERVING_DIR, epochs, seed)
+                  epochs: Parameter[int] = 4, seed: Parameter[int] = 0,
+                  dense_units: Parameter[int] = 512) -> None:
+    summary = train(examples.uri, Path(model.uri) / SERVING_DIR, epochs, seed, dense_units)
     Path(model_run.uri).mkdir(parents=True, exist_ok=True)
     (Path(model_run.uri) / "training_summary.json").write_text(json.dumps(summary, indent=2))
     model.set_float_custom_property("eval_accuracy", summary["eval_accuracy"])

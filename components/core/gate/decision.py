@@ -74,6 +74,13 @@ class GateDecision:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> GateDecision:
+        """The inverse of to_dict: a decision read back from decision.json."""
+        return cls(**{**data,
+                      "candidates": [CandidateResult(**c) for c in data["candidates"]],
+                      "checks": [Check(**c) for c in data["checks"]]})
+
     def summary_lines(self) -> list[str]:
         head = (f"PusherGate: blessed: push '{self.chosen}'" if self.blessed
                 else "PusherGate: not blessed: nothing is pushed")

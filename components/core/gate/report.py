@@ -31,6 +31,28 @@ def decision_table(decision: GateDecision) -> Table:
     return table
 
 
+def candidate_table(decision: GateDecision) -> Table:
+    """One row per candidate: its verdict, objective metrics and what blocked it."""
+    verdict = (f"push '{decision.chosen}'" if decision.blessed else "nothing pushed")
+    table = Table(title=f"PusherGate: {verdict}", caption=decision.reason)
+    table.add_column("candidate")
+    table.add_column("verdict", justify="center")
+    for metric in decision.objective:
+        table.add_column(f"{metric} @{decision.primary_batch_size}"
+                         if metric.endswith("_ms") else metric, justify="right")
+    table.add_column("blocked by", overflow="fold")
+    for result in decision.candidates:
+        if result.name == decision.chosen:
+            verdict_cell = "[bold green]chosen[/]"
+        else:
+            verdict_cell = "[green]pass[/]" if result.passed else "[red]blocked[/]"
+        blocked = "; ".join(f"{c.threshold}: {c.reason}"
+                            for c in decision.failures(result.name))
+        table.add_row(result.name, verdict_cell,
+                      *(_cell(result.objective.get(m)) for m in decision.objective), blocked)
+    return table
+
+
 def _cell(value) -> str:
     if value is None:
         return "-"

@@ -1,0 +1,60 @@
+"""Benchmark a baseline model and its candidates side by side: the ServingBenchmark library.
+
+Method (vocabulary from Triton's perf_analyzer):
+- Each model is served the way it will be in production: `session` (default) loads the
+  SavedModel the way TF Serving does (Session + signature tensors via make_callable),
+  each model in its own spawned worker process with identical thread settings; `tflite`
+  runs `.tflite` models in the TFLite interpreter; `tfserving` measures a real
+  `tensorflow_model_server` over gRPC or REST.
+- Warm-up requests are excluded. Requests are timed in measurement windows (a number of
+  requests, or a time span). A result is stable when the p50 of its last 3 windows spreads
+  by at most `stability_percent` (max/min - 1); after `max_windows` an unsettled result is
+  reported with `stable: false`, never silently.
+- Models are measured in interleaved rounds (one window of each model per round, A B A B
+  ...), and a candidate's speedup is the median over rounds of the ratio of the baseline's
+  p50 (p99) to the candidate's in the same round, so machine drift cancels.
+- Statistics cover every measured request of a model at a batch size; throughput is
+  examples per second of wall time over the windows. Load time, first-request latency,
+  peak resident memory of the worker, size on disk, FLOPs per example (TF's profiler) and
+  achieved FLOP/s are reported per model; a concurrency sweep (N client threads against
+  one loaded model) gives throughput against p99.
+- With labelled examples, an Apache Beam pipeline computes accuracy per model and, for
+  candidates, top-1 agreement and largest output difference against the baseline.
+
+Failures: settings that cannot work (a batch size of 0, an unknown backend, a missing
+model path, examples without the label key) raise ServoptError before anything starts. A
+model that cannot be loaded or run gets `error` in its result, and the others are still
+measured. The `servopt benchmark` command then exits 2 with a one-line message when the
+*baseline* failed (nothing can be compared with it), and prints a warning line and exits
+0 when only candidates failed: their failure is a measured result (metrics.json records
+it), and a gate downstream rejects them.
+"""
+
+from components.core.benchmark.accuracy import AccuracyModel, compute_accuracy
+from components.core.benchmark.config import (
+    BACKENDS,
+    BenchmarkConfig,
+    ModelSpec,
+    TFServingOptions,
+    name_models,
+    parse_int_list,
+)
+from components.core.benchmark.report import render_report, write_report
+from components.core.benchmark.run import run_benchmark
+from components.core.benchmark.schema import (
+    SCHEMA_VERSION,
+    AccuracyResult,
+    BatchResult,
+    BenchmarkResult,
+    ConcurrencyResult,
+    MachineInfo,
+    ModelResult,
+    Settings,
+)
+
+__all__ = [
+    "BACKENDS", "SCHEMA_VERSION", "AccuracyModel", "AccuracyResult", "BatchResult",
+    "BenchmarkConfig", "BenchmarkResult", "ConcurrencyResult", "MachineInfo", "ModelResult",
+    "ModelSpec", "Settings", "TFServingOptions", "compute_accuracy", "name_models",
+    "parse_int_list", "render_report", "run_benchmark", "write_report",
+]

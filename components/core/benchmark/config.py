@@ -1,0 +1,184 @@
+"""What to benchmark and how: the models (named, in order) and the settings.
+
+Every setting is validated before anything starts, so a bad value (a batch size of 0,
+an unknown backend) fails in a second, not after minutes of measuring.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from components.core.benchmark.schema import Settings
+from components.core.benchmark.stats import STABILITY_WINDOWS
+from components.core.errors import ServoptError
+
+BACKENDS = ("session", "tfserving", "tflite")
+PROTOCOLS = ("grpc", "rest")
+DEFAULT_SIGNATURE = "serving_default"
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class TFServingOptions:
+    """How the `tfserving` backend reaches TF Serving.
+
+    Without `host`, one `tensorflow_model_server` per model is started from `binary` (on
+    PATH) on free ports, with the same thread settings for every model. With `host`, the
+    models must already be served there under their benchmark names.
+    """
+
+    binary: str = "tensorflow_model_server"
+    host: str | None = None
+    grpc_port: int = 8500
+    rest_port: int = 8501
+    protocol: str = "grpc"  # how requests are sent: "grpc" (Predict) or "rest" (:predict)
+    startup_timeout_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    backend: str = "session"
+    batch_sizes: tuple[int, ...] = (1, 100)
+    concurrency: tuple[int, ...] = (1, 2)
+    warmup_requests: int = 10
+    window_requests: int = 50  # requests per measurement window...
+    window_seconds: float | None = None  # ...or, when set, a window is this time span
+    max_windows: int = 10
+    stability_percent: float = 10.0
+    intra_op_threads: int = field(default_factory=available_cores)
+    inter_op_threads: int = field(default_factory=available_cores)
+    signature: str = DEFAULT_SIGNATURE
+    examples: Path | None = None  # TFRecords of tf.Example (file, dir, Examples artifact)
+    label_key: str | None = None  # with examples: accuracy against this feature
+    output_key: str | None = None  # the output accuracy reads (default: the classifier one)
+    seed: int = 0
+    input_pool: int = 4  # distinct input batches per batch size, cycled through
+    beam_pipeline_args: tuple[str, ...] = ()
+    tfserving: TFServingOptions = TFServingOptions()
+
+    def validate(self) -> None:
+        """Raises ServoptError for the first setting that cannot work."""
+        if self.backend not in BACKENDS:
+            raise ServoptError(f"unknown backend '{self.backend}'; choose one of "
+                               f"{', '.join(BACKENDS)}")
+        _positive_list("batch size", self.batch_sizes)
+        _positive_list("concurrency", self.concurrency, allow_empty=True)  # (): no sweep
+        if self.warmup_requests < 0:
+            raise ServoptError(f"warmup_requests must be >= 0 (got {self.warmup_requests})")
+        if self.window_requests < 1:
+            raise ServoptError(f"window_requests must be >= 1 (got {self.window_requests})")
+        if self.window_seconds is not None and self.window_seconds <= 0:
+            raise ServoptError(f"window_seconds must be > 0 (got {self.window_seconds})")
+        if self.max_windows < STABILITY_WINDOWS:
+            raise ServoptError(f"max_windows must be >= {STABILITY_WINDOWS}: stability is "
+                               f"judged on the last {STABILITY_WINDOWS} windows "
+                               f"(got {self.max_windows})")
+        if not self.stability_percent > 0:
+            raise ServoptError(f"stability_percent must be > 0 (got {self.stability_percent})")
+        if self.intra_op_threads < 1 or self.inter_op_threads < 1:
+            raise ServoptError("intra_op_threads and inter_op_threads must be >= 1 (got "
+                               f"{self.intra_op_threads} and {self.inter_op_threads})")
+        if self.input_pool < 1:
+            raise ServoptError(f"input_pool must be >= 1 (got {self.input_pool})")
+        if self.label_key is not None and self.examples is None:
+            raise ServoptError(f"a label key ('{self.label_key}') needs examples: pass the "
+                               "labelled TFRecords with --examples")
+        if self.tfserving.protocol not in PROTOCOLS:
+            raise ServoptError(f"unknown TF Serving protocol '{self.tfserving.protocol}'; "
+                               f"choose one of {', '.join(PROTOCOLS)}")
+
+    def settings(self) -> Settings:
+        return Settings(backend=self.backend, batch_sizes=list(self.batch_sizes),
+                        concurrency=list(self.concurrency),
+                        warmup_requests=self.warmup_requests,
+                        window_requests=self.window_requests, max_windows=self.max_windows,
+                        stability_percent=float(self.stability_percent),
+                        intra_op_threads=self.intra_op_threads,
+                        inter_op_threads=self.inter_op_threads, signature=self.signature)
+
+
+def _positive_list(what: str, values: Sequence[int], allow_empty: bool = False) -> None:
+    if not values and not allow_empty:
+        raise ServoptError(f"no {what} given; pass at least one, e.g. 1")
+    for value in values:
+        if value < 1:
+            raise ServoptError(f"{what} {value} is not valid: every {what} must be >= 1")
+    if len(set(values)) != len(values):
+        raise ServoptError(f"{what} values repeat ({', '.join(map(str, values))}); give "
+                           "each once")
+
+
+def parse_int_list(text: str, option: str) -> tuple[int, ...]:
+    """'1,8,100' -> (1, 8, 100), with an error that names the option."""
+    values = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            values.append(int(item))
+        except ValueError:
+            raise ServoptError(f"{option}: '{item}' is not an integer; pass a "
+                               "comma-separated list such as 1,8,100") from None
+    return tuple(values)
+
+
+def default_name(path: Path) -> str:
+    """The directory (or .tflite file) name; a numeric name (a TF Serving version or TFX
+    artifact id) is prefixed with its parent's name, e.g. 'model-3'."""
+    path = Path(os.path.normpath(path))
+    name = path.stem if path.suffix == ".tflite" else path.name
+    if name.isdigit() and path.parent.name:
+        name = f"{path.parent.name}-{name}"
+    return name or "model"
+
+
+def name_models(arguments: Sequence[str], names: Sequence[str] = ()) -> list[ModelSpec]:
+    """ModelSpecs for command-line models: 'PATH' or 'NAME=PATH', or names given apart.
+
+    Names are made unique in order: a second 'model' becomes 'model-2'.
+    """
+    if not arguments:
+        raise ServoptError("no models given; pass the baseline model first, then candidates")
+    if names and len(names) != len(arguments):
+        raise ServoptError(f"{len(names)} names for {len(arguments)} models; give one "
+                           "--name per model, in the same order, or none")
+    specs: list[tuple[str, Path]] = []
+    for index, argument in enumerate(arguments):
+        name, path = _split_name(argument)
+        if names:
+            if name is not None:
+                raise ServoptError(f"'{argument}': give the name either as NAME=PATH or with "
+                                   "--name, not both")
+            name = names[index]
+        specs.append((name or default_name(path), path))
+    taken: set[str] = set()
+    unique = []
+    for name, path in specs:
+        candidate, suffix = name, 2
+        while candidate in taken:
+            candidate, suffix = f"{name}-{suffix}", suffix + 1
+        taken.add(candidate)
+        unique.append(ModelSpec(candidate, path))
+    return unique
+
+
+def _split_name(argument: str) -> tuple[str | None, Path]:
+    name, sep, path = argument.partition("=")
+    if sep and name and path and os.sep not in name and not Path(argument).exists():
+        return name, Path(path)
+    return None, Path(argument)

@@ -1,0 +1,237 @@
+"""`run_benchmark`: measure a baseline and its candidates side by side, in one run.
+
+Order of work: validate the settings and resolve every model path (a bad setting or a
+missing path fails here, before anything starts); read each model's signature and build
+the input batches once, from the first model that can be read (the baseline unless it is
+broken), so every model sees the same inputs; start one worker per model (session and
+tflite backends) or one TF Serving per model (tfserving); load the models one at a time
+(load time and first request); measure each batch size in interleaved rounds, then the
+concurrency sweep; read each worker's peak memory; count FLOPs; run the accuracy pipeline
+when examples are given.
+
+A model that cannot be read, loaded or run gets its `error` and the others are still
+measured. What the caller does about failures is its policy: the CLI fails when the
+baseline failed and warns when a candidate did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from components.core.benchmark.accuracy import (
+    AccuracyModel,
+    check_label_key,
+    compute_accuracy,
+)
+from components.core.benchmark.config import BenchmarkConfig, ModelSpec
+from components.core.benchmark.engines import EngineSpec, resolve_model_path
+from components.core.benchmark.feeds import ModelSignature, input_pools, read_signature
+from components.core.benchmark.flops import flops_per_example
+from components.core.benchmark.machine import machine_info
+from components.core.benchmark.scheduler import (
+    Plan,
+    Series,
+    concurrency_sweep,
+    interleaved_rounds,
+    speedups,
+)
+from components.core.benchmark.schema import (
+    BASELINE,
+    CANDIDATE,
+    BenchmarkResult,
+    ModelResult,
+)
+from components.core.errors import ServoptError
+
+Progress = Callable[[str], None]
+
+
+def size_on_disk(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def plan_of(config: BenchmarkConfig) -> Plan:
+    return Plan(warmup_requests=config.warmup_requests,
+                window_requests=config.window_requests, window_seconds=config.window_seconds,
+                max_windows=config.max_windows, stability_percent=config.stability_percent)
+
+
+def _engine_spec(path: Path, config: BenchmarkConfig) -> EngineSpec:
+    return EngineSpec(backend="tflite" if config.backend == "tflite" else "session",
+                      model_path=str(path), signature=config.signature,
+                      intra_op_threads=config.intra_op_threads,
+                      inter_op_threads=config.inter_op_threads)
+
+
+def _start_runners(paths: dict[str, Path], signatures: dict[str, ModelSignature],
+                   config: BenchmarkConfig, errors: dict[str, str],
+                   cleanup: contextlib.ExitStack) -> dict:
+    """One runner per model, started together (workers import TensorFlow in parallel);
+    each is closed by `cleanup`, whatever happens next."""
+    runners = {}
+    for name, path in paths.items():
+        if config.backend == "tfserving":
+            from components.core.benchmark.tfserving import tfserving_runner
+
+            runner = tfserving_runner(name, path, config.signature,
+                                      sorted(signatures[name].signature.outputs),
+                                      config.tfserving, config.intra_op_threads,
+                                      config.inter_op_threads)
+        else:
+            from components.core.benchmark.worker import ProcessRunner
+
+            runner = ProcessRunner(_engine_spec(path, config))
+        cleanup.callback(runner.close)
+        runners[name] = runner
+    for name, runner in list(runners.items()):
+        try:
+            if hasattr(runner, "wait_ready"):
+                runner.wait_ready()
+        except ServoptError as err:
+            errors[name] = str(err)
+            del runners[name]
+    return runners
+
+
+def run_benchmark(models: Sequence[ModelSpec], config: BenchmarkConfig | None = None,
+                  progress: Progress | None = None) -> BenchmarkResult:
+    """Benchmarks `models` (the first is the baseline) and returns every measurement."""
+    config = config or BenchmarkConfig()
+    say = progress or (lambda message: None)
+    config.validate()
+    if not models:
+        raise ServoptError("no models given; pass the baseline model first, then candidates")
+    if len({m.name for m in models}) != len(models):
+        raise ServoptError(f"model names repeat: {[m.name for m in models]}; name each "
+                           "model once")
+    paths = {m.name: resolve_model_path(Path(m.path), config.backend) for m in models}
+    if config.backend == "tfserving" and not config.tfserving.host:
+        from components.core.benchmark.tfserving import find_server
+
+        find_server(config.tfserving.binary)
+    if config.label_key is not None:
+        check_label_key(config.examples, config.label_key)
+    baseline = models[0].name
+    results = {m.name: ModelResult(path=str(m.path), role=BASELINE if i == 0 else CANDIDATE,
+                                   size_bytes=size_on_disk(paths[m.name]))
+               for i, m in enumerate(models)}
+    errors: dict[str, str] = {}
+
+    signatures: dict[str, ModelSignature] = {}
+    for name, path in paths.items():
+        try:
+            signatures[name] = read_signature(path, config.backend, config.signature)
+        except ServoptError as err:
+            errors[name] = str(err)
+    series: dict[str, dict[int, Series]] = {name: {} for name in paths}
+    if signatures:
+        reference = next(iter(signatures.values()))
+        pools = input_pools(reference, config.batch_sizes, config.input_pool, config.seed,
+                            config.examples)
+        _measure(paths, signatures, pools, config, results, series, errors, say)
+    for name, result in results.items():
+        result.error = errors.get(name)
+    _fill_batches(results, series, baseline)
+    _count_flops(paths, results, config, say)
+    if config.examples is not None:
+        _accuracy(paths, results, baseline, config, say)
+    return BenchmarkResult(machine=machine_info(), settings=config.settings(),
+                           baseline=baseline, models=results)
+
+
+def _measure(paths: dict[str, Path], signatures: dict[str, ModelSignature],
+             pools: dict[int, list], config: BenchmarkConfig, results: dict[str, ModelResult],
+             series: dict[str, dict[int, Series]], errors: dict[str, str],
+             say: Progress) -> None:
+    first_batch = pools[config.batch_sizes[0]][0]
+    healthy = {name: paths[name] for name in paths if name in signatures}
+    say(f"starting {len(healthy)} {config.backend} worker(s)")
+    with contextlib.ExitStack() as cleanup:
+        runners = _start_runners(healthy, signatures, config, errors, cleanup)
+        for name, runner in list(runners.items()):  # one at a time: load time is undisturbed
+            say(f"loading {name}")
+            try:
+                loaded = runner.load(first_batch)
+                for size, pool in pools.items():
+                    runner.set_inputs(size, pool)
+            except ServoptError as err:
+                errors[name] = str(err)
+                runners.pop(name).close()  # free its memory now; closing twice is harmless
+                continue
+            results[name].load_time_s = loaded.load_time_s
+            results[name].first_request_ms = loaded.first_request_ms
+        plan = plan_of(config)
+        for size in config.batch_sizes:
+            say(f"measuring batch size {size}: {', '.join(runners)} in interleaved rounds")
+            outcome = interleaved_rounds(runners, size, plan)
+            for name, measured in outcome.series.items():
+                series[name][size] = measured
+            _drop_failed(runners, outcome.errors, errors, f"at batch size {size}")
+        if config.concurrency:
+            say(f"concurrency sweep {list(config.concurrency)}")
+            sweep, failed = concurrency_sweep(runners, config.batch_sizes, config.concurrency,
+                                              plan)
+            for name, points in sweep.items():
+                results[name].concurrency = points
+            _drop_failed(runners, failed, errors, "in the concurrency sweep")
+        for name, runner in runners.items():
+            with contextlib.suppress(ServoptError):
+                results[name].peak_memory_bytes = runner.peak_memory_bytes()
+
+
+def _drop_failed(runners: dict, failed: dict[str, str], errors: dict[str, str],
+                 where: str) -> None:
+    for name, message in failed.items():
+        errors[name] = f"{message} ({where})"
+        runner = runners.pop(name, None)
+        if runner is not None:
+            runner.close()
+
+
+def _fill_batches(results: dict[str, ModelResult], series: dict[str, dict[int, Series]],
+                  baseline: str) -> None:
+    for name, by_size in series.items():
+        for size, measured in by_size.items():
+            batch = measured.result()
+            if name != baseline and size in series[baseline]:
+                batch.speedup_p50, batch.speedup_p99 = speedups(series[baseline][size], measured)
+            results[name].batches[size] = batch
+
+
+def _count_flops(paths: dict[str, Path], results: dict[str, ModelResult],
+                 config: BenchmarkConfig, say: Progress) -> None:
+    if config.backend == "tflite":
+        return  # TF's profiler counts TensorFlow graphs only
+    for name, result in results.items():
+        if result.error and not result.batches:
+            continue
+        say(f"counting FLOPs of {name}")
+        try:
+            result.flops_per_example = flops_per_example(paths[name], config.signature)
+        except ServoptError:
+            result.flops_per_example = None
+        for batch in result.batches.values():
+            if result.flops_per_example is not None:
+                batch.achieved_flops_per_s = result.flops_per_example * batch.throughput
+
+
+def _accuracy(paths: dict[str, Path], results: dict[str, ModelResult], baseline: str,
+              config: BenchmarkConfig, say: Progress) -> None:
+    """Accuracy of every model measured without error. Candidates are compared with the
+    baseline in one pipeline; without a working baseline each model runs alone, and
+    agreement and output difference stay None."""
+    healthy = [name for name, r in results.items() if not r.error]
+    if not healthy:
+        return
+    groups = [healthy] if healthy[0] == baseline else [[name] for name in healthy]
+    say(f"accuracy on {config.examples} (Apache Beam)")
+    for group in groups:
+        measured = compute_accuracy(
+            [AccuracyModel(name, _engine_spec(paths[name], config)) for name in group],
+            config.examples, config.label_key, config.output_key, config.beam_pipeline_args)
+        for name, accuracy in measured.items():
+            results[name].accuracy = accuracy

@@ -1,0 +1,144 @@
+"""Interleaved measurement: every model is measured in the same rounds, A B A B ...
+
+Machines drift (other processes, thermal state, frequency). Measuring all of model A and
+then all of model B puts the drift into the comparison; measuring one window of each model
+per round and comparing the windows of the same round cancels it. The speedup of a
+candidate is the median over rounds of baseline_p50[round] / candidate_p50[round] (the
+same for p99).
+
+Rounds continue until every model is stable (the p50 of its last 3 windows within the
+stability percentage) or `max_windows` rounds were measured; a model that never
+settled is reported `stable: false`. A model that fails is dropped from the following
+rounds and its error kept; the others go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from components.core.benchmark.measure import ConcurrencySample, WindowSample
+from components.core.benchmark.schema import BatchResult, ConcurrencyResult
+from components.core.benchmark.stats import (
+    is_stable,
+    paired_speedup,
+    percentile,
+    summarize,
+)
+from components.core.errors import ServoptError
+
+
+class Runner(Protocol):
+    def warmup(self, batch_size: int, requests: int) -> None: ...
+
+    def window(self, batch_size: int, requests: int, seconds: float | None = None
+               ) -> WindowSample: ...
+
+    def concurrent(self, batch_size: int, clients: int, requests_per_client: int,
+                   seconds: float | None = None) -> ConcurrencySample: ...
+
+
+@dataclass(frozen=True)
+class Plan:
+    warmup_requests: int = 10
+    window_requests: int = 50
+    window_seconds: float | None = None
+    max_windows: int = 10
+    stability_percent: float = 10.0
+
+
+@dataclass
+class Series:
+    """One model's measurement windows at one batch size, one per round, in order."""
+
+    batch_size: int
+    windows: list[WindowSample] = field(default_factory=list)
+    stability_percent: float = 10.0
+
+    @property
+    def p50s(self) -> list[float]:
+        return [percentile(w.latencies_ms, 50) for w in self.windows]
+
+    @property
+    def p99s(self) -> list[float]:
+        return [percentile(w.latencies_ms, 99) for w in self.windows]
+
+    @property
+    def stable(self) -> bool:
+        return is_stable(self.p50s, self.stability_percent)
+
+    def result(self) -> BatchResult:
+        """Statistics over every measured request (warm-up excluded)."""
+        latencies = [v for w in self.windows for v in w.latencies_ms]
+        summary = summarize(latencies)
+        duration = sum(w.duration_s for w in self.windows)
+        examples = sum(w.examples for w in self.windows)
+        return BatchResult(**vars(summary), throughput=examples / duration if duration else 0.0,
+                           stable=self.stable, windows=len(self.windows),
+                           requests=len(latencies))
+
+
+@dataclass
+class RoundsOutcome:
+    series: dict[str, Series]  # models measured to the end, in the runners' order
+    errors: dict[str, str]  # models that failed at this batch size
+
+
+def interleaved_rounds(runners: dict[str, Runner], batch_size: int, plan: Plan
+                       ) -> RoundsOutcome:
+    """Warms every model up, then measures rounds of one window per model, in order."""
+    errors: dict[str, str] = {}
+    active = dict(runners)
+    for name, runner in list(active.items()):
+        try:
+            runner.warmup(batch_size, plan.warmup_requests)
+        except ServoptError as err:
+            errors[name] = str(err)
+            del active[name]
+    series = {name: Series(batch_size, stability_percent=plan.stability_percent)
+              for name in active}
+    for _ in range(plan.max_windows):
+        for name, runner in list(active.items()):
+            try:
+                series[name].windows.append(
+                    runner.window(batch_size, plan.window_requests, plan.window_seconds))
+            except ServoptError as err:
+                errors[name] = str(err)
+                del active[name], series[name]
+        if all(series[name].stable for name in active):
+            break
+    return RoundsOutcome(series, errors)
+
+
+def speedups(baseline: Series, candidate: Series) -> tuple[float | None, float | None]:
+    """(speedup_p50, speedup_p99): medians of the per-round ratios baseline/candidate."""
+    return (paired_speedup(baseline.p50s, candidate.p50s),
+            paired_speedup(baseline.p99s, candidate.p99s))
+
+
+def concurrency_sweep(runners: dict[str, Runner], batch_sizes: Sequence[int],
+                      levels: Sequence[int], plan: Plan
+                      ) -> tuple[dict[str, list[ConcurrencyResult]], dict[str, str]]:
+    """Throughput against latency with N clients at once, interleaved like the rounds:
+    for each batch size and level, each model in turn."""
+    results: dict[str, list[ConcurrencyResult]] = {name: [] for name in runners}
+    errors: dict[str, str] = {}
+    for batch_size in batch_sizes:
+        for level in levels:
+            for name, runner in runners.items():
+                if name in errors:
+                    continue
+                try:
+                    sample = runner.concurrent(batch_size, level, plan.window_requests,
+                                               plan.window_seconds)
+                except ServoptError as err:
+                    errors[name] = str(err)
+                    continue
+                results[name].append(ConcurrencyResult(
+                    concurrency=level, batch_size=batch_size,
+                    throughput=sample.examples / sample.duration_s if sample.duration_s
+                    else 0.0,
+                    p50_ms=percentile(sample.latencies_ms, 50),
+                    p99_ms=percentile(sample.latencies_ms, 99)))
+    return results, errors

@@ -1,0 +1,125 @@
+"""One worker process per model, so models never share a heap, thread pools or caches.
+
+Processes are started with the "spawn" method (TensorFlow is not fork-safe) and every
+worker gets identical settings. The parent drives a worker through `ProcessRunner`,
+which has the same methods as `LocalRunner`: each call is sent over a pipe, run in the
+worker, and its result (or its error, as a one-line message) sent back.
+
+A script that starts a benchmark must guard its entry point with
+`if __name__ == "__main__":`, as for any "spawn" multiprocessing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import traceback
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+
+from components.core.benchmark.engines import EngineSpec, Feeds
+from components.core.benchmark.measure import ConcurrencySample, LoadInfo, WindowSample
+from components.core.errors import ServoptError
+
+READY = "ready"
+_STOP = "stop"
+
+
+def _worker_main(spec: EngineSpec, conn: Connection) -> None:
+    """The worker's loop: import TensorFlow, then serve calls until told to stop."""
+    try:
+        from components.core.benchmark.engines import make_engine
+        from components.core.benchmark.measure import LocalRunner
+        from components.core.serving_session import first_line
+
+        runner = LocalRunner(lambda: make_engine(spec))
+        conn.send((READY, None))
+    except BaseException as err:  # the worker cannot even start: report why
+        conn.send(("error", f"the worker process failed to start: {err!r}"))
+        return
+    while True:
+        try:
+            method, args = conn.recv()
+        except EOFError:  # the parent is gone
+            break
+        if method == _STOP:
+            break
+        try:
+            conn.send(("ok", getattr(runner, method)(*args)))
+        except ServoptError as err:
+            conn.send(("error", str(err)))
+        except Exception as err:
+            line = f"{type(err).__name__}: {first_line(err)}"
+            conn.send(("error", f"{spec.model_path}: {line}",))
+            traceback.print_exc()
+    runner.close()
+    conn.close()
+
+
+class ProcessRunner:
+    """A LocalRunner in its own spawned process. Methods raise ServoptError with the
+    worker's message when the call fails there, or when the worker dies."""
+
+    def __init__(self, spec: EngineSpec):
+        self.spec = spec
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self.process = context.Process(target=_worker_main, args=(spec, child),
+                                       name=f"servopt-benchmark-{spec.model_path}",
+                                       daemon=True)
+        self.process.start()
+        child.close()
+        self._ready = False
+
+    def wait_ready(self) -> None:
+        """Blocks until the worker has imported TensorFlow (started in parallel)."""
+        if not self._ready:
+            self._receive()
+            self._ready = True
+
+    def _receive(self):
+        try:
+            status, value = self._conn.recv()
+        except (EOFError, ConnectionResetError, OSError):
+            self.process.join(timeout=5)
+            raise ServoptError(f"{self.spec.model_path}: the benchmark worker process died "
+                               f"(exit code {self.process.exitcode}); the model crashed "
+                               "TensorFlow or ran out of memory") from None
+        if status == "error":
+            raise ServoptError(value)
+        return value
+
+    def _call(self, method: str, *args):
+        self.wait_ready()
+        self._conn.send((method, args))
+        return self._receive()
+
+    def load(self, first_feeds: Feeds) -> LoadInfo:
+        return self._call("load", first_feeds)
+
+    def set_inputs(self, batch_size: int, pool: Sequence[Feeds]) -> None:
+        return self._call("set_inputs", batch_size, list(pool))
+
+    def warmup(self, batch_size: int, requests: int) -> None:
+        return self._call("warmup", batch_size, requests)
+
+    def window(self, batch_size: int, requests: int, seconds: float | None = None
+               ) -> WindowSample:
+        return self._call("window", batch_size, requests, seconds)
+
+    def concurrent(self, batch_size: int, clients: int, requests_per_client: int,
+                   seconds: float | None = None) -> ConcurrencySample:
+        return self._call("concurrent", batch_size, clients, requests_per_client, seconds)
+
+    def peak_memory_bytes(self) -> int | None:
+        return self._call("peak_memory_bytes")
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self._conn.send((_STOP, ()))
+            self.process.join(timeout=30)
+            if self.process.is_alive():
+                self.process.terminate()
+                self.process.join(timeout=5)
+        self._conn.close()

@@ -1,0 +1,1 @@
+"""KFP adapters: kfp 2.x components over the same library as the TFX components."""

@@ -1,0 +1,3 @@
+from components.serving_benchmark.component import ServingBenchmark
+
+__all__ = ["ServingBenchmark"]

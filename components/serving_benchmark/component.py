@@ -1,0 +1,61 @@
+"""ServingBenchmark: latency percentiles, throughput, load time, size and accuracy of the
+Trainer's model and every candidate, side by side in one run, the way TF Serving runs them.
+
+    benchmark = ServingBenchmark(
+        baseline_model=trainer.outputs['model'],
+        candidates=[freezer.outputs['frozen_model'], optimizer.outputs['optimized_model'],
+                    quantizer.outputs['quantized_model']],
+        examples=example_gen.outputs['examples'], label_key='label')
+    benchmark.outputs['benchmark']  # metrics.json + report.html; headline custom properties
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tfx import types
+from tfx.dsl.components.base import base_beam_component, executor_spec
+from tfx.types import channel_utils, standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+
+from components.artifacts import ServingBenchmarkResult
+from components.core.benchmark_settings import DEFAULT_BENCHMARK, BenchmarkSettings
+from components.serving_benchmark import executor
+
+
+class ServingBenchmarkSpec(ComponentSpec):
+    PARAMETERS = {"settings": ExecutionParameter(type=str)}  # JSON of BenchmarkSettings
+    INPUTS = {
+        "baseline_model": ChannelParameter(type=standard_artifacts.Model),
+        "candidates": ChannelParameter(type=standard_artifacts.Model),
+        "examples": ChannelParameter(type=standard_artifacts.Examples, optional=True),
+    }
+    OUTPUTS = {"benchmark": ChannelParameter(type=ServingBenchmarkResult)}
+
+
+class ServingBenchmark(base_beam_component.BaseBeamComponent):
+    SPEC_CLASS = ServingBenchmarkSpec
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
+
+    def __init__(self, baseline_model: types.BaseChannel,
+                 candidates: list[types.BaseChannel],
+                 examples: types.BaseChannel | None = None, label_key: str | None = None,
+                 settings: BenchmarkSettings | str | Path = DEFAULT_BENCHMARK):
+        """Args:
+          baseline_model: the Trainer's Model; every candidate is compared with it.
+          candidates: Model channels to measure (Freezer, GraphOptimizer, Quantizer, ...).
+          examples: labelled eval Examples: accuracy, top-1 agreement, realistic inputs.
+          label_key: the label feature in `examples` (overrides the settings').
+          settings: BenchmarkSettings or a YAML path (configs/benchmark.yaml).
+        """
+        if not isinstance(settings, BenchmarkSettings):
+            settings = BenchmarkSettings.from_yaml(settings)
+        if label_key is not None:
+            settings.label_key = label_key
+        settings.config().validate()  # bad settings fail at pipeline definition
+        super().__init__(spec=ServingBenchmarkSpec(
+            baseline_model=baseline_model,
+            candidates=channel_utils.union(candidates),
+            examples=examples, settings=json.dumps(settings.to_dict()),
+            benchmark=types.Channel(type=ServingBenchmarkResult)))

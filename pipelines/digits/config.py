@@ -1,0 +1,70 @@
+"""The demo pipeline's configuration: the project's defaults in configs/, overlaid by an
+optional user file with any of the sections below (nested keys merge one by one, so a file
+holding only `thresholds: {value: {max_p99_ms: 0.001}}` changes just that threshold).
+
+    graph_optimizer, quantizer, verification   configs/optimization.yaml
+    trainer                                    configs/optimization.yaml
+    benchmark                                  configs/benchmark.yaml
+    thresholds                                 configs/thresholds.yaml
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from components.core.benchmark_settings import DEFAULT_BENCHMARK, BenchmarkSettings
+from components.core.config import (
+    DEFAULT_RECIPE,
+    OptimizationRecipe,
+    deep_merge,
+    fill_dataclass,
+    read_yaml,
+    section,
+)
+from components.core.errors import ServoptError
+from components.core.gate import Thresholds
+
+DEFAULT_THRESHOLDS = DEFAULT_RECIPE.parent / "thresholds.yaml"
+SECTIONS = ("graph_optimizer", "quantizer", "verification", "trainer", "benchmark",
+            "thresholds")
+
+
+@dataclass
+class TrainerSettings:
+    epochs: int = 4
+    seed: int = 0
+    dense_units: int = 512  # the seed's width; wider makes a slower model
+
+
+@dataclass
+class PipelineConfig:
+    recipe: OptimizationRecipe
+    trainer: TrainerSettings
+    benchmark: BenchmarkSettings
+    thresholds: Thresholds
+
+
+def load_pipeline_config(path: str | Path | None = None) -> PipelineConfig:
+    defaults: dict[str, Any] = {**read_yaml(DEFAULT_RECIPE),
+                                "benchmark": read_yaml(DEFAULT_BENCHMARK),
+                                "thresholds": read_yaml(DEFAULT_THRESHOLDS)}
+    source: str | Path = DEFAULT_RECIPE
+    merged = defaults
+    if path is not None:
+        source = path
+        user = read_yaml(path)
+        unknown = sorted(set(user) - set(SECTIONS))
+        if unknown:
+            raise ServoptError(f"{path}: unknown section '{unknown[0]}'; known sections: "
+                               f"{', '.join(SECTIONS)}")
+        merged = deep_merge(defaults, user)
+    return PipelineConfig(
+        recipe=OptimizationRecipe.from_dict(merged, source),
+        trainer=fill_dataclass(TrainerSettings, section(merged, "trainer", source), source,
+                               "trainer"),
+        benchmark=fill_dataclass(BenchmarkSettings, section(merged, "benchmark", source),
+                                 source, "benchmark"),
+        thresholds=Thresholds.from_dict(section(merged, "thresholds", source),
+                                        source=str(source)))

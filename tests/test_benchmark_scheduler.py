@@ -1,0 +1,114 @@
+"""The interleaving scheduler: rounds are A B A B, ratios are taken round by round,
+stability ends the rounds, and a failing model leaves the others measured.
+
+These tests use a fake in-process runner (it returns scripted latencies and records the
+order of calls): what is under test is the scheduler, not a model.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from components.core.benchmark.measure import ConcurrencySample, WindowSample
+from components.core.benchmark.scheduler import (
+    Plan,
+    concurrency_sweep,
+    interleaved_rounds,
+    speedups,
+)
+from components.core.errors import ServoptError
+
+
+class FakeRunner:
+    """Window r of this model has every latency equal to `p50s[r]` (ms)."""
+
+    def __init__(self, name: str, p50s: list[float], calls: list, fail_at: int | None = None):
+        self.name, self.p50s, self.calls, self.fail_at = name, p50s, calls, fail_at
+        self.windows = 0
+
+    def warmup(self, batch_size, requests):
+        self.calls.append(("warmup", self.name, batch_size, requests))
+
+    def window(self, batch_size, requests, seconds=None):
+        self.calls.append(("window", self.name, batch_size))
+        if self.fail_at is not None and self.windows == self.fail_at:
+            raise ServoptError(f"{self.name}: the model crashed")
+        value = self.p50s[self.windows]
+        self.windows += 1
+        return WindowSample([value] * requests, duration_s=value * requests / 1e3,
+                            examples=batch_size * requests)
+
+    def concurrent(self, batch_size, clients, requests_per_client, seconds=None):
+        self.calls.append(("concurrent", self.name, batch_size, clients))
+        latencies = [self.p50s[0] * clients] * (clients * requests_per_client)
+        return ConcurrencySample(clients, batch_size, latencies, 1.0,
+                                 batch_size * len(latencies))
+
+
+PLAN = Plan(warmup_requests=5, window_requests=4, max_windows=6, stability_percent=10)
+
+
+def test_models_are_warmed_up_then_measured_in_alternating_rounds():
+    calls: list = []
+    runners = {"A": FakeRunner("A", [10.0] * 6, calls), "B": FakeRunner("B", [5.0] * 6, calls)}
+    outcome = interleaved_rounds(runners, batch_size=8, plan=PLAN)
+    assert calls[:2] == [("warmup", "A", 8, 5), ("warmup", "B", 8, 5)]
+    assert [c[1] for c in calls[2:]] == ["A", "B", "A", "B", "A", "B"]  # stable after 3
+    assert all(s.stable for s in outcome.series.values())
+    assert outcome.series["A"].result().windows == 3
+    assert outcome.series["A"].result().requests == 12
+
+
+def test_speedup_is_computed_round_by_round_so_drift_cancels():
+    """The machine slows down 4x during the run; A is always 2x slower than B in the same
+    round. Pooled latencies would compare A's early rounds with B's late ones."""
+    calls: list = []
+    drift = [1.0, 1.5, 2.5, 4.0, 4.0, 4.0]
+    runners = {"A": FakeRunner("A", [10.0 * d for d in drift], calls),
+               "B": FakeRunner("B", [5.0 * d for d in drift], calls)}
+    outcome = interleaved_rounds(runners, batch_size=1, plan=PLAN)
+    p50, p99 = speedups(outcome.series["A"], outcome.series["B"])
+    assert p50 == pytest.approx(2.0) and p99 == pytest.approx(2.0)
+
+
+def test_rounds_go_on_until_max_windows_and_an_unsettled_model_is_reported_unstable():
+    calls: list = []
+    runners = {"A": FakeRunner("A", [10.0] * 6, calls),
+               "B": FakeRunner("B", [5.0, 8.0, 5.0, 8.0, 5.0, 8.0], calls)}
+    outcome = interleaved_rounds(runners, batch_size=1, plan=PLAN)
+    assert len([c for c in calls if c[0] == "window"]) == 12  # 6 rounds of A B
+    assert outcome.series["A"].result().stable
+    assert not outcome.series["B"].result().stable
+    assert outcome.series["B"].result().windows == 6
+
+
+def test_a_model_that_fails_is_dropped_and_the_others_are_still_measured():
+    calls: list = []
+    runners = {"A": FakeRunner("A", [10.0] * 6, calls),
+               "B": FakeRunner("B", [5.0] * 6, calls, fail_at=1),
+               "C": FakeRunner("C", [4.0] * 6, calls)}
+    outcome = interleaved_rounds(runners, batch_size=1, plan=PLAN)
+    assert outcome.errors == {"B": "B: the model crashed"}
+    assert set(outcome.series) == {"A", "C"}
+    assert [c[1] for c in calls if c[0] == "window"] == ["A", "B", "C", "A", "B", "C",
+                                                         "A", "C"]
+    assert outcome.series["C"].result().p50_ms == 4.0
+
+
+def test_throughput_is_examples_per_second_of_wall_time():
+    calls: list = []
+    outcome = interleaved_rounds({"A": FakeRunner("A", [10.0] * 6, calls)}, 4, PLAN)
+    assert outcome.series["A"].result().throughput == pytest.approx(4 / 0.010)
+
+
+def test_the_concurrency_sweep_interleaves_models_per_level():
+    calls: list = []
+    runners = {"A": FakeRunner("A", [10.0], calls), "B": FakeRunner("B", [5.0], calls)}
+    results, errors = concurrency_sweep(runners, [1, 8], [1, 2], PLAN)
+    assert not errors
+    assert [c[1:] for c in calls] == [("A", 1, 1), ("B", 1, 1), ("A", 1, 2), ("B", 1, 2),
+                                      ("A", 8, 1), ("B", 8, 1), ("A", 8, 2), ("B", 8, 2)]
+    point = results["A"][3]
+    assert (point.batch_size, point.concurrency) == (8, 2)
+    assert point.throughput == pytest.approx(8 * 2 * 4 / 1.0)
+    assert point.p99_ms == pytest.approx(20.0)
