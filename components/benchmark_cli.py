@@ -16,22 +16,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from components.cli_support import ServoptCommand
 from components.core.benchmark.config import BACKENDS, PROTOCOLS
 from components.core.errors import ServoptError
 
 stdout = Console()
 stderr = Console(stderr=True)
-
-
-class _BenchmarkCommand(click.Command):
-    """ServoptError -> one line on stderr and its exit code, also outside the group."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except ServoptError as err:
-            click.echo(f"servopt: error: {err}", err=True)
-            ctx.exit(err.exit_code)
 
 
 def _stable(flag: bool) -> str:
@@ -98,7 +88,7 @@ def _accuracy_table(result) -> Table | None:
     return table
 
 
-@click.command("benchmark", cls=_BenchmarkCommand)
+@click.command("benchmark", cls=ServoptCommand)
 @click.argument("models", nargs=-1, required=True)
 @click.option("--name", "names", multiple=True,
               help="Name of each model, in order (repeat). Or pass models as NAME=PATH. "

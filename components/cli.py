@@ -1,7 +1,6 @@
 """`servopt`: the command line over the optimization library.
 
-Errors the user can fix end with a one-line message on stderr and exit code 2
-(3 when a produced model fails verification); never a traceback.
+Errors end as one line and an exit code (see cli_support); never a traceback.
 """
 
 from __future__ import annotations
@@ -14,25 +13,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from components.core.errors import ServoptError
+from components.cli_support import ServoptGroup
 
 stdout = Console()
 stderr = Console(stderr=True)
 
 
-class _Cli(click.Group):
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except ServoptError as err:
-            click.echo(f"servopt: error: {err}", err=True)
-            ctx.exit(err.exit_code)
-        except KeyboardInterrupt:
-            click.echo("servopt: interrupted; nothing was published", err=True)
-            ctx.exit(130)
-
-
-@click.group(cls=_Cli)
+@click.group(cls=ServoptGroup)
 def main() -> None:
     """Make trained TensorFlow models cheaper and safer to serve."""
 
@@ -173,8 +160,10 @@ def demo_command(workdir: Path, runner: str, config_path: Path | None, verbose: 
 
 def _register_commands() -> None:
     from components.benchmark_cli import benchmark_command
+    from components.kfp_cli import kfp_group
 
     main.add_command(benchmark_command, "benchmark")
+    main.add_command(kfp_group, "kfp")
 
 
 _register_commands()

@@ -59,10 +59,15 @@ def test_the_tfx_pipeline_compiles_for_vertex(tmp_path):
     except ServoptError as err:
         pytest.skip(str(err))
     output = vertex_runner.compile_for_vertex(IMAGE, "gs://bucket/root",
+                                              "gs://bucket/serving/digits",
                                               tmp_path / "digits.json")
     spec = json.loads(output.read_text())["pipelineSpec"]
-    assert list(spec["root"]["dag"]["tasks"]) == [
-        "DigitsExampleGen", "DigitsTrainer", "Freezer", "GraphOptimizer", "Quantizer"]
+    assert sorted(spec["root"]["dag"]["tasks"]) == sorted([
+        "DigitsExampleGen", "DigitsTrainer", "Freezer", "GraphOptimizer", "Quantizer",
+        "ServingBenchmark", "PusherGate"])
+    gate_inputs = spec["components"]["PusherGate"]["inputDefinitions"]["artifacts"]
+    assert "components.ServingBenchmarkResult" in (
+        gate_inputs["benchmark"]["artifactType"]["instanceSchema"])
     executors = spec["deploymentSpec"]["executors"]
     assert {e["container"]["image"] for e in executors.values()} == {IMAGE}
     freezer = executors["Freezer_executor"]["container"]

@@ -27,7 +27,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_the_default_thresholds_file_reads_as_documented():
     thresholds = Thresholds.from_yaml(CONFIGS / "thresholds.yaml")
     assert thresholds.primary_batch_size == 100
-    assert thresholds.unstable_latency == "block"
+    assert thresholds.unstable_latency == "allow"  # the demo runs on shared machines
     assert thresholds.objective == ("p99_ms", "size_bytes")
     assert thresholds.value == ValueThresholds(max_size_mb=500)
     assert thresholds.vs_baseline == BaselineThresholds(

@@ -16,19 +16,22 @@ from pathlib import Path
 
 from tfx import types
 from tfx.dsl.components.base import base_beam_component, executor_spec
-from tfx.types import channel_utils, standard_artifacts
+from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components.artifacts import ServingBenchmarkResult
 from components.core.benchmark_settings import DEFAULT_BENCHMARK, BenchmarkSettings
+from components.core.errors import ServoptError
 from components.serving_benchmark import executor
+from components.serving_benchmark.keys import CANDIDATE_KEYS, MAX_CANDIDATES
 
 
 class ServingBenchmarkSpec(ComponentSpec):
     PARAMETERS = {"settings": ExecutionParameter(type=str)}  # JSON of BenchmarkSettings
     INPUTS = {
         "baseline_model": ChannelParameter(type=standard_artifacts.Model),
-        "candidates": ChannelParameter(type=standard_artifacts.Model),
+        **{key: ChannelParameter(type=standard_artifacts.Model, optional=True)
+           for key in CANDIDATE_KEYS},
         "examples": ChannelParameter(type=standard_artifacts.Examples, optional=True),
     }
     OUTPUTS = {"benchmark": ChannelParameter(type=ServingBenchmarkResult)}
@@ -54,8 +57,11 @@ class ServingBenchmark(base_beam_component.BaseBeamComponent):
         if label_key is not None:
             settings.label_key = label_key
         settings.config().validate()  # bad settings fail at pipeline definition
+        if not 1 <= len(candidates) <= MAX_CANDIDATES:
+            raise ServoptError(f"ServingBenchmark takes 1 to {MAX_CANDIDATES} candidates, "
+                               f"got {len(candidates)}")
         super().__init__(spec=ServingBenchmarkSpec(
             baseline_model=baseline_model,
-            candidates=channel_utils.union(candidates),
+            **dict(zip(CANDIDATE_KEYS, candidates, strict=False)),
             examples=examples, settings=json.dumps(settings.to_dict()),
             benchmark=types.Channel(type=ServingBenchmarkResult)))

@@ -13,6 +13,7 @@ from tfx.types import artifact_utils
 
 from components.core.benchmark import ModelSpec, run_benchmark, write_report
 from components.core.benchmark_settings import BenchmarkSettings
+from components.serving_benchmark.keys import CANDIDATE_KEYS
 from components.tfx_adapter import optional_single, serving_dir, set_custom_properties, single
 
 METRICS_FILE = "metrics.json"
@@ -49,7 +50,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         settings = BenchmarkSettings(**json.loads(exec_properties["settings"]))
         examples = optional_single(input_dict, "examples")
         baseline = single(input_dict, "baseline_model")
-        candidates = sorted(input_dict["candidates"], key=lambda a: a.id)
+        candidates = [a for key in CANDIDATE_KEYS for a in input_dict.get(key, [])]
         models = [ModelSpec(model_name(a), serving_dir(a)) for a in [baseline, *candidates]]
         config = settings.config(Path(examples.uri) if examples else None,
                                  tuple(self._beam_pipeline_args or ()))

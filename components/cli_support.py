@@ -1,0 +1,31 @@
+"""What every `servopt` command shares: ServoptError becomes one line and an exit code.
+
+Errors the user can fix end with `servopt: error: <message>` on stderr and the error's
+exit code (2 bad input, 3 failed verification, 4 blocked gate); never a traceback.
+"""
+
+from __future__ import annotations
+
+import click
+
+from components.core.errors import ServoptError
+
+
+class _HandlesServoptErrors:
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ServoptError as err:
+            click.echo(f"servopt: error: {err}", err=True)
+            ctx.exit(err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("servopt: interrupted; nothing was published", err=True)
+            ctx.exit(130)
+
+
+class ServoptGroup(_HandlesServoptErrors, click.Group):
+    """A command group whose commands report ServoptError as one line."""
+
+
+class ServoptCommand(_HandlesServoptErrors, click.Command):
+    """A command that reports ServoptError as one line, also outside the `servopt` group."""
