@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 import yaml
 from kfp import dsl
-from kfp.dsl import Artifact, Model
+from kfp.dsl import HTML, Artifact, Metrics, Model
 
 from components.core.benchmark_settings import BenchmarkSettings
 from components.core.errors import ServoptError
@@ -73,6 +73,8 @@ class PipelineOutputs(NamedTuple):
     optimized: Model
     quantized: Model
     results: Artifact  # metrics.json and report.html
+    headline: Metrics  # the benchmark's headline figures
+    report: HTML  # the benchmark's report
     decision: Artifact  # decision.json
 
 
@@ -114,7 +116,8 @@ def build_pipeline(image: str = steps.IMAGE):
         for task in tasks:
             task.set_container_image(image)
         return PipelineOutputs(models["frozen"], models["optimized"], models["quantized"],
-                               measured.outputs["results"], gate.outputs["decision"])
+                               measured.outputs["results"], measured.outputs["metrics"],
+                               measured.outputs["report"], gate.outputs["decision"])
 
     return servopt_pipeline
 
@@ -188,6 +191,7 @@ class LocalRun:
     optimized: Path
     quantized: Path
     results: Path  # directory: metrics.json, report.html
+    headline: dict[str, float]  # the benchmark's Output[Metrics], as the KFP UI shows it
     decision: dict  # decision.json
     pushed: dict | None = None  # push.json (version, path, base_dir, pushed_model_name)
     outputs: dict = field(default_factory=dict)  # every pipeline output artifact, by name
@@ -256,6 +260,7 @@ def run_local(model_uri: str | Path, eval_examples_uri: str | Path,
     pushed = sorted(run_dir.rglob(f"push/pushed/{PUSH_FILE}"))
     return LocalRun(run_dir=run_dir, frozen=outputs["frozen"], optimized=outputs["optimized"],
                     quantized=outputs["quantized"], results=outputs["results"],
+                    headline=dict(task.outputs["headline"].metadata),
                     decision=json.loads((outputs["decision"] / DECISION_FILE).read_text()),
                     pushed=json.loads(pushed[0].read_text()) if pushed else None,
                     outputs=outputs)
@@ -342,7 +347,10 @@ def _submit_kfp(package: Path, arguments: dict, host: str, pipeline_root: str | 
     import urllib3
 
     try:
-        client = kfp.Client(host=host)
+        with warnings.catch_warnings():  # kfp's note that it needs a KFP 2 backend
+            warnings.filterwarnings("ignore", category=FutureWarning,
+                                    message=".*only works with Kubeflow Pipeline.*")
+            client = kfp.Client(host=host)
         result = client.create_run_from_pipeline_package(
             str(package), arguments=arguments, run_name=run_name, experiment_name=experiment,
             pipeline_root=pipeline_root, enable_caching=enable_caching,

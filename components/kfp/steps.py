@@ -1,12 +1,19 @@
-"""KFP components (kfp 2.x `dsl.component`) for the optimization steps, gate and push.
+"""KFP components (kfp 2.x `dsl.component`): freeze, optimize, quantize, benchmark, gate, push.
 
 Each function only maps KFP artifacts and parameters onto the library; the bodies import
 inside because KFP ships each function's source to its container on its own. They run in
-the project's image (see Dockerfile), which has the package installed, hence
-`install_kfp_package=False` (and `kfp.local` runs them in this very environment).
+the project's image (see Dockerfile; env SERVOPT_IMAGE at import, default
+`servopt:0.1.0`), which has the package installed, hence `install_kfp_package=False`
+(and `kfp.local.SubprocessRunner(use_venv=False)` runs them in this very environment).
+
+Models are named `trainer` (the model the pipeline was given, the baseline), `frozen`,
+`optimized` and `quantized` everywhere (components.kfp.mapping). Each task sees artifacts
+at its own local paths, so the gate and the push receive the model artifacts as inputs
+and use their own paths; the paths recorded in metrics.json are the benchmark task's and
+are never used by another task. Model artifacts hold the SavedModel at the artifact's root
+(what Vertex AI's model upload and TF Serving's version directories expect).
 """
 
-from __future__ import annotations
 
 import os
 from typing import NamedTuple
@@ -24,18 +31,18 @@ def servopt_component(func):
 @servopt_component
 def freeze(model_uri: str, eval_examples_uri: str, frozen: Output[Model]):
     """Freezes the SavedModel at `model_uri` (any layout servopt resolves)."""
-    import json
     from pathlib import Path
 
     from components.core.steps import OptimizeConfig, optimize_model, parse_steps
+    from components.kfp.mapping import local_path
 
-    config = OptimizeConfig(examples=Path(eval_examples_uri) if eval_examples_uri else None)
-    report = optimize_model(model_uri, frozen.path, parse_steps("freeze"), config)
-    frozen.metadata.update(json.loads(json.dumps({
-        "size_bytes_total": report.after.size_bytes.total,
-        "node_count": report.after.node_count,
-        "variable_count": report.after.variable_count,
-        "verification_max_abs_diff": report.verification.max_abs_diff})))
+    examples = local_path(eval_examples_uri)
+    config = OptimizeConfig(examples=Path(examples) if examples else None)
+    report = optimize_model(local_path(model_uri), frozen.path, parse_steps("freeze"), config)
+    frozen.metadata.update({"size_bytes_total": report.after.size_bytes.total,
+                            "node_count": report.after.node_count,
+                            "variable_count": report.after.variable_count,
+                            "verification_max_abs_diff": report.verification.max_abs_diff})
 
 
 @servopt_component
@@ -44,15 +51,19 @@ def optimize(model: Input[Model], eval_examples_uri: str, passes: str,
     """Grappler passes (comma-separated names; empty: all) on a frozen model."""
     from pathlib import Path
 
-    from components.core.optimize import DEFAULT_PASSES
+    from components.core.optimize import DEFAULT_PASSES, validate_passes
     from components.core.steps import OptimizeConfig, Step, optimize_model
+    from components.kfp.mapping import local_path
 
-    chosen = [p.strip() for p in passes.split(",") if p.strip()] or list(DEFAULT_PASSES)
-    config = OptimizeConfig(examples=Path(eval_examples_uri) if eval_examples_uri else None)
+    names = [name.strip() for name in passes.split(",") if name.strip()]
+    chosen = validate_passes(names) if names else list(DEFAULT_PASSES)
+    examples = local_path(eval_examples_uri)
+    config = OptimizeConfig(examples=Path(examples) if examples else None)
     report = optimize_model(model.path, optimized.path, [Step("optimize", "+".join(chosen))],
                             config)
     optimized.metadata.update({"size_bytes_total": report.after.size_bytes.total,
                                "node_count": report.after.node_count,
+                               "passes": ",".join(chosen),
                                "verification_max_abs_diff":
                                    report.verification.max_abs_diff})
 
@@ -64,51 +75,124 @@ def quantize(model: Input[Model], eval_examples_uri: str, mode: str,
     from pathlib import Path
 
     from components.core.steps import OptimizeConfig, Step, optimize_model
+    from components.kfp.mapping import local_path
 
-    config = OptimizeConfig(examples=Path(eval_examples_uri) if eval_examples_uri else None)
+    examples = local_path(eval_examples_uri)
+    config = OptimizeConfig(examples=Path(examples) if examples else None)
     report = optimize_model(model.path, quantized.path, [Step("quantize", mode)], config)
     quantized.metadata.update({"size_bytes_total": report.after.size_bytes.total,
                                "node_count": report.after.node_count,
+                               "mode": mode,
                                "verification_top1_agreement":
                                    report.verification.top1_agreement})
 
 
 @servopt_component
-def gate(benchmark: Input[Artifact], thresholds: dict, decision: Output[Artifact]
+def benchmark(model_uri: str, frozen: Input[Model], optimized: Input[Model],
+              quantized: Input[Model], eval_examples_uri: str, label_key: str,
+              batch_sizes: list, benchmark_settings: dict, results: Output[Artifact],
+              metrics: Output[Metrics], report: Output[HTML]):
+    """The ServingBenchmark: `trainer` (the baseline) and the three candidates side by side.
+
+    results: a directory with metrics.json (the gate's input) and report.html.
+    metrics: the headline figures, shown in the KFP / Vertex AI UI. report: the HTML page.
+    """
+    import json
+    import shutil
+    from pathlib import Path
+
+    from components.core.benchmark import ModelSpec, run_benchmark, write_report
+    from components.kfp.mapping import (
+        METRICS_FILE,
+        REPORT_FILE,
+        headline_metrics,
+        local_path,
+        model_paths,
+    )
+    from components.kfp.mapping import benchmark_settings as settings_for
+
+    examples = local_path(eval_examples_uri)
+    settings = settings_for(batch_sizes, benchmark_settings, label_key, examples)
+    paths = model_paths(model_uri, {"frozen": frozen.path, "optimized": optimized.path,
+                                    "quantized": quantized.path})
+    result = run_benchmark([ModelSpec(name, Path(path)) for name, path in paths.items()],
+                           settings.config(Path(examples) if examples else None),
+                           progress=lambda line: print(f"ServingBenchmark: {line}", flush=True))
+    data = result.to_dict()
+    out = Path(results.path)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / METRICS_FILE).write_text(json.dumps(data, indent=2))
+    write_report(result, out / REPORT_FILE)
+    shutil.copyfile(out / REPORT_FILE, report.path)
+    for name, value in headline_metrics(data).items():
+        metrics.log_metric(name, value)
+    failed = result.failed()
+    for name, error in failed.items():
+        print(f"ServingBenchmark: {name} failed: {error}", flush=True)
+    results.metadata.update({"baseline": data["baseline"], "models": ",".join(data["models"]),
+                             "failed": ",".join(failed)})
+
+
+@servopt_component
+def gate(results: Input[Artifact], thresholds: dict, model_uri: str, frozen: Input[Model],
+         optimized: Input[Model], quantized: Input[Model], decision: Output[Artifact]
          ) -> NamedTuple("GateOutputs", [("blessed", bool), ("chosen", str), ("reason", str)]):
-    """Checks every benchmarked model against the thresholds; chooses the one to push."""
+    """Checks every benchmarked model (each at this task's own path: the safety scan reads
+    it) against the thresholds and chooses the one to push; decision.json records why."""
     import json
     from collections import namedtuple
     from pathlib import Path
 
     from components.core.gate import Thresholds, evaluate_gate, load_metrics
+    from components.kfp.mapping import DECISION_FILE, METRICS_FILE, model_paths, whole_numbers
 
-    metrics = load_metrics(Path(benchmark.path) / "metrics.json")
-    candidates = {name: entry["path"] for name, entry in metrics["models"].items()}
-    result = evaluate_gate(metrics, Thresholds.from_dict(thresholds), candidates)
+    metrics = load_metrics(Path(results.path) / METRICS_FILE)
+    candidates = model_paths(model_uri, {"frozen": frozen.path, "optimized": optimized.path,
+                                         "quantized": quantized.path})
+    result = evaluate_gate(metrics, Thresholds.from_dict(whole_numbers(thresholds),
+                                                         source="thresholds parameter"),
+                           candidates)
     Path(decision.path).mkdir(parents=True, exist_ok=True)
-    (Path(decision.path) / "decision.json").write_text(json.dumps(result.to_dict(), indent=2))
+    (Path(decision.path) / DECISION_FILE).write_text(json.dumps(result.to_dict(), indent=2))
     for line in result.summary_lines():
-        print(line)
-    decision.metadata.update({"blessed": result.blessed, "chosen": result.chosen or ""})
+        print(line, flush=True)
+    decision.metadata.update({"blessed": int(result.blessed), "chosen": result.chosen or "",
+                              "reason": result.reason})
     outputs = namedtuple("GateOutputs", ["blessed", "chosen", "reason"])
     return outputs(result.blessed, result.chosen or "", result.reason)
 
 
 @servopt_component
-def push(benchmark: Input[Artifact], chosen: str, push_destination: str
+def push(chosen: str, model_uri: str, frozen: Input[Model], optimized: Input[Model],
+         quantized: Input[Model], push_destination: str, eval_examples_uri: str,
+         keep_last: int, pushed: Output[Artifact]
          ) -> NamedTuple("PushOutputs", [("pushed_version", int), ("pushed_destination", str)]):
-    """Publishes the chosen model as a new TF Serving version, atomically."""
+    """Publishes the chosen model (from this task's own inputs) as a new TF Serving version
+    under `push_destination`, atomically, with warm-up requests from the eval examples.
+    keep_last: keep only the newest N versions (0: keep all)."""
+    import json
     from collections import namedtuple
     from pathlib import Path
 
-    from components.core.gate import load_metrics, push_model
+    from components.core.gate import push_model
+    from components.kfp.mapping import PUSH_FILE, chosen_path, local_path, model_paths
 
-    metrics = load_metrics(Path(benchmark.path) / "metrics.json")
-    result = push_model(metrics["models"][chosen]["path"], push_destination)
-    print(f"pushed {chosen} as version {result.version} to {result.path}")
+    paths = model_paths(model_uri, {"frozen": frozen.path, "optimized": optimized.path,
+                                    "quantized": quantized.path})
+    examples = local_path(eval_examples_uri)
+    result = push_model(chosen_path(paths, chosen), push_destination,
+                        keep_last=keep_last or None, warmup_examples=examples or None)
+    record = {"pushed": 1, "pushed_model_name": chosen, **result.to_dict()}
+    Path(pushed.path).mkdir(parents=True, exist_ok=True)
+    (Path(pushed.path) / PUSH_FILE).write_text(json.dumps(record, indent=2))
+    pushed.metadata.update({"pushed": 1, "pushed_version": result.version,
+                            "pushed_destination": result.path,
+                            "pushed_base_directory": result.base_dir,
+                            "pushed_model_name": chosen})
+    print(f"pushed {chosen} as version {result.version} to {result.path}", flush=True)
     outputs = namedtuple("PushOutputs", ["pushed_version", "pushed_destination"])
     return outputs(result.version, result.path)
 
 
-__all__ = ["HTML", "Metrics", "freeze", "gate", "optimize", "push", "quantize"]
+__all__ = ["HTML", "IMAGE", "Metrics", "benchmark", "freeze", "gate", "optimize", "push",
+           "quantize"]

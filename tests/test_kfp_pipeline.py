@@ -1,0 +1,321 @@
+"""The Kubeflow / Vertex AI pipeline: compiled, run here for real, submitted.
+
+Local runs use kfp.local's SubprocessRunner in this environment: every step runs in its
+own Python process on the seed CNN and the digits eval examples, with small benchmark
+settings (batch 8, short windows, no concurrency sweep). One full run, blessed, is shared
+by the module (3 to 4 minutes on 2 busy cores); the second, blocked by its thresholds and
+run through `servopt kfp run-local`, is marked slow (`pytest -m slow`). Nothing is mocked,
+except Vertex AI's PipelineJob in the one test that says so (a cloud API cannot be
+reached from here).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from kfp.local import io as kfp_io
+
+from components.cli import main
+from components.core.errors import ServoptError
+from components.core.gate import versions
+from components.kfp.local_conditions import evaluate_condition
+from components.kfp.mapping import MODEL_NAMES
+from components.kfp.steps import IMAGE
+from pipelines.digits.example_gen import write_examples
+from pipelines.kfp_pipeline import (
+    DEFAULT_THRESHOLDS,
+    compile_pipeline,
+    default_thresholds,
+    run_local,
+)
+
+STEPS = ["freeze", "optimize", "quantize", "benchmark", "gate", "push"]
+PARAMETERS = {"model_uri", "eval_examples_uri", "push_destination", "label_key",
+              "thresholds", "batch_sizes", "benchmark_settings", "passes", "quantize_mode",
+              "keep_last"}
+QUICK_BENCHMARK = {"concurrency": [], "window_requests": 10, "max_windows": 3,
+                   "warmup_requests": 2}
+BLESSED_CONDITION = "inputs.parameter_values['pipelinechannel--gate-blessed'] == true"
+
+
+def kfp(*args: str):
+    return CliRunner().invoke(main, ["kfp", *args])
+
+
+def one_line_error(result, message: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+# ------------------------------------------------------------------ compiled pipeline
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> dict:
+    path = compile_pipeline(tmp_path_factory.mktemp("compiled") / "pipeline.yaml")
+    return yaml.safe_load(path.read_text())
+
+
+def tasks_by_dag(spec: dict) -> dict[str, dict]:
+    """DAG name ('root' or a component such as 'comp-condition-1') -> its tasks."""
+    dags = {"root": spec["root"]["dag"]["tasks"]}
+    for name, component in spec["components"].items():
+        if "dag" in component:
+            dags[name] = component["dag"]["tasks"]
+    return dags
+
+
+def test_one_task_per_step(compiled):
+    executed = {name: task for tasks in tasks_by_dag(compiled).values()
+                for name, task in tasks.items() if "executorLabel" in
+                compiled["components"][task["componentRef"]["name"]]}
+    assert sorted(executed) == sorted(STEPS)
+    assert sorted(compiled["deploymentSpec"]["executors"]) == sorted(
+        f"exec-{step}" for step in STEPS)
+
+
+def test_the_pipeline_takes_the_model_examples_destination_and_settings(compiled):
+    parameters = compiled["root"]["inputDefinitions"]["parameters"]
+    assert set(parameters) == PARAMETERS
+    required = {name for name, p in parameters.items() if not p.get("isOptional")}
+    assert required == {"model_uri", "eval_examples_uri", "push_destination"}
+    assert parameters["label_key"]["defaultValue"] == "label"
+    assert parameters["thresholds"]["defaultValue"] == default_thresholds()
+    assert parameters["thresholds"]["defaultValue"]["vs_baseline"]["min_top1_agreement"] == 0.99
+    assert parameters["batch_sizes"]["defaultValue"] == [1, 100]
+
+
+def test_the_push_runs_only_when_the_gate_blesses_a_model(compiled):
+    dags = tasks_by_dag(compiled)
+    assert {"freeze", "optimize", "quantize", "benchmark", "gate"} <= set(dags["root"])
+    assert not any("triggerPolicy" in task for name, task in dags["root"].items()
+                   if name in STEPS)
+    (branch,) = [name for name, tasks in dags.items() if "push" in tasks]
+    (condition_task,) = [task for task in dags["root"].values()
+                         if task["componentRef"]["name"] == branch]
+    assert condition_task["triggerPolicy"]["condition"] == BLESSED_CONDITION
+    assert "gate" in condition_task["dependentTasks"]
+    assert dags[branch]["push"]["cachingOptions"] == {}  # never served from the cache
+
+
+def test_every_step_runs_in_the_projects_image(compiled, tmp_path):
+    images = {e["container"]["image"] for e in compiled["deploymentSpec"]["executors"].values()}
+    assert images == {IMAGE}
+    result = kfp("compile", "--output", str(tmp_path / "p.yaml"),
+                 "--image", "europe-docker.pkg.dev/acme/ml/servopt:0.1.0")
+    assert result.exit_code == 0, result.output
+    spec = yaml.safe_load((tmp_path / "p.yaml").read_text())
+    assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {
+        "europe-docker.pkg.dev/acme/ml/servopt:0.1.0"}
+
+
+# ------------------------------------------------------------------ local runs
+
+@pytest.fixture(scope="module")
+def examples_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("digits_examples")
+    write_examples(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def blessed_run(seed_cnn_model, examples_dir, tmp_path_factory):
+    """configs/thresholds.yaml, read at batch 8: the trainer's model is a candidate too, so
+    at least one candidate passes and the gate blesses."""
+    work = tmp_path_factory.mktemp("kfp_blessed")
+    return run_local(seed_cnn_model, examples_dir, work / "serving", work / "pipeline_root",
+                     label_key="label",
+                     thresholds={**DEFAULT_THRESHOLDS, "primary_batch_size": 8},
+                     batch_sizes=[8], benchmark_settings=QUICK_BENCHMARK)
+
+
+def test_local_run_writes_verified_frozen_optimized_and_quantized_models(blessed_run):
+    for model in (blessed_run.frozen, blessed_run.optimized, blessed_run.quantized):
+        assert (model / "saved_model.pb").is_file(), model
+    size = {name: blessed_run.metrics()["models"][name]["size_bytes"] for name in MODEL_NAMES}
+    assert size["frozen"] < 0.6 * size["trainer"]  # Keras 3 stores the weights twice
+    assert size["quantized"] < 0.35 * size["optimized"]  # int8 weights
+
+
+def test_the_benchmark_measures_every_model_by_name_and_shows_the_headline(blessed_run):
+    metrics = blessed_run.metrics()
+    assert metrics["baseline"] == "trainer"
+    assert list(metrics["models"]) == list(MODEL_NAMES)
+    for name, model in metrics["models"].items():
+        assert model["error"] is None, name
+        assert model["batches"]["8"]["p99_ms"] >= model["batches"]["8"]["p50_ms"] > 0
+        assert model["accuracy"]["accuracy"] > 0.9
+    assert (blessed_run.results / "report.html").is_file()
+    headline = blessed_run.headline
+    for name in MODEL_NAMES:
+        assert headline[f"{name}_p50_ms_batch8"] > 0 and headline[f"{name}_p99_ms_batch8"] > 0
+        assert headline[f"{name}_size_mb"] > 0
+    assert headline["quantized_speedup_p50_batch8"] > 0
+    assert headline["quantized_top1_agreement"] >= 0.99
+
+
+def test_a_blessed_gate_pushes_its_choice_as_a_new_tf_serving_version(blessed_run):
+    decision = blessed_run.decision
+    assert decision["blessed"] and decision["chosen"] in MODEL_NAMES
+    assert decision["first_push"] and decision["primary_batch_size"] == 8
+    pushed = blessed_run.pushed
+    assert pushed["pushed_model_name"] == decision["chosen"]
+    serving = Path(pushed["base_dir"])
+    assert versions(serving) == [blessed_run.pushed_version]
+    version_dir = serving / str(blessed_run.pushed_version)
+    assert (version_dir / "saved_model.pb").is_file()
+    assert (version_dir / "assets.extra" / "tf_serving_warmup_requests").is_file()
+
+
+@pytest.mark.slow  # a second full local run (about 3.5 minutes on 2 busy cores)
+def test_run_local_cli_with_failing_thresholds_pushes_nothing(seed_cnn_model, examples_dir,
+                                                              tmp_path):
+    thresholds = tmp_path / "impossible.yaml"
+    thresholds.write_text("primary_batch_size: 8\nvalue:\n  max_p99_ms: 0.001\n")
+    quick = tmp_path / "quick.yaml"
+    quick.write_text(yaml.safe_dump(QUICK_BENCHMARK))
+    serving = tmp_path / "serving"
+    result = kfp("run-local", "--model", str(seed_cnn_model), "--examples", str(examples_dir),
+                 "--push-destination", str(serving), "--thresholds", str(thresholds),
+                 "--batch-sizes", "8", "--benchmark-config", str(quick),
+                 "--pipeline-root", str(tmp_path / "root"))
+    assert result.exit_code == 0, result.output
+    assert "nothing pushed" in result.stdout
+    assert not serving.exists() or versions(serving) == []
+    (decision_file,) = (tmp_path / "root").glob("*/gate/decision/decision.json")
+    decision = json.loads(decision_file.read_text())
+    assert not decision["blessed"] and decision["chosen"] is None
+    too_slow = {c["candidate"] for c in decision["checks"]
+                if c["threshold"] == "value.max_p99_ms" and not c["passed"]}
+    assert too_slow == set(MODEL_NAMES)
+    assert not list((tmp_path / "root").glob("*/*/push"))  # the push step never ran
+
+
+def test_run_local_refuses_a_primary_batch_size_the_benchmark_does_not_measure(tmp_path):
+    with pytest.raises(ServoptError, match="primary_batch_size 100 is not among"):
+        run_local(tmp_path / "model", tmp_path / "examples", tmp_path / "serving",
+                  tmp_path / "root", batch_sizes=[8])
+
+
+# ------------------------------------------------------------------ the push's condition
+
+def store(**task_outputs) -> kfp_io.IOStore:
+    io_store = kfp_io.IOStore()
+    io_store.put_parent_input("label_key", "label")
+    for key, value in task_outputs.items():
+        task, output = key.split("__")
+        io_store.put_task_output(task, output, value)
+    return io_store
+
+
+@pytest.mark.parametrize(("blessed", "expected"), [(True, True), (False, False)])
+def test_the_compiled_condition_is_evaluated_for_local_runs(blessed, expected):
+    assert evaluate_condition(BLESSED_CONDITION, store(gate__blessed=blessed)) is expected
+
+
+@pytest.mark.parametrize(("condition", "expected"), [
+    ("inputs.parameter_values['pipelinechannel--label_key'] == 'label'", True),
+    ("int(inputs.parameter_values['pipelinechannel--gate-count']) > 2", True),
+    ("!(inputs.parameter_values['pipelinechannel--gate-blessed'] == true)", True),
+    ("inputs.parameter_values['pipelinechannel--gate-blessed'] == true && "
+     "inputs.parameter_values['pipelinechannel--gate-count'] >= 4", False),
+    ("inputs.parameter_values['pipelinechannel--gate-chosen'] != 'quantized' || "
+     "inputs.parameter_values['pipelinechannel--gate-count'] < 4", True),
+])
+def test_conditions_in_the_compilers_cel_subset(condition, expected):
+    values = store(gate__blessed=False, gate__count=3, gate__chosen="frozen")
+    assert evaluate_condition(condition, values) is expected
+
+
+@pytest.mark.parametrize(("condition", "message"), [
+    ("inputs.parameter_values['pipelinechannel--gate-missing'] == true", "neither"),
+    ("inputs.parameter_values['pipelinechannel--gate-blessed'] in [true]", "cannot evaluate"),
+])
+def test_a_condition_that_cannot_be_evaluated_fails_loudly(condition, message):
+    with pytest.raises(ServoptError, match=message):
+        evaluate_condition(condition, store(gate__blessed=True))
+
+
+# ------------------------------------------------------------------ submit
+
+@pytest.fixture(scope="module")
+def package(compiled, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("package") / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(compiled))
+    return path
+
+
+REQUIRED_ARGS = ["--model", "gs://acme/models/digits/1", "--examples",
+                 "gs://acme/examples/digits", "--push-destination", "gs://acme/serving/digits"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([], "nowhere to submit to: pass --host URL"),
+    (["--host", "http://kfp.example", "--vertex"], "either --host"),
+    (["--vertex"], "--vertex needs --project, --region, --pipeline-root"),
+    (["--vertex", "--project", "acme", "--region", "us-central1"],
+     "--vertex needs --pipeline-root"),
+    (["--vertex", "--project", "acme", "--region", "us-central1", "--pipeline-root",
+      "/tmp/root"], "give a gs://BUCKET/PATH"),
+])
+def test_submit_says_which_arguments_are_missing(package, args, message):
+    one_line_error(kfp("submit", str(package), *REQUIRED_ARGS, *args), message)
+
+
+def test_submit_without_the_pipelines_arguments_names_them(package):
+    result = kfp("submit", str(package), "--host", "http://kfp.example")
+    one_line_error(result, "missing pipeline argument(s)")
+    assert all(name in result.stderr for name in ("model_uri", "eval_examples_uri",
+                                                   "push_destination"))
+
+
+def test_submit_of_a_file_that_is_not_a_compiled_pipeline(tmp_path):
+    (tmp_path / "notes.yaml").write_text("hello: world\n")
+    one_line_error(kfp("submit", str(tmp_path / "notes.yaml"), "--host", "http://x"),
+                   "not a compiled KFP pipeline")
+    one_line_error(kfp("submit", str(tmp_path / "missing.yaml"), "--host", "http://x"),
+                   "compile the pipeline first")
+
+
+def test_submit_to_an_unreachable_kfp_host_fails_in_one_line(package):
+    one_line_error(kfp("submit", str(package), *REQUIRED_ARGS, "--host",
+                       "http://127.0.0.1:9"),
+                   "http://127.0.0.1:9: the Kubeflow Pipelines host did not accept the run")
+
+
+def test_submit_to_vertex_creates_a_pipeline_job(package, monkeypatch):
+    """Vertex AI cannot be reached from here: google.cloud.aiplatform.PipelineJob is
+    replaced by a recorder; everything up to the API call is real."""
+    from google.cloud import aiplatform
+
+    calls = []
+
+    class RecordingPipelineJob:
+        name = "servopt-20260101000000"
+
+        def __init__(self, **kwargs):
+            calls.append(("init", kwargs))
+
+        def submit(self, **kwargs):
+            calls.append(("submit", kwargs))
+
+    monkeypatch.setattr(aiplatform, "PipelineJob", RecordingPipelineJob)
+    result = kfp("submit", str(package), *REQUIRED_ARGS, "--vertex", "--project", "acme",
+                 "--region", "europe-west4", "--pipeline-root", "gs://acme/pipeline_root",
+                 "--batch-sizes", "1,8", "--param", 'thresholds={"primary_batch_size": 8}',
+                 "--service-account", "runner@acme.iam.gserviceaccount.com")
+    assert result.exit_code == 0, result.output
+    (_, init), (_, submitted) = calls
+    assert init["template_path"] == str(package)
+    assert init["project"] == "acme" and init["location"] == "europe-west4"
+    assert init["pipeline_root"] == "gs://acme/pipeline_root"
+    assert init["parameter_values"] == {
+        "model_uri": "gs://acme/models/digits/1", "eval_examples_uri": "gs://acme/examples/digits",
+        "push_destination": "gs://acme/serving/digits", "batch_sizes": [1, 8],
+        "thresholds": {"primary_batch_size": 8}}
+    assert submitted["service_account"] == "runner@acme.iam.gserviceaccount.com"
+    assert "locations/europe-west4/pipelines/runs/servopt-20260101000000" in result.stdout
