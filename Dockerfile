@@ -38,7 +38,8 @@ RUN uv export --frozen --no-dev --no-hashes --no-emit-project --format requireme
 COPY components ./components
 COPY pipelines ./pipelines
 COPY configs ./configs
-RUN pip install --no-deps . \
+# Editable: the code stays in /opt/servopt beside configs/, which it reads defaults from.
+RUN pip install --no-deps --editable . \
     && python -c "import tfx.components, components.cli, pipelines.vertex_runner" \
     && python -c "from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor" \
     && servopt --help > /dev/null \
