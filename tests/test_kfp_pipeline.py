@@ -3,8 +3,8 @@
 Local runs use kfp.local's SubprocessRunner in this environment: every step runs in its
 own Python process on the seed CNN and the digits eval examples, with small benchmark
 settings (batch 8, short windows, no concurrency sweep). One full run, blessed, is shared
-by the module (3 to 4 minutes on 2 busy cores); the second, blocked by its thresholds and
-run through `servopt kfp run-local`, is marked slow (`pytest -m slow`). Nothing is mocked,
+by the module (3 to 4 minutes on 2 busy cores); a second, blocked by its thresholds, runs
+through `servopt kfp run-local`. Nothing is mocked,
 except Vertex AI's PipelineJob in the one test that says so (a cloud API cannot be
 reached from here).
 """
@@ -171,7 +171,6 @@ def test_a_blessed_gate_pushes_its_choice_as_a_new_tf_serving_version(blessed_ru
     assert (version_dir / "assets.extra" / "tf_serving_warmup_requests").is_file()
 
 
-@pytest.mark.slow  # a second full local run (about 3.5 minutes on 2 busy cores)
 def test_run_local_cli_with_failing_thresholds_pushes_nothing(seed_cnn_model, examples_dir,
                                                               tmp_path):
     thresholds = tmp_path / "impossible.yaml"
