@@ -23,7 +23,7 @@ from pipelines.local_runner import (
     PIPELINE_ROOT,
     SERVING_DIR,
     local_pipeline,
-    run_pipeline,
+    run_tfx_pipeline,
 )
 from pipelines.mlmd_summary import (
     ExecutionRecord,
@@ -60,7 +60,8 @@ def run_demo(workdir: Path, runner: str = "beam", config_path: Path | None = Non
     metadata_path = workdir / METADATA_FILE
     if not verbose:
         absl_logging.set_verbosity(absl_logging.ERROR)
-    total = len(local_pipeline(workdir, config_path).components)
+    tfx_pipeline = local_pipeline(workdir, config_path)
+    total = len(tfx_pipeline.components)
     previous_run = latest_run_id(open_store(metadata_path)) if metadata_path.exists() else None
     done = threading.Event()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
@@ -71,15 +72,15 @@ def run_demo(workdir: Path, runner: str = "beam", config_path: Path | None = Non
                                    args=(metadata_path, previous_run, progress, task, done))
         watcher.start()
         try:
-            run_pipeline(workdir, runner, config_path)
+            workdir.mkdir(parents=True, exist_ok=True)
+            run_tfx_pipeline(tfx_pipeline, runner)
         finally:
             done.set()
             watcher.join()
     store = open_store(metadata_path)
     executions = run_executions(store, latest_run_id(store))
-    progress_done = len(executions)
-    if progress_done:
-        console.print(f"[green]pipeline finished[/]: {progress_done} components")
+    if executions:
+        console.print(f"[green]pipeline finished[/]: {len(executions)} components")
     return DemoResult(workdir, metadata_path, workdir / PIPELINE_ROOT, workdir / SERVING_DIR,
                       executions)
 

@@ -29,10 +29,13 @@ def local_pipeline(workdir: Path, config_path: Path | None = None):
 def run_pipeline(workdir: Path, runner: str = "beam", config_path: Path | None = None
                  ) -> None:
     """Runs the digits pipeline with BeamDagRunner (default) or LocalDagRunner."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    run_tfx_pipeline(local_pipeline(workdir, config_path), runner)
+
+
+def run_tfx_pipeline(tfx_pipeline, runner: str = "beam") -> None:
     if runner not in RUNNERS:
         raise ServoptError(f"unknown runner {runner!r}; use one of {', '.join(RUNNERS)}")
-    workdir.mkdir(parents=True, exist_ok=True)
-    tfx_pipeline = local_pipeline(workdir, config_path)
     if runner == "beam":
         from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 
