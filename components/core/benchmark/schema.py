@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from components.core.benchmark.stats import LatencySummary
 
 SCHEMA_VERSION = 1
 BASELINE = "baseline"
@@ -42,17 +44,9 @@ class Settings:
 
 
 @dataclass
-class BatchResult:
+class BatchResult(LatencySummary):
     """Latency (ms) and throughput (examples/s) of one model at one batch size."""
 
-    p50_ms: float
-    p90_ms: float
-    p95_ms: float
-    p99_ms: float
-    mean_ms: float
-    std_ms: float
-    min_ms: float
-    max_ms: float
     throughput: float
     stable: bool
     windows: int
@@ -62,9 +56,8 @@ class BatchResult:
     speedup_p99: float | None = None
 
     def to_dict(self, role: str) -> dict:
-        data = {key: getattr(self, key) for key in (
-            "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms",
-            "throughput", "stable", "windows", "requests", "achieved_flops_per_s")}
+        data = {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name not in ("speedup_p50", "speedup_p99")}
         if role == CANDIDATE:
             data["speedup_p50"] = self.speedup_p50
             data["speedup_p99"] = self.speedup_p99

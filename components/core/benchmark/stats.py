@@ -22,7 +22,7 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
-@dataclass(frozen=True)
+@dataclass
 class LatencySummary:
     """Latency statistics in milliseconds."""
 
