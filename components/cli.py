@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from components.cli_support import ServoptGroup
+from components.core.requirements import TFLITE_MODEL_FILE
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -68,6 +69,12 @@ def _stages_table(report) -> Table:
         top1 = "" if check.top1_agreement is None else f"{check.top1_agreement:.2%}"
         table.add_row(record.step, str(model.node_count), str(model.variable_count),
                       _mb(model.size_bytes.total), f"{check.max_abs_diff:.2e}", top1)
+        if record.tflite_verification is not None:
+            check = record.tflite_verification
+            top1 = "" if check.top1_agreement is None else f"{check.top1_agreement:.2%}"
+            table.add_row(f"  {TFLITE_MODEL_FILE}", "", "",
+                          _mb(record.details["tflite_size_bytes"]),
+                          f"{check.max_abs_diff:.2e}", top1)
     return table
 
 
@@ -97,7 +104,8 @@ def describe_command(model: str, as_json: bool) -> None:
 @click.option("--steps", "steps_text", default="freeze,optimize,quantize=int8",
               show_default=True,
               help="Comma-separated steps: freeze, optimize[=pass+pass], "
-                   "quantize[=int8|float16].")
+                   "quantize[=int8|float16|bfloat16], "
+                   "tflite[=float32|float16|dynamic_int8|full_int8] (last).")
 @click.option("--passes", default=None,
               help="Comma-separated optimization passes for the optimize step "
                    "(default: all).")
@@ -111,7 +119,7 @@ def describe_command(model: str, as_json: bool) -> None:
 def optimize_command(model: str, out: str, steps_text: str, passes: str | None,
                      inputs_path: str | None, num_examples: int, as_json: bool) -> None:
     """Optimize MODEL and write a verified, servable SavedModel to OUT."""
-    from components.core.optimize import DEFAULT_PASSES, validate_passes
+    from components.core.optimize import DEFAULT_PASSES, PassResult, validate_passes
     from components.core.steps import OptimizeConfig, optimize_model, parse_steps
 
     steps = parse_steps(steps_text)
@@ -127,6 +135,13 @@ def optimize_command(model: str, out: str, steps_text: str, passes: str | None,
     for record in report.steps:
         if record.status == "skipped":
             stdout.print(f"  {record.step}: skipped: {record.reason}")
+        for result in record.details.get("passes", []):
+            stdout.print(f"  {PassResult(**result).summary()}")
+    if report.requirements.server_flags or report.requirements.cpu_features:
+        needs = report.requirements
+        stdout.print(f"serve with: {' '.join(needs.server_flags) or 'default flags'}"
+                     + (f"; needs a CPU with {' or '.join(needs.cpu_features)}"
+                        if needs.cpu_features else ""))
     stdout.print(f"verified on {report.verification.num_examples} inputs; written to "
                  f"{report.output}")
 

@@ -63,6 +63,16 @@ def record_report(artifact: types.Artifact, report: OptimizationReport) -> None:
     }
     if verification.top1_agreement is not None:
         properties["verification_top1_agreement"] = verification.top1_agreement
+    needs = report.requirements
+    properties |= {"serving_runtime": needs.runtime, "compute_precision": needs.precision,
+                   "serving_flags": " ".join(needs.server_flags),
+                   "required_cpu_features": ",".join(needs.cpu_features)}
+    tflite = report.steps[-1].tflite_verification if report.steps else None
+    if tflite is not None:
+        properties |= {"tflite_verification_passed": int(tflite.passed),
+                       "tflite_verification_max_abs_diff": tflite.max_abs_diff,
+                       "tflite_verification_top1_agreement": tflite.top1_agreement,
+                       "tflite_size_bytes": report.steps[-1].details["tflite_size_bytes"]}
     set_custom_properties(artifact, properties)
 
 
@@ -89,12 +99,13 @@ def with_examples(input_dict: dict[str, list[types.Artifact]], config: OptimizeC
 
 def run_model_step(input_dict: dict[str, list[types.Artifact]],
                    outputs: list[types.Artifact], step: Step, config: OptimizeConfig,
-                   reference: Reference | None = None) -> OptimizationReport:
+                   reference: Reference | None = None, require_applied: bool = False
+                   ) -> OptimizationReport:
     """Runs one library step from the input Model artifact into the output Model artifact."""
     source = single(input_dict, MODEL_KEY)
     output = artifact_utils.get_single_instance(outputs)
     report = optimize_model(source.uri, serving_dir(output), [step],
-                            with_examples(input_dict, config), reference)
+                            with_examples(input_dict, config), reference, require_applied)
     record_report(output, report)
     for record in report.steps:
         logging.info("%s: %s %s", record.step, record.status, record.reason or "")

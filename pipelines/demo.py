@@ -18,6 +18,8 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from components.core.gate import GateDecision
+from components.quantizer.keys import VARIANT_OUTPUTS
+from components.serving_benchmark.executor import model_name
 from pipelines.local_runner import (
     METADATA_FILE,
     PIPELINE_ROOT,
@@ -146,16 +148,26 @@ def stage_table(result: DemoResult, batch: int = 100) -> Table:
         table.add_row(record.component, record.state, f"{props['size_bytes_total'] / 1e6:.2f} MB",
                       str(props["node_count"]), str(props["variable_count"]),
                       _verification_text(props), *_measured(metrics, record.component, batch))
-        if "tflite_model" in record.outputs:
-            tflite = custom_properties(record.outputs["tflite_model"][0])
-            if tflite.get("produced"):
-                table.add_row(f"{record.component} (TFLite {tflite['tflite_mode']})",
-                              record.state, f"{tflite['size_bytes_total'] / 1e6:.2f} MB", "",
-                              "", _verification_text(tflite), "", "", "")
-            else:
-                table.add_row(f"{record.component} (TFLite)", record.state, "", "", "",
-                              f"skipped: {tflite.get('skipped_reason', '')}", "", "", "")
+        for variant_key in VARIANT_OUTPUTS:
+            if variant_key in record.outputs:
+                table.add_row(*_variant_row(record, variant_key, metrics, batch))
     return table
+
+
+def _variant_row(record, key: str, metrics: dict, batch: int) -> tuple[str, ...]:
+    artifact = record.outputs[key][0]
+    props = custom_properties(artifact)
+    name = model_name(artifact)
+    if not props.get("produced"):
+        return (name, record.state, "", "", "", f"skipped: {props.get('skipped_reason', '')}",
+                "", "", "")
+    text = _verification_text(props)
+    if "tflite_verification_max_abs_diff" in props:
+        text += (f"; model.tflite {props['tflite_size_bytes'] / 1e6:.2f} MB, max abs diff "
+                 f"{props['tflite_verification_max_abs_diff']:.1e}")
+    return (name, record.state, f"{props['size_bytes_total'] / 1e6:.2f} MB",
+            str(props["node_count"]), str(props["variable_count"]), text,
+            *_measured(metrics, name, batch))
 
 
 def gate_decision(result: DemoResult) -> GateDecision | None:

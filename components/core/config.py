@@ -17,6 +17,7 @@ import yaml
 from components.core.errors import ServoptError
 from components.core.optimize import DEFAULT_PASSES, validate_passes
 from components.core.quantize import DEFAULT_MIN_ELEMENTS, MODES
+from components.core.tflite import TFLITE_MODES
 
 DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "optimization.yaml"
 
@@ -80,7 +81,8 @@ class QuantizerSettings:
     mode: str = "int8"
     min_elements: int = DEFAULT_MIN_ELEMENTS
     min_top1_agreement: float = 0.99
-    tflite: str | None = None
+    bfloat16: bool = True  # skipped, with the reason recorded, on CPUs without bf16 units
+    tflite: str | None = "dynamic_int8"
 
 
 @dataclass
@@ -114,10 +116,10 @@ class OptimizationRecipe:
             validate_passes(recipe.graph_optimizer.passes)
         except ServoptError as err:
             raise ServoptError(f"{path}: graph_optimizer.passes: {err}") from None
-        for key in ("mode", "tflite"):
+        for key, modes in (("mode", MODES), ("tflite", TFLITE_MODES)):
             value = getattr(recipe.quantizer, key)
-            if value is not None and value not in MODES:
-                raise ServoptError(f"{path}: quantizer.{key} must be one of {MODES}, got "
+            if value is not None and value not in modes:
+                raise ServoptError(f"{path}: quantizer.{key} must be one of {modes}, got "
                                    f"{value!r}")
         return recipe
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from components.core.bf16 import BF16_REQUIREMENTS, to_bfloat16
 from components.core.describe import ModelDescription, describe
 from components.core.errors import ServoptError, StepSkipped, VerificationError
 from components.core.freeze import VARIABLE_OPS, freeze
@@ -29,13 +30,26 @@ from components.core.model_io import (
 )
 from components.core.optimize import DEFAULT_PASSES, optimize, validate_passes
 from components.core.quantize import DEFAULT_MIN_ELEMENTS, MODES, quantize_weights
+from components.core.requirements import ServingRequirements, write_requirements
+from components.core.tflite import (
+    TFLiteConversion,
+    convert_signatures,
+    tflite_file,
+    validate_mode,
+    verify_tflite,
+)
 from components.core.verify import (
     FLOAT32_TOLERANCE,
     QUANTIZED_TOLERANCE,
+    TFLITE_FLOAT32_TOLERANCE,
     Reference,
     Tolerance,
     VerificationResult,
 )
+
+BFLOAT16_MODE = "bfloat16"  # quantize=bfloat16: compute precision, not weight storage
+QUANTIZE_MODES = (*MODES, BFLOAT16_MODE)
+FINAL_STEPS = ("tflite", f"quantize={BFLOAT16_MODE}")  # variants tied to one runtime
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,7 @@ class StepRecord:
     details: dict = field(default_factory=dict)
     verification: VerificationResult | None = None
     model: ModelDescription | None = None  # the model this step produced
+    tflite_verification: VerificationResult | None = None  # model.tflite, for tflite steps
 
 
 @dataclass
@@ -77,6 +92,7 @@ class OptimizationReport:
     after: ModelDescription
     steps: list[StepRecord]
     verification: VerificationResult
+    requirements: ServingRequirements = ServingRequirements()  # what serving it needs
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,6 +103,9 @@ class _StepOutput:
     graph: ServingGraph
     tolerance: Tolerance
     details: dict
+    requirements: ServingRequirements | None = None  # recorded with the model
+    tflite: TFLiteConversion | None = None  # written beside saved_model.pb
+    tflite_tolerance: Tolerance | None = None
 
 
 def _frozen_graph(model_dir: Path, details: dict) -> ServingGraph:
@@ -99,14 +118,15 @@ def _frozen_graph(model_dir: Path, details: dict) -> ServingGraph:
     return graph
 
 
-def _freeze_step(model_dir: Path, argument: str | None, config: OptimizeConfig) -> _StepOutput:
+def _freeze_step(model_dir: Path, argument: str | None, config: OptimizeConfig,
+                 reference: Reference) -> _StepOutput:
     result = freeze(model_dir)
     return _StepOutput(result.graph, config.float32_tolerance,
                        {"variables_frozen": result.variables_frozen})
 
 
-def _optimize_step(model_dir: Path, argument: str | None, config: OptimizeConfig
-                   ) -> _StepOutput:
+def _optimize_step(model_dir: Path, argument: str | None, config: OptimizeConfig,
+                   reference: Reference) -> _StepOutput:
     passes = argument.split("+") if argument else list(config.passes)
     details: dict = {}
     graph, results = optimize(_frozen_graph(model_dir, details), passes)
@@ -114,9 +134,12 @@ def _optimize_step(model_dir: Path, argument: str | None, config: OptimizeConfig
     return _StepOutput(graph, config.float32_tolerance, details)
 
 
-def _quantize_step(model_dir: Path, argument: str | None, config: OptimizeConfig
-                   ) -> _StepOutput:
+def _quantize_step(model_dir: Path, argument: str | None, config: OptimizeConfig,
+                   reference: Reference) -> _StepOutput:
     details: dict = {}
+    if argument == BFLOAT16_MODE:
+        graph, details = to_bfloat16(_frozen_graph(model_dir, details))
+        return _StepOutput(graph, config.quantized_tolerance, details, BF16_REQUIREMENTS)
     result = quantize_weights(_frozen_graph(model_dir, details), argument or "int8",
                               config.quantize_min_elements)
     details.update(mode=result.mode, tensors_quantized=result.tensors_quantized,
@@ -125,10 +148,26 @@ def _quantize_step(model_dir: Path, argument: str | None, config: OptimizeConfig
     return _StepOutput(result.graph, config.quantized_tolerance, details)
 
 
-STEPS: dict[str, Callable[[Path, str | None, OptimizeConfig], _StepOutput]] = {
+def _tflite_step(model_dir: Path, argument: str | None, config: OptimizeConfig,
+                 reference: Reference) -> _StepOutput:
+    details: dict = {}
+    graph = _frozen_graph(model_dir, details)
+    conversion = convert_signatures(graph, argument or "dynamic_int8", reference)
+    details.update(tflite_mode=conversion.mode, tflite_signatures=conversion.signatures,
+                   tflite_skipped_signatures=conversion.skipped_signatures,
+                   tflite_size_bytes=len(conversion.flatbuffer))
+    tolerance = (TFLITE_FLOAT32_TOLERANCE if conversion.mode == "float32"
+                 else config.quantized_tolerance)
+    return _StepOutput(graph, config.float32_tolerance, details, conversion.requirements(),
+                       conversion, tolerance)
+
+
+StepFunction = Callable[[Path, str | None, OptimizeConfig, Reference], _StepOutput]
+STEPS: dict[str, StepFunction] = {  # (model, argument, config, source reference) -> output
     "freeze": _freeze_step,
     "optimize": _optimize_step,
     "quantize": _quantize_step,
+    "tflite": _tflite_step,
 }
 
 
@@ -150,9 +189,14 @@ def validate_steps(steps: list[Step]) -> None:
     for step in steps:
         if step.name not in STEPS:
             raise ServoptError(f"unknown step '{step.name}'; known steps: {', '.join(STEPS)}")
-        if step.name == "quantize" and step.argument and step.argument not in MODES:
+        if step.name == "quantize" and step.argument and step.argument not in QUANTIZE_MODES:
             raise ServoptError(f"unknown quantization mode '{step.argument}'; known modes: "
-                               f"{', '.join(MODES)}")
+                               f"{', '.join(QUANTIZE_MODES)}")
+        if step.name == "tflite" and step.argument:
+            validate_mode(step.argument)
+        if (step.name == "tflite" or str(step) in FINAL_STEPS) and step is not steps[-1]:
+            raise ServoptError(f"step '{step}' must be the last step: it makes a variant for "
+                               "one runtime that later steps would not carry")
         if step.name == "optimize" and step.argument:
             validate_passes(step.argument.split("+"))
         if step.name == "freeze" and step.argument:
@@ -166,11 +210,14 @@ def reference_for(source_dir: Path, config: OptimizeConfig) -> Reference:
 
 
 def optimize_model(source, out, steps: list[Step], config: OptimizeConfig = OptimizeConfig(),
-                   reference: Reference | None = None) -> OptimizationReport:
+                   reference: Reference | None = None, require_applied: bool = False
+                   ) -> OptimizationReport:
     """Applies `steps` to the model at `source` and publishes the verified result at `out`.
 
     `reference` (from `reference_for`) lets a caller that verifies more than one output
-    against the same source run the source only once.
+    against the same source run the source only once. With `require_applied`, a run where
+    every step was skipped publishes nothing and raises StepSkipped with the reasons (for
+    variants, where an unchanged copy would be mislabelled).
     """
     validate_steps(steps)
     if config.quantize_min_elements < 1 or config.num_examples < 1 or config.batch_size < 1:
@@ -181,25 +228,47 @@ def optimize_model(source, out, steps: list[Step], config: OptimizeConfig = Opti
     with staged_output(out) as staging, tempfile.TemporaryDirectory(prefix="servopt-") as work:
         reference = reference or reference_for(source_dir, config)
         current, verification = source_dir, None
+        requirements = ServingRequirements()
         for index, step in enumerate(steps):
             try:
-                produced = STEPS[step.name](current, step.argument, config)
+                produced = STEPS[step.name](current, step.argument, config, reference)
             except StepSkipped as skipped:
                 records.append(StepRecord(str(step), "skipped", reason=str(skipped)))
                 continue
             step_dir = Path(work) / f"{index}-{step.name}"
             step_dir.mkdir()
-            write_serving_graph(produced.graph, step_dir)
-            verification = reference.compare(step_dir, produced.tolerance)
-            if not verification.passed:
-                raise VerificationError(
-                    f"step '{step}' changed the model's outputs beyond tolerance: "
-                    f"{verification.failures[0]}; nothing was written to {out}")
-            records.append(StepRecord(str(step), "applied", details=produced.details,
-                                      verification=verification, model=describe(step_dir)))
-            current = step_dir
+            record = _write_and_verify(produced, step, step_dir, reference, out)
+            records.append(record)
+            verification, current = record.verification, step_dir
+            requirements = produced.requirements or requirements
+        if require_applied and verification is None:
+            raise StepSkipped("; ".join(f"{r.step}: {r.reason}" for r in records))
         shutil.copytree(current, staging, dirs_exist_ok=True)
         if verification is None:  # nothing applied: check the copy serves like the source
             verification = reference.compare(staging, FLOAT32_TOLERANCE)
     return OptimizationReport(str(source_dir), str(out), before, describe(out), records,
-                              verification)
+                              verification, requirements)
+
+
+def _write_and_verify(produced: _StepOutput, step: Step, step_dir: Path,
+                      reference: Reference, out) -> StepRecord:
+    """Writes a step's model (and model.tflite, requirements) and verifies every runtime."""
+    write_serving_graph(produced.graph, step_dir)
+    if produced.requirements is not None:
+        write_requirements(step_dir, produced.requirements)
+    verification = reference.compare(step_dir, produced.tolerance)
+    checks = [("", verification)]
+    tflite_verification = None
+    if produced.tflite is not None:
+        tflite_file(step_dir).write_bytes(produced.tflite.flatbuffer)
+        tflite_verification = verify_tflite(tflite_file(step_dir), reference,
+                                            produced.tflite_tolerance, produced.tflite.signatures)
+        checks.append(("model.tflite: ", tflite_verification))
+    for prefix, check in checks:
+        if not check.passed:
+            raise VerificationError(
+                f"step '{step}' changed the model's outputs beyond tolerance: {prefix}"
+                f"{check.failures[0]}; nothing was written to {out}")
+    return StepRecord(str(step), "applied", details=produced.details,
+                      verification=verification, model=describe(step_dir),
+                      tflite_verification=tflite_verification)

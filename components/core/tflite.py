@@ -1,82 +1,216 @@
-"""TFLite variants for edge targets, verified against the source like every other model.
+"""TFLite inside the SavedModel, for TF Serving's TFLite runtime.
 
-TF Serving cannot serve TFLite, so this is a side output: the converter's dynamic-range
-int8 (weights int8, activations float at run time) or float16 variant of one signature.
-Models TFLite cannot express (e.g. tf.Example parsing, lookup tables) are skipped with the
-converter's reason rather than converted with TF ops pulled in behind the user's back.
+TF Serving started with `--prefer_tflite_model=true` serves `model.tflite` from the
+SavedModel version directory (its TfLiteSession: builtin ops only, no Flex, signatures
+read from the TFLite model) and serves `saved_model.pb` from the same directory without
+the flag. So a TFLite variant is the fp32 SavedModel plus `model.tflite`, both verified.
+
+Modes: `float32` (plain conversion), `float16` (fp16 weights), `dynamic_int8` (int8
+weights, activations quantized at run time), `full_int8` (int8 weights and activations,
+calibrated on the verification inputs: the eval split when Examples are given). Inputs and
+outputs stay float32, so the same Predict requests work on both paths. A signature that
+does not convert with builtin ops (e.g. tf.Example parsing) is left out with the
+converter's reason; TF Serving then serves it only from saved_model.pb.
 """
 
 from __future__ import annotations
 
+import re
+import tempfile
 import warnings
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tensorflow.core.framework import graph_pb2, node_def_pb2
 
-from components.core.errors import StepSkipped
+from components.core.errors import ServoptError, StepSkipped
+from components.core.model_io import ServingGraph, write_serving_graph
+from components.core.requirements import (
+    PREFER_TFLITE_FLAG,
+    TFLITE_MODEL_FILE,
+    TFLITE_RUNTIME,
+    ServingRequirements,
+)
 from components.core.serving_session import first_line
-from components.core.tf_setup import tf
+from components.core.tf_setup import quiet_stderr, tf
 from components.core.verify import Reference, Tolerance, VerificationResult, compare_outputs
 
-TFLITE_FILE = "model.tflite"
-SIGNATURE = "serving_default"
+TFLITE_MODES = ("float32", "float16", "dynamic_int8", "full_int8")
+TFLITE_PRECISION = {"float32": "float32", "float16": "float16-weights",
+                    "dynamic_int8": "int8-dynamic-range", "full_int8": "int8"}
+CALIBRATION_BATCHES = 100  # representative samples (batch 1 each) for full_int8
 
 
 @dataclass
-class TFLiteResult:
-    path: str
+class TFLiteConversion:
+    flatbuffer: bytes
     mode: str
-    size_bytes: int
-    verification: VerificationResult
+    signatures: list[str]
+    skipped_signatures: dict[str, str] = field(default_factory=dict)  # name -> reason
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def requirements(self) -> ServingRequirements:
+        skipped = "; ".join(f"'{k}' served from saved_model.pb only: {v}"
+                            for k, v in self.skipped_signatures.items())
+        return ServingRequirements(runtime=TFLITE_RUNTIME, precision=TFLITE_PRECISION[self.mode],
+                                   server_flags=(PREFER_TFLITE_FLAG,), note=skipped)
 
 
-def convert_to_tflite(model_dir: Path, mode: str = "int8") -> bytes:
+def validate_mode(mode: str) -> str:
+    if mode not in TFLITE_MODES:
+        raise ServoptError(f"unknown TFLite mode '{mode}'; known modes: "
+                           f"{', '.join(TFLITE_MODES)}")
+    return mode
+
+
+# --- from a fused graph back to standard ops -------------------------------------------
+
+_UNFUSED_OP = {"_FusedConv2D": "Conv2D", "_FusedMatMul": "MatMul"}
+_LINEAR_ATTRS = {"Conv2D": ("T", "strides", "padding", "explicit_paddings", "data_format",
+                            "dilations", "use_cudnn_on_gpu"),
+                 "MatMul": ("T", "transpose_a", "transpose_b")}
+
+
+def unfuse(graph_def: graph_pb2.GraphDef) -> graph_pb2.GraphDef:
+    """`_FusedConv2D` / `_FusedMatMul` [BiasAdd, activation] back to standard ops.
+
+    Grappler's fused ops are TF-internal; the TFLite converter cannot read them and fuses
+    conv + bias + activation on its own. The result computes the same function."""
+    output = graph_pb2.GraphDef()
+    output.CopyFrom(graph_def)
+    del output.node[:]
+    for node in graph_def.node:
+        fused_ops = [op.decode() for op in node.attr["fused_ops"].list.s] if (
+            node.op in _UNFUSED_OP) else []
+        if not fused_ops or fused_ops[0] != "BiasAdd" or len(fused_ops) > 2:
+            if fused_ops:
+                raise StepSkipped(f"node {node.name} fuses {'+'.join(fused_ops)}, which "
+                                  "cannot be unfused for TFLite")
+            output.node.add().CopyFrom(node)
+            continue
+        data = [i for i in node.input if not i.startswith("^")]
+        controls = [i for i in node.input if i.startswith("^")]
+        linear = node_def_pb2.NodeDef(name=f"{node.name}/unfused", op=_UNFUSED_OP[node.op],
+                                      input=[data[0], data[1], *controls])
+        for attr in _LINEAR_ATTRS[linear.op]:
+            if attr in node.attr:
+                linear.attr[attr].CopyFrom(node.attr[attr])
+        last_name = node.name if len(fused_ops) == 1 else f"{node.name}/bias"
+        bias = node_def_pb2.NodeDef(name=last_name, op="BiasAdd", input=[linear.name, data[2]])
+        bias.attr["T"].CopyFrom(node.attr["T"])
+        chain = [linear, bias]
+        if len(fused_ops) == 2:
+            activation = node_def_pb2.NodeDef(name=node.name, op=fused_ops[1], input=[bias.name])
+            activation.attr["T"].CopyFrom(node.attr["T"])
+            if fused_ops[1] == "LeakyRelu":
+                activation.attr["alpha"].f = node.attr["leakyrelu_alpha"].f
+            chain.append(activation)
+        output.node.extend(chain)
+    return output
+
+
+# --- conversion ------------------------------------------------------------------------
+
+def _converter(model_dir: Path, signatures: list[str], mode: str,
+               representative: Reference | None):
     converter = tf.lite.TFLiteConverter.from_saved_model(str(model_dir),
-                                                         signature_keys=[SIGNATURE])
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+                                                         signature_keys=signatures)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex
+    if mode != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    try:
-        return converter.convert()
-    except Exception as err:  # the converter raises many types (ConverterError, ValueError)
-        raise StepSkipped(f"TFLite cannot convert this model: {first_line(err)}") from None
+    if mode == "full_int8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.representative_dataset = lambda: _calibration_samples(representative,
+                                                                        signatures)
+    return converter
 
+
+def _calibration_samples(reference: Reference, signatures: list[str]) -> Iterator:
+    """(signature, inputs) samples of batch 1, drawn from the verification inputs."""
+    for name in signatures:
+        count = 0
+        for feed in reference.inputs[name]:
+            for i in range(len(next(iter(feed.values())))):
+                if count == CALIBRATION_BATCHES:
+                    break
+                count += 1
+                yield name, {k: v[i:i + 1] for k, v in feed.items()}
+
+
+def _convert(model_dir: Path, signatures: list[str], mode: str,
+             reference: Reference | None) -> bytes:
+    with warnings.catch_warnings(), quiet_stderr(replay_on_error=False):  # MLIR dumps
+        warnings.simplefilter("ignore")
+        return _converter(model_dir, signatures, mode, reference).convert()
+
+
+def convert_signatures(graph: ServingGraph, mode: str, reference: Reference
+                       ) -> TFLiteConversion:
+    """Converts every signature that converts with builtin ops; skips if none does."""
+    validate_mode(mode)
+    names = [n for n in graph.signatures if n in reference.inputs]
+    with tempfile.TemporaryDirectory(prefix="servopt-tflite-") as scratch:
+        source = Path(scratch) / "model"
+        source.mkdir()
+        write_serving_graph(graph.with_graph(unfuse(graph.graph_def)), source)
+        try:
+            return TFLiteConversion(_convert(source, names, mode, reference), mode, names)
+        except Exception:  # the converter raises many types; find the signatures that fail
+            pass
+        converted, skipped = [], {}
+        for name in names:
+            try:
+                _convert(source, [name], mode, reference)
+                converted.append(name)
+            except Exception as err:  # ConverterError, ValueError, RuntimeError, ...
+                skipped[name] = _converter_reason(err)
+        if not converted:
+            reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+            raise StepSkipped(f"no signature converts to TFLite {mode} with builtin ops "
+                              f"(TF Serving's TfLiteSession has no Flex ops): {reasons}")
+        try:
+            flatbuffer = _convert(source, converted, mode, reference)
+        except Exception as err:
+            raise StepSkipped(f"TFLite {mode} conversion failed: {_converter_reason(err)}"
+                              ) from None
+    return TFLiteConversion(flatbuffer, mode, converted, skipped)
+
+
+def _converter_reason(err: Exception) -> str:
+    """The converter's complaint in a line: the ops TFLite has no builtin kernel for."""
+    ops = sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op",
+                                str(err))))
+    if ops:
+        return f"ops with no TFLite builtin kernel: {', '.join(ops)}"
+    return first_line(err)[:300]
+
+
+# --- running ---------------------------------------------------------------------------
 
 class TFLiteRunner:
-    """Runs one signature of a .tflite model with tf.lite.Interpreter."""
+    """Runs the signatures of a .tflite model with tf.lite.Interpreter, a batch per call."""
 
     def __init__(self, path: Path, threads: int | None = None):
         with warnings.catch_warnings():  # tf.lite.Interpreter's move to ai_edge_litert
-            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore")
             self.interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
-        self.runner = self.interpreter.get_signature_runner(SIGNATURE)
+        self.signatures = list(self.interpreter.get_signature_list())
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = []
-        for i in range(len(next(iter(inputs.values())))):  # TFLite signatures: fixed batch 1
-            outputs.append(self.runner(**{k: v[i:i + 1] for k, v in inputs.items()}))
-        return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
+    def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        runner = self.interpreter.get_signature_runner(signature)
+        return runner(**inputs)  # resizes the inputs to the batch given
 
 
-def export_tflite(model_dir: Path, out_dir: Path, reference: Reference, mode: str,
-                  tolerance: Tolerance) -> TFLiteResult:
-    """Converts `model_dir`, verifies it against `reference`, writes out_dir/model.tflite."""
-    if SIGNATURE not in reference.inputs:
-        raise StepSkipped(f"the model has no '{SIGNATURE}' signature to convert")
-    flatbuffer = convert_to_tflite(model_dir, mode)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = out_dir / f".{TFLITE_FILE}.partial"
-    staging.write_bytes(flatbuffer)
-    runner = TFLiteRunner(staging)
-    produced = [runner.run(feed) for feed in reference.inputs[SIGNATURE]]
-    verification = compare_outputs(reference, {SIGNATURE: produced}, tolerance, [SIGNATURE])
-    if not verification.passed:
-        staging.unlink()
-        raise StepSkipped(f"the TFLite {mode} variant leaves the tolerance: "
-                          f"{verification.failures[0]}")
-    staging.rename(out_dir / TFLITE_FILE)
-    return TFLiteResult(str(out_dir / TFLITE_FILE), mode, len(flatbuffer), verification)
+def verify_tflite(path: Path, reference: Reference, tolerance: Tolerance,
+                  signatures: list[str]) -> VerificationResult:
+    runner = TFLiteRunner(path)
+    produced = {name: [runner.run(name, feed) for feed in reference.inputs[name]]
+                for name in signatures}
+    return compare_outputs(reference, produced, tolerance, signatures)
+
+
+def tflite_file(model_dir: Path) -> Path:
+    return Path(model_dir) / TFLITE_MODEL_FILE

@@ -1,14 +1,20 @@
-"""Quantizer: float16 / int8 weights TF Serving can serve, and optional TFLite for edge.
+"""Quantizer: smaller weights TF Serving serves as they are, and faster-compute variants.
 
     quantizer = Quantizer(model=optimizer.outputs['optimized_model'], mode='int8',
-                          examples=example_gen.outputs['examples'], tflite='int8')
-    quantizer.outputs['quantized_model']   # standard Model, Format-Serving/
-    quantizer.outputs['tflite_model']      # standard Model, Format-TFLite/model.tflite
+                          bfloat16=True, tflite='dynamic_int8',
+                          examples=example_gen.outputs['examples'])
+    quantizer.outputs['quantized_model']  # int8/float16 weights, fp32 compute (smaller)
+    quantizer.outputs['bfloat16_model']   # bf16 compute in the graph (CPUs with bf16)
+    quantizer.outputs['tflite_model']     # SavedModel + model.tflite, for TF Serving's
+                                          # --prefer_tflite_model=true
 
-Both are verified against the input model (top-1 agreement for classifiers, elementwise
-error otherwise) on the eval examples when given; a variant that leaves the tolerance is
-never published: the quantized model fails the run, the TFLite variant is skipped with
-its reason recorded on the artifact.
+Each is a standard Model artifact (`Format-Serving/`), verified against the input model
+(top-1 agreement for classifiers, elementwise error otherwise) on the eval examples when
+given. The weight-quantized model fails the run if it leaves the tolerance. The bf16 and
+TFLite variants are never published when they cannot apply or leave the tolerance: the
+artifact then has `produced=0` and the reason in `skipped_reason`, and ServingBenchmark
+passes it over. What a variant needs from TF Serving (runtime, flags, CPU features) is in
+its custom properties and in `assets.extra/serving_requirements.json`.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 
 from components.core.errors import ServoptError
 from components.core.quantize import MODES
+from components.core.tflite import TFLITE_MODES
 from components.quantizer import executor
 from components.tfx_params import VERIFICATION_PARAMETERS, verification_parameters
 
@@ -29,6 +36,7 @@ class QuantizerSpec(ComponentSpec):
         "mode": ExecutionParameter(type=str),
         "min_elements": ExecutionParameter(type=int, optional=True),
         "min_top1_agreement": ExecutionParameter(type=float, optional=True),
+        "bfloat16": ExecutionParameter(type=int, optional=True),
         "tflite": ExecutionParameter(type=str, optional=True),
         **VERIFICATION_PARAMETERS,
     }
@@ -38,6 +46,7 @@ class QuantizerSpec(ComponentSpec):
     }
     OUTPUTS = {
         "quantized_model": ChannelParameter(type=standard_artifacts.Model),
+        "bfloat16_model": ChannelParameter(type=standard_artifacts.Model, optional=True),
         "tflite_model": ChannelParameter(type=standard_artifacts.Model, optional=True),
     }
 
@@ -48,24 +57,28 @@ class Quantizer(base_component.BaseComponent):
 
     def __init__(self, model: types.BaseChannel, mode: str = "int8",
                  examples: types.BaseChannel | None = None, min_elements: int | None = None,
-                 min_top1_agreement: float | None = None, tflite: str | None = None,
-                 num_examples: int | None = None, atol: float | None = None,
-                 rtol: float | None = None):
+                 min_top1_agreement: float | None = None, bfloat16: bool = False,
+                 tflite: str | None = None, num_examples: int | None = None,
+                 atol: float | None = None, rtol: float | None = None):
         """Args:
           model: a Model channel; a model that still has variables is frozen first.
-          mode: 'int8' (per-channel symmetric) or 'float16' weights.
-          examples: Examples to verify on (eval split); generated inputs otherwise.
+          mode: 'int8' (per-channel symmetric) or 'float16' weights; compute stays fp32.
+          examples: Examples to verify on and calibrate with (eval split).
           min_elements: quantize float32 weights with at least this many elements.
           min_top1_agreement: classifier outputs must keep this share of decisions.
-          tflite: also emit a TFLite variant: 'int8' (dynamic range) or 'float16'.
+          bfloat16: also emit `bfloat16_model` (skipped on CPUs without bf16 units).
+          tflite: also emit `tflite_model` in this mode: 'float32', 'float16',
+            'dynamic_int8' or 'full_int8'.
           num_examples, atol, rtol: verification settings (configs/optimization.yaml).
         """
-        for name, value in (("mode", mode), ("tflite", tflite)):
-            if value is not None and value not in MODES:
-                raise ServoptError(f"Quantizer {name}={value!r}: use one of {MODES}")
+        if mode not in MODES:
+            raise ServoptError(f"Quantizer mode={mode!r}: use one of {MODES}")
+        if tflite is not None and tflite not in TFLITE_MODES:
+            raise ServoptError(f"Quantizer tflite={tflite!r}: use one of {TFLITE_MODES}")
         super().__init__(spec=QuantizerSpec(
             model=model, examples=examples, mode=mode, min_elements=min_elements,
-            min_top1_agreement=min_top1_agreement, tflite=tflite,
+            min_top1_agreement=min_top1_agreement, bfloat16=int(bfloat16), tflite=tflite,
             quantized_model=types.Channel(type=standard_artifacts.Model),
+            bfloat16_model=types.Channel(type=standard_artifacts.Model) if bfloat16 else None,
             tflite_model=types.Channel(type=standard_artifacts.Model) if tflite else None,
             **verification_parameters(num_examples, atol, rtol)))

@@ -1,8 +1,7 @@
-"""Quantizer executor: quantized weights into `quantized_model`, TFLite into `tflite_model`."""
+"""Quantizer executor: one library step per output artifact, the source run only once."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from absl import logging
@@ -10,11 +9,9 @@ from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
-from components.core.errors import StepSkipped
-from components.core.grappler import all_nodes
-from components.core.model_io import read_serving_graph, resolve_saved_model_dir
-from components.core.steps import Step, reference_for
-from components.core.tflite import export_tflite
+from components.core.errors import StepSkipped, VerificationError
+from components.core.model_io import resolve_saved_model_dir
+from components.core.steps import BFLOAT16_MODE, Step, reference_for
 from components.tfx_adapter import (
     MODEL_KEY,
     run_model_step,
@@ -23,8 +20,6 @@ from components.tfx_adapter import (
     with_examples,
 )
 from components.tfx_params import optimize_config
-
-TFLITE_DIR = "Format-TFLite"
 
 
 class Executor(base_executor.BaseExecutor):
@@ -36,41 +31,29 @@ class Executor(base_executor.BaseExecutor):
             exec_properties, quantized=True,
             quantize_min_elements=exec_properties.get("min_elements")))
         source_dir = resolve_saved_model_dir(single(input_dict, MODEL_KEY).uri)
-        reference = reference_for(source_dir, config)  # run the source once for both outputs
+        reference = reference_for(source_dir, config)  # run the source once for all outputs
         run_model_step(input_dict, output_dict["quantized_model"],
                        Step("quantize", exec_properties["mode"]), config, reference)
-        tflite_mode = exec_properties.get("tflite")
-        if tflite_mode and output_dict.get("tflite_model"):
-            artifact = artifact_utils.get_single_instance(output_dict["tflite_model"])
-            try:
-                tflite_source = _tflite_source(source_dir, single(input_dict, MODEL_KEY))
-                result = export_tflite(tflite_source, Path(artifact.uri) / TFLITE_DIR,
-                                       reference, tflite_mode, config.quantized_tolerance)
-            except StepSkipped as skipped:
-                logging.warning("TFLite variant skipped: %s", skipped)
-                set_custom_properties(artifact, {"produced": 0, "skipped_reason": str(skipped),
-                                                 "source_model_uri": str(source_dir)})
-                return
-            check = result.verification
-            set_custom_properties(artifact, {
-                "produced": 1, "tflite_mode": tflite_mode,
-                "source_model_uri": str(tflite_source),
-                "size_bytes_total": result.size_bytes,
-                "verification_passed": int(check.passed),
-                "verification_max_abs_diff": check.max_abs_diff,
-                "verification_top1_agreement": check.top1_agreement,
-                "verification_num_examples": check.num_examples})
+        variants = {"bfloat16_model": Step("quantize", BFLOAT16_MODE)
+                    if exec_properties.get("bfloat16") else None,
+                    "tflite_model": Step("tflite", exec_properties["tflite"])
+                    if exec_properties.get("tflite") else None}
+        for key, step in variants.items():
+            if step is not None and output_dict.get(key):
+                _run_variant(input_dict, output_dict[key], step, config, reference)
 
 
-def _tflite_source(model_dir: Path, model: types.Artifact) -> Path:
-    """The model TFLite converts from.
-
-    Grappler's CPU fusions (`_FusedConv2D`, `_FusedMatMul`) are TF-internal ops TFLite
-    cannot express, and TFLite fuses on its own; for a fused model, convert the model the
-    GraphOptimizer started from (its `source_model_uri`), which computes the same function.
-    """
-    ops = {node.op for node in all_nodes(read_serving_graph(model_dir).graph_def)}
-    upstream = model.get_string_custom_property("source_model_uri")
-    if any(op.startswith("_") for op in ops) and upstream:
-        return resolve_saved_model_dir(upstream)
-    return model_dir
+def _run_variant(input_dict, outputs: list[types.Artifact], step: Step, config, reference
+                 ) -> None:
+    """A variant that does not apply, or leaves the tolerance, is recorded, not published."""
+    artifact = artifact_utils.get_single_instance(outputs)
+    try:
+        run_model_step(input_dict, outputs, step, config, reference, require_applied=True)
+    except (StepSkipped, VerificationError) as not_produced:
+        reason = str(not_produced)
+    else:
+        set_custom_properties(artifact, {"produced": 1})
+        return
+    logging.warning("Quantizer: %s not produced: %s", step, reason)
+    set_custom_properties(artifact, {"produced": 0, "skipped_reason": reason,
+                                     "variant": str(step)})

@@ -13,6 +13,7 @@ from tfx.types import artifact_utils
 
 from components.core.benchmark import ModelSpec, run_benchmark, write_report
 from components.core.benchmark_settings import BenchmarkSettings
+from components.quantizer.keys import VARIANT_OUTPUTS
 from components.serving_benchmark.keys import CANDIDATE_KEYS
 from components.tfx_adapter import optional_single, serving_dir, set_custom_properties, single
 
@@ -21,8 +22,17 @@ REPORT_FILE = "report.html"
 
 
 def model_name(artifact: types.Artifact) -> str:
-    """The producing component's id: '.../pipeline_root/Freezer/frozen_model/7' -> Freezer."""
-    return artifact.producer_component or Path(artifact.uri).parent.parent.name
+    """The producing component's id: '.../pipeline_root/Freezer/frozen_model/7' -> Freezer;
+    a variant output gets its kind: '.../Quantizer/tflite_model/7' -> Quantizer-tflite."""
+    component = artifact.producer_component or Path(artifact.uri).parent.parent.name
+    variant = VARIANT_OUTPUTS.get(Path(artifact.uri).parent.name)
+    return f"{component}-{variant}" if variant else component
+
+
+def was_produced(artifact: types.Artifact) -> bool:
+    """False for a variant the Quantizer recorded as not produced (`produced=0`)."""
+    return not (artifact.has_custom_property("produced")
+                and artifact.get_int_custom_property("produced") == 0)
 
 
 def headline_properties(metrics: dict) -> dict[str, Any]:
@@ -50,7 +60,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         settings = BenchmarkSettings(**json.loads(exec_properties["settings"]))
         examples = optional_single(input_dict, "examples")
         baseline = single(input_dict, "baseline_model")
-        candidates = [a for key in CANDIDATE_KEYS for a in input_dict.get(key, [])]
+        candidates = [a for key in CANDIDATE_KEYS for a in input_dict.get(key, [])
+                      if was_produced(a)]
         models = [ModelSpec(model_name(a), serving_dir(a)) for a in [baseline, *candidates]]
         config = settings.config(Path(examples.uri) if examples else None,
                                  tuple(self._beam_pipeline_args or ()))

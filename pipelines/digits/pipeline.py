@@ -48,11 +48,14 @@ def create_pipeline(pipeline_root: Path | str, metadata_path: Path | None,
                           mode=recipe.quantizer.mode,
                           min_elements=recipe.quantizer.min_elements,
                           min_top1_agreement=recipe.quantizer.min_top1_agreement,
-                          tflite=recipe.quantizer.tflite, examples=examples, **verify)
+                          bfloat16=recipe.quantizer.bfloat16, tflite=recipe.quantizer.tflite,
+                          examples=examples, **verify)
     benchmark = ServingBenchmark(
         baseline_model=trainer.outputs["model"],
         candidates=[freezer.outputs["frozen_model"], optimizer.outputs["optimized_model"],
-                    quantizer.outputs["quantized_model"]],
+                    quantizer.outputs["quantized_model"],
+                    *(quantizer.outputs[key] for key in ("bfloat16_model", "tflite_model")
+                      if key in quantizer.outputs)],
         examples=examples, settings=config.benchmark)
     served = served_model_resolver(str(serving_dir)) if served_model_lookup else None
     gate = PusherGate(benchmark=benchmark.outputs["benchmark"],
