@@ -32,3 +32,13 @@ def example_vocab_model(models_dir) -> Path:
 @pytest.fixture(scope="session")
 def two_signature_model(models_dir) -> Path:
     return model_zoo.export_two_signature_model(models_dir / "two_signatures")
+
+
+@pytest.fixture(scope="session")
+def demo_cnn_model(models_dir) -> Path:
+    return model_zoo.export_demo_cnn(models_dir / "demo_cnn")
+
+
+@pytest.fixture(scope="session")
+def resnet50_model(models_dir) -> Path:
+    return model_zoo.export_resnet50(models_dir / "resnet50")

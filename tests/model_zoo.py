@@ -162,3 +162,43 @@ def export_two_signature_model(out: Path) -> Path:
     tf.saved_model.save(module, str(out), signatures={
         "serving_default": module.classify, "regress": module.regress})
     return out
+
+
+def export_demo_cnn(out: Path) -> Path:
+    """The demo pipeline's model as its trainer exports it (ExportArchive, two signatures
+    that share every weight: image tensor and serialized tf.Example)."""
+    from pipelines.digits.trainer import export_for_serving
+
+    images, labels = digits_28x28()
+    model = seed_cnn()
+    _fit_quietly(model, images, labels, epochs=1)
+    export_for_serving(model, out)
+    np.savez(out.parent / f"{out.name}-inputs.npz", image=images[:128])
+    return out
+
+
+def _spread_batch_norm_statistics(model) -> None:
+    """Untrained BNs are identities (scale 1, offset 0): make folding numerically visible."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            shape = layer.get_weights()[0].shape
+            layer.set_weights([rng.uniform(0.5, 1.5, shape).astype("f4"),
+                               rng.normal(0, 0.1, shape).astype("f4"),
+                               rng.normal(0, 0.1, shape).astype("f4"),
+                               rng.uniform(0.5, 2.0, shape).astype("f4")])
+
+
+def export_resnet50(out: Path) -> Path:
+    """keras.applications.ResNet50 (weights=None, 32x32x3) with non-trivial BN statistics."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.ResNet50(input_shape=(32, 32, 3), weights=None, classes=10)
+    _spread_batch_norm_statistics(model)
+    model.export(str(out), verbose=False)
+    rgb = np.random.default_rng(1).random((32, 32, 32, 3)).astype("f4")
+    np.savez(out.parent / f"{out.name}-inputs.npz", **{model.inputs[0].name: rgb})
+    return out

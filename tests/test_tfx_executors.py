@@ -10,6 +10,7 @@ import pytest
 from tfx import types
 from tfx.types import standard_artifacts
 
+from components.core.bf16 import bf16_unavailable_reason
 from components.core.errors import ServoptError
 from components.freezer import executor as freezer_executor
 from components.graph_optimizer import GraphOptimizer
@@ -66,23 +67,38 @@ def test_graph_optimizer_chains_on_the_freezer_output(seed_cnn_model, tmp_path):
         "optimize=remove_identity+fold_constants+fuse_ops")
 
 
-def test_quantizer_verifies_on_examples_and_emits_tflite(seed_cnn_model, tmp_path):
+def test_quantizer_emits_weight_bf16_and_tflite_variants_in_one_run(seed_cnn_model, tmp_path):
     source = trainer_output(seed_cnn_model, tmp_path)
     examples = standard_artifacts.Examples()
     examples.uri = str(tmp_path / "examples")
     write_examples(Path(examples.uri))
     quantized = output_artifact(tmp_path, "quantized")
+    bf16 = output_artifact(tmp_path, "bfloat16")
     tflite = output_artifact(tmp_path, "tflite")
     quantizer_executor.Executor().Do(
         {"model": [source], "examples": [examples]},
-        {"quantized_model": [quantized], "tflite_model": [tflite]},
-        {"mode": "int8", "tflite": "int8", "num_examples": 128})
+        {"quantized_model": [quantized], "bfloat16_model": [bf16], "tflite_model": [tflite]},
+        {"mode": "int8", "bfloat16": 1, "tflite": "dynamic_int8", "num_examples": 128})
     assert quantized.get_int_custom_property("verification_passed") == 1
     assert quantized.get_int_custom_property("verification_num_examples") == 128
     assert quantized.get_float_custom_property("verification_top1_agreement") >= 0.99
+    assert quantized.get_string_custom_property("serving_flags") == ""
+
     assert tflite.get_int_custom_property("produced") == 1
-    assert (Path(tflite.uri) / "Format-TFLite" / "model.tflite").is_file()
-    assert tflite.get_float_custom_property("verification_top1_agreement") >= 0.99
+    serving = Path(tflite.uri) / "Format-Serving"
+    assert (serving / "saved_model.pb").is_file() and (serving / "model.tflite").is_file()
+    assert tflite.get_string_custom_property("serving_runtime") == "tflite"
+    assert tflite.get_string_custom_property("serving_flags") == "--prefer_tflite_model=true"
+    assert tflite.get_float_custom_property("tflite_verification_top1_agreement") >= 0.99
+
+    reason = bf16_unavailable_reason()
+    if reason:  # this CPU: recorded, nothing published
+        assert bf16.get_int_custom_property("produced") == 0
+        assert reason in bf16.get_string_custom_property("skipped_reason")
+        assert not (Path(bf16.uri) / "Format-Serving").exists()
+    else:
+        assert bf16.get_int_custom_property("produced") == 1
+        assert bf16.get_string_custom_property("compute_precision") == "bfloat16"
 
 
 def _assert_nothing_produced(artifact: standard_artifacts.Model) -> None:

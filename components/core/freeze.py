@@ -40,14 +40,19 @@ class FreezeResult:
     variables_frozen: int
 
 
-def freeze(model_dir) -> FreezeResult:
-    """Returns the frozen ServingGraph of the SavedModel at `model_dir`."""
+def freeze(model_dir, session: ServingSession | None = None) -> FreezeResult:
+    """Returns the frozen ServingGraph of the SavedModel at `model_dir`.
+
+    `session`, the model already loaded (e.g. by the verification reference), is used and
+    closed instead of loading the model again."""
     saved = read_serving_graph(model_dir)
     unsupported = sorted({n.op for n in all_nodes(saved.graph_def)} & CHECKPOINTED_TABLE_OPS)
     if unsupported:
+        if session is not None:
+            session.close()
         raise StepSkipped(f"the model uses {', '.join(unsupported)}, whose contents live in "
                           "the checkpoint; freezing would serve an empty table")
-    with ServingSession(model_dir) as session:
+    with session or ServingSession(model_dir) as session:
         # The Session's graph: the saved graph plus what the loader added to it.
         source = saved.with_graph(session.graph.as_graph_def())
         asset_variables = _asset_variables(source)

@@ -43,7 +43,8 @@ def run_grappler(graph: ServingGraph, optimizers: list[str], place_on_cpu: bool 
     config = config_pb2.ConfigProto()
     rewrite = config.graph_options.rewrite_options
     rewrite.min_graph_nodes = -1  # optimize small graphs too
-    rewrite.meta_optimizer_iterations = rewriter_config_pb2.RewriterConfig.TWO
+    # One round: each call runs a short, chosen list; a second round only repeats it.
+    rewrite.meta_optimizer_iterations = rewriter_config_pb2.RewriterConfig.ONE
     rewrite.optimizers.extend(optimizers)
     try:
         optimized = tf_optimizer.OptimizeGraph(config, meta_graph, verbose=False)

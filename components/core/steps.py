@@ -108,11 +108,11 @@ class _StepOutput:
     tflite_tolerance: Tolerance | None = None
 
 
-def _frozen_graph(model_dir: Path, details: dict) -> ServingGraph:
+def _frozen_graph(model_dir: Path, details: dict, reference: Reference) -> ServingGraph:
     """The model as a frozen graph; freezes it first if it still has variables."""
     graph = read_serving_graph(model_dir)
     if any(node.op in VARIABLE_OPS for node in all_nodes(graph.graph_def)):
-        result = freeze(model_dir)
+        result = freeze(model_dir, reference.take_source_session(model_dir))
         details["implied_freeze"] = f"froze {result.variables_frozen} variables first"
         return result.graph
     return graph
@@ -120,7 +120,7 @@ def _frozen_graph(model_dir: Path, details: dict) -> ServingGraph:
 
 def _freeze_step(model_dir: Path, argument: str | None, config: OptimizeConfig,
                  reference: Reference) -> _StepOutput:
-    result = freeze(model_dir)
+    result = freeze(model_dir, reference.take_source_session(model_dir))
     return _StepOutput(result.graph, config.float32_tolerance,
                        {"variables_frozen": result.variables_frozen})
 
@@ -129,7 +129,7 @@ def _optimize_step(model_dir: Path, argument: str | None, config: OptimizeConfig
                    reference: Reference) -> _StepOutput:
     passes = argument.split("+") if argument else list(config.passes)
     details: dict = {}
-    graph, results = optimize(_frozen_graph(model_dir, details), passes)
+    graph, results = optimize(_frozen_graph(model_dir, details, reference), passes)
     details["passes"] = [asdict(r) for r in results]
     return _StepOutput(graph, config.float32_tolerance, details)
 
@@ -138,9 +138,9 @@ def _quantize_step(model_dir: Path, argument: str | None, config: OptimizeConfig
                    reference: Reference) -> _StepOutput:
     details: dict = {}
     if argument == BFLOAT16_MODE:
-        graph, details = to_bfloat16(_frozen_graph(model_dir, details))
+        graph, details = to_bfloat16(_frozen_graph(model_dir, details, reference))
         return _StepOutput(graph, config.quantized_tolerance, details, BF16_REQUIREMENTS)
-    result = quantize_weights(_frozen_graph(model_dir, details), argument or "int8",
+    result = quantize_weights(_frozen_graph(model_dir, details, reference), argument or "int8",
                               config.quantize_min_elements)
     details.update(mode=result.mode, tensors_quantized=result.tensors_quantized,
                    weight_bytes_before=result.weight_bytes_before,
@@ -151,7 +151,7 @@ def _quantize_step(model_dir: Path, argument: str | None, config: OptimizeConfig
 def _tflite_step(model_dir: Path, argument: str | None, config: OptimizeConfig,
                  reference: Reference) -> _StepOutput:
     details: dict = {}
-    graph = _frozen_graph(model_dir, details)
+    graph = _frozen_graph(model_dir, details, reference)
     conversion = convert_signatures(graph, argument or "dynamic_int8", reference)
     details.update(tflite_mode=conversion.mode, tflite_signatures=conversion.signatures,
                    tflite_skipped_signatures=conversion.skipped_signatures,
@@ -203,10 +203,11 @@ def validate_steps(steps: list[Step]) -> None:
             raise ServoptError("the freeze step takes no argument")
 
 
-def reference_for(source_dir: Path, config: OptimizeConfig) -> Reference:
+def reference_for(source_dir: Path, config: OptimizeConfig, keep_session: bool = False
+                  ) -> Reference:
     """The source's outputs on the verification inputs `config` asks for."""
     return Reference(source_dir, config.num_examples, config.batch_size, config.seed,
-                     config.examples)
+                     config.examples, keep_session)
 
 
 def optimize_model(source, out, steps: list[Step], config: OptimizeConfig = OptimizeConfig(),
@@ -226,7 +227,7 @@ def optimize_model(source, out, steps: list[Step], config: OptimizeConfig = Opti
     before = describe(source_dir)
     records: list[StepRecord] = []
     with staged_output(out) as staging, tempfile.TemporaryDirectory(prefix="servopt-") as work:
-        reference = reference or reference_for(source_dir, config)
+        reference = reference or reference_for(source_dir, config, keep_session=True)
         current, verification = source_dir, None
         requirements = ServingRequirements()
         for index, step in enumerate(steps):
@@ -235,6 +236,8 @@ def optimize_model(source, out, steps: list[Step], config: OptimizeConfig = Opti
             except StepSkipped as skipped:
                 records.append(StepRecord(str(step), "skipped", reason=str(skipped)))
                 continue
+            finally:
+                reference.close_source_session()  # only the first step can use it
             step_dir = Path(work) / f"{index}-{step.name}"
             step_dir.mkdir()
             record = _write_and_verify(produced, step, step_dir, reference, out)

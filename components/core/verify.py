@@ -81,14 +81,17 @@ class Reference:
     """The source model's outputs on a fixed set of inputs, to compare candidates with."""
 
     def __init__(self, source_dir: Path, num_examples: int = 256, batch_size: int = 32,
-                 seed: int = 0, examples: Path | None = None):
+                 seed: int = 0, examples: Path | None = None, keep_session: bool = False):
         """Inputs come from `examples` (TFRecords of tf.Example, or .npz) for each signature
-        they fit, and are generated from the signature otherwise."""
+        they fit, and are generated from the signature otherwise. With `keep_session`, the
+        source's Session stays open for `take_source_session` (freezing reads variables
+        from it: a large model is then loaded once, not twice)."""
         meta_graph = serving_meta_graph(read_saved_model(source_dir), source_dir)
         rng = np.random.default_rng(seed)
         tokens = vocabulary_tokens(source_dir)
         batches = max(1, -(-num_examples // batch_size))
-        with ServingSession(source_dir) as source:
+        source = ServingSession(source_dir)
+        try:
             self.inputs = {}
             for name, sig in source.signatures.items():
                 real = (batches_for_signature(sig, examples, num_examples, batch_size)
@@ -98,8 +101,25 @@ class Reference:
                     for _ in range(batches)]
             self.outputs = {name: [source.run(name, feed) for feed in feeds]
                             for name, feeds in self.inputs.items()}
+        finally:
+            if not keep_session:
+                source.close()
+        self._source_session = source if keep_session else None
         self.num_examples = max(sum(len(next(iter(f.values()))) for f in feeds)
                                 for feeds in self.inputs.values())
+
+    def take_source_session(self, model_dir: Path) -> ServingSession | None:
+        """The source's open Session if `model_dir` is the source; the caller closes it."""
+        session = self._source_session
+        if session is None or Path(model_dir) != session.model_dir:
+            return None
+        self._source_session = None
+        return session
+
+    def close_source_session(self) -> None:
+        if self._source_session is not None:
+            self._source_session.close()
+            self._source_session = None
 
     def compare(self, candidate_dir: Path, tolerance: Tolerance) -> VerificationResult:
         """Runs the SavedModel at `candidate_dir` on the reference inputs and compares."""
