@@ -65,17 +65,22 @@ def _stages_table(report) -> Table:
     for record in report.steps:
         if record.status != "applied":
             continue
-        model, check = record.model, record.verification
-        top1 = "" if check.top1_agreement is None else f"{check.top1_agreement:.2%}"
+        model = record.model
         table.add_row(record.step, str(model.node_count), str(model.variable_count),
-                      _mb(model.size_bytes.total), f"{check.max_abs_diff:.2e}", top1)
+                      _mb(model.size_bytes.total), *_check_cells(record.verification))
         if record.tflite_verification is not None:
-            check = record.tflite_verification
-            top1 = "" if check.top1_agreement is None else f"{check.top1_agreement:.2%}"
             table.add_row(f"  {TFLITE_MODEL_FILE}", "", "",
                           _mb(record.details["tflite_size_bytes"]),
-                          f"{check.max_abs_diff:.2e}", top1)
+                          *_check_cells(record.tflite_verification))
     return table
+
+
+def _check_cells(check) -> tuple[str, str]:
+    """(max abs diff, top-1 agreement); a step verified only through the last one: '-'."""
+    if check is None:
+        return ("-", "-")
+    top1 = "" if check.top1_agreement is None else f"{check.top1_agreement:.2%}"
+    return (f"{check.max_abs_diff:.2e}", top1)
 
 
 @main.command("describe")
@@ -115,9 +120,13 @@ def describe_command(model: str, as_json: bool) -> None:
                    "generated from the signatures.")
 @click.option("--num-examples", default=256, show_default=True,
               help="How many inputs verification runs.")
+@click.option("--verify-each-step", is_flag=True,
+              help="Verify every intermediate model too, not only the one written to OUT "
+                   "(a per-step error table; one more model run per step).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def optimize_command(model: str, out: str, steps_text: str, passes: str | None,
-                     inputs_path: str | None, num_examples: int, as_json: bool) -> None:
+                     inputs_path: str | None, num_examples: int, verify_each_step: bool,
+                     as_json: bool) -> None:
     """Optimize MODEL and write a verified, servable SavedModel to OUT."""
     from components.core.optimize import DEFAULT_PASSES, PassResult, validate_passes
     from components.core.steps import OptimizeConfig, optimize_model, parse_steps
@@ -125,7 +134,8 @@ def optimize_command(model: str, out: str, steps_text: str, passes: str | None,
     steps = parse_steps(steps_text)
     chosen = validate_passes(p.strip() for p in passes.split(",")) if passes else DEFAULT_PASSES
     config = OptimizeConfig(passes=tuple(chosen), num_examples=num_examples,
-                            examples=Path(inputs_path) if inputs_path else None)
+                            examples=Path(inputs_path) if inputs_path else None,
+                            verify_each_step=verify_each_step)
     with stderr.status(f"optimizing {model} ({steps_text})"):
         report = optimize_model(model, out, steps, config)
     if as_json:

@@ -25,7 +25,7 @@ def _inputs_file(model: Path) -> Path | None:
 def optimized(request, tmp_path_factory):
     model: Path = request.getfixturevalue(request.param)
     out = tmp_path_factory.mktemp(request.param) / "optimized"
-    config = OptimizeConfig(examples=_inputs_file(model))
+    config = OptimizeConfig(examples=_inputs_file(model), verify_each_step=True)
     report = optimize_model(model, out, parse_steps("freeze,optimize,quantize=int8"), config)
     return request.param, model, out, report
 
@@ -101,3 +101,34 @@ def test_vocabulary_model_serves_from_its_own_assets(example_vocab_model, tmp_pa
     with ServingSession(out) as served:
         produced = served.run("serving_default", {"examples": examples})
     np.testing.assert_allclose(produced["probabilities"], expected["probabilities"], atol=1e-5)
+
+
+def test_only_the_published_model_is_verified_by_default(two_signature_model, tmp_path):
+    report = optimize_model(two_signature_model, tmp_path / "out",
+                            parse_steps("freeze,optimize"))
+    assert [r.verification is None for r in report.steps] == [True, False]
+    assert report.verification is report.steps[-1].verification and report.verification.passed
+
+
+def test_a_step_that_breaks_the_model_is_named_though_only_the_last_is_verified(
+        two_signature_model, tmp_path, monkeypatch):
+    """optimize doubles a weight; quantize runs after it: the error names optimize."""
+    from components.core import steps as steps_module
+    from components.core.errors import VerificationError
+
+    original = steps_module.STEPS["optimize"]
+
+    def breaking_optimize(*args):
+        produced = original(*args)
+        for node in produced.graph.graph_def.node:
+            if node.op == "Const" and node.attr["dtype"].type == tf.float32.as_datatype_enum:
+                values = tf.make_ndarray(node.attr["value"].tensor)
+                if values.size >= 1024:
+                    node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(values * 3))
+        return produced
+
+    monkeypatch.setitem(steps_module.STEPS, "optimize", breaking_optimize)
+    with pytest.raises(VerificationError, match="step 'optimize' changed the model's outputs"):
+        optimize_model(two_signature_model, tmp_path / "out",
+                       parse_steps("freeze,optimize,quantize=int8"))
+    assert not (tmp_path / "out").exists()

@@ -71,6 +71,9 @@ class OptimizeConfig:
     batch_size: int = 32
     seed: int = 0
     examples: Path | None = None  # real verification inputs: TFRecords or .npz
+    # The published (last) model is always verified against the source; this verifies every
+    # intermediate one too, for a per-step error table (costs one more run per step).
+    verify_each_step: bool = False
 
 
 @dataclass
@@ -228,8 +231,8 @@ def optimize_model(source, out, steps: list[Step], config: OptimizeConfig = Opti
     records: list[StepRecord] = []
     with staged_output(out) as staging, tempfile.TemporaryDirectory(prefix="servopt-") as work:
         reference = reference or reference_for(source_dir, config, keep_session=True)
-        current, verification = source_dir, None
-        requirements = ServingRequirements()
+        current, requirements = source_dir, ServingRequirements()
+        applied: list[tuple[StepRecord, _StepOutput, Path]] = []
         for index, step in enumerate(steps):
             try:
                 produced = STEPS[step.name](current, step.argument, config, reference)
@@ -238,40 +241,62 @@ def optimize_model(source, out, steps: list[Step], config: OptimizeConfig = Opti
                 continue
             finally:
                 reference.close_source_session()  # only the first step can use it
-            step_dir = Path(work) / f"{index}-{step.name}"
-            step_dir.mkdir()
-            record = _write_and_verify(produced, step, step_dir, reference, out)
-            records.append(record)
-            verification, current = record.verification, step_dir
+            current = Path(work) / f"{index}-{step.name}"
+            current.mkdir()
+            _write_step(produced, current)
+            records.append(StepRecord(str(step), "applied", details=produced.details,
+                                      model=describe(current)))
+            applied.append((records[-1], produced, current))
             requirements = produced.requirements or requirements
-        if require_applied and verification is None:
+        if require_applied and not applied:
             raise StepSkipped("; ".join(f"{r.step}: {r.reason}" for r in records))
+        if applied:
+            _verify_steps(applied, reference, out, config.verify_each_step)
+            verification = applied[-1][0].verification
         shutil.copytree(current, staging, dirs_exist_ok=True)
-        if verification is None:  # nothing applied: check the copy serves like the source
+        if not applied:  # nothing applied: check the copy serves like the source
             verification = reference.compare(staging, FLOAT32_TOLERANCE)
     return OptimizationReport(str(source_dir), str(out), before, describe(out), records,
                               verification, requirements)
 
 
-def _write_and_verify(produced: _StepOutput, step: Step, step_dir: Path,
-                      reference: Reference, out) -> StepRecord:
-    """Writes a step's model (and model.tflite, requirements) and verifies every runtime."""
+def _write_step(produced: _StepOutput, step_dir: Path) -> None:
+    """A step's model as a SavedModel, with model.tflite and requirements where it has them."""
     write_serving_graph(produced.graph, step_dir)
     if produced.requirements is not None:
         write_requirements(step_dir, produced.requirements)
-    verification = reference.compare(step_dir, produced.tolerance)
-    checks = [("", verification)]
-    tflite_verification = None
     if produced.tflite is not None:
         tflite_file(step_dir).write_bytes(produced.tflite.flatbuffer)
-        tflite_verification = verify_tflite(tflite_file(step_dir), reference,
-                                            produced.tflite_tolerance, produced.tflite.signatures)
-        checks.append(("model.tflite: ", tflite_verification))
+
+
+def _verify_steps(applied: list[tuple[StepRecord, _StepOutput, Path]], reference: Reference,
+                  out, each_step: bool) -> None:
+    """Verifies what will be published (the last step's model) against the source, or every
+    step's model with `each_step`. When the published model fails, the earlier steps are
+    verified too, so the error names the first step that left its tolerance."""
+    for record, produced, step_dir in (applied if each_step else applied[-1:]):
+        try:
+            _verify_step(record, produced, step_dir, reference, out)
+        except VerificationError:
+            for earlier in applied[:-1]:
+                if earlier[0].verification is None:
+                    _verify_step(*earlier, reference, out)
+            raise
+
+
+def _verify_step(record: StepRecord, produced: _StepOutput, step_dir: Path,
+                 reference: Reference, out) -> None:
+    """Runs the step's model on every runtime it has (Session; TFLite interpreter for
+    model.tflite) and compares with the source; raises VerificationError outside tolerance."""
+    record.verification = reference.compare(step_dir, produced.tolerance)
+    checks = [("", record.verification)]
+    if produced.tflite is not None:
+        record.tflite_verification = verify_tflite(
+            tflite_file(step_dir), reference, produced.tflite_tolerance,
+            produced.tflite.signatures)
+        checks.append(("model.tflite: ", record.tflite_verification))
     for prefix, check in checks:
         if not check.passed:
             raise VerificationError(
-                f"step '{step}' changed the model's outputs beyond tolerance: {prefix}"
+                f"step '{record.step}' changed the model's outputs beyond tolerance: {prefix}"
                 f"{check.failures[0]}; nothing was written to {out}")
-    return StepRecord(str(step), "applied", details=produced.details,
-                      verification=verification, model=describe(step_dir),
-                      tflite_verification=tflite_verification)
