@@ -71,7 +71,9 @@ def optimize(model: Input[Model], eval_examples_uri: str, passes: str,
 @servopt_component
 def quantize(model: Input[Model], eval_examples_uri: str, mode: str,
              quantized: Output[Model]):
-    """int8 / float16 weights, verified (top-1 agreement for classifiers)."""
+    """int8 / float16 weights or bfloat16 compute, verified (top-1 agreement for
+    classifiers); a mode that cannot apply here (bf16 without bf16 units) fails the task
+    with the reason instead of passing an unchanged model on as quantized."""
     from pathlib import Path
 
     from components.core.steps import OptimizeConfig, Step, optimize_model
@@ -79,7 +81,8 @@ def quantize(model: Input[Model], eval_examples_uri: str, mode: str,
 
     examples = local_path(eval_examples_uri)
     config = OptimizeConfig(examples=Path(examples) if examples else None)
-    report = optimize_model(model.path, quantized.path, [Step("quantize", mode)], config)
+    report = optimize_model(model.path, quantized.path, [Step("quantize", mode)], config,
+                            require_applied=True)
     quantized.metadata.update({"size_bytes_total": report.after.size_bytes.total,
                                "node_count": report.after.node_count,
                                "mode": mode,
