@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from components.core.errors import ServoptError
+from components.core.errors import ServoptError, first_line
 
 
 class _HandlesServoptErrors:
@@ -16,7 +16,7 @@ class _HandlesServoptErrors:
         try:
             return super().invoke(ctx)
         except ServoptError as err:
-            click.echo(f"servopt: error: {err}", err=True)
+            click.echo(f"servopt: error: {first_line(err)}", err=True)  # one line, always
             ctx.exit(err.exit_code)
         except KeyboardInterrupt:
             click.echo("servopt: interrupted; nothing was published", err=True)

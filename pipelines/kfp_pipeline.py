@@ -31,7 +31,7 @@ from kfp import dsl
 from kfp.dsl import HTML, Artifact, Metrics, Model
 
 from components.core.benchmark_settings import BenchmarkSettings
-from components.core.errors import ServoptError
+from components.core.errors import ServoptError, first_line
 from components.core.gate import GateDecision, Thresholds
 from components.kfp import steps
 from components.kfp.local_conditions import local_conditions
@@ -358,7 +358,7 @@ def _submit_kfp(package: Path, arguments: dict, host: str, pipeline_root: str | 
     except (kfp_server_api.ApiException, urllib3.exceptions.HTTPError, OSError,
             ValueError) as err:
         raise ServoptError(f"{host}: the Kubeflow Pipelines host did not accept the run "
-                           f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                           f"({type(err).__name__}: {first_line(err)}"
                            "); check --host and that you can reach it") from None
     return SubmittedRun("kfp", result.run_id, f"{host.rstrip('/')}/#/runs/details/"
                                               f"{result.run_id}")

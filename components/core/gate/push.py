@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from components.core.errors import ServoptError
+from components.core.errors import ServoptError, first_line
 from components.core.gate.warmup import WARMUP_DIR, WARMUP_FILE, warmup_logs, write_warmup_file
 from components.core.model_io import SAVED_MODEL_PB, SAVED_MODEL_PBTXT, resolve_saved_model_dir
 
@@ -299,7 +299,7 @@ def _push_url(source: Path, base: str, model_name: str | None, keep_last: int | 
         existing = sorted(int(n.rstrip("/")) for n in gfile.listdir(destination)
                           if _VERSION.fullmatch(n.rstrip("/")))
     except tf.errors.OpError as err:
-        raise ServoptError(f"{destination}: cannot use the destination ({err.message})"
+        raise ServoptError(f"{destination}: cannot use the destination ({first_line(err)})"
                            ) from None
     version = max(int(clock()), max(existing, default=0) + 1)
     while gfile.exists(f"{destination}/{version}"):
