@@ -100,6 +100,16 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         raise ServoptError(f"{path}: not a readable .npz file ({err})") from None
 
 
+def npz_mismatch(path: Path, arrays: dict[str, np.ndarray],
+                 signature: meta_graph_pb2.SignatureDef, name: str = "") -> ServoptError:
+    """The error for an .npz whose arrays do not cover a signature's inputs."""
+    missing = sorted(set(signature.inputs) - set(arrays))
+    unexpected = sorted(set(arrays) - set(signature.inputs))
+    extra = f" and has arrays {unexpected} it does not take" if unexpected else ""
+    return ServoptError(f"{path}: lacks arrays {missing}, which the signature{f" '{name}'" if name else ""} needs"
+                        f"{extra}; key the arrays by the signature's input names")
+
+
 def batches_for_signature(signature: meta_graph_pb2.SignatureDef, path: Path, limit: int,
                           batch_size: int) -> list[Feeds] | None:
     """Batches of real inputs for `signature` from `path`, or None if it has none for it."""

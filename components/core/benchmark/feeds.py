@@ -18,7 +18,7 @@ from tensorflow.core.protobuf import meta_graph_pb2
 
 from components.core.benchmark.engines import Feeds, tflite_signature
 from components.core.errors import ServoptError
-from components.core.examples import load_npz, read_records, records_to_feeds
+from components.core.examples import load_npz, npz_mismatch, read_records, records_to_feeds
 from components.core.inputs import generate_inputs, vocabulary_tokens
 from components.core.model_io import read_saved_model, serving_meta_graph
 
@@ -61,10 +61,8 @@ def input_pools(model: ModelSignature, batch_sizes: Sequence[int], pool: int, se
     needed = max(batch_sizes) * pool
     if examples.suffix == ".npz":
         arrays = load_npz(examples)
-        missing = sorted(set(model.signature.inputs) - set(arrays))
-        if missing:
-            raise ServoptError(f"{examples}: has no arrays {missing}, which the signature's "
-                               "inputs need; key the arrays by input name")
+        if not set(model.signature.inputs) <= set(arrays):
+            raise npz_mismatch(examples, arrays, model.signature)
         available = min(len(arrays[k]) for k in model.signature.inputs)
         return {size: [{k: np.take(arrays[k], _cycled(size, i * size, available), axis=0)
                         for k in model.signature.inputs} for i in range(pool)]
