@@ -106,8 +106,9 @@ def npz_mismatch(path: Path, arrays: dict[str, np.ndarray],
     missing = sorted(set(signature.inputs) - set(arrays))
     unexpected = sorted(set(arrays) - set(signature.inputs))
     extra = f" and has arrays {unexpected} it does not take" if unexpected else ""
-    return ServoptError(f"{path}: lacks arrays {missing}, which the signature{f" '{name}'" if name else ""} needs"
-                        f"{extra}; key the arrays by the signature's input names")
+    which = f"signature '{name}'" if name else "the signature"
+    return ServoptError(f"{path}: lacks arrays {missing}, which {which} needs{extra}; key "
+                        "the arrays by the signature's input names")
 
 
 def batches_for_signature(signature: meta_graph_pb2.SignatureDef, path: Path, limit: int,
