@@ -101,14 +101,15 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def npz_mismatch(path: Path, arrays: dict[str, np.ndarray],
-                 signature: meta_graph_pb2.SignatureDef, name: str = "") -> ServoptError:
-    """The error for an .npz whose arrays do not cover a signature's inputs."""
-    missing = sorted(set(signature.inputs) - set(arrays))
-    unexpected = sorted(set(arrays) - set(signature.inputs))
-    extra = f" and has arrays {unexpected} it does not take" if unexpected else ""
-    which = f"signature '{name}'" if name else "the signature"
-    return ServoptError(f"{path}: lacks arrays {missing}, which {which} needs{extra}; key "
-                        "the arrays by the signature's input names")
+                 signatures: dict[str, meta_graph_pb2.SignatureDef]) -> ServoptError:
+    """The error for an .npz whose arrays cover the inputs of none of `signatures`."""
+    missing = "; ".join(f"signature '{name}' needs {sorted(set(sig.inputs) - set(arrays))}"
+                        for name, sig in signatures.items())
+    taken = {key for sig in signatures.values() for key in sig.inputs}
+    unexpected = sorted(set(arrays) - taken)
+    extra = f"; no signature takes {unexpected}" if unexpected else ""
+    return ServoptError(f"{path}: lacks input arrays: {missing}{extra}; key the arrays by "
+                        "the signature's input names")
 
 
 def batches_for_signature(signature: meta_graph_pb2.SignatureDef, path: Path, limit: int,

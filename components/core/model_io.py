@@ -35,7 +35,6 @@ INIT_OP_SIGNATURE_KEY = "__saved_model_init_op"
 MAIN_OP_COLLECTION = "saved_model_main_op"
 LEGACY_INIT_OP_COLLECTION = "legacy_init_op"
 SERVING_TAG = "serve"
-DEFAULT_SIGNATURE = "serving_default"  # tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 
 
 def is_saved_model_dir(path: Path) -> bool:

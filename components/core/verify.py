@@ -15,7 +15,7 @@ import numpy as np
 
 from components.core.examples import batches_for_signature, load_npz, npz_mismatch
 from components.core.inputs import generate_inputs, vocabulary_tokens
-from components.core.model_io import DEFAULT_SIGNATURE, read_saved_model, serving_meta_graph
+from components.core.model_io import read_saved_model, serving_meta_graph
 from components.core.serving_session import ServingSession
 
 
@@ -103,10 +103,8 @@ class Reference:
                     generate_inputs(sig, meta_graph.graph_def, batch_size, rng, tokens)
                     for _ in range(batches)]
             if examples is not None and not fitted:  # not silently on generated inputs
-                name = (DEFAULT_SIGNATURE if DEFAULT_SIGNATURE in source.signatures
-                        else next(iter(source.signatures)))
                 raise npz_mismatch(Path(examples), load_npz(Path(examples)),
-                                   source.signatures[name], name)
+                                   source.signatures)
             self.outputs = {name: [source.run(name, feed) for feed in feeds]
                             for name, feeds in self.inputs.items()}
         finally:
