@@ -30,7 +30,7 @@ class ModelSignature:
     signature: meta_graph_pb2.SignatureDef
     graph_def: graph_pb2.GraphDef
     tokens: list[str]
-    name: str = "serving_default"
+    name: str  # the signature's key
 
 
 def read_signature(model_path: Path, backend: str, name: str) -> ModelSignature:
