@@ -29,3 +29,8 @@ class ServoptGroup(_HandlesServoptErrors, click.Group):
 
 class ServoptCommand(_HandlesServoptErrors, click.Command):
     """A command that reports ServoptError as one line, also outside the `servopt` group."""
+
+
+def op_list(text: str) -> tuple[str, ...]:
+    """`--allow-unsafe-ops ReadFile,WriteFile` -> ("ReadFile", "WriteFile")."""
+    return tuple(sorted({op.strip() for op in text.split(",") if op.strip()}))

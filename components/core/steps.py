@@ -20,6 +20,7 @@ from components.core.bf16 import BF16_REQUIREMENTS, to_bfloat16
 from components.core.describe import ModelDescription, describe
 from components.core.errors import ServoptError, StepSkipped, VerificationError
 from components.core.freeze import VARIABLE_OPS, freeze
+from components.core.gate.safety import refuse_unsafe
 from components.core.grappler import all_nodes
 from components.core.model_io import (
     ServingGraph,
@@ -71,6 +72,7 @@ class OptimizeConfig:
     batch_size: int = 32
     seed: int = 0
     examples: Path | None = None  # real verification inputs: TFRecords or .npz
+    allowed_ops: tuple[str, ...] = ()  # unsafe op types the source may run (see safety)
 
 
 @dataclass
@@ -205,7 +207,14 @@ def validate_steps(steps: list[Step]) -> None:
 
 def reference_for(source_dir: Path, config: OptimizeConfig, keep_session: bool = False
                   ) -> Reference:
-    """The source's outputs on the verification inputs `config` asks for."""
+    """The source's outputs on the verification inputs `config` asks for.
+
+    This is the first thing that runs the source (optimize_model builds it before any
+    step), so the safety scan runs here: a model with unsafe ops that `config` does not
+    allow is refused before it executes. What the steps produce is derived from the
+    source's graph and adds no such ops.
+    """
+    refuse_unsafe(source_dir, config.allowed_ops, "to optimize and verify it")
     return Reference(source_dir, config.num_examples, config.batch_size, config.seed,
                      config.examples, keep_session)
 

@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from components.core.errors import ServoptError
 from components.core.model_io import (
     init_op_name,
     read_saved_model,
@@ -113,6 +114,18 @@ class OpScan:
             by_category.setdefault(category, []).append(op)
         return "; ".join(f"{', '.join(ops)} ({category})"
                          for category, ops in by_category.items())
+
+
+def refuse_unsafe(model_dir: str | Path, allowed_ops: Iterable[str], purpose: str) -> None:
+    """Raises ServoptError, before anything runs the model, when its serving path holds
+    ops that are unsafe and not in `allowed_ops`; `purpose` says what would run it."""
+    scan = scan_ops(model_dir, allowed_ops)
+    if not scan.safe:
+        ops = ",".join(scan.unsafe)
+        raise ServoptError(f"{scan.model_dir}: refusing to run this model {purpose}: its "
+                           f"serving path has unsafe ops: {scan.describe_unsafe()}; if you "
+                           f"trust the model, allow them (servopt: --allow-unsafe-ops {ops}; "
+                           f"components: allowed_ops=[...])")
 
 
 def scan_ops(model_dir: str | Path, allowed_ops: Iterable[str] = ()) -> OpScan:
