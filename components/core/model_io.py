@@ -85,6 +85,26 @@ def _resolve_estimator_export(export_dir: Path) -> Path | None:
     return max(stamps, key=lambda p: int(p.name)) if stamps else None
 
 
+def refuse_outside_links(model_dir: Path) -> None:
+    """Raises ServoptError when a symlink in the SavedModel at `model_dir` leads outside it
+    (copying the model would publish that outside file) or back into a directory above
+    it (copying would never end). Links between the model's own files are fine."""
+    root = Path(model_dir).resolve()
+    for directory, dirs, files in os.walk(root):  # directory links checked, not entered
+        for name in [*dirs, *files]:
+            entry = Path(directory) / name
+            if not entry.is_symlink():
+                continue
+            target = entry.resolve()
+            if not target.is_relative_to(root):
+                raise ServoptError(f"{entry}: is a symlink to {target}, outside the model "
+                                   f"{root}; its contents would be published with the "
+                                   "model; replace the link with the file itself")
+            if target.is_dir() and entry.parent.resolve().is_relative_to(target):
+                raise ServoptError(f"{entry}: is a symlink to {target}, a directory that "
+                                   "contains it; remove the link")
+
+
 def read_saved_model(model_dir: Path) -> saved_model_pb2.SavedModel:
     """Parses `saved_model.pb` (or `.pbtxt`), with an error that names the file."""
     proto = saved_model_pb2.SavedModel()

@@ -25,6 +25,7 @@ from components.core.grappler import all_nodes
 from components.core.model_io import (
     ServingGraph,
     read_serving_graph,
+    refuse_outside_links,
     resolve_saved_model_dir,
     staged_output,
     write_serving_graph,
@@ -233,6 +234,7 @@ def optimize_model(source, out, steps: list[Step], config: OptimizeConfig = Opti
     if config.quantize_min_elements < 1 or config.num_examples < 1 or config.batch_size < 1:
         raise ServoptError("quantize_min_elements, num_examples and batch_size must be >= 1")
     source_dir = resolve_saved_model_dir(source)
+    refuse_outside_links(source_dir)  # the output copies the source's assets
     before = describe(source_dir)
     records: list[StepRecord] = []
     with staged_output(out) as staging, tempfile.TemporaryDirectory(prefix="servopt-") as work:
