@@ -34,6 +34,7 @@ LEGACY_SERVING_MODEL_DIR = "serving_model_dir"  # TFX < 0.22 artifacts
 INIT_OP_SIGNATURE_KEY = "__saved_model_init_op"
 MAIN_OP_COLLECTION = "saved_model_main_op"
 LEGACY_INIT_OP_COLLECTION = "legacy_init_op"
+ASSETS_COLLECTION = "saved_model_assets"  # TF1 builders: AssetFileDefs packed in Any
 SERVING_TAG = "serve"
 
 
@@ -148,6 +149,37 @@ def init_op_name(meta_graph: meta_graph_pb2.MetaGraphDef) -> str | None:
     return None
 
 
+def asset_file_defs(meta_graph: meta_graph_pb2.MetaGraphDef
+                    ) -> list[meta_graph_pb2.AssetFileDef]:
+    """The asset tensors the loader feeds with paths into `assets/`, as it finds them:
+    `asset_file_def` (TF2 and newer TF1 exports), else the TF1 assets collection."""
+    if meta_graph.asset_file_def:
+        return list(meta_graph.asset_file_def)
+    found: dict[str, meta_graph_pb2.AssetFileDef] = {}
+    if ASSETS_COLLECTION in meta_graph.collection_def:
+        for packed in meta_graph.collection_def[ASSETS_COLLECTION].any_list.value:
+            asset = meta_graph_pb2.AssetFileDef()
+            packed.Unpack(asset)
+            found.setdefault(asset.tensor_info.name, asset)  # TF1 builders repeat some
+    return list(found.values())
+
+
+def asset_constants_as_placeholders(graph_def: graph_pb2.GraphDef,
+                                    assets: list[meta_graph_pb2.AssetFileDef]) -> None:
+    """TF1 asset tensors are Consts holding the exporting machine's absolute path, which
+    the loader overrides by feeding them the model's own `assets/` path. They become
+    Placeholders (what TF2 exports use), so no pass can fold that stale path into the
+    graph and a model that is not fed its assets fails instead of reading elsewhere."""
+    names = {a.tensor_info.name.split(":")[0] for a in assets}
+    for node in graph_def.node:
+        if node.name in names and node.op == "Const":
+            value = node.attr["value"].tensor
+            node.op = "Placeholder"
+            node.attr.clear()
+            node.attr["dtype"].type = value.dtype
+            node.attr["shape"].shape.CopyFrom(value.tensor_shape)
+
+
 def serving_signatures(meta_graph: meta_graph_pb2.MetaGraphDef
                        ) -> dict[str, meta_graph_pb2.SignatureDef]:
     return {k: v for k, v in sorted(meta_graph.signature_def.items())
@@ -257,11 +289,12 @@ def scratch_dir(root: Path | None = None) -> Path:
 def read_serving_graph(model_dir: Path) -> ServingGraph:
     """The serving MetaGraph of a SavedModel on disk, as a ServingGraph."""
     meta_graph = serving_meta_graph(read_saved_model(model_dir), model_dir)
+    asset_constants_as_placeholders(meta_graph.graph_def, asset_file_defs(meta_graph))
     return ServingGraph(
         graph_def=meta_graph.graph_def,
         signatures=serving_signatures(meta_graph),
         tags=list(meta_graph.meta_info_def.tags),
         init_op=init_op_name(meta_graph),
-        asset_file_defs=list(meta_graph.asset_file_def),
+        asset_file_defs=asset_file_defs(meta_graph),
         source_dir=model_dir,
     )

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from components.core.errors import ServoptError
 from components.core.model_io import (
+    asset_file_defs,
     init_op_name,
     read_saved_model,
     resolve_saved_model_dir,
@@ -184,7 +185,7 @@ class _Graph:
         inputs = {_node_name(t.name) for sig in serving_signatures(meta_graph).values()
                   for t in sig.inputs.values()}
         assets = (model_dir / "assets").resolve()
-        self.assets = {_node_name(a.tensor_info.name) for a in meta_graph.asset_file_def
+        self.assets = {_node_name(a.tensor_info.name) for a in asset_file_defs(meta_graph)
                        if (assets / a.filename).resolve().is_relative_to(assets)} - inputs
 
     def reachable(self, roots: list[str]) -> list:
