@@ -5,7 +5,10 @@ part is bad (one benchmark candidate), the rest still done."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +202,17 @@ def test_a_primary_batch_size_the_benchmark_does_not_measure_fails_before_the_de
     line = one_line(result)
     assert "primary_batch_size 100 is not among the benchmark's batch sizes [1, 32]" in line
     assert not (tmp_path / "demo").exists()
+
+
+def test_staging_left_by_a_killed_optimize_is_removed_by_the_next_one(two_signature_model,
+                                                                      tmp_path):
+    finished = subprocess.Popen(["true"])
+    finished.wait()  # a pid of this host that no longer runs, as a killed run leaves
+    leftover = tmp_path / f".out.staging-{'a' * 32}.{finished.pid}.{socket.gethostname()}"
+    running = tmp_path / f".out.staging-{'b' * 32}.{os.getpid()}.{socket.gethostname()}"
+    for directory in (leftover, running):
+        (directory / "variables").mkdir(parents=True)
+    result = servopt("optimize", str(two_signature_model), str(tmp_path / "out"),
+                     "--steps", "freeze")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == [running.name, "out"]

@@ -26,6 +26,7 @@ from tensorflow.core.framework import graph_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from components.core.errors import ServoptError
+from components.core.staging import STALE_S, owned_name, remove_abandoned
 
 SAVED_MODEL_PB = "saved_model.pb"
 SAVED_MODEL_PBTXT = "saved_model.pbtxt"
@@ -261,8 +262,11 @@ def staged_output(out: str | os.PathLike) -> Iterator[Path]:
     if not parent.is_dir():
         raise ServoptError(f"{parent}: output parent directory does not exist; create it "
                            "first")
+    prefix = f".{target.name}.staging-"
+    remove_abandoned(parent, prefix, STALE_S)  # left by killed runs
+    staging = parent / owned_name(prefix)
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=parent))
+        staging.mkdir(mode=0o700)
     except OSError as err:
         raise ServoptError(f"{parent}: cannot write there ({err.strerror}); choose a "
                            "writable output directory") from None

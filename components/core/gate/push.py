@@ -41,7 +41,6 @@ import fcntl
 import os
 import re
 import shutil
-import socket
 import tempfile
 import time
 import uuid
@@ -57,12 +56,11 @@ from components.core.model_io import (
     refuse_outside_links,
     resolve_saved_model_dir,
 )
+from components.core.staging import STALE_S, owned_name, remove_abandoned
 
 STAGING_PREFIX = ".tmp-servopt-"
 DELETING_PREFIX = f"{STAGING_PREFIX}delete-"  # an old version being removed by keep_last
-_HOST = socket.gethostname().replace("/", "_")
 LOCK_FILE = ".servopt-push.lock"
-STALE_STAGING_S = 24 * 3600
 MAX_ATTEMPTS = 1000
 _VERSION = re.compile(r"[0-9]+")
 _GRAPH_FILES = (SAVED_MODEL_PB, SAVED_MODEL_PBTXT)
@@ -104,7 +102,7 @@ def push_model(model_dir: str | Path, base_dir: str | Path, keep_last: int | Non
         return _push_url(source, str(base_dir), model_name, keep_last, logs, clock)
     destination = checked_destination(base_dir, model_name)
     _remove_stale_staging(destination)
-    staging = destination / f"{STAGING_PREFIX}{uuid.uuid4().hex}.{os.getpid()}.{_HOST}"
+    staging = destination / owned_name(STAGING_PREFIX)
     try:
         staging.mkdir()
     except OSError as err:
@@ -229,32 +227,10 @@ def _prune(destination: Path, keep_last: int, pushed: int) -> list[int]:
 
 
 def _remove_stale_staging(destination: Path) -> None:
-    """Deletes staging directories of killed pushes: those whose owner process is gone,
-    versions a killed prune was deleting, and anything older than a day."""
-    cutoff = time.time() - STALE_STAGING_S
-    for entry in destination.iterdir():
-        with contextlib.suppress(OSError):
-            if not (entry.name.startswith(STAGING_PREFIX) and not entry.is_symlink()
-                    and entry.is_dir()):
-                continue
-            if (entry.name.startswith(DELETING_PREFIX) or _owner_gone(entry.name)
-                    or entry.stat().st_mtime < cutoff):
-                shutil.rmtree(entry, ignore_errors=True)
-
-
-def _owner_gone(name: str) -> bool:
-    """Whether the staging directory `name` (`.tmp-servopt-<uuid>.<pid>.<host>`) belongs
-    to a process of this host that no longer exists."""
-    parts = name[len(STAGING_PREFIX):].split(".", 2)
-    if len(parts) != 3 or parts[2] != _HOST or not parts[1].isdigit():
-        return False  # another host's, or an older name: only age tells
-    try:
-        os.kill(int(parts[1]), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    return False
+    """Deletes leftovers of killed pushes: staging directories whose owner is gone or
+    that are a day old, and versions a killed prune was deleting."""
+    remove_abandoned(destination, STAGING_PREFIX, STALE_S)
+    remove_abandoned(destination, DELETING_PREFIX, 0)  # renamed away: garbage already
 
 
 _AT_FDCWD = -100
