@@ -99,23 +99,21 @@ def _start_runners(paths: dict[str, Path], signatures: dict[str, ModelSignature]
     return runners
 
 
-def _usable_paths(models: Sequence[ModelSpec], config: BenchmarkConfig,
-                  errors: dict[str, str]) -> dict[str, Path]:
-    """Resolved paths of the models that can be measured. A model that cannot be found,
-    or that holds unsafe ops `config` does not allow (it is refused before anything runs
-    it), gets its error instead; the others are still measured."""
+def _resolve_and_scan(models: Sequence[ModelSpec], config: BenchmarkConfig,
+                      errors: dict[str, str]) -> dict[str, Path]:
+    """Resolved paths of the models that can be found. One that cannot, or that cannot be
+    scanned or holds unsafe ops `config` does not allow (refused before anything runs
+    it), gets its error; the others are still measured."""
     from components.core.gate.safety import refuse_unsafe
 
     paths = {}
     for model in models:
         try:
-            path = resolve_model_path(Path(model.path), config.backend)
+            paths[model.name] = resolve_model_path(Path(model.path), config.backend)
             if config.backend != "tflite":  # TFLite's builtin ops touch no files
-                refuse_unsafe(path, config.allowed_ops, "to benchmark it")
+                refuse_unsafe(paths[model.name], config.allowed_ops, "to benchmark it")
         except ServoptError as err:
             errors[model.name] = str(err)
-            continue
-        paths[model.name] = path
     return paths
 
 
@@ -131,7 +129,8 @@ def run_benchmark(models: Sequence[ModelSpec], config: BenchmarkConfig | None = 
         raise ServoptError(f"model names repeat: {[m.name for m in models]}; name each "
                            "model once")
     errors: dict[str, str] = {}
-    paths = _usable_paths(models, config, errors)
+    found = _resolve_and_scan(models, config, errors)
+    paths = {name: path for name, path in found.items() if name not in errors}
     if config.backend == "tfserving" and not config.tfserving.host:
         from components.core.benchmark.tfserving import find_server
 
@@ -140,8 +139,8 @@ def run_benchmark(models: Sequence[ModelSpec], config: BenchmarkConfig | None = 
         check_label_key(config.examples, config.label_key)
     baseline = models[0].name
     results = {m.name: ModelResult(path=str(m.path), role=BASELINE if i == 0 else CANDIDATE,
-                                   size_bytes=size_on_disk(paths[m.name])
-                                   if m.name in paths else None)
+                                   size_bytes=size_on_disk(found[m.name])
+                                   if m.name in found else None)
                for i, m in enumerate(models)}
 
     signatures: dict[str, ModelSignature] = {}
