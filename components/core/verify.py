@@ -107,6 +107,9 @@ class Reference:
                                    source.signatures)
             self.outputs = {name: [source.run(name, feed) for feed in feeds]
                             for name, feeds in self.inputs.items()}
+        except BaseException:
+            source.close()  # kept only for a reference that exists
+            raise
         finally:
             if not keep_session:
                 source.close()
