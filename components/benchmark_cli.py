@@ -16,7 +16,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from components.cli_support import ServoptCommand
+from components.cli_support import ServoptCommand, op_list
 from components.core.benchmark.config import BACKENDS, PROTOCOLS
 from components.core.errors import ServoptError
 
@@ -136,6 +136,10 @@ def _accuracy_table(result) -> Table | None:
 @click.option("--beam-pipeline-arg", "beam_args", multiple=True,
               help="Apache Beam pipeline option for the accuracy pipeline (repeat), e.g. "
                    "--beam-pipeline-arg=--direct_num_workers=2.")
+@click.option("--allow-unsafe-ops", "allowed_ops", default="",
+              help="Comma-separated op types (e.g. ReadFile) models may run although they "
+                   "read or write files, run Python or open the network. Without it such a "
+                   "model is not run, and reported with its error.")
 @click.option("--json", "json_out", type=click.Path(), default=None,
               help="Write metrics.json here ('-': print it instead of the tables).")
 @click.option("--report", "report_out", type=click.Path(), default=None,
@@ -149,7 +153,7 @@ def benchmark_command(models: tuple[str, ...], names: tuple[str, ...], batch_siz
                       inter_op_threads: int | None, seed: int, tfserving_host: str | None,
                       tfserving_grpc_port: int, tfserving_rest_port: int,
                       tfserving_protocol: str, tfserving_binary: str,
-                      beam_args: tuple[str, ...], json_out: str | None,
+                      beam_args: tuple[str, ...], allowed_ops: str, json_out: str | None,
                       report_out: str | None) -> None:
     """Benchmark MODEL (the baseline) against each further MODEL (candidates)."""
     from pathlib import Path
@@ -173,7 +177,7 @@ def benchmark_command(models: tuple[str, ...], names: tuple[str, ...], batch_siz
         inter_op_threads=inter_op_threads if inter_op_threads is not None else available_cores(),
         signature=signature, examples=Path(examples) if examples else None,
         label_key=label_key, output_key=output_key, seed=seed,
-        beam_pipeline_args=tuple(beam_args),
+        beam_pipeline_args=tuple(beam_args), allowed_ops=op_list(allowed_ops),
         tfserving=TFServingOptions(binary=tfserving_binary, host=tfserving_host,
                                    grpc_port=tfserving_grpc_port,
                                    rest_port=tfserving_rest_port, protocol=tfserving_protocol))

@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from components.cli_support import ServoptGroup
+from components.cli_support import ServoptGroup, op_list
 from components.core.requirements import TFLITE_MODEL_FILE
 
 stdout = Console()
@@ -123,10 +123,14 @@ def describe_command(model: str, as_json: bool) -> None:
 @click.option("--verify-each-step", is_flag=True,
               help="Verify every intermediate model too, not only the one written to OUT "
                    "(a per-step error table; one more model run per step).")
+@click.option("--allow-unsafe-ops", "allowed_ops", default="",
+              help="Comma-separated op types (e.g. ReadFile) the model may run although "
+                   "they read or write files, run Python or open the network. Without it "
+                   "such a model is refused before anything runs it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def optimize_command(model: str, out: str, steps_text: str, passes: str | None,
                      inputs_path: str | None, num_examples: int, verify_each_step: bool,
-                     as_json: bool) -> None:
+                     allowed_ops: str, as_json: bool) -> None:
     """Optimize MODEL and write a verified, servable SavedModel to OUT."""
     from components.core.optimize import DEFAULT_PASSES, PassResult, validate_passes
     from components.core.steps import OptimizeConfig, optimize_model, parse_steps
@@ -135,7 +139,8 @@ def optimize_command(model: str, out: str, steps_text: str, passes: str | None,
     chosen = validate_passes(p.strip() for p in passes.split(",")) if passes else DEFAULT_PASSES
     config = OptimizeConfig(passes=tuple(chosen), num_examples=num_examples,
                             examples=Path(inputs_path) if inputs_path else None,
-                            verify_each_step=verify_each_step)
+                            verify_each_step=verify_each_step,
+                            allowed_ops=op_list(allowed_ops))
     with stderr.status(f"optimizing {model} ({steps_text})"):
         report = optimize_model(model, out, steps, config)
     if as_json:

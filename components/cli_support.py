@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from components.core.errors import ServoptError
+from components.core.errors import ServoptError, first_line
 
 
 class _HandlesServoptErrors:
@@ -16,7 +16,7 @@ class _HandlesServoptErrors:
         try:
             return super().invoke(ctx)
         except ServoptError as err:
-            click.echo(f"servopt: error: {err}", err=True)
+            click.echo(f"servopt: error: {first_line(err)}", err=True)  # one line, always
             ctx.exit(err.exit_code)
         except KeyboardInterrupt:
             click.echo("servopt: interrupted; nothing was published", err=True)
@@ -29,3 +29,8 @@ class ServoptGroup(_HandlesServoptErrors, click.Group):
 
 class ServoptCommand(_HandlesServoptErrors, click.Command):
     """A command that reports ServoptError as one line, also outside the `servopt` group."""
+
+
+def op_list(text: str) -> tuple[str, ...]:
+    """`--allow-unsafe-ops ReadFile,WriteFile` -> ("ReadFile", "WriteFile")."""
+    return tuple(sorted({op.strip() for op in text.split(",") if op.strip()}))

@@ -3,6 +3,7 @@ library's OptimizeConfig. Unset parameters take the library defaults."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tfx.types.component_spec import ExecutionParameter
@@ -14,12 +15,17 @@ VERIFICATION_PARAMETERS = {
     "num_examples": ExecutionParameter(type=int, optional=True),
     "atol": ExecutionParameter(type=float, optional=True),
     "rtol": ExecutionParameter(type=float, optional=True),
+    "allowed_ops": ExecutionParameter(type=str, optional=True),  # JSON list of op types
 }
 
 
 def verification_parameters(num_examples: int | None, atol: float | None,
-                            rtol: float | None) -> dict[str, Any]:
-    return {"num_examples": num_examples, "atol": atol, "rtol": rtol}
+                            rtol: float | None, allowed_ops: list[str] | None = None
+                            ) -> dict[str, Any]:
+    """allowed_ops: unsafe op types (see the gate's safety scan) the source model may run
+    when it is verified; a model with others is refused before it runs."""
+    return {"num_examples": num_examples, "atol": atol, "rtol": rtol,
+            "allowed_ops": json.dumps(sorted(allowed_ops)) if allowed_ops else None}
 
 
 def optimize_config(exec_properties: dict[str, Any], quantized: bool = False,
@@ -37,6 +43,7 @@ def optimize_config(exec_properties: dict[str, Any], quantized: bool = False,
         **defaults.__dict__,
         "num_examples": _or(exec_properties.get("num_examples"), defaults.num_examples),
         key: tolerance,
+        "allowed_ops": tuple(json.loads(exec_properties.get("allowed_ops") or "[]")),
         **{k: v for k, v in overrides.items() if v is not None}})
 
 

@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import yaml
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Metrics, Model
 
 from components.core.benchmark_settings import BenchmarkSettings
-from components.core.errors import ServoptError
+from components.core.errors import ServoptError, first_line
 from components.core.gate import GateDecision, Thresholds
+from components.core.yaml_io import parse_yaml
 from components.kfp import steps
 from components.kfp.local_conditions import local_conditions
 from components.kfp.mapping import (
@@ -173,11 +173,7 @@ def check_arguments(arguments: dict[str, Any]) -> None:
                                   arguments.get("label_key", "label"),
                                   arguments["eval_examples_uri"])
     settings.config().validate()
-    if thresholds.primary_batch_size not in settings.batch_sizes:
-        raise ServoptError(f"thresholds: primary_batch_size {thresholds.primary_batch_size} "
-                           f"is not among the benchmark's batch sizes {settings.batch_sizes};"
-                           " add it to the batch sizes or set primary_batch_size to one of "
-                           "them")
+    thresholds.check_batch_sizes(settings.batch_sizes, "thresholds")
 
 
 # ---------------------------------------------------------------- local run
@@ -279,13 +275,14 @@ def read_package(package: Path) -> dict:
     """The compiled pipeline, checked to be KFP IR YAML."""
     package = Path(package)
     try:
-        spec = yaml.safe_load(package.read_text())
+        text = package.read_text()
     except FileNotFoundError:
         raise ServoptError(f"{package}: no such file; compile the pipeline first with "
                            "`servopt kfp compile --output PIPELINE.yaml`") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+    except (OSError, UnicodeDecodeError) as err:
         raise ServoptError(f"{package}: cannot read it as YAML ({type(err).__name__}); "
                            "compile it again with `servopt kfp compile`") from None
+    spec = parse_yaml(text, package)
     if not isinstance(spec, dict) or not {"pipelineInfo", "root",
                                           "deploymentSpec"} <= spec.keys():
         raise ServoptError(f"{package}: not a compiled KFP pipeline (no pipelineInfo, root "
@@ -358,7 +355,7 @@ def _submit_kfp(package: Path, arguments: dict, host: str, pipeline_root: str | 
     except (kfp_server_api.ApiException, urllib3.exceptions.HTTPError, OSError,
             ValueError) as err:
         raise ServoptError(f"{host}: the Kubeflow Pipelines host did not accept the run "
-                           f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                           f"({type(err).__name__}: {first_line(err)}"
                            "); check --host and that you can reach it") from None
     return SubmittedRun("kfp", result.run_id, f"{host.rstrip('/')}/#/runs/details/"
                                               f"{result.run_id}")

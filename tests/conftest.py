@@ -42,3 +42,8 @@ def demo_cnn_model(models_dir) -> Path:
 @pytest.fixture(scope="session")
 def resnet50_model(models_dir) -> Path:
     return model_zoo.export_resnet50(models_dir / "resnet50")
+
+
+@pytest.fixture(scope="session")
+def tf1_vocab_model(models_dir) -> Path:
+    return model_zoo.export_tf1_vocab_model(models_dir / "tf1_vocab")

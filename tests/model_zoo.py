@@ -5,6 +5,7 @@
 - a TFX-style model whose serving signature parses serialized tf.Example and looks words
   up in a vocabulary asset (what TFX Transform produces)
 - a model with two signatures (classify and regress) that share weights
+- a TF1-style estimator export (tf.compat.v1 graph, vocabulary in the assets collection)
 Trained models make top-1 agreement meaningful: an untrained classifier scores every
 class about the same, and its argmax flips on noise.
 """
@@ -201,4 +202,51 @@ def export_resnet50(out: Path) -> Path:
     model.export(str(out), verbose=False)
     rgb = np.random.default_rng(1).random((32, 32, 32, 3)).astype("f4")
     np.savez(out.parent / f"{out.name}-inputs.npz", **{model.inputs[0].name: rgb})
+
+
+def export_tf1_vocab_model(out: Path, vocabulary_size: int = 50) -> Path:
+    """A TF1-style SavedModel like a TFX estimator export (the seed's own kind): built with
+    tf.compat.v1 (placeholders, variables, a Session), a vocabulary registered in the
+    assets collection, a table initialized from it by the main op, and `predict` and
+    `classification` (serving_default) signatures over serialized tf.Example. The asset
+    tensor holds the exporting machine's absolute vocabulary path; the loader feeds it
+    the model's own `assets/` copy instead."""
+    v1 = tf.compat.v1
+    vocabulary = out.parent / f"{out.name}-vocab.txt"
+    vocabulary.write_text("\n".join(VOCABULARY[:vocabulary_size]) + "\n")
+    rng = np.random.default_rng(0)
+    graph = tf.Graph()
+    with graph.as_default():
+        serialized = v1.placeholder(tf.string, [None], name="input_example_tensor")
+        features = v1.io.parse_example(serialized, {
+            "word": v1.io.FixedLenFeature([], tf.string),
+            "size": v1.io.FixedLenFeature([], tf.float32)})
+        asset = tf.constant(str(vocabulary), name="vocabulary_asset")
+        table = v1.lookup.StaticHashTable(v1.lookup.TextFileInitializer(
+            asset, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64,
+            tf.lookup.TextFileIndex.LINE_NUMBER), default_value=-1)
+        if asset.name not in {t.name for t in v1.get_collection(
+                v1.GraphKeys.ASSET_FILEPATHS)}:  # the initializer registers it itself
+            v1.add_to_collection(v1.GraphKeys.ASSET_FILEPATHS, asset)
+        ids = table.lookup(features["word"]) + 1  # out-of-vocabulary -> row 0
+        embedding = v1.get_variable("embedding", initializer=rng.normal(
+            size=(vocabulary_size + 1, 8)).astype("f4"), use_resource=False)  # TF1's kind
+        weights = v1.get_variable("weights", initializer=rng.normal(size=(9, 3)).astype("f4"),
+                                  use_resource=False)
+        hidden = tf.concat([tf.gather(embedding, ids), features["size"][:, None]], axis=1)
+        scores = tf.nn.softmax(tf.matmul(hidden, weights), name="scores")
+        classes = tf.tile(tf.constant([["0", "1", "2"]]), [tf.shape(scores)[0], 1])
+        signatures = {
+            "serving_default": v1.saved_model.classification_signature_def(
+                serialized, classes, scores),
+            "predict": v1.saved_model.predict_signature_def(
+                {"examples": serialized}, {"scores": scores, "ids": ids})}
+        with v1.Session(graph=graph) as session:
+            session.run(v1.global_variables_initializer())
+            builder = v1.saved_model.Builder(str(out))
+            builder.add_meta_graph_and_variables(
+                session, [tf.saved_model.SERVING], signature_def_map=signatures,
+                assets_collection=v1.get_collection(v1.GraphKeys.ASSET_FILEPATHS),
+                main_op=v1.tables_initializer())
+            builder.save()
     return out

@@ -6,7 +6,9 @@ from __future__ import annotations
 import filecmp
 import multiprocessing
 import os
+import shutil
 import signal
+import socket
 import stat
 import time
 from pathlib import Path
@@ -54,9 +56,7 @@ def test_a_push_publishes_the_model_as_a_servable_version(two_signature_model, t
 def test_a_tfx_model_artifact_is_pushed_from_its_serving_directory(two_signature_model,
                                                                     tmp_path):
     artifact = tmp_path / "artifact"
-    (artifact / "Format-Serving").mkdir(parents=True)
-    for item in two_signature_model.iterdir():
-        os.symlink(item, artifact / "Format-Serving" / item.name)
+    shutil.copytree(two_signature_model, artifact / "Format-Serving")
     result = push_model(artifact, tmp_path / "serving")
     assert same_tree(two_signature_model, Path(result.path))
 
@@ -157,11 +157,30 @@ def test_a_push_killed_mid_copy_leaves_no_visible_partial_version(two_signature_
     assert resolve_saved_model_dir(base) == base / "1000"
     [leftover] = hidden_entries(base)  # a hidden staging directory TF Serving ignores
     assert not leftover.isdigit()
+    assert leftover.endswith(f".{worker.pid}.{socket.gethostname()}")  # its owner
+
+    assert push_model(two_signature_model, base, clock=lambda: 1000).version == 1001
+    assert hidden_entries(base) == []  # the next push removes it: its owner is gone
+
+
+def test_staging_directories_of_running_or_remote_pushes_are_kept_until_a_day_old(
+        two_signature_model, tmp_path):
+    base = tmp_path / "serving"
+    base.mkdir()
+    running = base / f".tmp-servopt-{'a' * 32}.{os.getpid()}.{socket.gethostname()}"
+    remote = base / f".tmp-servopt-{'b' * 32}.1.another-host.example.com"
+    legacy = base / f".tmp-servopt-{'c' * 32}"  # named before owners were recorded
+    killed_prune = base / f".tmp-servopt-delete-{'d' * 32}"
+    for directory in (running, remote, legacy, killed_prune):
+        (directory / "variables").mkdir(parents=True)
+    push_model(two_signature_model, base, clock=lambda: 1000)
+    assert hidden_entries(base) == sorted(p.name for p in (running, remote, legacy))
 
     day_ago = time.time() - 2 * 24 * 3600
-    os.utime(base / leftover, (day_ago, day_ago))
-    assert push_model(two_signature_model, base, clock=lambda: 1000).version == 1001
-    assert hidden_entries(base) == []  # a later push cleans up stale leftovers
+    for directory in (remote, legacy):
+        os.utime(directory, (day_ago, day_ago))
+    push_model(two_signature_model, base, clock=lambda: 1000)
+    assert hidden_entries(base) == [running.name]
 
 
 def test_a_copy_that_fails_midway_publishes_nothing(two_signature_model, tmp_path,
@@ -196,15 +215,61 @@ def test_saved_model_pb_is_copied_last(two_signature_model, tmp_path, monkeypatc
     assert order[-1] == "saved_model.pb" and order.count("saved_model.pb") == 1
 
 
-def test_a_destination_escaping_through_dot_dot_is_refused(two_signature_model, tmp_path):
+def test_a_model_name_escaping_the_base_through_dot_dot_is_refused(two_signature_model,
+                                                                    tmp_path):
     (tmp_path / "serving").mkdir()
-    with pytest.raises(ServoptError, match=r"contains '\.\.'"):
-        push_model(two_signature_model, tmp_path / "serving" / ".." / "elsewhere")
     with pytest.raises(ServoptError, match=r"model name '\.\./elsewhere' is not a single "
                                            r"directory name"):
         push_model(two_signature_model, tmp_path / "serving", model_name="../elsewhere")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["serving"]
     assert list((tmp_path / "serving").iterdir()) == []
+
+
+def test_a_relative_destination_with_dot_dot_is_pushed_where_it_leads(two_signature_model,
+                                                                      tmp_path, monkeypatch):
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    result = push_model(two_signature_model, "../serving", model_name="digits",
+                        clock=lambda: 1000)
+    assert versions(tmp_path / "serving" / "digits") == [1000]
+    assert Path(result.path).resolve() == tmp_path / "serving" / "digits" / "1000"
+
+
+def test_a_destination_that_is_itself_a_symlink_is_refused(two_signature_model, tmp_path):
+    outside, link = tmp_path / "outside", tmp_path / "serving"
+    outside.mkdir()
+    link.symlink_to(outside)
+    with pytest.raises(ServoptError, match=r"serving: is a symlink \(to .*outside\); a push "
+                                           r"must stay inside the directory it names"):
+        push_model(two_signature_model, link)
+    assert list(outside.iterdir()) == []
+
+
+def test_a_model_whose_symlink_leads_outside_it_is_not_published(two_signature_model,
+                                                                 tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0")
+    model = tmp_path / "model"
+    shutil.copytree(two_signature_model, model)
+    (model / "assets").mkdir(exist_ok=True)
+    (model / "assets" / "vocab.txt").symlink_to(secret)
+    base = tmp_path / "serving"
+    with pytest.raises(ServoptError, match=r"assets/vocab.txt: is a symlink to .*secret.txt, "
+                                           r"outside the model"):
+        push_model(model, base)
+    assert not base.exists() or (versions(base) == [] and hidden_entries(base) == [])
+
+
+def test_a_symlink_between_the_models_own_files_is_published_as_the_file(
+        two_signature_model, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(two_signature_model, model)
+    (model / "assets").mkdir(exist_ok=True)
+    (model / "assets" / "vocab.txt").write_text("a\nb\n")
+    (model / "assets" / "same_vocab.txt").symlink_to(model / "assets" / "vocab.txt")
+    result = push_model(model, tmp_path / "serving")
+    copy = Path(result.path) / "assets" / "same_vocab.txt"
+    assert not copy.is_symlink() and copy.read_text() == "a\nb\n"
 
 
 def test_a_destination_escaping_through_a_symlink_is_refused(two_signature_model, tmp_path):

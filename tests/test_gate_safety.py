@@ -4,14 +4,18 @@ TF2 SavedModel carries SaveV2 in its (unserved) checkpoint functions."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from components.core.freeze import freeze
 from components.core.gate import UNSAFE_OPS, Thresholds, evaluate_gate, scan_ops
+from components.core.gate.safety import NOT_AN_ASSET
 from components.core.grappler import all_nodes
-from components.core.model_io import read_serving_graph
+from components.core.model_io import read_saved_model, read_serving_graph, write_serving_graph
+from components.core.serving_session import ServingSession
 from components.core.tf_setup import tf
 
 
@@ -48,6 +52,51 @@ def file_writing_model(tmp_path_factory) -> Path:
 def python_model(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("unsafe") / "runs_python"
     module = _PythonModel()
+    tf.saved_model.save(module, str(out), signatures={"serving_default": module.serve})
+    return out
+
+
+class _SecretReadingModel(tf.Module):
+    """Fills a lookup table from an arbitrary host file on every request and returns its
+    lines: the attack through the op that vocabulary files use."""
+
+    def __init__(self, secret: str):
+        self.secret = secret
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="x")])
+    def serve(self, x):
+        return {"lines": _table_lines(tf.constant(self.secret))}
+
+
+class _RequestPathModel(tf.Module):
+    """Opens the file the request names."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="x")])
+    def serve(self, x):
+        return {"lines": _table_lines(tf.strings.join(["/", x[0]]))}
+
+
+def _table_lines(filename):
+    table = tf.raw_ops.HashTableV2(key_dtype=tf.string, value_dtype=tf.int64)
+    init = tf.raw_ops.InitializeTableFromTextFileV2(
+        table_handle=table, filename=filename, key_index=-2, value_index=-1)
+    with tf.control_dependencies([init]):
+        keys, _ = tf.raw_ops.LookupTableExportV2(table_handle=table, Tkeys=tf.string,
+                                                 Tvalues=tf.int64)
+    return keys
+
+
+@pytest.fixture(scope="module")
+def secret_file(tmp_path_factory) -> Path:
+    secret = tmp_path_factory.mktemp("host") / "passwd"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    return secret
+
+
+@pytest.fixture(scope="module")
+def secret_reading_model(tmp_path_factory, secret_file) -> Path:
+    out = tmp_path_factory.mktemp("unsafe") / "reads_host_file"
+    module = _SecretReadingModel(str(secret_file))
     tf.saved_model.save(module, str(out), signatures={"serving_default": module.serve})
     return out
 
@@ -119,4 +168,89 @@ def test_the_unsafe_ops_cover_files_python_and_the_network():
     assert {"PyFunc", "PyFuncStateless", "EagerPyFunc"} == {
         op for op, category in UNSAFE_OPS.items() if category == "runs Python"}
     assert "RpcCall" in UNSAFE_OPS and UNSAFE_OPS["RpcCall"] == "opens the network"
-    assert "InitializeTableFromTextFileV2" not in UNSAFE_OPS  # reads the model's own assets
+    assert "InitializeTableFromTextFileV2" not in UNSAFE_OPS  # checked: assets only
+
+
+def test_a_table_filled_from_a_host_file_instead_of_an_asset_is_blocked(
+        secret_reading_model, secret_file):
+    with ServingSession(secret_reading_model) as session:  # the attack is real...
+        served = session.run("serving_default", {"x": np.array([b"?"], dtype=object)})
+    assert served["lines"].tolist() == [secret_file.read_bytes().strip()]
+    scan = scan_ops(secret_reading_model)  # ...and the scan sees it
+    assert scan.unsafe == {"InitializeTableFromTextFileV2": NOT_AN_ASSET}
+    decision = evaluate_gate(metrics_for("reader"), Thresholds(),
+                             {"reader": secret_reading_model})
+    assert not decision.blessed
+    [safety] = [c for c in decision.checks if c.threshold == "safety"]
+    assert "InitializeTableFromTextFileV2 (reads a file that is not one of the model's " \
+           "assets)" in safety.reason
+    assert scan_ops(secret_reading_model, ["InitializeTableFromTextFileV2"]).safe  # opt-in
+
+
+def test_a_table_filled_from_a_file_the_request_names_is_blocked(tmp_path):
+    module = _RequestPathModel()
+    tf.saved_model.save(module, str(tmp_path / "m"), signatures={"serving_default":
+                                                                 module.serve})
+    assert scan_ops(tmp_path / "m").unsafe == {"InitializeTableFromTextFileV2": NOT_AN_ASSET}
+
+
+def test_vocabulary_tables_read_from_the_models_own_assets_pass_before_and_after_freezing(
+        example_vocab_model, tmp_path):
+    scan = scan_ops(example_vocab_model)
+    assert scan.safe and "InitializeTableFromTextFileV2" in scan.ops
+    frozen = tmp_path / "frozen"
+    frozen.mkdir()
+    write_serving_graph(freeze(example_vocab_model).graph, frozen)
+    scan = scan_ops(frozen)
+    assert scan.safe and "InitializeTableFromTextFileV2" in scan.ops
+
+
+def test_an_asset_whose_file_lies_outside_the_assets_directory_is_not_trusted(
+        example_vocab_model, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(example_vocab_model, model)
+    proto = read_saved_model(model)
+    [asset] = proto.meta_graphs[0].asset_file_def
+    asset.filename = "../../../../../../etc/passwd"
+    (model / "saved_model.pb").write_bytes(proto.SerializeToString())
+    assert scan_ops(model).unsafe == {"InitializeTableFromTextFileV2": NOT_AN_ASSET}
+
+    shutil.rmtree(model)
+    shutil.copytree(example_vocab_model, model)
+    [vocabulary] = (model / "assets").iterdir()
+    vocabulary.unlink()
+    vocabulary.symlink_to("/etc/passwd")  # a symlink out of assets/ is outside it too
+    assert scan_ops(model).unsafe == {"InitializeTableFromTextFileV2": NOT_AN_ASSET}
+
+
+def test_an_asset_tensor_that_is_also_a_signature_input_is_not_trusted(tmp_path):
+    module = _RequestPathModel()
+    tf.saved_model.save(module, str(tmp_path / "m"), signatures={"serving_default":
+                                                                 module.serve})
+    proto = read_saved_model(tmp_path / "m")
+    meta_graph = proto.meta_graphs[0]
+    request_input = meta_graph.signature_def["serving_default"].inputs["x"].name
+    meta_graph.asset_file_def.add(filename="vocab.txt").tensor_info.name = request_input
+    (tmp_path / "m" / "saved_model.pb").write_bytes(proto.SerializeToString())
+    assert scan_ops(tmp_path / "m").unsafe == {"InitializeTableFromTextFileV2": NOT_AN_ASSET}
+
+
+def test_ops_that_open_a_file_named_by_an_attribute_are_blocked_when_they_do(tmp_path):
+    def export(name: str, descriptor_source: str) -> Path:
+        graph = tf.Graph()
+        with graph.as_default():
+            x = tf.compat.v1.placeholder(tf.string, [None], name="x")
+            _, [values] = tf.raw_ops.DecodeProtoV2(
+                bytes=x, message_type="tensorflow.Example", field_names=["features"],
+                output_types=[tf.string], descriptor_source=descriptor_source)
+            with tf.compat.v1.Session(graph=graph) as session:
+                builder = tf.compat.v1.saved_model.Builder(str(tmp_path / name))
+                builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={
+                    "serving_default": tf.compat.v1.saved_model.predict_signature_def(
+                        {"x": x}, {"y": values})})
+                builder.save()
+        return tmp_path / name
+
+    assert scan_ops(export("in_memory", "local://")).safe
+    assert scan_ops(export("from_file", "/etc/descriptors.pb")).unsafe == {
+        "DecodeProtoV2": "reads or writes files"}

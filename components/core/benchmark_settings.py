@@ -28,6 +28,7 @@ class BenchmarkSettings:
     label_key: str | None = None
     intra_op_threads: int | None = None  # None: every core, as TF Serving's default
     inter_op_threads: int | None = None
+    allowed_ops: list[str] = field(default_factory=list)  # unsafe op types models may run
 
     @classmethod
     def from_yaml(cls, path: str | Path = DEFAULT_BENCHMARK,
@@ -51,4 +52,5 @@ class BenchmarkSettings:
             window_requests=self.window_requests, max_windows=self.max_windows,
             stability_percent=self.stability_percent, signature=self.signature,
             examples=examples, label_key=self.label_key if examples else None,
-            beam_pipeline_args=tuple(beam_pipeline_args))
+            beam_pipeline_args=tuple(beam_pipeline_args),
+            allowed_ops=tuple(self.allowed_ops))

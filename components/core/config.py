@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from components.core.errors import ServoptError
 from components.core.optimize import DEFAULT_PASSES, validate_passes
 from components.core.quantize import DEFAULT_MIN_ELEMENTS, MODES
 from components.core.tflite import TFLITE_MODES
+from components.core.yaml_io import parse_yaml
 
 DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "optimization.yaml"
 
@@ -25,13 +24,12 @@ DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "optimization
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise ServoptError(f"{path}: no such config file") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise ServoptError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ServoptError(f"{path}: cannot read the config file ({err})") from None
+    data = parse_yaml(text, path)
     if data is None:
         return {}
     if not isinstance(data, dict):

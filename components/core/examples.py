@@ -100,6 +100,18 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         raise ServoptError(f"{path}: not a readable .npz file ({err})") from None
 
 
+def npz_mismatch(path: Path, arrays: dict[str, np.ndarray],
+                 signatures: dict[str, meta_graph_pb2.SignatureDef]) -> ServoptError:
+    """The error for an .npz whose arrays cover the inputs of none of `signatures`."""
+    missing = "; ".join(f"signature '{name}' needs {sorted(set(sig.inputs) - set(arrays))}"
+                        for name, sig in signatures.items())
+    taken = {key for sig in signatures.values() for key in sig.inputs}
+    unexpected = sorted(set(arrays) - taken)
+    extra = f"; no signature takes {unexpected}" if unexpected else ""
+    return ServoptError(f"{path}: lacks input arrays: {missing}{extra}; key the arrays by "
+                        "the signature's input names")
+
+
 def batches_for_signature(signature: meta_graph_pb2.SignatureDef, path: Path, limit: int,
                           batch_size: int) -> list[Feeds] | None:
     """Batches of real inputs for `signature` from `path`, or None if it has none for it."""

@@ -10,7 +10,10 @@ training-only functions) is dropped.
 Lookup tables survive: their creation and initialization stay in the init op, and the
 vocabulary files stay assets, fed by the loader exactly as before. Asset paths live in
 TF2 SavedModels as string variables; they are rewired to the asset placeholder instead of
-being frozen to an absolute path that would not exist on the serving machine.
+being frozen to an absolute path that would not exist on the serving machine. TF1
+exports (estimators) hold them in Consts listed in the assets collection, which become
+placeholders the same way; their `saved_model_main_op` / `legacy_init_op` stays the
+init op.
 """
 
 from __future__ import annotations
@@ -22,7 +25,11 @@ from tensorflow.python.framework import convert_to_constants, graph_util
 
 from components.core.errors import ServoptError, StepSkipped
 from components.core.grappler import all_nodes, prune_function_library, run_grappler
-from components.core.model_io import ServingGraph, read_serving_graph
+from components.core.model_io import (
+    ServingGraph,
+    asset_constants_as_placeholders,
+    read_serving_graph,
+)
 from components.core.serving_session import ServingSession, first_line
 from components.core.tf_setup import tf
 
@@ -72,6 +79,7 @@ def freeze(model_dir, session: ServingSession | None = None) -> FreezeResult:
             raise StepSkipped(f"variables could not be folded into constants: "
                               f"{first_line(err)}") from None
     _rewire_asset_variables(flat, asset_variables)
+    asset_constants_as_placeholders(flat, source.asset_file_defs)
     prune_function_library(flat)
     if flat.ByteSize() > MAX_GRAPH_BYTES:
         raise StepSkipped(f"the frozen graph would be {flat.ByteSize() / 1e9:.1f} GB, over "

@@ -26,6 +26,7 @@ from tensorflow.core.framework import graph_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from components.core.errors import ServoptError
+from components.core.staging import STALE_S, owned_name, remove_abandoned
 
 SAVED_MODEL_PB = "saved_model.pb"
 SAVED_MODEL_PBTXT = "saved_model.pbtxt"
@@ -34,6 +35,7 @@ LEGACY_SERVING_MODEL_DIR = "serving_model_dir"  # TFX < 0.22 artifacts
 INIT_OP_SIGNATURE_KEY = "__saved_model_init_op"
 MAIN_OP_COLLECTION = "saved_model_main_op"
 LEGACY_INIT_OP_COLLECTION = "legacy_init_op"
+ASSETS_COLLECTION = "saved_model_assets"  # TF1 builders: AssetFileDefs packed in Any
 SERVING_TAG = "serve"
 
 
@@ -85,6 +87,26 @@ def _resolve_estimator_export(export_dir: Path) -> Path | None:
     return max(stamps, key=lambda p: int(p.name)) if stamps else None
 
 
+def refuse_outside_links(model_dir: Path) -> None:
+    """Raises ServoptError when a symlink in the SavedModel at `model_dir` leads outside it
+    (copying the model would publish that outside file) or back into a directory above
+    it (copying would never end). Links between the model's own files are fine."""
+    root = Path(model_dir).resolve()
+    for directory, dirs, files in os.walk(root):  # directory links checked, not entered
+        for name in [*dirs, *files]:
+            entry = Path(directory) / name
+            if not entry.is_symlink():
+                continue
+            target = entry.resolve()
+            if not target.is_relative_to(root):
+                raise ServoptError(f"{entry}: is a symlink to {target}, outside the model "
+                                   f"{root}; its contents would be published with the "
+                                   "model; replace the link with the file itself")
+            if target.is_dir() and entry.parent.resolve().is_relative_to(target):
+                raise ServoptError(f"{entry}: is a symlink to {target}, a directory that "
+                                   "contains it; remove the link")
+
+
 def read_saved_model(model_dir: Path) -> saved_model_pb2.SavedModel:
     """Parses `saved_model.pb` (or `.pbtxt`), with an error that names the file."""
     proto = saved_model_pb2.SavedModel()
@@ -126,6 +148,37 @@ def init_op_name(meta_graph: meta_graph_pb2.MetaGraphDef) -> str | None:
         if nodes:
             return nodes[0].split(":")[0]
     return None
+
+
+def asset_file_defs(meta_graph: meta_graph_pb2.MetaGraphDef
+                    ) -> list[meta_graph_pb2.AssetFileDef]:
+    """The asset tensors the loader feeds with paths into `assets/`, as it finds them:
+    `asset_file_def` (TF2 and newer TF1 exports), else the TF1 assets collection."""
+    if meta_graph.asset_file_def:
+        return list(meta_graph.asset_file_def)
+    found: dict[str, meta_graph_pb2.AssetFileDef] = {}
+    if ASSETS_COLLECTION in meta_graph.collection_def:
+        for packed in meta_graph.collection_def[ASSETS_COLLECTION].any_list.value:
+            asset = meta_graph_pb2.AssetFileDef()
+            packed.Unpack(asset)
+            found.setdefault(asset.tensor_info.name, asset)  # TF1 builders repeat some
+    return list(found.values())
+
+
+def asset_constants_as_placeholders(graph_def: graph_pb2.GraphDef,
+                                    assets: list[meta_graph_pb2.AssetFileDef]) -> None:
+    """TF1 asset tensors are Consts holding the exporting machine's absolute path, which
+    the loader overrides by feeding them the model's own `assets/` path. They become
+    Placeholders (what TF2 exports use), so no pass can fold that stale path into the
+    graph and a model that is not fed its assets fails instead of reading elsewhere."""
+    names = {a.tensor_info.name.split(":")[0] for a in assets}
+    for node in graph_def.node:
+        if node.name in names and node.op == "Const":
+            value = node.attr["value"].tensor
+            node.op = "Placeholder"
+            node.attr.clear()
+            node.attr["dtype"].type = value.dtype
+            node.attr["shape"].shape.CopyFrom(value.tensor_shape)
 
 
 def serving_signatures(meta_graph: meta_graph_pb2.MetaGraphDef
@@ -209,8 +262,11 @@ def staged_output(out: str | os.PathLike) -> Iterator[Path]:
     if not parent.is_dir():
         raise ServoptError(f"{parent}: output parent directory does not exist; create it "
                            "first")
+    prefix = f".{target.name}.staging-"
+    remove_abandoned(parent, prefix, STALE_S)  # left by killed runs
+    staging = parent / owned_name(prefix)
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=parent))
+        staging.mkdir(mode=0o700)
     except OSError as err:
         raise ServoptError(f"{parent}: cannot write there ({err.strerror}); choose a "
                            "writable output directory") from None
@@ -237,11 +293,12 @@ def scratch_dir(root: Path | None = None) -> Path:
 def read_serving_graph(model_dir: Path) -> ServingGraph:
     """The serving MetaGraph of a SavedModel on disk, as a ServingGraph."""
     meta_graph = serving_meta_graph(read_saved_model(model_dir), model_dir)
+    asset_constants_as_placeholders(meta_graph.graph_def, asset_file_defs(meta_graph))
     return ServingGraph(
         graph_def=meta_graph.graph_def,
         signatures=serving_signatures(meta_graph),
         tags=list(meta_graph.meta_info_def.tags),
         init_op=init_op_name(meta_graph),
-        asset_file_defs=list(meta_graph.asset_file_def),
+        asset_file_defs=asset_file_defs(meta_graph),
         source_dir=model_dir,
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.core.errors import ServoptError
+from components.core.errors import ServoptError, first_line  # noqa: F401 (re-exported)
 from components.core.model_io import (
     SERVING_TAG,
     read_saved_model,
@@ -23,11 +23,6 @@ from components.core.model_io import (
     serving_signatures,
 )
 from components.core.tf_setup import tf
-
-
-def first_line(error: BaseException) -> str:
-    text = getattr(error, "message", None) or str(error)
-    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
 
 
 class ServingSession:

@@ -20,10 +20,12 @@ from components.core.bf16 import BF16_REQUIREMENTS, to_bfloat16
 from components.core.describe import ModelDescription, describe
 from components.core.errors import ServoptError, StepSkipped, VerificationError
 from components.core.freeze import VARIABLE_OPS, freeze
+from components.core.gate.safety import refuse_unsafe
 from components.core.grappler import all_nodes
 from components.core.model_io import (
     ServingGraph,
     read_serving_graph,
+    refuse_outside_links,
     resolve_saved_model_dir,
     staged_output,
     write_serving_graph,
@@ -74,6 +76,7 @@ class OptimizeConfig:
     # The published (last) model is always verified against the source; this verifies every
     # intermediate one too, for a per-step error table (costs one more run per step).
     verify_each_step: bool = False
+    allowed_ops: tuple[str, ...] = ()  # unsafe op types the source may run (see safety)
 
 
 @dataclass
@@ -208,7 +211,14 @@ def validate_steps(steps: list[Step]) -> None:
 
 def reference_for(source_dir: Path, config: OptimizeConfig, keep_session: bool = False
                   ) -> Reference:
-    """The source's outputs on the verification inputs `config` asks for."""
+    """The source's outputs on the verification inputs `config` asks for.
+
+    This is the first thing that runs the source (optimize_model builds it before any
+    step), so the safety scan runs here: a model with unsafe ops that `config` does not
+    allow is refused before it executes. What the steps produce is derived from the
+    source's graph and adds no such ops.
+    """
+    refuse_unsafe(source_dir, config.allowed_ops, "to optimize and verify it")
     return Reference(source_dir, config.num_examples, config.batch_size, config.seed,
                      config.examples, keep_session)
 
@@ -227,6 +237,7 @@ def optimize_model(source, out, steps: list[Step], config: OptimizeConfig = Opti
     if config.quantize_min_elements < 1 or config.num_examples < 1 or config.batch_size < 1:
         raise ServoptError("quantize_min_elements, num_examples and batch_size must be >= 1")
     source_dir = resolve_saved_model_dir(source)
+    refuse_outside_links(source_dir)  # the output copies the source's assets
     before = describe(source_dir)
     records: list[StepRecord] = []
     with staged_output(out) as staging, tempfile.TemporaryDirectory(prefix="servopt-") as work:

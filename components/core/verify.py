@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.core.examples import batches_for_signature
+from components.core.examples import batches_for_signature, load_npz, npz_mismatch
 from components.core.inputs import generate_inputs, vocabulary_tokens
 from components.core.model_io import read_saved_model, serving_meta_graph
 from components.core.serving_session import ServingSession
@@ -93,14 +93,23 @@ class Reference:
         source = ServingSession(source_dir)
         try:
             self.inputs = {}
+            fitted = []
             for name, sig in source.signatures.items():
                 real = (batches_for_signature(sig, examples, num_examples, batch_size)
                         if examples is not None else None)
+                if real:
+                    fitted.append(name)
                 self.inputs[name] = real or [
                     generate_inputs(sig, meta_graph.graph_def, batch_size, rng, tokens)
                     for _ in range(batches)]
+            if examples is not None and not fitted:  # not silently on generated inputs
+                raise npz_mismatch(Path(examples), load_npz(Path(examples)),
+                                   source.signatures)
             self.outputs = {name: [source.run(name, feed) for feed in feeds]
                             for name, feeds in self.inputs.items()}
+        except BaseException:
+            source.close()  # kept only for a reference that exists
+            raise
         finally:
             if not keep_session:
                 source.close()

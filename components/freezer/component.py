@@ -30,13 +30,14 @@ class Freezer(base_component.BaseComponent):
 
     def __init__(self, model: types.BaseChannel, examples: types.BaseChannel | None = None,
                  num_examples: int | None = None, atol: float | None = None,
-                 rtol: float | None = None):
+                 rtol: float | None = None, allowed_ops: list[str] | None = None):
         """Args:
           model: a Model channel (the Trainer's or another component's output).
           examples: optional Examples to verify on (eval split); else generated inputs.
           num_examples, atol, rtol: verification settings (configs/optimization.yaml).
+          allowed_ops: unsafe op types the model may run while verified (default none).
         """
         super().__init__(spec=FreezerSpec(
             model=model, examples=examples,
             frozen_model=types.Channel(type=standard_artifacts.Model),
-            **verification_parameters(num_examples, atol, rtol)))
+            **verification_parameters(num_examples, atol, rtol, allowed_ops)))

@@ -38,14 +38,15 @@ class GraphOptimizer(base_component.BaseComponent):
     def __init__(self, model: types.BaseChannel, passes: list[str] | None = None,
                  examples: types.BaseChannel | None = None,
                  num_examples: int | None = None, atol: float | None = None,
-                 rtol: float | None = None):
+                 rtol: float | None = None, allowed_ops: list[str] | None = None):
         """Args:
           model: a Model channel; a model that still has variables is frozen first.
           passes: pass names in order (default: all, see components.core.optimize.PASSES).
           examples, num_examples, atol, rtol: verification (configs/optimization.yaml).
+          allowed_ops: unsafe op types the model may run while verified (default none).
         """
         chosen = validate_passes(passes if passes is not None else DEFAULT_PASSES)
         super().__init__(spec=GraphOptimizerSpec(
             model=model, examples=examples, passes=json.dumps(chosen),
             optimized_model=types.Channel(type=standard_artifacts.Model),
-            **verification_parameters(num_examples, atol, rtol)))
+            **verification_parameters(num_examples, atol, rtol, allowed_ops)))

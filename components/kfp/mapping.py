@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from components.core.errors import ServoptError
+from components.core.errors import ServoptError, first_line
 
 BASELINE = "trainer"
 CANDIDATES = ("frozen", "optimized", "quantized")
@@ -92,7 +92,7 @@ def _download(uri: str) -> str:
             for name in files:
                 gfile.copy(f"{directory.rstrip('/')}/{name}", str(target / relative / name))
     except tf.errors.OpError as err:
-        raise ServoptError(f"{uri}: cannot read it ({err.message})") from None
+        raise ServoptError(f"{uri}: cannot read it ({first_line(err)})") from None
     return str(target)
 
 

@@ -59,7 +59,8 @@ class Quantizer(base_component.BaseComponent):
                  examples: types.BaseChannel | None = None, min_elements: int | None = None,
                  min_top1_agreement: float | None = None, bfloat16: bool = False,
                  tflite: str | None = None, num_examples: int | None = None,
-                 atol: float | None = None, rtol: float | None = None):
+                 atol: float | None = None, rtol: float | None = None,
+                 allowed_ops: list[str] | None = None):
         """Args:
           model: a Model channel; a model that still has variables is frozen first.
           mode: 'int8' (per-channel symmetric) or 'float16' weights; compute stays fp32.
@@ -70,6 +71,7 @@ class Quantizer(base_component.BaseComponent):
           tflite: also emit `tflite_model` in this mode: 'float32', 'float16',
             'dynamic_int8' or 'full_int8'.
           num_examples, atol, rtol: verification settings (configs/optimization.yaml).
+          allowed_ops: unsafe op types the model may run while verified (default none).
         """
         if mode not in MODES:
             raise ServoptError(f"Quantizer mode={mode!r}: use one of {MODES}")
@@ -81,4 +83,4 @@ class Quantizer(base_component.BaseComponent):
             quantized_model=types.Channel(type=standard_artifacts.Model),
             bfloat16_model=types.Channel(type=standard_artifacts.Model) if bfloat16 else None,
             tflite_model=types.Channel(type=standard_artifacts.Model) if tflite else None,
-            **verification_parameters(num_examples, atol, rtol)))
+            **verification_parameters(num_examples, atol, rtol, allowed_ops)))

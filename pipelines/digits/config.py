@@ -60,7 +60,7 @@ def load_pipeline_config(path: str | Path | None = None) -> PipelineConfig:
             raise ServoptError(f"{path}: unknown section '{unknown[0]}'; known sections: "
                                f"{', '.join(SECTIONS)}")
         merged = deep_merge(defaults, user)
-    return PipelineConfig(
+    config = PipelineConfig(
         recipe=OptimizationRecipe.from_dict(merged, source),
         trainer=fill_dataclass(TrainerSettings, section(merged, "trainer", source), source,
                                "trainer"),
@@ -68,3 +68,5 @@ def load_pipeline_config(path: str | Path | None = None) -> PipelineConfig:
                                  source, "benchmark"),
         thresholds=Thresholds.from_dict(section(merged, "thresholds", source),
                                         source=str(source)))
+    config.thresholds.check_batch_sizes(config.benchmark.batch_sizes, str(source))
+    return config

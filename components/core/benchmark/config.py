@@ -70,6 +70,9 @@ class BenchmarkConfig:
     input_pool: int = 4  # distinct input batches per batch size, cycled through
     beam_pipeline_args: tuple[str, ...] = ()
     tfserving: TFServingOptions = TFServingOptions()
+    # Op types (see the gate's safety scan) a model may run although they read or write
+    # files, run Python or open the network; a model with others is not run at all.
+    allowed_ops: tuple[str, ...] = ()
 
     def validate(self) -> None:
         """Raises ServoptError for the first setting that cannot work."""

@@ -18,7 +18,7 @@ from tensorflow.core.protobuf import meta_graph_pb2
 
 from components.core.benchmark.engines import Feeds, tflite_signature
 from components.core.errors import ServoptError
-from components.core.examples import load_npz, read_records, records_to_feeds
+from components.core.examples import load_npz, npz_mismatch, read_records, records_to_feeds
 from components.core.inputs import generate_inputs, vocabulary_tokens
 from components.core.model_io import read_saved_model, serving_meta_graph
 
@@ -30,19 +30,21 @@ class ModelSignature:
     signature: meta_graph_pb2.SignatureDef
     graph_def: graph_pb2.GraphDef
     tokens: list[str]
+    name: str  # the signature's key
 
 
 def read_signature(model_path: Path, backend: str, name: str) -> ModelSignature:
     """The named signature of a resolved model (SavedModel dir, or .tflite for tflite)."""
     if backend == "tflite":
-        return ModelSignature(tflite_signature(model_path, name), graph_pb2.GraphDef(), [])
+        return ModelSignature(tflite_signature(model_path, name), graph_pb2.GraphDef(), [], name)
     meta_graph = serving_meta_graph(read_saved_model(model_path), model_path)
     signatures = {k: v for k, v in meta_graph.signature_def.items()
                   if not k.startswith("__")}
     if name not in signatures:
         raise ServoptError(f"{model_path}: no signature '{name}' (has {sorted(signatures)}); "
                            "choose one with --signature")
-    return ModelSignature(signatures[name], meta_graph.graph_def, vocabulary_tokens(model_path))
+    return ModelSignature(signatures[name], meta_graph.graph_def, vocabulary_tokens(model_path),
+                          name)
 
 
 def _cycled(count: int, start: int, available: int) -> list[int]:
@@ -61,10 +63,8 @@ def input_pools(model: ModelSignature, batch_sizes: Sequence[int], pool: int, se
     needed = max(batch_sizes) * pool
     if examples.suffix == ".npz":
         arrays = load_npz(examples)
-        missing = sorted(set(model.signature.inputs) - set(arrays))
-        if missing:
-            raise ServoptError(f"{examples}: has no arrays {missing}, which the signature's "
-                               "inputs need; key the arrays by input name")
+        if not set(model.signature.inputs) <= set(arrays):
+            raise npz_mismatch(examples, arrays, {model.name: model.signature})
         available = min(len(arrays[k]) for k in model.signature.inputs)
         return {size: [{k: np.take(arrays[k], _cycled(size, i * size, available), axis=0)
                         for k in model.signature.inputs} for i in range(pool)]

@@ -1,7 +1,9 @@
 """`run_benchmark`: measure a baseline and its candidates side by side, in one run.
 
-Order of work: validate the settings and resolve every model path (a bad setting or a
-missing path fails here, before anything starts); read each model's signature and build
+Order of work: validate the settings (a bad setting fails here, before anything starts);
+resolve every model path and scan each model's ops (a model that is missing, unreadable or
+holds unsafe ops that are not allowed gets its error and is never run); read each model's
+signature and build
 the input batches once, from the first model that can be read (the baseline unless it is
 broken), so every model sees the same inputs; start one worker per model (session and
 tflite backends) or one TF Serving per model (tfserving); load the models one at a time
@@ -97,6 +99,24 @@ def _start_runners(paths: dict[str, Path], signatures: dict[str, ModelSignature]
     return runners
 
 
+def _resolve_and_scan(models: Sequence[ModelSpec], config: BenchmarkConfig,
+                      errors: dict[str, str]) -> dict[str, Path]:
+    """Resolved paths of the models that can be found. One that cannot, or that cannot be
+    scanned or holds unsafe ops `config` does not allow (refused before anything runs
+    it), gets its error; the others are still measured."""
+    from components.core.gate.safety import refuse_unsafe
+
+    paths = {}
+    for model in models:
+        try:
+            paths[model.name] = resolve_model_path(Path(model.path), config.backend)
+            if config.backend != "tflite":  # TFLite's builtin ops touch no files
+                refuse_unsafe(paths[model.name], config.allowed_ops, "to benchmark it")
+        except ServoptError as err:
+            errors[model.name] = str(err)
+    return paths
+
+
 def run_benchmark(models: Sequence[ModelSpec], config: BenchmarkConfig | None = None,
                   progress: Progress | None = None) -> BenchmarkResult:
     """Benchmarks `models` (the first is the baseline) and returns every measurement."""
@@ -108,7 +128,9 @@ def run_benchmark(models: Sequence[ModelSpec], config: BenchmarkConfig | None = 
     if len({m.name for m in models}) != len(models):
         raise ServoptError(f"model names repeat: {[m.name for m in models]}; name each "
                            "model once")
-    paths = {m.name: resolve_model_path(Path(m.path), config.backend) for m in models}
+    errors: dict[str, str] = {}
+    found = _resolve_and_scan(models, config, errors)
+    paths = {name: path for name, path in found.items() if name not in errors}
     if config.backend == "tfserving" and not config.tfserving.host:
         from components.core.benchmark.tfserving import find_server
 
@@ -117,9 +139,9 @@ def run_benchmark(models: Sequence[ModelSpec], config: BenchmarkConfig | None = 
         check_label_key(config.examples, config.label_key)
     baseline = models[0].name
     results = {m.name: ModelResult(path=str(m.path), role=BASELINE if i == 0 else CANDIDATE,
-                                   size_bytes=size_on_disk(paths[m.name]))
+                                   size_bytes=size_on_disk(found[m.name])
+                                   if m.name in found else None)
                for i, m in enumerate(models)}
-    errors: dict[str, str] = {}
 
     signatures: dict[str, ModelSignature] = {}
     for name, path in paths.items():

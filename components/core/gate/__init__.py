@@ -4,7 +4,8 @@
 - `evaluate_gate` (gate.py): checks every candidate against the benchmark's metrics, the
   served model, the blessings and the safety scan; returns a `GateDecision`.
 - `scan_ops` (safety.py): ops on the serving path that read or write files, run Python
-  or open the network.
+  or open the network; `refuse_unsafe` runs it before optimize or the benchmark executes
+  a model.
 - `push_model` (push.py): publishes a SavedModel as a new TF Serving version, atomically.
 No TFX import here: the TFX component and the CLI are adapters over these functions.
 """

@@ -4,7 +4,7 @@ TF Serving watches `<base>/<version>/` (integer names only) and serves the highe
 version. A push here:
 
 1. copies the model into a staging directory inside the destination, named
-   `.tmp-servopt-<uuid>` (not all digits, so TF Serving ignores it), with
+   `.tmp-servopt-<uuid>.<pid>.<host>` (not all digits, so TF Serving ignores it), with
    `saved_model.pb` copied last, after the optional warm-up file;
 2. under an exclusive lock on `<base>/.servopt-push.lock` (flock), picks the version and
    renames the staging directory to it. The rename is atomic and never replaces anything
@@ -22,7 +22,9 @@ destination numbered 1, 2, 3 by hand), and the number is chosen at publish time,
 order of versions is the order in which pushes completed.
 
 A push killed midway leaves at most a hidden `.tmp-servopt-*` directory, which TF Serving
-ignores; later pushes delete such leftovers once they are a day old.
+ignores; the next push deletes it at once when its owner (the pid and host in its name)
+is a process of this host that no longer runs, and any such leftover a day old (its
+owner may be on another host, or its pid reused).
 
 Destinations: a local path is the solid case. A URL (`gs://`, `s3://`, `hdfs://`, ...)
 goes through tf.io.gfile: files are uploaded straight into the version directory, with
@@ -46,13 +48,19 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from components.core.errors import ServoptError
+from components.core.errors import ServoptError, first_line
 from components.core.gate.warmup import WARMUP_DIR, WARMUP_FILE, warmup_logs, write_warmup_file
-from components.core.model_io import SAVED_MODEL_PB, SAVED_MODEL_PBTXT, resolve_saved_model_dir
+from components.core.model_io import (
+    SAVED_MODEL_PB,
+    SAVED_MODEL_PBTXT,
+    refuse_outside_links,
+    resolve_saved_model_dir,
+)
+from components.core.staging import STALE_S, owned_name, remove_abandoned
 
 STAGING_PREFIX = ".tmp-servopt-"
+DELETING_PREFIX = f"{STAGING_PREFIX}delete-"  # an old version being removed by keep_last
 LOCK_FILE = ".servopt-push.lock"
-STALE_STAGING_S = 24 * 3600
 MAX_ATTEMPTS = 1000
 _VERSION = re.compile(r"[0-9]+")
 _GRAPH_FILES = (SAVED_MODEL_PB, SAVED_MODEL_PBTXT)
@@ -87,13 +95,14 @@ def push_model(model_dir: str | Path, base_dir: str | Path, keep_last: int | Non
         raise ServoptError(f"keep_last must be an integer >= 1 (or None to keep every "
                            f"version), got {keep_last!r}")
     source = resolve_saved_model_dir(model_dir)
+    refuse_outside_links(source)
     logs = (warmup_logs(source, warmup_examples, warmup_signature, warmup_batch_sizes,
                         model_name) if warmup_examples is not None else [])
     if "://" in str(base_dir):
         return _push_url(source, str(base_dir), model_name, keep_last, logs, clock)
     destination = checked_destination(base_dir, model_name)
     _remove_stale_staging(destination)
-    staging = destination / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+    staging = destination / owned_name(STAGING_PREFIX)
     try:
         staging.mkdir()
     except OSError as err:
@@ -118,20 +127,20 @@ def push_model(model_dir: str | Path, base_dir: str | Path, keep_last: int | Non
 
 
 def checked_destination(base_dir: str | Path, model_name: str | None = None) -> Path:
-    """The directory versions go into, created if missing; refuses paths that lead out of
-    the base directory through '..' or a symlink."""
+    """The directory versions go into, created if missing. `base_dir` may be any path
+    (`../serving` too); the push must stay where it names: a base or model directory that
+    is a symlink is refused, and the model directory must resolve inside the base."""
     base = Path(base_dir)
-    if ".." in base.parts:
-        raise ServoptError(f"{base}: the destination contains '..', which can lead outside "
-                           "the directory it names; give the model base directory without it")
     if model_name is not None and (model_name in ("", ".", "..") or "/" in model_name
                                    or os.sep in model_name or "\0" in model_name):
         raise ServoptError(f"model name {model_name!r} is not a single directory name; it "
                            f"would lead outside {base}; use a plain name like 'mnist'")
     destination = base / model_name if model_name else base
-    if model_name and destination.is_symlink():
-        raise ServoptError(f"{destination}: is a symlink (to {os.readlink(destination)}); a "
-                           f"push must stay inside {base}; replace the link with a directory")
+    for path in dict.fromkeys([base, destination]):
+        if path.is_symlink():
+            raise ServoptError(f"{path}: is a symlink (to {os.readlink(path)}); a push must "
+                               f"stay inside the directory it names ({base}); replace the "
+                               "link with a directory, or give the directory it points to")
     try:
         destination.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
@@ -211,20 +220,17 @@ def _prune(destination: Path, keep_last: int, pushed: int) -> list[int]:
                   if (destination / str(v)).is_dir() and not (destination / str(v)).is_symlink()]
     removed = [v for v in candidates[:-keep_last] if v != pushed]
     for version in removed:
-        doomed = destination / f"{STAGING_PREFIX}delete-{uuid.uuid4().hex}"
+        doomed = destination / f"{DELETING_PREFIX}{uuid.uuid4().hex}"
         os.rename(destination / str(version), doomed)  # vanishes from TF Serving at once
         shutil.rmtree(doomed, ignore_errors=True)
     return removed
 
 
 def _remove_stale_staging(destination: Path) -> None:
-    """Deletes staging directories of pushes killed long ago (older than a day)."""
-    cutoff = time.time() - STALE_STAGING_S
-    for entry in destination.iterdir():
-        with contextlib.suppress(OSError):
-            if (entry.name.startswith(STAGING_PREFIX) and not entry.is_symlink()
-                    and entry.is_dir() and entry.stat().st_mtime < cutoff):
-                shutil.rmtree(entry, ignore_errors=True)
+    """Deletes leftovers of killed pushes: staging directories whose owner is gone or
+    that are a day old, and versions a killed prune was deleting."""
+    remove_abandoned(destination, STAGING_PREFIX, STALE_S)
+    remove_abandoned(destination, DELETING_PREFIX, 0)  # renamed away: garbage already
 
 
 _AT_FDCWD = -100
@@ -299,7 +305,7 @@ def _push_url(source: Path, base: str, model_name: str | None, keep_last: int | 
         existing = sorted(int(n.rstrip("/")) for n in gfile.listdir(destination)
                           if _VERSION.fullmatch(n.rstrip("/")))
     except tf.errors.OpError as err:
-        raise ServoptError(f"{destination}: cannot use the destination ({err.message})"
+        raise ServoptError(f"{destination}: cannot use the destination ({first_line(err)})"
                            ) from None
     version = max(int(clock()), max(existing, default=0) + 1)
     while gfile.exists(f"{destination}/{version}"):

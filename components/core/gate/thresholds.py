@@ -25,9 +25,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import yaml
-
 from components.core.errors import ServoptError
+from components.core.yaml_io import parse_yaml
 
 UNSTABLE_POLICIES = ("block", "allow")
 
@@ -167,15 +166,16 @@ class Thresholds:
                                "configs/thresholds.yaml") from None
         except (OSError, UnicodeDecodeError) as err:
             raise ServoptError(f"{path}: cannot read the thresholds file ({err})") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(err, "problem", None) or type(err).__name__
-            raise ServoptError(f"{path}: not valid YAML{where} ({problem}); fix the syntax"
-                               ) from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(parse_yaml(text, path), source=str(path))
+
+    def check_batch_sizes(self, batch_sizes, source: str) -> None:
+        """Fails now, not after the whole benchmark ran, when the benchmark will not
+        measure the batch size the gate judges at."""
+        if self.primary_batch_size not in batch_sizes:
+            raise ServoptError(f"{source}: primary_batch_size {self.primary_batch_size} is "
+                               f"not among the benchmark's batch sizes {list(batch_sizes)}; "
+                               "add it to the batch sizes or set primary_batch_size to one "
+                               "of them")
 
     def to_dict(self) -> dict:
         data = asdict(self)
