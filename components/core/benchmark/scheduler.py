@@ -10,6 +10,15 @@ Rounds continue until every model is stable (the p50 of its last 3 windows withi
 stability percentage) or `max_windows` rounds were measured; a model that never
 settled is reported `stable: false`. A model that fails is dropped from the following
 rounds and its error kept; the others go on.
+
+Rounds alternate direction (A B, B A, A B, ...): on a machine with few cores the model
+measured first in a round runs after a pause and the next one right after another
+model's threads were busy, and alternating cancels that order effect in the median.
+
+Switching models idles the previous model's thread pools (TF's and TFLite's workers spin
+briefly, then sleep) and lets the next model's caches go cold; each window is therefore
+preceded by `rewarm_requests` untimed requests, so that a window measures the model in
+steady state, not the wake-up after the switch.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ class Plan:
     warmup_requests: int = 10
     window_requests: int = 50
     window_seconds: float | None = None
+    rewarm_requests: int = 3
     max_windows: int = 10
     stability_percent: float = 10.0
 
@@ -98,9 +108,12 @@ def interleaved_rounds(runners: dict[str, Runner], batch_size: int, plan: Plan
             del active[name]
     series = {name: Series(batch_size, stability_percent=plan.stability_percent)
               for name in active}
-    for _ in range(plan.max_windows):
-        for name, runner in list(active.items()):
+    for round_index in range(plan.max_windows):
+        order = list(active.items())
+        for name, runner in order if round_index % 2 == 0 else reversed(order):
             try:
+                if plan.rewarm_requests:
+                    runner.warmup(batch_size, plan.rewarm_requests)
                 series[name].windows.append(
                     runner.window(batch_size, plan.window_requests, plan.window_seconds))
             except ServoptError as err:
