@@ -116,10 +116,10 @@ def _accuracy_table(result) -> Table | None:
 @click.option("--signature", default="serving_default", show_default=True)
 @click.option("--warmup-requests", default=10, show_default=True,
               help="Requests per model and batch size before measuring (not counted).")
+@click.option("--window-seconds", type=float, default=1.0, show_default=True,
+              help="A measurement window is this time span; 0: use --window-requests.")
 @click.option("--window-requests", default=50, show_default=True,
-              help="Requests per measurement window.")
-@click.option("--window-seconds", type=float, default=None,
-              help="Make a window a time span instead of a number of requests.")
+              help="Requests per measurement window when --window-seconds is 0.")
 @click.option("--rewarm-requests", default=3, show_default=True,
               help="Untimed requests before every window, after switching models.")
 @click.option("--tflite-pools", type=int, default=None,
@@ -181,7 +181,7 @@ def benchmark_command(models: tuple[str, ...], names: tuple[str, ...], batch_siz
         backend=backend, batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"),
         concurrency=parse_int_list(concurrency, "--concurrency"),
         warmup_requests=warmup_requests, window_requests=window_requests,
-        window_seconds=window_seconds, rewarm_requests=rewarm_requests,
+        window_seconds=window_seconds or None, rewarm_requests=rewarm_requests,
         tflite_pools=tflite_pools, tflite_interpreters_per_pool=tflite_interpreters_per_pool,
         max_windows=max_windows,
         stability_percent=stability_percent,

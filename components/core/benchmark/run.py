@@ -212,6 +212,7 @@ def _fill_batches(results: dict[str, ModelResult], series: dict[str, dict[int, S
             batch = measured.result()
             if name != baseline and size in series[baseline]:
                 batch.speedup_p50, batch.speedup_p99 = speedups(series[baseline][size], measured)
+                batch.speedup_stable = measured.speedup_stable(series[baseline][size])
             results[name].batches[size] = batch
 
 

@@ -7,9 +7,12 @@ candidate is the median over rounds of baseline_p50[round] / candidate_p50[round
 same for p99).
 
 Rounds continue until every model is stable (the p50 of its last 3 windows within the
-stability percentage) or `max_windows` rounds were measured; a model that never
-settled is reported `stable: false`. A model that fails is dropped from the following
-rounds and its error kept; the others go on.
+stability percentage), or every candidate's *speedup* is (its ratio to the baseline in
+each of the last 3 rounds within the stability percentage), or `max_windows` rounds were
+measured; a model that never settled is reported `stable: false`. The second rule is
+what settles on a shared machine: other tenants' load moves every model's latency
+together, so absolute latency may never settle while the comparison the gate reads has.
+A model that fails is dropped from the following rounds and its error kept; the others go on.
 
 Rounds alternate direction (A B, B A, A B, ...): on a machine with few cores the model
 measured first in a round runs after a pause and the next one right after another
@@ -78,6 +81,11 @@ class Series:
     def stable(self) -> bool:
         return is_stable(self.p50s, self.stability_percent)
 
+    def speedup_stable(self, baseline: Series) -> bool:
+        """The per-round ratio baseline/candidate of the last 3 rounds has settled."""
+        ratios = [b / c for b, c in zip(baseline.p50s, self.p50s, strict=False) if c > 0]
+        return is_stable(ratios, self.stability_percent)
+
     def result(self) -> BatchResult:
         """Statistics over every measured request (warm-up excluded)."""
         latencies = [v for w in self.windows for v in w.latencies_ms]
@@ -119,9 +127,15 @@ def interleaved_rounds(runners: dict[str, Runner], batch_size: int, plan: Plan
             except ServoptError as err:
                 errors[name] = str(err)
                 del active[name], series[name]
-        if all(series[name].stable for name in active):
+        if all(series[name].stable for name in active) or _speedups_settled(series):
             break
     return RoundsOutcome(series, errors)
+
+
+def _speedups_settled(series: dict[str, Series]) -> bool:
+    """Every candidate's ratio to the baseline (the first series) has settled."""
+    baseline, *candidates = series.values()
+    return bool(candidates) and all(c.speedup_stable(baseline) for c in candidates)
 
 
 def speedups(baseline: Series, candidate: Series) -> tuple[float | None, float | None]:

@@ -57,18 +57,21 @@ class BatchResult(LatencySummary):
     achieved_flops_per_s: float | None = None
     speedup_p50: float | None = None  # candidates only: median per-round ratio
     speedup_p99: float | None = None
+    speedup_stable: bool | None = None  # the per-round p50 ratio of the last 3 rounds settled
 
     def to_dict(self, role: str) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self)
-                if f.name not in ("speedup_p50", "speedup_p99")}
+                if f.name not in _CANDIDATE_ONLY}
         if role == CANDIDATE:
-            data["speedup_p50"] = self.speedup_p50
-            data["speedup_p99"] = self.speedup_p99
+            data.update({name: getattr(self, name) for name in _CANDIDATE_ONLY})
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> BatchResult:
         return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
+
+
+_CANDIDATE_ONLY = ("speedup_p50", "speedup_p99", "speedup_stable")
 
 
 @dataclass

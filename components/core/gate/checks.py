@@ -71,19 +71,21 @@ def judged_row(version: str, metrics: dict, server: ServerProfile) -> JudgedRow:
         return JudgedRow(version, None)
     by_runtime = {(m.get("runtime") or {}).get("runtime"): (n, m) for n, m in rows.items()}
     if server.prefer_tflite_model and TFLITE_RUNTIME in by_runtime:
-        return JudgedRow(*by_runtime[TFLITE_RUNTIME])
-    for runtime in (TENSORFLOW_RUNTIME, None):
-        if runtime in by_runtime:
-            return JudgedRow(*by_runtime[runtime])
-    name, model = by_runtime[TFLITE_RUNTIME]
+        name, model = by_runtime[TFLITE_RUNTIME]
+    elif TENSORFLOW_RUNTIME in by_runtime or None in by_runtime:
+        return JudgedRow(*by_runtime.get(TENSORFLOW_RUNTIME) or by_runtime[None])
+    else:
+        name, model = by_runtime[TFLITE_RUNTIME]
+        if model["runtime"].get("servable", True):
+            return JudgedRow(name, model, "the server runs its saved_model.pb "
+                             "(server.prefer_tflite_model: false), which the benchmark did "
+                             f"not measure (only '{name}'); benchmark it again or set "
+                             "server.prefer_tflite_model: true")
     if not model["runtime"].get("servable", True):
-        return JudgedRow(name, model, "a bare .tflite file: TF Serving serves TFLite only as "
-                         "model.tflite in a SavedModel version directory; put it beside the "
-                         "saved_model.pb it was converted from")
-    return JudgedRow(name, model, "the server runs its saved_model.pb "
-                     "(server.prefer_tflite_model: false), which the benchmark did not "
-                     f"measure (only '{name}'); benchmark it again or set "
-                     "server.prefer_tflite_model: true")
+        return JudgedRow(name, model, "a bare .tflite file: TF Serving serves TFLite only "
+                         "as model.tflite in a SavedModel version directory; put it beside "
+                         "the saved_model.pb it was converted from")
+    return JudgedRow(name, model)
 
 
 def model_requirements(model_dir: str) -> ServingRequirements:
@@ -173,12 +175,17 @@ def safety_check(name: str, model_dir: str, allowed_ops: Iterable[str]) -> Check
 
 
 def stability_check(name: str, model: dict, context: Context) -> Check:
-    stable = batch_entry(model, context.batch).get("stable")
+    entry = batch_entry(model, context.batch)
+    stable = entry.get("stable")
     policy = context.thresholds.unstable_latency
     limit = f"unstable_latency: {policy}"
     if stable is True:
         return Check("stable_latency", name, True, limit, True,
                      f"latency stable at batch {context.batch}", kind=REQUIREMENT)
+    if entry.get("speedup_stable") is True:  # what the change thresholds read has settled
+        return Check("stable_latency", name, True, limit, True,
+                     f"speedup over the baseline stable at batch {context.batch} (its "
+                     "latency moved with the machine's load)", kind=REQUIREMENT)
     what = "latency not stable" if stable is False else "latency stability not recorded"
     if policy == "allow":
         return Check("stable_latency", name, stable, limit, True,
