@@ -22,11 +22,18 @@ import json
 import shutil
 import statistics
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
-from components.core.benchmark.config import ModelSpec
+from components.core.benchmark.config import BenchmarkConfig, ModelSpec
+from components.core.benchmark.engines import resolve_model
+from components.core.benchmark.feeds import input_pools, read_signature
 from components.core.benchmark.machine import machine_info
-from components.core.benchmark.run import run_benchmark
+from components.core.benchmark.run import fill_batches, plan_of, size_on_disk
+from components.core.benchmark.runtimes import engine_spec, plan_rows, runtime_info
+from components.core.benchmark.scheduler import interleaved_rounds
+from components.core.benchmark.schema import BASELINE, CANDIDATE, SCHEMA_VERSION, ModelResult
+from components.core.benchmark.worker import ProcessRunner
 from components.core.benchmark_settings import DEFAULT_BENCHMARK, BenchmarkSettings
 from components.core.gate import Thresholds, evaluate_gate
 from components.core.gate.metrics import batch_entry
@@ -59,11 +66,49 @@ def build_models(work: Path) -> dict[str, Path]:
     return paths
 
 
-def one_run(paths: dict[str, Path], settings: BenchmarkSettings, thresholds: Thresholds
-            ) -> dict:
-    config = settings.config()
-    metrics = run_benchmark([ModelSpec(name, path) for name, path in paths.items()],
-                            config).to_dict()
+class Workers:
+    """One worker per model, started and loaded once: every trial then measures them in
+    fresh interleaved rounds (warm-up, windows, stability) exactly as a benchmark run does.
+    Starting three TensorFlow processes costs ~2 min on this loaded 2-core machine, which
+    10 fresh benchmark runs could not afford."""
+
+    def __init__(self, paths: dict[str, Path], config: BenchmarkConfig, cleanup: ExitStack):
+        models = [ModelSpec(name, path) for name, path in paths.items()]
+        self.rows = plan_rows(models, {m.name: resolve_model(m.path) for m in models})
+        self.config = config
+        first = self.rows[0]
+        pools = input_pools(read_signature(first.path, first.runtime, config.signature),
+                            config.batch_sizes, config.input_pool, config.seed)
+        self.runners = {}
+        for row in self.rows:
+            runner = ProcessRunner(engine_spec(row, config))
+            cleanup.callback(runner.close)
+            self.runners[row.name] = runner
+        for runner in self.runners.values():
+            runner.load(pools[config.batch_sizes[0]][0])
+            for size, pool in pools.items():
+                runner.set_inputs(size, pool)
+
+    def benchmark(self) -> dict:
+        """One trial: interleaved rounds at each batch size, as metrics.json holds them."""
+        baseline = self.rows[0].name
+        results = {row.name: ModelResult(path=str(row.model.path),
+                                         role=BASELINE if row.name == baseline else CANDIDATE,
+                                         runtime=runtime_info(row, self.config),
+                                         size_bytes=size_on_disk(row.path))
+                   for row in self.rows}
+        series: dict = {name: {} for name in results}
+        for size in self.config.batch_sizes:
+            outcome = interleaved_rounds(self.runners, size, plan_of(self.config))
+            for name, measured in outcome.series.items():
+                series[name][size] = measured
+        fill_batches(results, series, baseline)
+        return {"schema_version": SCHEMA_VERSION, "baseline": baseline,
+                "models": {name: result.to_dict() for name, result in results.items()}}
+
+
+def one_run(workers: Workers, paths: dict[str, Path], thresholds: Thresholds) -> dict:
+    metrics = workers.benchmark()
     decision = evaluate_gate(metrics, thresholds, {NOISE: paths[NOISE],
                                                    SLOWER: paths[SLOWER]})
     run = {}
@@ -72,6 +117,7 @@ def one_run(paths: dict[str, Path], settings: BenchmarkSettings, thresholds: Thr
         result = decision.candidate(name)
         run[name] = {"blocked": not result.passed, "speedup_p50": entry.get("speedup_p50"),
                      "speedup_p99": entry.get("speedup_p99"), "stable": entry.get("stable"),
+                     "speedup_stable": entry.get("speedup_stable"),
                      "windows": entry.get("windows"), "blocked_by": result.blocked_by}
     return run
 
@@ -112,15 +158,24 @@ def main() -> None:
     settings.concurrency = []
     args.work.mkdir(parents=True, exist_ok=True)
     paths = build_models(args.work)
+    cleanup = ExitStack()
+    with cleanup:
+        workers = Workers(paths, settings.config(), cleanup)
+        runs = trials(args.runs, workers, paths, thresholds, settings)
+    report(runs, thresholds, args.out)
+
+
+def trials(count: int, workers: Workers, paths: dict[str, Path], thresholds: Thresholds,
+           settings: BenchmarkSettings) -> list[dict]:
     machine = machine_info()
-    print(f"{args.runs} runs on {machine.cpu_model}, {machine.cores} cores "
+    print(f"{count} runs on {machine.cpu_model}, {machine.cores} cores "
           f"(avx512_bf16: {'avx512_bf16' in cpu_flags()}), batch "
           f"{thresholds.primary_batch_size}, windows of {settings.window_seconds} s",
           flush=True)
     runs = []
-    for index in range(args.runs):
+    for index in range(count):
         start = time.monotonic()
-        run = one_run(paths, settings, thresholds)
+        run = one_run(workers, paths, thresholds)
         runs.append(run)
         print(f"run {index + 1}: " + "; ".join(
             f"{name} x{run[name]['speedup_p50'] or 0:.3f} "
@@ -130,13 +185,17 @@ def main() -> None:
         for name in (NOISE, SLOWER):
             if run[name]["blocked"] and name == NOISE:
                 print(f"  false block: {'; '.join(run[name]['blocked_by'])}", flush=True)
+    return runs
+
+
+def report(runs: list[dict], thresholds: Thresholds, out: Path | None) -> None:
     summary = summarize(runs)
     print(f"false blocks (identical copy): {summary['false_blocks']}/{len(runs)}; "
           f"detections (15% slower): {summary['detections']}/{len(runs)}")
     print(f"speedup p50, copy: {summary['noise_speedup_p50']}; "
           f"slower: {summary['slower_speedup_p50']}")
-    if args.out:
-        args.out.write_text(json.dumps({"machine": vars(machine), "summary": summary,
+    if out:
+        out.write_text(json.dumps({"machine": vars(machine_info()), "summary": summary,
                                         "thresholds": thresholds.to_dict(),
                                         "runs": runs}, indent=2) + "\n")
 

@@ -148,7 +148,7 @@ def run_benchmark(models: Sequence[ModelSpec], config: BenchmarkConfig | None = 
         _measure(by_name, signatures, pools, config, results, series, errors, say)
     for name, result in results.items():
         result.error = errors.get(name)
-    _fill_batches(results, series, baseline)
+    fill_batches(results, series, baseline)
     _count_flops(by_name, results, config, say)
     if config.examples is not None:
         _accuracy(by_name, results, baseline, config, say)
@@ -205,8 +205,9 @@ def _drop_failed(runners: dict, failed: dict[str, str], errors: dict[str, str],
             runner.close()
 
 
-def _fill_batches(results: dict[str, ModelResult], series: dict[str, dict[int, Series]],
-                  baseline: str) -> None:
+def fill_batches(results: dict[str, ModelResult], series: dict[str, dict[int, Series]],
+                 baseline: str) -> None:
+    """Each model's statistics per batch size, and a candidate's speedups over `baseline`."""
     for name, by_size in series.items():
         for size, measured in by_size.items():
             batch = measured.result()
