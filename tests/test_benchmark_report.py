@@ -66,8 +66,9 @@ def test_metrics_json_has_exactly_the_documented_schema(result, tmp_path):
                                      "max_windows", "stability_percent", "intra_op_threads",
                                      "inter_op_threads", "signature", "tflite_pools",
                                      "tflite_interpreters_per_pool"}
-    model_keys = {"path", "role", "error", "runtime", "size_bytes", "load_time_s", "first_request_ms",
-                  "peak_memory_bytes", "flops_per_example", "batches", "concurrency",
+    model_keys = {"path", "role", "error", "runtime", "size_bytes", "load_time_s",
+                  "first_request_ms", "peak_memory_bytes", "flops_per_example", "batches",
+                  "concurrency",
                   "accuracy"}
     batch_keys = {"p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms", "min_ms",
                   "max_ms", "throughput", "stable", "windows", "requests",
