@@ -1,4 +1,4 @@
-"""The interleaving scheduler: rounds alternate A B, B A, each window after a few untimed
+"""The interleaving scheduler: rounds rotate A B C, B C A, each window after a few untimed
 re-warm requests, ratios are taken round by round, stability (of latency, or of the
 speedup) ends the rounds, and a failing model leaves the others measured.
 
@@ -54,7 +54,7 @@ def windows(calls: list) -> list[str]:
     return [c[1] for c in calls if c[0] == "window"]
 
 
-def test_models_are_warmed_up_then_measured_in_rounds_of_alternating_direction():
+def test_models_are_warmed_up_then_measured_in_rounds_of_rotating_order():
     calls: list = []
     runners = {"A": FakeRunner("A", [10.0] * 6, calls), "B": FakeRunner("B", [5.0] * 6, calls)}
     outcome = interleaved_rounds(runners, batch_size=8, plan=PLAN)
@@ -109,7 +109,7 @@ def test_a_model_that_fails_is_dropped_and_the_others_are_still_measured():
     outcome = interleaved_rounds(runners, batch_size=1, plan=PLAN)
     assert outcome.errors == {"B": "B: the model crashed"}
     assert set(outcome.series) == {"A", "C"}
-    assert windows(calls) == ["A", "B", "C", "C", "B", "A", "A", "C"]
+    assert windows(calls) == ["A", "B", "C", "B", "C", "A", "A", "C"]  # rotation of A C
     assert outcome.series["C"].result().p50_ms == 4.0
 
 

@@ -14,9 +14,10 @@ what settles on a shared machine: other tenants' load moves every model's latenc
 together, so absolute latency may never settle while the comparison the gate reads has.
 A model that fails is dropped from the following rounds and its error kept; the others go on.
 
-Rounds alternate direction (A B, B A, A B, ...): on a machine with few cores the model
-measured first in a round runs after a pause and the next one right after another
-model's threads were busy, and alternating cancels that order effect in the median.
+Rounds rotate the order (A B C, B C A, C A B, ...): on a machine with few cores a
+window is disturbed by the model measured just before it (its threads still spinning,
+its data in the caches), and where a model sits in the round showed as a 10% bias
+between identical copies here; rotating gives every model every position equally often.
 
 Switching models idles the previous model's thread pools (TF's and TFLite's workers spin
 briefly, then sleep) and lets the next model's caches go cold; each window is therefore
@@ -118,7 +119,8 @@ def interleaved_rounds(runners: dict[str, Runner], batch_size: int, plan: Plan
               for name in active}
     for round_index in range(plan.max_windows):
         order = list(active.items())
-        for name, runner in order if round_index % 2 == 0 else reversed(order):
+        shift = round_index % len(order) if order else 0
+        for name, runner in order[shift:] + order[:shift]:
             try:
                 if plan.rewarm_requests:
                     runner.warmup(batch_size, plan.rewarm_requests)
