@@ -40,6 +40,7 @@ def _results_table(result) -> Table:
                         f"{result.baseline}: {result.settings.backend}, "
                         f"{result.machine.cores} cores, TF {result.machine.tensorflow_version}")
     table.add_column("model", no_wrap=True)
+    table.add_column("runtime", no_wrap=True)
     for column in ("batch", "p50", "p90", "p99", "ex/s", "stable", "x p50", "x p99"):
         table.add_column(column, justify="right", no_wrap=True)
     for size in result.settings.batch_sizes:
@@ -47,7 +48,8 @@ def _results_table(result) -> Table:
             batch = model.batches.get(size)
             if batch is None:
                 continue
-            table.add_row(name, str(size), f"{batch.p50_ms:.2f}", f"{batch.p90_ms:.2f}",
+            table.add_row(name, model.runtime.runtime if model.runtime else "tf serving",
+                          str(size), f"{batch.p50_ms:.2f}", f"{batch.p90_ms:.2f}",
                           f"{batch.p99_ms:.2f}", f"{batch.throughput:,.0f}",
                           _stable(batch.stable), _speedup(batch.speedup_p50),
                           _speedup(batch.speedup_p99))
@@ -107,15 +109,25 @@ def _accuracy_table(result) -> Table | None:
               help="The classifier output accuracy reads (default: the first "
                    "[batch, classes] float output).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="session", show_default=True,
-              help="session: TF Serving's loading path, embedded; tfserving: a real "
-                   "tensorflow_model_server; tflite: the TFLite interpreter.")
+              help="session: in-process, each model on the runtime TF Serving would use "
+                   "(a Session; TfLiteSession's interpreters for a .tflite file or "
+                   "model.tflite beside saved_model.pb); tfserving: a real "
+                   "tensorflow_model_server.")
 @click.option("--signature", default="serving_default", show_default=True)
 @click.option("--warmup-requests", default=10, show_default=True,
               help="Requests per model and batch size before measuring (not counted).")
+@click.option("--window-seconds", type=float, default=1.0, show_default=True,
+              help="A measurement window is this time span; 0: use --window-requests.")
 @click.option("--window-requests", default=50, show_default=True,
-              help="Requests per measurement window.")
-@click.option("--window-seconds", type=float, default=None,
-              help="Make a window a time span instead of a number of requests.")
+              help="Requests per measurement window when --window-seconds is 0.")
+@click.option("--rewarm-requests", default=3, show_default=True,
+              help="Untimed requests before every window, after switching models.")
+@click.option("--tflite-pools", type=int, default=None,
+              help="TFLite rows: interpreters, as TF Serving's --num_tflite_pools "
+                   "(default: the cores, its default).")
+@click.option("--tflite-interpreters-per-pool", default=1, show_default=True,
+              help="TFLite rows: as TF Serving's --num_tflite_interpreters_per_pool; above 1 "
+                   "large batches are split across the interpreters.")
 @click.option("--max-windows", default=10, show_default=True,
               help="Windows to measure at most while waiting for stability.")
 @click.option("--stability-percent", default=10.0, show_default=True,
@@ -148,7 +160,9 @@ def benchmark_command(models: tuple[str, ...], names: tuple[str, ...], batch_siz
                       concurrency: str, examples: str | None, label_key: str | None,
                       output_key: str | None, backend: str, signature: str,
                       warmup_requests: int, window_requests: int,
-                      window_seconds: float | None, max_windows: int,
+                      window_seconds: float | None, rewarm_requests: int,
+                      tflite_pools: int | None, tflite_interpreters_per_pool: int,
+                      max_windows: int,
                       stability_percent: float, intra_op_threads: int | None,
                       inter_op_threads: int | None, seed: int, tfserving_host: str | None,
                       tfserving_grpc_port: int, tfserving_rest_port: int,
@@ -171,7 +185,9 @@ def benchmark_command(models: tuple[str, ...], names: tuple[str, ...], batch_siz
         backend=backend, batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"),
         concurrency=parse_int_list(concurrency, "--concurrency"),
         warmup_requests=warmup_requests, window_requests=window_requests,
-        window_seconds=window_seconds, max_windows=max_windows,
+        window_seconds=window_seconds or None, rewarm_requests=rewarm_requests,
+        tflite_pools=tflite_pools, tflite_interpreters_per_pool=tflite_interpreters_per_pool,
+        max_windows=max_windows,
         stability_percent=stability_percent,
         intra_op_threads=intra_op_threads if intra_op_threads is not None else available_cores(),
         inter_op_threads=inter_op_threads if inter_op_threads is not None else available_cores(),

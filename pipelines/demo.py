@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from components.core.gate import GateDecision
+from components.core.gate.metrics import rows_of
 from components.quantizer.keys import VARIANT_OUTPUTS
 from components.serving_benchmark.executor import model_name
 from pipelines.local_runner import (
@@ -115,9 +116,16 @@ def _benchmark_metrics(result: DemoResult) -> dict:
 
 
 def _measured(metrics: dict, model: str, batch: int) -> tuple[str, str, str]:
-    entry = metrics.get("models", {}).get(model)
-    if not entry or entry.get("error"):
+    """p99, speedup and accuracy of `model`; a TFLite variant's two rows (its model.tflite
+    and its saved_model.pb, see benchmark.runtimes) side by side, "tflite / pb"."""
+    rows = [_row_figures(entry, batch) for entry in rows_of(metrics, model).values()
+            if entry and not entry.get("error")] if metrics.get("models") else []
+    if not rows:
         return ("", "", "")
+    return tuple(" / ".join(figures) for figures in zip(*rows, strict=True))
+
+
+def _row_figures(entry: dict, batch: int) -> tuple[str, str, str]:
     measured = entry["batches"].get(str(batch), {})
     p99 = f"{measured['p99_ms']:.2f} ms" if measured.get("p99_ms") is not None else ""
     speedup = measured.get("speedup_p50")

@@ -250,3 +250,31 @@ def export_tf1_vocab_model(out: Path, vocabulary_size: int = 50) -> Path:
                 main_op=v1.tables_initializer())
             builder.save()
     return out
+
+
+def tflite_variant(saved_model: Path, out: Path, int8: bool = True) -> Path:
+    """A TFLite variant as TF Serving's --prefer_tflite_model serves it: a copy of the
+    SavedModel with `model.tflite` beside `saved_model.pb` and its serving requirements."""
+    import shutil
+
+    from components.core.requirements import (
+        PREFER_TFLITE_FLAG,
+        TFLITE_MODEL_FILE,
+        TFLITE_RUNTIME,
+        ServingRequirements,
+        write_requirements,
+    )
+
+    shutil.copytree(saved_model, out)
+    (out / TFLITE_MODEL_FILE).write_bytes(tflite_bytes(saved_model, int8))
+    write_requirements(out, ServingRequirements(
+        runtime=TFLITE_RUNTIME, precision="int8" if int8 else "float32",
+        server_flags=(PREFER_TFLITE_FLAG,)))
+    return out
+
+
+def tflite_bytes(saved_model: Path, int8: bool = True) -> bytes:
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    if int8:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic-range int8 weights
+    return converter.convert()

@@ -74,7 +74,7 @@ def labelled_examples(tmp_path_factory) -> Path:
 
 
 def _model(name: str, path: Path) -> AccuracyModel:
-    return AccuracyModel(name, EngineSpec("session", str(path), "serving_default", 1, 1))
+    return AccuracyModel(name, EngineSpec("tensorflow", str(path), "serving_default", 1, 1))
 
 
 def test_accuracy_agreement_and_difference_match_an_independent_count(guess_models,

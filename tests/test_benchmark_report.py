@@ -30,7 +30,8 @@ def _batch(p50: float, stable: bool = True, **extra) -> BatchResult:
 @pytest.fixture
 def result() -> BenchmarkResult:
     settings = Settings(backend="session", batch_sizes=[1, 100], concurrency=[1, 2],
-                        warmup_requests=10, window_requests=50, max_windows=10,
+                        warmup_requests=10, window_requests=50, window_seconds=1.0,
+                        max_windows=10,
                         stability_percent=10.0, intra_op_threads=2, inter_op_threads=2,
                         signature="serving_default")
     machine = MachineInfo(cpu_model="Test CPU @ 3GHz", cores=2, tensorflow_version="2.21.0",
@@ -61,11 +62,13 @@ def test_metrics_json_has_exactly_the_documented_schema(result, tmp_path):
     assert set(data["machine"]) == {"cpu_model", "cores", "tensorflow_version",
                                     "python_version", "platform"}
     assert set(data["settings"]) == {"backend", "batch_sizes", "concurrency",
-                                     "warmup_requests", "window_requests", "max_windows",
-                                     "stability_percent", "intra_op_threads",
-                                     "inter_op_threads", "signature"}
-    model_keys = {"path", "role", "error", "size_bytes", "load_time_s", "first_request_ms",
-                  "peak_memory_bytes", "flops_per_example", "batches", "concurrency",
+                                     "warmup_requests", "window_requests", "window_seconds",
+                                     "max_windows", "stability_percent", "intra_op_threads",
+                                     "inter_op_threads", "signature", "tflite_pools",
+                                     "tflite_interpreters_per_pool"}
+    model_keys = {"path", "role", "error", "runtime", "size_bytes", "load_time_s",
+                  "first_request_ms", "peak_memory_bytes", "flops_per_example", "batches",
+                  "concurrency",
                   "accuracy"}
     batch_keys = {"p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms", "min_ms",
                   "max_ms", "throughput", "stable", "windows", "requests",
@@ -73,8 +76,8 @@ def test_metrics_json_has_exactly_the_documented_schema(result, tmp_path):
     for model in data["models"].values():
         assert set(model) == model_keys
     assert set(data["models"]["base"]["batches"]["100"]) == batch_keys
-    assert set(data["models"]["<fast>"]["batches"]["100"]) == batch_keys | {"speedup_p50",
-                                                                           "speedup_p99"}
+    assert set(data["models"]["<fast>"]["batches"]["100"]) == batch_keys | {
+        "speedup_p50", "speedup_p99", "speedup_stable"}
     assert data["models"]["base"]["concurrency"][1] == {
         "concurrency": 2, "batch_size": 100, "throughput": 5200.0, "p50_ms": 38.0,
         "p99_ms": 51.0}

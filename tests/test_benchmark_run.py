@@ -25,7 +25,8 @@ from components.core.steps import optimize_model, parse_steps
 from components.core.tf_setup import tf
 from pipelines.digits.model import digits_28x28
 
-QUICK = ["--warmup-requests", "5", "--window-requests", "20", "--max-windows", "4"]
+QUICK = ["--warmup-requests", "5", "--window-seconds", "0", "--window-requests", "20",
+         "--max-windows", "4"]
 NUM_EXAMPLES = 300
 BATCH_KEYS = {"p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms",
               "throughput", "stable", "windows", "requests", "achieved_flops_per_s"}
@@ -114,9 +115,10 @@ def test_the_settings_and_the_machine_are_recorded(benchmark_run):
     machine = metrics["machine"]
     assert metrics["settings"] == {
         "backend": "session", "batch_sizes": [1, 100], "concurrency": [1, 2],
-        "warmup_requests": 5, "window_requests": 20, "max_windows": 4,
-        "stability_percent": 10.0, "intra_op_threads": machine["cores"],
-        "inter_op_threads": machine["cores"], "signature": "serving_default"}
+        "warmup_requests": 5, "window_requests": 20, "window_seconds": None,
+        "max_windows": 4, "stability_percent": 10.0, "intra_op_threads": machine["cores"],
+        "inter_op_threads": machine["cores"], "signature": "serving_default",
+        "tflite_pools": machine["cores"], "tflite_interpreters_per_pool": 1}
     assert machine["cores"] >= 1 and machine["tensorflow_version"] == tf.__version__
     assert machine["cpu_model"] and machine["python_version"].startswith("3.11")
 
@@ -220,9 +222,9 @@ def test_tflite_models_are_measured_in_the_tflite_interpreter(seed_cnn_model, di
     converter.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic-range int8 weights
     (tmp_path / "int8").mkdir()
     (tmp_path / "int8" / "model.tflite").write_bytes(converter.convert())
-    config = BenchmarkConfig(backend="tflite", batch_sizes=(1, 16), concurrency=(1, 2),
-                             warmup_requests=5, window_requests=20, max_windows=4,
-                             examples=digits_examples, label_key="label")
+    config = BenchmarkConfig(batch_sizes=(1, 16), concurrency=(1, 2),
+                             warmup_requests=5, window_requests=20, window_seconds=None,
+                             max_windows=4, examples=digits_examples, label_key="label")
     result = run_benchmark([ModelSpec("fp32", tmp_path / "fp32.tflite"),
                             ModelSpec("int8", tmp_path / "int8")], config)
     assert result.failed() == {}
@@ -231,7 +233,7 @@ def test_tflite_models_are_measured_in_the_tflite_interpreter(seed_cnn_model, di
     assert int8.batches[16].speedup_p50 > 0 and fp32.flops_per_example is None
     assert [p.concurrency for p in int8.concurrency] == [1, 2, 1, 2]  # an interpreter each
     assert fp32.accuracy.accuracy > 0.5 and int8.accuracy.top1_agreement > 0.9
-    assert result.to_dict()["settings"]["backend"] == "tflite"
+    assert fp32.runtime.runtime == int8.runtime.runtime == "tflite"  # no --backend needed
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
-"""The interleaving scheduler: rounds are A B A B, ratios are taken round by round,
-stability ends the rounds, and a failing model leaves the others measured.
+"""The interleaving scheduler: rounds rotate A B C, B C A, each window after a few untimed
+re-warm requests, ratios are taken round by round, stability (of latency, or of the
+speedup) ends the rounds, and a failing model leaves the others measured.
 
 These tests use a fake in-process runner (it returns scripted latencies and records the
 order of calls): what is under test is the scheduler, not a model.
@@ -45,15 +46,21 @@ class FakeRunner:
                                  batch_size * len(latencies))
 
 
-PLAN = Plan(warmup_requests=5, window_requests=4, max_windows=6, stability_percent=10)
+PLAN = Plan(warmup_requests=5, window_requests=4, rewarm_requests=2, max_windows=6,
+            stability_percent=10)
 
 
-def test_models_are_warmed_up_then_measured_in_alternating_rounds():
+def windows(calls: list) -> list[str]:
+    return [c[1] for c in calls if c[0] == "window"]
+
+
+def test_models_are_warmed_up_then_measured_in_rounds_of_rotating_order():
     calls: list = []
     runners = {"A": FakeRunner("A", [10.0] * 6, calls), "B": FakeRunner("B", [5.0] * 6, calls)}
     outcome = interleaved_rounds(runners, batch_size=8, plan=PLAN)
     assert calls[:2] == [("warmup", "A", 8, 5), ("warmup", "B", 8, 5)]
-    assert [c[1] for c in calls[2:]] == ["A", "B", "A", "B", "A", "B"]  # stable after 3
+    assert windows(calls) == ["A", "B", "B", "A", "A", "B"]  # stable after 3 rounds
+    assert calls[2:4] == [("warmup", "A", 8, 2), ("window", "A", 8)]  # re-warmed first
     assert all(s.stable for s in outcome.series.values())
     assert outcome.series["A"].result().windows == 3
     assert outcome.series["A"].result().requests == 12
@@ -76,10 +83,22 @@ def test_rounds_go_on_until_max_windows_and_an_unsettled_model_is_reported_unsta
     runners = {"A": FakeRunner("A", [10.0] * 6, calls),
                "B": FakeRunner("B", [5.0, 8.0, 5.0, 8.0, 5.0, 8.0], calls)}
     outcome = interleaved_rounds(runners, batch_size=1, plan=PLAN)
-    assert len([c for c in calls if c[0] == "window"]) == 12  # 6 rounds of A B
+    assert len(windows(calls)) == 12  # 6 rounds of A B
     assert outcome.series["A"].result().stable
     assert not outcome.series["B"].result().stable
     assert outcome.series["B"].result().windows == 6
+
+
+def test_rounds_end_when_every_speedup_has_settled_though_latency_moves_with_the_load():
+    """Other tenants' load doubles and halves every model's latency together."""
+    calls: list = []
+    load = [1.0, 2.0, 1.0, 2.0, 1.0, 2.0]
+    runners = {"A": FakeRunner("A", [10.0 * x for x in load], calls),
+               "B": FakeRunner("B", [8.0 * x for x in load], calls)}
+    outcome = interleaved_rounds(runners, batch_size=1, plan=PLAN)
+    assert len(windows(calls)) == 6  # 3 rounds, not max_windows
+    assert not outcome.series["B"].stable
+    assert outcome.series["B"].speedup_stable(outcome.series["A"])
 
 
 def test_a_model_that_fails_is_dropped_and_the_others_are_still_measured():
@@ -90,8 +109,7 @@ def test_a_model_that_fails_is_dropped_and_the_others_are_still_measured():
     outcome = interleaved_rounds(runners, batch_size=1, plan=PLAN)
     assert outcome.errors == {"B": "B: the model crashed"}
     assert set(outcome.series) == {"A", "C"}
-    assert [c[1] for c in calls if c[0] == "window"] == ["A", "B", "C", "A", "B", "C",
-                                                         "A", "C"]
+    assert windows(calls) == ["A", "B", "C", "B", "C", "A", "A", "C"]  # rotation of A C
     assert outcome.series["C"].result().p50_ms == 4.0
 
 

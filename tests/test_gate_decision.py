@@ -243,7 +243,7 @@ def test_a_candidate_missing_from_the_benchmark_is_blocked_with_a_clear_reason(
     }
     for name in candidates:  # no threshold is checked on numbers that are not there
         assert {c.threshold for c in decision.checks_for(name) if c.candidate} == {
-            "benchmark", "safety"}
+            "benchmark", "server", "safety"}
 
 
 def test_a_blocked_candidate_does_not_stop_another_from_being_pushed(two_signature_model):
@@ -272,17 +272,27 @@ def test_blessings_must_be_true_when_given(candidates, model_blessed, infra_bles
         assert item.candidate is None and item.applicable is (given is not None)
 
 
-def test_unstable_latency_blocks_by_default_and_can_be_allowed(candidates):
+def test_unstable_latency_is_allowed_by_default_and_can_block(candidates):
     metrics = benchmark()
     metrics["models"]["quantized"]["batches"]["100"]["stable"] = False
-    decision = gate(candidates, metrics=metrics)
-    assert decision.chosen == "optimized"
-    assert check(decision, "stable_latency", "quantized").reason.startswith(
-        "latency not stable at batch 100;")
-    allowed = gate(candidates, {"unstable_latency": "allow"}, metrics=metrics)
+    allowed = gate(candidates, metrics=metrics)
     assert allowed.chosen == "quantized"
     assert check(allowed, "stable_latency", "quantized").reason == (
         "latency not stable at batch 100; allowed (unstable_latency: allow)")
+    blocked = gate(candidates, {"unstable_latency": "block"}, metrics=metrics)
+    assert blocked.chosen == "optimized"
+    assert check(blocked, "stable_latency", "quantized").reason.startswith(
+        "latency not stable at batch 100;")
+
+
+def test_a_settled_speedup_counts_as_stable_though_latency_moved_with_the_load(candidates):
+    metrics = benchmark()
+    metrics["models"]["quantized"]["batches"]["100"].update(stable=False, speedup_stable=True)
+    decision = gate(candidates, {"unstable_latency": "block"}, metrics=metrics)
+    assert decision.chosen == "quantized"
+    assert check(decision, "stable_latency", "quantized").reason == (
+        "speedup over the baseline stable at batch 100 (its latency moved with the "
+        "machine's load)")
 
 
 def test_a_threshold_whose_measurement_is_missing_blocks(candidates):

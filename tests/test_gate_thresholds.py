@@ -11,6 +11,7 @@ from components.core.errors import ServoptError
 from components.core.gate import (
     BaselineThresholds,
     ServedThresholds,
+    ServerProfile,
     Thresholds,
     ValueThresholds,
 )
@@ -27,7 +28,8 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_the_default_thresholds_file_reads_as_documented():
     thresholds = Thresholds.from_yaml(CONFIGS / "thresholds.yaml")
     assert thresholds.primary_batch_size == 100
-    assert thresholds.unstable_latency == "allow"  # the demo runs on shared machines
+    assert thresholds.unstable_latency == "allow" == Thresholds().unstable_latency  # one default
+    assert thresholds.server == ServerProfile()  # TF Serving's defaults, this machine's CPU
     assert thresholds.objective == ("p99_ms", "size_bytes")
     assert thresholds.value == ValueThresholds(max_size_mb=500)
     assert thresholds.vs_baseline == BaselineThresholds(

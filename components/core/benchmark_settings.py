@@ -22,6 +22,8 @@ class BenchmarkSettings:
     concurrency: list[int] = field(default_factory=lambda: [1, 2])
     warmup_requests: int = 10
     window_requests: int = 50
+    window_seconds: float | None = 1.0  # None: windows of window_requests requests
+    rewarm_requests: int = 3
     max_windows: int = 10
     stability_percent: float = 10.0
     signature: str = "serving_default"
@@ -49,7 +51,8 @@ class BenchmarkSettings:
             **threads,
             backend=self.backend, batch_sizes=tuple(self.batch_sizes),
             concurrency=tuple(self.concurrency), warmup_requests=self.warmup_requests,
-            window_requests=self.window_requests, max_windows=self.max_windows,
+            window_requests=self.window_requests, window_seconds=self.window_seconds,
+            rewarm_requests=self.rewarm_requests, max_windows=self.max_windows,
             stability_percent=self.stability_percent, signature=self.signature,
             examples=examples, label_key=self.label_key if examples else None,
             beam_pipeline_args=tuple(beam_pipeline_args),

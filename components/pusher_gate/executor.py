@@ -11,7 +11,13 @@ from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
-from components.core.gate import Thresholds, evaluate_gate, load_metrics, push_model
+from components.core.gate import (
+    Thresholds,
+    candidate_paths,
+    evaluate_gate,
+    load_metrics,
+    push_model,
+)
 from components.tfx_adapter import optional_single, set_custom_properties, single
 
 METRICS_FILE = "metrics.json"
@@ -44,7 +50,7 @@ class Executor(base_executor.BaseExecutor):
         destination = exec_properties["push_destination"]
 
         metrics = load_metrics(Path(benchmark.uri) / METRICS_FILE)
-        candidates = {name: entry["path"] for name, entry in metrics["models"].items()}
+        candidates = candidate_paths(metrics)  # by version: a TFLite variant has two rows
         decision = evaluate_gate(
             metrics, Thresholds.from_dict(json.loads(exec_properties["thresholds"])),
             candidates, served=_served_metrics(input_dict),
@@ -81,9 +87,11 @@ class Executor(base_executor.BaseExecutor):
                             warmup_examples=examples.uri if examples else None)
         logging.info("PusherGate: pushed %s as version %d to %s", decision.chosen,
                      result.version, result.path)
+        logging.info("PusherGate: serve it with: %s", decision.serving_command())
         set_custom_properties(pushed, {
             "pushed": 1, "pushed_version": str(result.version),
             "pushed_destination": result.path, "pushed_base_directory": destination,
             "pushed_model_name": decision.chosen, "pushed_model_uri": decision.chosen_path,
-            "pushed_metrics": json.dumps(metrics["models"][decision.chosen]),
+            "pushed_metrics": json.dumps(
+                metrics["models"][decision.candidate(decision.chosen).row]),
             "warmup_requests": result.warmup_requests, "decision": decision.reason})

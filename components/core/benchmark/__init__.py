@@ -1,18 +1,23 @@
 """Benchmark a baseline model and its candidates side by side: the ServingBenchmark library.
 
 Method (vocabulary from Triton's perf_analyzer):
-- Each model is served the way it will be in production: `session` (default) loads the
-  SavedModel the way TF Serving does (Session + signature tensors via make_callable),
-  each model in its own spawned worker process with identical thread settings; `tflite`
-  runs `.tflite` models in the TFLite interpreter; `tfserving` measures a real
-  `tensorflow_model_server` over gRPC or REST.
-- Warm-up requests are excluded. Requests are timed in measurement windows (a number of
-  requests, or a time span). A result is stable when the p50 of its last 3 windows spreads
-  by at most `stability_percent` (max/min - 1); after `max_windows` an unsettled result is
-  reported with `stable: false`, never silently.
-- Models are measured in interleaved rounds (one window of each model per round, A B A B
-  ...), and a candidate's speedup is the median over rounds of the ratio of the baseline's
-  p50 (p99) to the candidate's in the same round, so machine drift cancels.
+- Each model is measured on the runtime TF Serving would use for it (see runtimes): a
+  SavedModel the way TF Serving loads it (Session + signature tensors via make_callable);
+  `model.tflite` beside a saved_model.pb on both paths, as two rows (TfLiteSession's
+  1-thread interpreter pool, what --prefer_tflite_model=true serves, and the Session); a
+  bare `.tflite` file in that interpreter. Each row runs in its own spawned worker with
+  identical thread settings. The `tfserving` backend measures a real
+  `tensorflow_model_server` over gRPC or REST instead.
+- Warm-up requests are excluded. Requests are timed in measurement windows (a time span,
+  1 s by default, or a number of requests), each after a few untimed re-warm requests. A
+  result is stable when the p50 of its last 3 windows spreads by at most
+  `stability_percent` (max/min - 1), a candidate's speedup when its last 3 per-round
+  ratios do; after `max_windows` an unsettled result is reported with `stable: false`,
+  never silently.
+- Models are measured in interleaved rounds (one window of each model per round, the
+  order rotating: A B C, B C A, ...), and a candidate's speedup is the median over
+  rounds of the ratio of the baseline's p50 (p99) to the candidate's in the same round,
+  so machine drift cancels.
 - Statistics cover every measured request of a model at a batch size; throughput is
   examples per second of wall time over the windows. Load time, first-request latency,
   peak resident memory of the worker, size on disk, FLOPs per example (TF's profiler) and

@@ -156,7 +156,7 @@ def _predict_dofn():
 
             self._engines = {m.name: make_engine(m.engine) for m in self.models}
             self._signatures = {
-                m.name: read_signature(Path(m.engine.model_path), m.engine.backend,
+                m.name: read_signature(Path(m.engine.model_path), m.engine.runtime,
                                        m.engine.signature).signature for m in self.models}
 
         def process(self, records):

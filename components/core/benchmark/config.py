@@ -15,7 +15,9 @@ from components.core.benchmark.schema import Settings
 from components.core.benchmark.stats import STABILITY_WINDOWS
 from components.core.errors import ServoptError
 
-BACKENDS = ("session", "tfserving", "tflite")
+# session: every model in-process on the runtime TF Serving would use for it (a Session,
+# or TfLiteSession's interpreters for model.tflite); tfserving: a live tensorflow_model_server.
+BACKENDS = ("session", "tfserving")
 PROTOCOLS = ("grpc", "rest")
 DEFAULT_SIGNATURE = "serving_default"
 
@@ -56,12 +58,26 @@ class BenchmarkConfig:
     batch_sizes: tuple[int, ...] = (1, 100)
     concurrency: tuple[int, ...] = (1, 2)
     warmup_requests: int = 10
-    window_requests: int = 50  # requests per measurement window...
-    window_seconds: float | None = None  # ...or, when set, a window is this time span
+    # A measurement window is a time span (perf_analyzer's way; its default is 5 s), or
+    # `window_requests` requests when window_seconds is None. 1 s settles here (2-core AMD
+    # EPYC, shared): the seed CNN gets ~300 requests at batch 1 and ~6-12 at batch 100 per
+    # window, and copies of one model pair within a few percent; 0.5 s left batch 100
+    # with 3-6 requests a window and identical models 11-18% apart. 5 s windows would
+    # make an interleaved run of 4 rows x 2 batch sizes last minutes.
+    window_requests: int = 50
+    window_seconds: float | None = 1.0
+    # Untimed requests before every window: the model's thread pools went idle while the
+    # other models measured their windows, and the first requests after a switch pay
+    # for waking them (see scheduler).
+    rewarm_requests: int = 3
     max_windows: int = 10
     stability_percent: float = 10.0
     intra_op_threads: int = field(default_factory=available_cores)
     inter_op_threads: int = field(default_factory=available_cores)
+    # TFLite rows, as TF Serving's flags set them: --num_tflite_pools (None: the cores,
+    # TF Serving's default) and --num_tflite_interpreters_per_pool (default 1).
+    tflite_pools: int | None = None
+    tflite_interpreters_per_pool: int = 1
     signature: str = DEFAULT_SIGNATURE
     examples: Path | None = None  # TFRecords of tf.Example (file, dir, Examples artifact)
     label_key: str | None = None  # with examples: accuracy against this feature
@@ -76,6 +92,11 @@ class BenchmarkConfig:
 
     def validate(self) -> None:
         """Raises ServoptError for the first setting that cannot work."""
+        if self.backend == "tflite":
+            raise ServoptError("there is no tflite backend any more: each model runs on its "
+                               "own runtime (a .tflite file, or model.tflite beside "
+                               "saved_model.pb, in TF Serving's TFLite interpreter); drop "
+                               "--backend")
         if self.backend not in BACKENDS:
             raise ServoptError(f"unknown backend '{self.backend}'; choose one of "
                                f"{', '.join(BACKENDS)}")
@@ -96,6 +117,13 @@ class BenchmarkConfig:
         if self.intra_op_threads < 1 or self.inter_op_threads < 1:
             raise ServoptError("intra_op_threads and inter_op_threads must be >= 1 (got "
                                f"{self.intra_op_threads} and {self.inter_op_threads})")
+        if self.rewarm_requests < 0:
+            raise ServoptError(f"rewarm_requests must be >= 0 (got {self.rewarm_requests})")
+        if (self.tflite_pools is not None and self.tflite_pools < 1) or \
+                self.tflite_interpreters_per_pool < 1:
+            raise ServoptError("tflite_pools and tflite_interpreters_per_pool must be >= 1 "
+                               f"(got {self.tflite_pools} and "
+                               f"{self.tflite_interpreters_per_pool})")
         if self.input_pool < 1:
             raise ServoptError(f"input_pool must be >= 1 (got {self.input_pool})")
         if self.label_key is not None and self.examples is None:
@@ -105,14 +133,21 @@ class BenchmarkConfig:
             raise ServoptError(f"unknown TF Serving protocol '{self.tfserving.protocol}'; "
                                f"choose one of {', '.join(PROTOCOLS)}")
 
+    def tflite_pool_count(self) -> int:
+        """--num_tflite_pools: TF Serving's default is the schedulable CPUs (server.h)."""
+        return self.tflite_pools or available_cores()
+
     def settings(self) -> Settings:
         return Settings(backend=self.backend, batch_sizes=list(self.batch_sizes),
                         concurrency=list(self.concurrency),
                         warmup_requests=self.warmup_requests,
-                        window_requests=self.window_requests, max_windows=self.max_windows,
+                        window_requests=self.window_requests,
+                        window_seconds=self.window_seconds, max_windows=self.max_windows,
                         stability_percent=float(self.stability_percent),
                         intra_op_threads=self.intra_op_threads,
-                        inter_op_threads=self.inter_op_threads, signature=self.signature)
+                        inter_op_threads=self.inter_op_threads, signature=self.signature,
+                        tflite_pools=self.tflite_pool_count(),
+                        tflite_interpreters_per_pool=self.tflite_interpreters_per_pool)
 
 
 def _positive_list(what: str, values: Sequence[int], allow_empty: bool = False) -> None:

@@ -1,18 +1,38 @@
 """The things that run a model in-process: an `Engine` is loaded once and called with
 one batch of feeds (signature input key -> array) per request.
 
-- `SessionEngine`: the way TF Serving runs a SavedModel (see serving_session): loaded
-  into a `tf.compat.v1.Session`, signature tensors fed and fetched via `make_callable`,
-  thread pools set explicitly.
-- `TFLiteEngine`: a `.tflite` model in `tf.lite.Interpreter` with `num_threads` set,
-  called through its signature runner.
+Which engine runs a model is the runtime TF Serving would use for it, chosen per model:
+
+- `SessionEngine` (runtime "tensorflow"): a SavedModel the way TF Serving runs it (see
+  serving_session): loaded into a `tf.compat.v1.Session`, signature tensors fed and fetched
+  via `make_callable`, thread pools set explicitly.
+- `TfLiteSessionEngine` (runtime "tflite"): a `.tflite` model the way TF Serving's
+  TfLiteSession runs `model.tflite` under `--prefer_tflite_model=true`. Modelled on
+  tensorflow/serving (commit 9d981c5, servables/tensorflow/tflite_session.cc and
+  tflite_interpreter_pool.cc), not on the Python interpreter's defaults:
+  * `--num_tflite_pools` interpreters (default: the schedulable CPUs, server.h), each built
+    with `num_threads = 1` ("a single thread to reduce contention across sessions") and a
+    1-thread CpuBackendContext; a request takes a free interpreter (blocking while all are
+    busy) and runs its whole batch on it: the input tensor is resized to the request's
+    shape, so float batches are never padded (fixed-size reuse applies to string inputs).
+  * ops resolved by `tflite::ops::builtin::BuiltinOpResolver`, whose default delegate is
+    XNNPACK (TF Serving's .bazelrc builds it in); no Flex ops. The Python interpreter's
+    default resolver applies the same XNNPACK delegate, here with 1 thread.
+  * `--num_tflite_interpreters_per_pool` > 1 turns on a BasicBatchScheduler with one batch
+    thread per interpreter, large-batch splitting and a maximum execution batch of
+    ceil(500 / interpreters_per_pool) (500 = kInitialBatchSize): a request larger than
+    that is split into chunks run on different interpreters in parallel, outputs
+    concatenated. (The scheduler also merges concurrent small requests into one batch;
+    with its zero batch timeout that rarely happens and is not modelled.)
 """
 
 from __future__ import annotations
 
-import threading
+import math
+import queue
 import warnings
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -22,10 +42,13 @@ from tensorflow.core.protobuf import meta_graph_pb2
 
 from components.core.errors import ServoptError
 from components.core.model_io import resolve_saved_model_dir
+from components.core.requirements import TENSORFLOW_RUNTIME, TFLITE_RUNTIME, has_tflite_model
 from components.core.serving_session import ServingSession, first_line
 from components.core.tf_setup import tf
 
 Feeds = Mapping[str, np.ndarray]
+RUNTIMES = (TENSORFLOW_RUNTIME, TFLITE_RUNTIME)
+TFLITE_INITIAL_BATCH_SIZE = 500  # tflite_interpreter_pool.h: internal::kInitialBatchSize
 
 
 class Engine(Protocol):
@@ -36,29 +59,50 @@ class Engine(Protocol):
 
 @dataclass(frozen=True)
 class EngineSpec:
-    """Everything a worker process needs to load one model: picklable, backend-neutral."""
+    """Everything a worker process needs to load one model: picklable."""
 
-    backend: str  # "session" or "tflite"
+    runtime: str  # "tensorflow" (a SavedModel in a Session) or "tflite"
     model_path: str  # resolved: the SavedModel directory or the .tflite file
     signature: str
     intra_op_threads: int
     inter_op_threads: int
+    tflite_pools: int = 1  # tflite: --num_tflite_pools
+    tflite_interpreters_per_pool: int = 1  # tflite: --num_tflite_interpreters_per_pool
 
 
-def resolve_model_path(path: Path, backend: str) -> Path:
-    """The SavedModel directory (any layout model_io knows) or, for tflite, the file."""
-    if backend != "tflite":
-        return resolve_saved_model_dir(path)
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise ServoptError(f"{path}: no such file or directory; pass a .tflite file or a "
-                           "directory that holds one")
-    found = sorted(path.rglob("*.tflite"))
-    if len(found) != 1:
-        what = "no .tflite file" if not found else f"{len(found)} .tflite files"
-        raise ServoptError(f"{path}: holds {what}; pass the .tflite file itself")
-    return found[0]
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model path as found on disk: the SavedModel directory and/or the .tflite file."""
+
+    saved_model: Path | None  # the directory holding saved_model.pb
+    tflite: Path | None  # model.tflite beside it, or a bare .tflite file
+
+    def runtimes(self) -> list[str]:
+        """The runtimes this model is measured on, in row order: a TFLite variant
+        (SavedModel + model.tflite) on both paths TF Serving can take."""
+        return [r for r, path in ((TFLITE_RUNTIME, self.tflite),
+                                  (TENSORFLOW_RUNTIME, self.saved_model)) if path]
+
+    def path_for(self, runtime: str) -> Path:
+        return self.tflite if runtime == TFLITE_RUNTIME else self.saved_model
+
+
+def resolve_model(path: Path) -> ResolvedModel:
+    """A .tflite file, a SavedModel directory (any layout model_io knows; with the
+    `model.tflite` TF Serving prefers beside it, if present), or a directory holding
+    exactly one .tflite file and no SavedModel."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".tflite":
+        return ResolvedModel(None, path)
+    try:
+        model_dir = resolve_saved_model_dir(path)
+    except ServoptError:
+        found = sorted(path.rglob("*.tflite")) if path.is_dir() else []
+        if len(found) == 1:
+            return ResolvedModel(None, found[0])
+        raise
+    tflite = model_dir / "model.tflite" if has_tflite_model(model_dir) else None
+    return ResolvedModel(model_dir, tflite)
 
 
 class SessionEngine:
@@ -93,37 +137,52 @@ def _signature_runner(interpreter, path: Path, signature: str):
     return interpreter.get_signature_runner(signature)
 
 
-class TFLiteEngine:
-    """An interpreter runs one request at a time, so each client thread gets its own
-    (created on the thread's first request, which the benchmark does not time), as a
-    server keeps a pool of interpreters."""
+class TfLiteSessionEngine:
+    """A pool of 1-thread interpreters, used the way TF Serving's TfLiteSession uses its
+    pool (see the module docstring). Concurrent client threads each take a free one."""
 
-    def __init__(self, path: Path, signature: str, threads: int):
-        self.path, self.signature, self.threads = Path(path), signature, threads
-        self._local = threading.local()
-        self._local.runner = self._new_runner()
+    def __init__(self, path: Path, signature: str, pools: int = 1,
+                 interpreters_per_pool: int = 1):
+        self.path, self.signature = Path(path), signature
+        self._free: queue.Queue = queue.Queue()
+        for _ in range(max(1, pools)):
+            self._free.put(_signature_runner(_interpreter(self.path, threads=1), self.path,
+                                             signature))
+        self.max_execution_batch = (math.ceil(TFLITE_INITIAL_BATCH_SIZE / interpreters_per_pool)
+                                    if interpreters_per_pool > 1 else None)
+        # The scheduler's batch threads: created once, so they stay warm between requests.
+        self._threads = (ThreadPoolExecutor(max(1, pools), "tflite-batch")
+                         if self.max_execution_batch else None)
 
-    def _new_runner(self):
-        return _signature_runner(_interpreter(self.path, self.threads), self.path,
-                                 self.signature)
-
-    def run(self, feeds: Feeds) -> dict[str, np.ndarray]:
-        runner = getattr(self._local, "runner", None)
-        if runner is None:
-            runner = self._local.runner = self._new_runner()
+    def _invoke(self, feeds: Feeds) -> dict[str, np.ndarray]:
+        runner = self._free.get()
         try:
-            return runner(**feeds)
+            return runner(**feeds)  # resizes the inputs to this batch, as TF Serving does
         except (ValueError, RuntimeError) as err:
             raise ServoptError(f"{self.path}: the TFLite interpreter failed to run the "
                                f"model: {first_line(err)}") from None
+        finally:
+            self._free.put(runner)
+
+    def run(self, feeds: Feeds) -> dict[str, np.ndarray]:
+        size = len(next(iter(feeds.values())))
+        if self._threads is None or size <= self.max_execution_batch:
+            return self._invoke(feeds)
+        chunks = [{k: v[start:start + self.max_execution_batch] for k, v in feeds.items()}
+                  for start in range(0, size, self.max_execution_batch)]
+        outputs = list(self._threads.map(self._invoke, chunks))
+        return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
 
     def close(self) -> None:
-        self._local = threading.local()
+        if self._threads is not None:
+            self._threads.shutdown(wait=False)
+        self._free = queue.Queue()
 
 
 def make_engine(spec: EngineSpec) -> Engine:
-    if spec.backend == "tflite":
-        return TFLiteEngine(Path(spec.model_path), spec.signature, spec.intra_op_threads)
+    if spec.runtime == TFLITE_RUNTIME:
+        return TfLiteSessionEngine(Path(spec.model_path), spec.signature, spec.tflite_pools,
+                                   spec.tflite_interpreters_per_pool)
     return SessionEngine(Path(spec.model_path), spec.signature, spec.intra_op_threads,
                          spec.inter_op_threads)
 

@@ -21,6 +21,7 @@ from components.core.errors import ServoptError
 from components.core.examples import load_npz, npz_mismatch, read_records, records_to_feeds
 from components.core.inputs import generate_inputs, vocabulary_tokens
 from components.core.model_io import read_saved_model, serving_meta_graph
+from components.core.requirements import TFLITE_RUNTIME
 
 
 @dataclass
@@ -33,9 +34,9 @@ class ModelSignature:
     name: str  # the signature's key
 
 
-def read_signature(model_path: Path, backend: str, name: str) -> ModelSignature:
+def read_signature(model_path: Path, runtime: str, name: str) -> ModelSignature:
     """The named signature of a resolved model (SavedModel dir, or .tflite for tflite)."""
-    if backend == "tflite":
+    if runtime == TFLITE_RUNTIME:
         return ModelSignature(tflite_signature(model_path, name), graph_pb2.GraphDef(), [], name)
     meta_graph = serving_meta_graph(read_saved_model(model_path), model_path)
     signatures = {k: v for k, v in meta_graph.signature_def.items()

@@ -99,7 +99,8 @@ def _delta(value: float | None, base: float | None) -> str:
 
 
 def _name(name: str, model: ModelResult) -> str:
-    return f'<td class="name">{_e(name)}<span class="role">{_e(model.role)}</span></td>'
+    role = model.role + (f", {model.runtime.runtime}" if model.runtime else "")
+    return f'<td class="name">{_e(name)}<span class="role">{_e(role)}</span></td>'
 
 
 def _facts(pairs: list[tuple[str, str]]) -> str:
@@ -110,7 +111,8 @@ def _facts(pairs: list[tuple[str, str]]) -> str:
 
 def _machine(result: BenchmarkResult) -> str:
     m, s = result.machine, result.settings
-    window = f"{s.window_requests} requests"
+    window = (f"{s.window_seconds:g} s" if s.window_seconds
+              else f"{s.window_requests} requests")
     return _facts([
         ("CPU", m.cpu_model), ("cores", str(m.cores)),
         ("TensorFlow", m.tensorflow_version), ("Python", m.python_version),

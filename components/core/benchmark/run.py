@@ -2,14 +2,14 @@
 
 Order of work: validate the settings (a bad setting fails here, before anything starts);
 resolve every model path and scan each model's ops (a model that is missing, unreadable or
-holds unsafe ops that are not allowed gets its error and is never run); read each model's
-signature and build
-the input batches once, from the first model that can be read (the baseline unless it is
-broken), so every model sees the same inputs; start one worker per model (session and
-tflite backends) or one TF Serving per model (tfserving); load the models one at a time
-(load time and first request); measure each batch size in interleaved rounds, then the
-concurrency sweep; read each worker's peak memory; count FLOPs; run the accuracy pipeline
-when examples are given.
+holds unsafe ops that are not allowed gets its error and is never run); plan the rows, each
+model on the runtime(s) TF Serving would run it on (see runtimes: a TFLite variant gets two
+rows); read each row's signature and build the input batches once, from the first row that
+can be read (the baseline unless it is broken), so every row sees the same inputs; start
+one worker per row (session backend) or one TF Serving per model (tfserving); load the rows
+one at a time (load time and first request); measure each batch size in interleaved
+rounds, then the concurrency sweep; read each worker's peak memory; count FLOPs; run the
+accuracy pipeline when examples are given.
 
 A model that cannot be read, loaded or run gets its `error` and the others are still
 measured. What the caller does about failures is its policy: the CLI fails when the
@@ -28,10 +28,11 @@ from components.core.benchmark.accuracy import (
     compute_accuracy,
 )
 from components.core.benchmark.config import BenchmarkConfig, ModelSpec
-from components.core.benchmark.engines import EngineSpec, resolve_model_path
+from components.core.benchmark.engines import ResolvedModel, resolve_model
 from components.core.benchmark.feeds import ModelSignature, input_pools, read_signature
 from components.core.benchmark.flops import flops_per_example
 from components.core.benchmark.machine import machine_info
+from components.core.benchmark.runtimes import Row, engine_spec, plan_rows, runtime_info
 from components.core.benchmark.scheduler import (
     Plan,
     Series,
@@ -46,47 +47,45 @@ from components.core.benchmark.schema import (
     ModelResult,
 )
 from components.core.errors import ServoptError
+from components.core.requirements import TFLITE_RUNTIME
 
 Progress = Callable[[str], None]
 
 
-def size_on_disk(path: Path) -> int:
+def size_on_disk(path: Path, skip_tflite: bool = False) -> int:
+    """Bytes of what a runtime loads: the .tflite file, or the SavedModel directory (less
+    the model.tflite beside it, which the Session never reads)."""
     if path.is_file():
         return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()
+               and not (skip_tflite and p.parent == path and p.name == "model.tflite"))
 
 
 def plan_of(config: BenchmarkConfig) -> Plan:
     return Plan(warmup_requests=config.warmup_requests,
                 window_requests=config.window_requests, window_seconds=config.window_seconds,
-                max_windows=config.max_windows, stability_percent=config.stability_percent)
+                rewarm_requests=config.rewarm_requests, max_windows=config.max_windows,
+                stability_percent=config.stability_percent)
 
 
-def _engine_spec(path: Path, config: BenchmarkConfig) -> EngineSpec:
-    return EngineSpec(backend="tflite" if config.backend == "tflite" else "session",
-                      model_path=str(path), signature=config.signature,
-                      intra_op_threads=config.intra_op_threads,
-                      inter_op_threads=config.inter_op_threads)
-
-
-def _start_runners(paths: dict[str, Path], signatures: dict[str, ModelSignature],
+def _start_runners(rows: dict[str, Row], signatures: dict[str, ModelSignature],
                    config: BenchmarkConfig, errors: dict[str, str],
                    cleanup: contextlib.ExitStack) -> dict:
-    """One runner per model, started together (workers import TensorFlow in parallel);
+    """One runner per row, started together (workers import TensorFlow in parallel);
     each is closed by `cleanup`, whatever happens next."""
     runners = {}
-    for name, path in paths.items():
+    for name, row in rows.items():
         if config.backend == "tfserving":
             from components.core.benchmark.tfserving import tfserving_runner
 
-            runner = tfserving_runner(name, path, config.signature,
+            runner = tfserving_runner(name, row.path, config.signature,
                                       sorted(signatures[name].signature.outputs),
                                       config.tfserving, config.intra_op_threads,
                                       config.inter_op_threads)
         else:
             from components.core.benchmark.worker import ProcessRunner
 
-            runner = ProcessRunner(_engine_spec(path, config))
+            runner = ProcessRunner(engine_spec(row, config))
         cleanup.callback(runner.close)
         runners[name] = runner
     for name, runner in list(runners.items()):
@@ -100,21 +99,30 @@ def _start_runners(paths: dict[str, Path], signatures: dict[str, ModelSignature]
 
 
 def _resolve_and_scan(models: Sequence[ModelSpec], config: BenchmarkConfig,
-                      errors: dict[str, str]) -> dict[str, Path]:
-    """Resolved paths of the models that can be found. One that cannot, or that cannot be
-    scanned or holds unsafe ops `config` does not allow (refused before anything runs
-    it), gets its error; the others are still measured."""
+                      errors: dict[str, str], sizes: dict[str, int]
+                      ) -> dict[str, ResolvedModel]:
+    """The models that can be found, resolved. One that cannot, or that cannot be scanned
+    or holds unsafe ops `config` does not allow (refused before anything runs it), gets its
+    error (and its size in `sizes` if it was found); the others are still measured."""
     from components.core.gate.safety import refuse_unsafe
 
-    paths = {}
+    resolved = {}
     for model in models:
+        found = None
         try:
-            paths[model.name] = resolve_model_path(Path(model.path), config.backend)
-            if config.backend != "tflite":  # TFLite's builtin ops touch no files
-                refuse_unsafe(paths[model.name], config.allowed_ops, "to benchmark it")
+            found = resolve_model(Path(model.path))
+            if found.saved_model is not None:  # TFLite's builtin ops touch no files
+                refuse_unsafe(found.saved_model, config.allowed_ops, "to benchmark it")
+            if config.backend == "tfserving" and found.saved_model is None:
+                raise ServoptError(f"{found.tflite}: TF Serving serves TFLite only as "
+                                   "model.tflite in a SavedModel version directory; put it "
+                                   "there or drop --backend tfserving")
+            resolved[model.name] = found
         except ServoptError as err:
             errors[model.name] = str(err)
-    return paths
+            if found is not None:
+                sizes[model.name] = size_on_disk(found.saved_model or found.tflite)
+    return resolved
 
 
 def run_benchmark(models: Sequence[ModelSpec], config: BenchmarkConfig | None = None,
@@ -129,48 +137,60 @@ def run_benchmark(models: Sequence[ModelSpec], config: BenchmarkConfig | None = 
         raise ServoptError(f"model names repeat: {[m.name for m in models]}; name each "
                            "model once")
     errors: dict[str, str] = {}
-    found = _resolve_and_scan(models, config, errors)
-    paths = {name: path for name, path in found.items() if name not in errors}
+    failed_sizes: dict[str, int] = {}
+    resolved = _resolve_and_scan(models, config, errors, failed_sizes)
+    usable = [m for m in models if m.name in resolved]
+    if config.backend == "tfserving":  # the live server picks the runtime
+        rows = [Row(m.name, m, "tensorflow", resolved[m.name].saved_model, True, False)
+                for m in usable]
+    else:
+        rows = plan_rows(usable, resolved)
+    by_name = {row.name: row for row in rows}
     if config.backend == "tfserving" and not config.tfserving.host:
         from components.core.benchmark.tfserving import find_server
 
         find_server(config.tfserving.binary)
     if config.label_key is not None:
         check_label_key(config.examples, config.label_key)
-    baseline = models[0].name
-    results = {m.name: ModelResult(path=str(m.path), role=BASELINE if i == 0 else CANDIDATE,
-                                   size_bytes=size_on_disk(found[m.name])
-                                   if m.name in found else None)
-               for i, m in enumerate(models)}
+    results = {row.name: ModelResult(
+        path=str(row.model.path), role=BASELINE if row.model is models[0] else CANDIDATE,
+        runtime=None if config.backend == "tfserving" else runtime_info(row, config),
+        size_bytes=size_on_disk(row.path, skip_tflite=row.beside_tflite)) for row in rows}
+    for index, model in enumerate(models):  # unusable: reported with its error, unmeasured
+        if model.name not in resolved:
+            results[model.name] = ModelResult(path=str(model.path),
+                                              role=BASELINE if index == 0 else CANDIDATE,
+                                              size_bytes=failed_sizes.get(model.name))
+    baseline = next((r.name for r in rows if r.model is models[0]), models[0].name)
 
     signatures: dict[str, ModelSignature] = {}
-    for name, path in paths.items():
+    for name, row in by_name.items():
         try:
-            signatures[name] = read_signature(path, config.backend, config.signature)
+            signatures[name] = read_signature(row.path, row.runtime, config.signature)
         except ServoptError as err:
             errors[name] = str(err)
-    series: dict[str, dict[int, Series]] = {name: {} for name in paths}
+    series: dict[str, dict[int, Series]] = {name: {} for name in by_name}
     if signatures:
         reference = next(iter(signatures.values()))
         pools = input_pools(reference, config.batch_sizes, config.input_pool, config.seed,
                             config.examples)
-        _measure(paths, signatures, pools, config, results, series, errors, say)
+        _measure(by_name, signatures, pools, config, results, series, errors, say)
     for name, result in results.items():
         result.error = errors.get(name)
-    _fill_batches(results, series, baseline)
-    _count_flops(paths, results, config, say)
+    fill_batches(results, series, baseline)
+    _count_flops(by_name, results, config, say)
     if config.examples is not None:
-        _accuracy(paths, results, baseline, config, say)
+        _accuracy(by_name, results, baseline, config, say)
     return BenchmarkResult(machine=machine_info(), settings=config.settings(),
                            baseline=baseline, models=results)
 
 
-def _measure(paths: dict[str, Path], signatures: dict[str, ModelSignature],
+def _measure(rows: dict[str, Row], signatures: dict[str, ModelSignature],
              pools: dict[int, list], config: BenchmarkConfig, results: dict[str, ModelResult],
              series: dict[str, dict[int, Series]], errors: dict[str, str],
              say: Progress) -> None:
     first_batch = pools[config.batch_sizes[0]][0]
-    healthy = {name: paths[name] for name in paths if name in signatures}
+    healthy = {name: row for name, row in rows.items() if name in signatures}
     say(f"starting {len(healthy)} {config.backend} worker(s)")
     with contextlib.ExitStack() as cleanup:
         runners = _start_runners(healthy, signatures, config, errors, cleanup)
@@ -214,26 +234,26 @@ def _drop_failed(runners: dict, failed: dict[str, str], errors: dict[str, str],
             runner.close()
 
 
-def _fill_batches(results: dict[str, ModelResult], series: dict[str, dict[int, Series]],
-                  baseline: str) -> None:
+def fill_batches(results: dict[str, ModelResult], series: dict[str, dict[int, Series]],
+                 baseline: str) -> None:
+    """Each model's statistics per batch size, and a candidate's speedups over `baseline`."""
     for name, by_size in series.items():
         for size, measured in by_size.items():
             batch = measured.result()
             if name != baseline and size in series[baseline]:
                 batch.speedup_p50, batch.speedup_p99 = speedups(series[baseline][size], measured)
+                batch.speedup_stable = measured.speedup_stable(series[baseline][size])
             results[name].batches[size] = batch
 
 
-def _count_flops(paths: dict[str, Path], results: dict[str, ModelResult],
+def _count_flops(rows: dict[str, Row], results: dict[str, ModelResult],
                  config: BenchmarkConfig, say: Progress) -> None:
-    if config.backend == "tflite":
-        return  # TF's profiler counts TensorFlow graphs only
     for name, result in results.items():
-        if result.error and not result.batches:
-            continue
+        if (result.error and not result.batches) or rows[name].runtime == TFLITE_RUNTIME:
+            continue  # TF's profiler counts TensorFlow graphs only
         say(f"counting FLOPs of {name}")
         try:
-            result.flops_per_example = flops_per_example(paths[name], config.signature)
+            result.flops_per_example = flops_per_example(rows[name].path, config.signature)
         except ServoptError:
             result.flops_per_example = None
         for batch in result.batches.values():
@@ -241,7 +261,7 @@ def _count_flops(paths: dict[str, Path], results: dict[str, ModelResult],
                 batch.achieved_flops_per_s = result.flops_per_example * batch.throughput
 
 
-def _accuracy(paths: dict[str, Path], results: dict[str, ModelResult], baseline: str,
+def _accuracy(rows: dict[str, Row], results: dict[str, ModelResult], baseline: str,
               config: BenchmarkConfig, say: Progress) -> None:
     """Accuracy of every model measured without error. Candidates are compared with the
     baseline in one pipeline; without a working baseline each model runs alone, and
@@ -253,7 +273,7 @@ def _accuracy(paths: dict[str, Path], results: dict[str, ModelResult], baseline:
     say(f"accuracy on {config.examples} (Apache Beam)")
     for group in groups:
         measured = compute_accuracy(
-            [AccuracyModel(name, _engine_spec(paths[name], config)) for name in group],
+            [AccuracyModel(name, engine_spec(rows[name], config)) for name in group],
             config.examples, config.label_key, config.output_key, config.beam_pipeline_args)
         for name, accuracy in measured.items():
             results[name].accuracy = accuracy

@@ -7,9 +7,22 @@ candidate is the median over rounds of baseline_p50[round] / candidate_p50[round
 same for p99).
 
 Rounds continue until every model is stable (the p50 of its last 3 windows within the
-stability percentage) or `max_windows` rounds were measured; a model that never
-settled is reported `stable: false`. A model that fails is dropped from the following
-rounds and its error kept; the others go on.
+stability percentage), or every candidate's *speedup* is (its ratio to the baseline in
+each of the last 3 rounds within the stability percentage), or `max_windows` rounds were
+measured; a model that never settled is reported `stable: false`. The second rule is
+what settles on a shared machine: other tenants' load moves every model's latency
+together, so absolute latency may never settle while the comparison the gate reads has.
+A model that fails is dropped from the following rounds and its error kept; the others go on.
+
+Rounds rotate the order (A B C, B C A, C A B, ...): on a machine with few cores a
+window is disturbed by the model measured just before it (its threads still spinning,
+its data in the caches), and where a model sits in the round showed as a 10% bias
+between identical copies here; rotating gives every model every position equally often.
+
+Switching models idles the previous model's thread pools (TF's and TFLite's workers spin
+briefly, then sleep) and lets the next model's caches go cold; each window is therefore
+preceded by `rewarm_requests` untimed requests, so that a window measures the model in
+steady state, not the wake-up after the switch.
 """
 
 from __future__ import annotations
@@ -44,6 +57,7 @@ class Plan:
     warmup_requests: int = 10
     window_requests: int = 50
     window_seconds: float | None = None
+    rewarm_requests: int = 3
     max_windows: int = 10
     stability_percent: float = 10.0
 
@@ -67,6 +81,11 @@ class Series:
     @property
     def stable(self) -> bool:
         return is_stable(self.p50s, self.stability_percent)
+
+    def speedup_stable(self, baseline: Series) -> bool:
+        """The per-round ratio baseline/candidate of the last 3 rounds has settled."""
+        ratios = [b / c for b, c in zip(baseline.p50s, self.p50s, strict=False) if c > 0]
+        return is_stable(ratios, self.stability_percent)
 
     def result(self) -> BatchResult:
         """Statistics over every measured request (warm-up excluded)."""
@@ -98,17 +117,27 @@ def interleaved_rounds(runners: dict[str, Runner], batch_size: int, plan: Plan
             del active[name]
     series = {name: Series(batch_size, stability_percent=plan.stability_percent)
               for name in active}
-    for _ in range(plan.max_windows):
-        for name, runner in list(active.items()):
+    for round_index in range(plan.max_windows):
+        order = list(active.items())
+        shift = round_index % len(order) if order else 0
+        for name, runner in order[shift:] + order[:shift]:
             try:
+                if plan.rewarm_requests:
+                    runner.warmup(batch_size, plan.rewarm_requests)
                 series[name].windows.append(
                     runner.window(batch_size, plan.window_requests, plan.window_seconds))
             except ServoptError as err:
                 errors[name] = str(err)
                 del active[name], series[name]
-        if all(series[name].stable for name in active):
+        if all(series[name].stable for name in active) or _speedups_settled(series):
             break
     return RoundsOutcome(series, errors)
+
+
+def _speedups_settled(series: dict[str, Series]) -> bool:
+    """Every candidate's ratio to the baseline (the first series) has settled."""
+    baseline, *candidates = series.values()
+    return bool(candidates) and all(c.speedup_stable(baseline) for c in candidates)
 
 
 def speedups(baseline: Series, candidate: Series) -> tuple[float | None, float | None]:

@@ -31,16 +31,19 @@ class MachineInfo:
 
 @dataclass
 class Settings:
-    backend: str
+    backend: str  # "session": in-process, each model on its own runtime; or "tfserving"
     batch_sizes: list[int]
     concurrency: list[int]
     warmup_requests: int
     window_requests: int
+    window_seconds: float | None
     max_windows: int
     stability_percent: float
     intra_op_threads: int
     inter_op_threads: int
     signature: str
+    tflite_pools: int = 1
+    tflite_interpreters_per_pool: int = 1
 
 
 @dataclass
@@ -54,18 +57,21 @@ class BatchResult(LatencySummary):
     achieved_flops_per_s: float | None = None
     speedup_p50: float | None = None  # candidates only: median per-round ratio
     speedup_p99: float | None = None
+    speedup_stable: bool | None = None  # the per-round p50 ratio of the last 3 rounds settled
 
     def to_dict(self, role: str) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self)
-                if f.name not in ("speedup_p50", "speedup_p99")}
+                if f.name not in _CANDIDATE_ONLY}
         if role == CANDIDATE:
-            data["speedup_p50"] = self.speedup_p50
-            data["speedup_p99"] = self.speedup_p99
+            data.update({name: getattr(self, name) for name in _CANDIDATE_ONLY})
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> BatchResult:
         return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
+
+
+_CANDIDATE_ONLY = ("speedup_p50", "speedup_p99", "speedup_stable")
 
 
 @dataclass
@@ -88,10 +94,22 @@ class AccuracyResult:
 
 
 @dataclass
+class RuntimeInfo:
+    """How a row was run, and the TF Serving flags that run it the same way."""
+
+    runtime: str  # "tensorflow" (saved_model.pb in a Session) or "tflite"
+    version: str  # the model this row measures; a TFLite variant has two rows of one version
+    settings: dict  # the runtime's settings as measured (threads, interpreter pools)
+    server_flags: list[str]  # tensorflow_model_server flags selecting this runtime
+    servable: bool = True  # False: a bare .tflite file, which TF Serving cannot serve
+
+
+@dataclass
 class ModelResult:
     path: str
     role: str
     error: str | None = None
+    runtime: RuntimeInfo | None = None  # None: measured on a live TF Serving (tfserving)
     size_bytes: int | None = None
     load_time_s: float | None = None
     first_request_ms: float | None = None
@@ -104,6 +122,7 @@ class ModelResult:
     def to_dict(self) -> dict:
         return {
             "path": self.path, "role": self.role, "error": self.error,
+            "runtime": vars(self.runtime).copy() if self.runtime else None,
             "size_bytes": self.size_bytes, "load_time_s": self.load_time_s,
             "first_request_ms": self.first_request_ms,
             "peak_memory_bytes": self.peak_memory_bytes,
@@ -116,9 +135,10 @@ class ModelResult:
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelResult:
-        accuracy = data.get("accuracy")
+        accuracy, runtime = data.get("accuracy"), data.get("runtime")
         return cls(
             path=data["path"], role=data["role"], error=data.get("error"),
+            runtime=RuntimeInfo(**runtime) if runtime else None,
             size_bytes=data.get("size_bytes"), load_time_s=data.get("load_time_s"),
             first_request_ms=data.get("first_request_ms"),
             peak_memory_bytes=data.get("peak_memory_bytes"),
@@ -164,7 +184,7 @@ class BenchmarkResult:
                                f"(this version reads {SCHEMA_VERSION}); run the benchmark "
                                "again with this version")
         return cls(machine=MachineInfo(**data["machine"]),
-                   settings=Settings(**data["settings"]),
+                   settings=Settings(**{"window_seconds": None, **data["settings"]}),
                    baseline=data["baseline"],
                    models={name: ModelResult.from_dict(m) for name, m in data["models"].items()})
 

@@ -9,9 +9,22 @@ from dataclasses import dataclass
 
 from components.core.errors import ServoptError
 from components.core.gate.decision import CHANGE, REQUIREMENT, VALUE, Check, fmt
-from components.core.gate.metrics import accuracy_value, batch_entry, measured_batch_sizes
+from components.core.gate.metrics import (
+    accuracy_value,
+    batch_entry,
+    measured_batch_sizes,
+    rows_of,
+)
 from components.core.gate.safety import scan_ops
-from components.core.gate.thresholds import Thresholds
+from components.core.gate.thresholds import ServerProfile, Thresholds
+from components.core.model_io import resolve_saved_model_dir
+from components.core.requirements import (
+    DEFAULT_REQUIREMENTS,
+    TENSORFLOW_RUNTIME,
+    TFLITE_RUNTIME,
+    ServingRequirements,
+    read_requirements,
+)
 
 NOT_SERVED = "not applicable: no model served yet"
 MB = 1e6
@@ -32,6 +45,95 @@ class Context:
         return self.thresholds.primary_batch_size
 
 
+@dataclass
+class JudgedRow:
+    """The benchmark row a candidate is judged by: the runtime the server will use."""
+
+    name: str  # the row's name in the metrics
+    model: dict | None  # its metrics; None when the benchmark has no row for the version
+    problem: str | None = None  # why the server cannot run the version as measured
+
+    @property
+    def runtime(self) -> str | None:
+        return ((self.model or {}).get("runtime") or {}).get("runtime")
+
+    @property
+    def server_flags(self) -> list[str]:
+        return list(((self.model or {}).get("runtime") or {}).get("server_flags") or [])
+
+
+def judged_row(version: str, metrics: dict, server: ServerProfile) -> JudgedRow:
+    """TF Serving serves `model.tflite` only with --prefer_tflite_model=true, and falls
+    back to `saved_model.pb` otherwise (saved_model_bundle_factory.cc): the row of that
+    runtime decides."""
+    rows = rows_of(metrics, version)
+    if not rows:
+        return JudgedRow(version, None)
+    by_runtime = {(m.get("runtime") or {}).get("runtime"): (n, m) for n, m in rows.items()}
+    if server.prefer_tflite_model and TFLITE_RUNTIME in by_runtime:
+        name, model = by_runtime[TFLITE_RUNTIME]
+    elif TENSORFLOW_RUNTIME in by_runtime or None in by_runtime:
+        return JudgedRow(*by_runtime.get(TENSORFLOW_RUNTIME) or by_runtime[None])
+    else:
+        name, model = by_runtime[TFLITE_RUNTIME]
+        if model["runtime"].get("servable", True):
+            return JudgedRow(name, model, "the server runs its saved_model.pb "
+                             "(server.prefer_tflite_model: false), which the benchmark did "
+                             f"not measure (only '{name}'); benchmark it again or set "
+                             "server.prefer_tflite_model: true")
+    if not model["runtime"].get("servable", True):
+        return JudgedRow(name, model, "a bare .tflite file: TF Serving serves TFLite only "
+                         "as model.tflite in a SavedModel version directory; put it beside "
+                         "the saved_model.pb it was converted from")
+    return JudgedRow(name, model)
+
+
+def model_requirements(model_dir: str) -> ServingRequirements:
+    try:
+        return read_requirements(resolve_saved_model_dir(model_dir))
+    except ServoptError:  # not a SavedModel: the safety check reports it
+        return DEFAULT_REQUIREMENTS
+
+
+def server_check(version: str, row: JudgedRow, requirements: ServingRequirements,
+                 server: ServerProfile) -> Check:
+    """Whether the destination's server runs the candidate the way it was measured."""
+    prefer = f"prefer_tflite_model: {str(server.prefer_tflite_model).lower()}"
+    if row.problem:
+        return Check("server", version, row.name, prefer, False, row.problem,
+                     kind=REQUIREMENT)
+    runtime = row.runtime or TENSORFLOW_RUNTIME
+    # A TFLite variant's requirements describe its model.tflite, not the fp32 graph beside.
+    applies = not (requirements.runtime == TFLITE_RUNTIME and runtime == TENSORFLOW_RUNTIME)
+    flags = server.cpu_flags()
+    if applies and not requirements.cpu_supported(flags):
+        where = ("this machine's" if server.cpu_features is None
+                 else "server.cpu_features")
+        return Check("server", version, row.name, list(requirements.cpu_features), False,
+                     f"needs one of the CPU features {', '.join(requirements.cpu_features)} "
+                     f"({requirements.precision} on {runtime}), which the serving nodes lack "
+                     f"({where}: {_some(flags)}); serve it on such nodes or list their "
+                     "features in server.cpu_features", kind=REQUIREMENT)
+    return Check("server", version, row.name, prefer, True,
+                 f"served on {runtime} ({prefer}): judged by the benchmark row '{row.name}'",
+                 kind=REQUIREMENT)
+
+
+def serving_flags(row: JudgedRow, requirements: ServingRequirements) -> list[str]:
+    """The tensorflow_model_server flags that run the candidate as measured: the row's,
+    and those its serving requirements add for that runtime."""
+    flags = row.server_flags
+    if requirements.runtime == (row.runtime or TENSORFLOW_RUNTIME):
+        flags += [flag for flag in requirements.server_flags if flag not in flags]
+    return flags
+
+
+def _some(flags: set[str]) -> str:
+    shown = sorted(f for f in flags if f.startswith(("avx", "amx", "sse4", "fma")))
+    return ", ".join(shown) if shown else ("none listed" if not flags else
+                                          f"{len(flags)} flags, none of them")
+
+
 def benchmark_problem(name: str, model: dict | None, batch_size: int) -> str | None:
     """Why the benchmark result of `name` cannot be used, or None if it can."""
     if model is None:
@@ -45,8 +147,10 @@ def benchmark_problem(name: str, model: dict | None, batch_size: int) -> str | N
     return None
 
 
-def benchmark_check(name: str, model: dict | None, batch_size: int) -> Check:
-    problem = benchmark_problem(name, model, batch_size)
+def benchmark_check(name: str, model: dict | None, batch_size: int,
+                    row: str | None = None) -> Check:
+    """`row`: the benchmark row judged for candidate `name` (default: its own name)."""
+    problem = benchmark_problem(row or name, model, batch_size)
     return Check("benchmark", name, problem is None, True, problem is None,
                  problem or f"benchmark result at batch {batch_size} present",
                  kind=REQUIREMENT)
@@ -71,12 +175,17 @@ def safety_check(name: str, model_dir: str, allowed_ops: Iterable[str]) -> Check
 
 
 def stability_check(name: str, model: dict, context: Context) -> Check:
-    stable = batch_entry(model, context.batch).get("stable")
+    entry = batch_entry(model, context.batch)
+    stable = entry.get("stable")
     policy = context.thresholds.unstable_latency
     limit = f"unstable_latency: {policy}"
     if stable is True:
         return Check("stable_latency", name, True, limit, True,
                      f"latency stable at batch {context.batch}", kind=REQUIREMENT)
+    if entry.get("speedup_stable") is True:  # what the change thresholds read has settled
+        return Check("stable_latency", name, True, limit, True,
+                     f"speedup over the baseline stable at batch {context.batch} (its "
+                     "latency moved with the machine's load)", kind=REQUIREMENT)
     what = "latency not stable" if stable is False else "latency stability not recorded"
     if policy == "allow":
         return Check("stable_latency", name, stable, limit, True,

@@ -42,6 +42,9 @@ class CandidateResult:
     passed: bool
     blocked_by: list[str]  # reasons of the checks that failed, run-wide ones included
     objective: dict[str, float | None]  # the objective's metrics, in objective order
+    row: str | None = None  # the benchmark row it was judged by (the server's runtime)
+    server_flags: list[str] = field(default_factory=list)  # what serving it needs
+    environment: dict[str, str] = field(default_factory=dict)  # e.g. TF_ENABLE_ONEDNN_OPTS
 
 
 @dataclass
@@ -56,6 +59,8 @@ class GateDecision:
     candidates: list[CandidateResult]  # passing ones best first, then the blocked ones
     checks: list[Check]
     thresholds: dict = field(default_factory=dict)
+    server_flags: list[str] = field(default_factory=list)  # the chosen one's, to serve it
+    environment: dict[str, str] = field(default_factory=dict)
 
     def checks_for(self, candidate: str) -> list[Check]:
         """Checks that decide `candidate`: its own and the run-wide ones."""
@@ -104,7 +109,16 @@ class GateDecision:
                 not_applicable.setdefault(check.reason, []).append(check.threshold)
         lines += [f"  {reason}: {', '.join(names)}" for reason, names in
                   not_applicable.items()]
+        if self.blessed:
+            lines.append(f"  serve '{self.chosen}' with: {self.serving_command()}")
         return lines
+
+    def serving_command(self) -> str:
+        """The tensorflow_model_server flags (and environment) the pushed version needs."""
+        env = " ".join(f"{k}={v}" for k, v in sorted(self.environment.items()))
+        flags = " ".join(self.server_flags) or "(no flags recorded: as the benchmarked " \
+                                               "server was started)"
+        return f"{env + ' ' if env else ''}tensorflow_model_server {flags}"
 
     def raise_if_blocked(self) -> None:
         """Raises GateBlocked (with the summary) when nothing may be pushed."""

@@ -17,11 +17,16 @@ from pathlib import Path
 from components.core.errors import ServoptError
 from components.core.gate.checks import (
     Context,
+    JudgedRow,
     baseline_checks,
     benchmark_check,
     benchmark_problem,
+    judged_row,
+    model_requirements,
     safety_check,
     served_checks,
+    server_check,
+    serving_flags,
     stability_check,
     value_checks,
 )
@@ -39,6 +44,7 @@ from components.core.gate.thresholds import (
     OBJECTIVES,
     Thresholds,
 )
+from components.core.requirements import ServingRequirements
 
 
 def evaluate_gate(metrics: dict, thresholds: Thresholds | dict,
@@ -74,20 +80,25 @@ def evaluate_gate(metrics: dict, thresholds: Thresholds | dict,
     allowed = sorted(set(allowed_ops))
 
     checks = _blessing_checks(model_blessed, infra_blessed)
+    rows = {name: judged_row(name, metrics, thresholds.server) for name in candidates}
+    requirements = {name: model_requirements(str(path)) for name, path in candidates.items()}
     for name, model_dir in candidates.items():
-        checks += _candidate_checks(name, str(model_dir), models.get(name), context, allowed)
+        checks += _candidate_checks(name, str(model_dir), rows[name], requirements[name],
+                                    context, allowed)
     run_wide_failures = [c for c in checks if c.candidate is None and not c.passed]
 
     results = []
     for name, model_dir in candidates.items():
         failed = [c for c in checks if c.candidate in (name, None) and not c.passed]
-        model = models.get(name) or {}
+        model = rows[name].model or {}
         results.append(CandidateResult(
             name=name, path=str(model_dir), passed=not failed,
             blocked_by=[f"{c.threshold}: {c.reason}" for c in failed],
             objective={key: _objective_value(model, key, thresholds.primary_batch_size,
-                                             name == baseline_name)
-                       for key in thresholds.objective}))
+                                             rows[name].name == baseline_name)
+                       for key in thresholds.objective},
+            row=rows[name].name, server_flags=serving_flags(rows[name], requirements[name]),
+            environment=dict(requirements[name].environment)))
     passing = sorted((r for r in results if r.passed),
                      key=lambda r: _rank_key(r, thresholds.objective))
     blocked = [r for r in results if not r.passed]
@@ -102,12 +113,17 @@ def evaluate_gate(metrics: dict, thresholds: Thresholds | dict,
         first_push=served is None,
         candidates=passing + blocked,
         checks=checks,
-        thresholds=thresholds.to_dict())
+        thresholds=thresholds.to_dict(),
+        server_flags=chosen.server_flags if chosen else [],
+        environment=chosen.environment if chosen else {})
 
 
-def _candidate_checks(name: str, model_dir: str, model: dict | None, context: Context,
+def _candidate_checks(name: str, model_dir: str, row: JudgedRow,
+                      requirements: ServingRequirements, context: Context,
                       allowed_ops: list[str]) -> list[Check]:
-    checks = [benchmark_check(name, model, context.batch),
+    model = row.model
+    checks = [benchmark_check(name, model, context.batch, row.name),
+              server_check(name, row, requirements, context.thresholds.server),
               safety_check(name, model_dir, allowed_ops)]
     if not checks[0].passed:  # nothing measured to check thresholds on
         return checks

@@ -1,0 +1,81 @@
+"""Which rows a benchmark measures: every model on the runtime TF Serving would use for it.
+
+- A SavedModel directory: one row, in a Session (runtime "tensorflow").
+- A SavedModel directory holding `model.tflite` (a TFLite variant): two rows of one
+  version, `NAME@tflite` (what `--prefer_tflite_model=true` serves) and
+  `NAME@tensorflow` (its `saved_model.pb`, served without the flag), so users see both
+  paths and the gate judges the one the destination's server takes.
+- A bare `.tflite` file: one row, in the interpreter. TF Serving serves TFLite only as
+  `model.tflite` inside a SavedModel version directory, so such a row is not pushable.
+- The baseline: one row, its Session path (its saved_model.pb) where it has one.
+
+Each row records its runtime, the settings it ran with and the `tensorflow_model_server`
+flags that make TF Serving run the model the way it was measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.core.benchmark.config import BenchmarkConfig, ModelSpec
+from components.core.benchmark.engines import EngineSpec, ResolvedModel
+from components.core.benchmark.schema import RuntimeInfo
+from components.core.requirements import PREFER_TFLITE_FLAG, TENSORFLOW_RUNTIME, TFLITE_RUNTIME
+
+NO_TFLITE_FLAG = "--prefer_tflite_model=false"
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str  # the row's name in the result
+    model: ModelSpec  # the model (version) it measures
+    runtime: str
+    path: Path  # what the runtime loads: the SavedModel directory or the .tflite file
+    servable: bool  # TF Serving can serve this version (it has a SavedModel directory)
+    beside_tflite: bool  # the version directory holds model.tflite
+
+
+def row_name(name: str, runtime: str, rows_of_model: int) -> str:
+    return name if rows_of_model == 1 else f"{name}@{runtime}"
+
+
+def plan_rows(models: list[ModelSpec], resolved: dict[str, ResolvedModel]) -> list[Row]:
+    rows = []
+    for index, model in enumerate(models):
+        found = resolved[model.name]
+        runtimes = found.runtimes()
+        if index == 0 and len(runtimes) > 1:  # the baseline: its saved_model.pb only
+            runtimes = [TENSORFLOW_RUNTIME]
+        for runtime in runtimes:
+            rows.append(Row(row_name(model.name, runtime, len(runtimes)), model, runtime,
+                            found.path_for(runtime), servable=found.saved_model is not None,
+                            beside_tflite=found.saved_model is not None and bool(found.tflite)))
+    return rows
+
+
+def engine_spec(row: Row, config: BenchmarkConfig) -> EngineSpec:
+    return EngineSpec(runtime=row.runtime, model_path=str(row.path), signature=config.signature,
+                      intra_op_threads=config.intra_op_threads,
+                      inter_op_threads=config.inter_op_threads,
+                      tflite_pools=config.tflite_pool_count(),
+                      tflite_interpreters_per_pool=config.tflite_interpreters_per_pool)
+
+
+def runtime_info(row: Row, config: BenchmarkConfig) -> RuntimeInfo:
+    """The row's runtime, its settings and the flags that select it in TF Serving."""
+    if row.runtime == TFLITE_RUNTIME:
+        settings = {"num_tflite_pools": config.tflite_pool_count(),
+                    "num_tflite_interpreters_per_pool": config.tflite_interpreters_per_pool,
+                    "threads_per_interpreter": 1, "delegate": "xnnpack"}
+        flags = [PREFER_TFLITE_FLAG, f"--num_tflite_pools={settings['num_tflite_pools']}",
+                 "--num_tflite_interpreters_per_pool="
+                 f"{config.tflite_interpreters_per_pool}"]
+    else:
+        settings = {"intra_op_threads": config.intra_op_threads,
+                    "inter_op_threads": config.inter_op_threads}
+        flags = ([NO_TFLITE_FLAG] if row.beside_tflite else []) + [
+            f"--tensorflow_intra_op_parallelism={config.intra_op_threads}",
+            f"--tensorflow_inter_op_parallelism={config.inter_op_threads}"]
+    return RuntimeInfo(runtime=row.runtime, version=row.model.name, settings=settings,
+                       server_flags=flags if row.servable else [], servable=row.servable)
