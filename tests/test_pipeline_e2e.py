@@ -111,7 +111,9 @@ def test_the_benchmark_measures_every_model_side_by_side(workdir):
     metrics = json.loads((Path(result.uri) / "metrics.json").read_text())
     assert (Path(result.uri) / "report.html").is_file()
     assert list(metrics["models"]) == ["DigitsTrainer", "Freezer", "GraphOptimizer",
-                                       "Quantizer"]
+                                       "Quantizer", "Quantizer-tflite@tflite",
+                                       "Quantizer-tflite@tensorflow"]
+    assert metrics["models"]["Quantizer-tflite@tflite"]["runtime"]["runtime"] == "tflite"
     for name, model in metrics["models"].items():
         assert model["error"] is None, name
         assert model["accuracy"]["accuracy"] > 0.9
@@ -120,6 +122,19 @@ def test_the_benchmark_measures_every_model_side_by_side(workdir):
     props = custom_properties(result)
     assert props["baseline"] == "DigitsTrainer"
     assert props["Quantizer_speedup_p50_batch100"] > 0
+
+
+def test_the_demo_pushes_with_the_flags_its_chosen_runtime_needs(workdir):
+    """The demo's server runs --prefer_tflite_model=true: the TFLite variant is judged on
+    its TFLite row; whichever wins, the decision names the flags it needs, and a TFLite
+    version carries model.tflite for them."""
+    pushed, decision = gate_outcome(workdir)
+    tflite = next(c for c in decision["candidates"] if c["name"] == "Quantizer-tflite")
+    assert tflite["row"] == "Quantizer-tflite@tflite"
+    version = workdir / "serving" / "digits" / str(pushed["pushed_version"])
+    chose_tflite = decision["chosen"] == "Quantizer-tflite"
+    assert ("--prefer_tflite_model=true" in decision["server_flags"]) == chose_tflite
+    assert (version / "model.tflite").is_file() == chose_tflite
 
 
 def test_with_configs_defaults_the_demo_pushes_exactly_one_version(workdir):
