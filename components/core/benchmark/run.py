@@ -152,15 +152,18 @@ def run_benchmark(models: Sequence[ModelSpec], config: BenchmarkConfig | None = 
         find_server(config.tfserving.binary)
     if config.label_key is not None:
         check_label_key(config.examples, config.label_key)
-    results = {row.name: ModelResult(
-        path=str(row.model.path), role=BASELINE if row.model is models[0] else CANDIDATE,
-        runtime=None if config.backend == "tfserving" else runtime_info(row, config),
-        size_bytes=size_on_disk(row.path, skip_tflite=row.beside_tflite)) for row in rows}
-    for index, model in enumerate(models):  # unusable: reported with its error, unmeasured
-        if model.name not in resolved:
-            results[model.name] = ModelResult(path=str(model.path),
-                                              role=BASELINE if index == 0 else CANDIDATE,
+    results: dict[str, ModelResult] = {}
+    for index, model in enumerate(models):  # in the models' order, failed ones included
+        role = BASELINE if index == 0 else CANDIDATE
+        model_rows = [row for row in rows if row.model is model]
+        if not model_rows:  # unusable: reported with its error, never run
+            results[model.name] = ModelResult(path=str(model.path), role=role,
                                               size_bytes=failed_sizes.get(model.name))
+        for row in model_rows:
+            results[row.name] = ModelResult(
+                path=str(model.path), role=role,
+                runtime=None if config.backend == "tfserving" else runtime_info(row, config),
+                size_bytes=size_on_disk(row.path, skip_tflite=row.beside_tflite))
     baseline = next((r.name for r in rows if r.model is models[0]), models[0].name)
 
     signatures: dict[str, ModelSignature] = {}
