@@ -202,6 +202,7 @@ def export_resnet50(out: Path) -> Path:
     model.export(str(out), verbose=False)
     rgb = np.random.default_rng(1).random((32, 32, 32, 3)).astype("f4")
     np.savez(out.parent / f"{out.name}-inputs.npz", **{model.inputs[0].name: rgb})
+    return out
 
 
 def export_tf1_vocab_model(out: Path, vocabulary_size: int = 50) -> Path:
