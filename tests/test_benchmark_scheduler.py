@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+from components.core.benchmark.config import BenchmarkConfig
 from components.core.benchmark.measure import ConcurrencySample, WindowSample
 from components.core.benchmark.scheduler import (
-    Plan,
     concurrency_sweep,
     interleaved_rounds,
     speedups,
@@ -45,7 +45,7 @@ class FakeRunner:
                                  batch_size * len(latencies))
 
 
-PLAN = Plan(warmup_requests=5, window_requests=4, max_windows=6, stability_percent=10)
+PLAN = BenchmarkConfig(warmup_requests=5, window_requests=4, max_windows=6, stability_percent=10)
 
 
 def test_models_are_warmed_up_then_measured_in_alternating_rounds():

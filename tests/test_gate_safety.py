@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from components.core.tf_setup import tf
+
 import numpy as np
 import pytest
 
 from components.core.gate import UNSAFE_OPS, Thresholds, evaluate_gate, scan_ops
 from components.core.grappler import all_nodes
 from components.core.model_io import read_serving_graph
-from components.core.tf_setup import tf
 
 
 class _FileWritingModel(tf.Module):

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from components.core.tf_setup import tf
+
 from tensorflow.core.framework import graph_pb2
 from tensorflow.python.framework import convert_to_constants, graph_util
 
@@ -24,7 +26,6 @@ from components.core.errors import ServoptError, StepSkipped
 from components.core.grappler import all_nodes, prune_function_library, run_grappler
 from components.core.model_io import ServingGraph, read_serving_graph
 from components.core.serving_session import ServingSession, first_line
-from components.core.tf_setup import tf
 
 VARIABLE_OPS = {"Variable", "VariableV2", "VarHandleOp"}
 # Tables whose contents live in the checkpoint: freezing would serve them empty.

@@ -9,6 +9,7 @@
 No TFX import here: the TFX component and the CLI are adapters over these functions.
 """
 
+from components.core.benchmark.schema import load_metrics
 from components.core.gate.decision import (
     CandidateResult,
     Check,
@@ -16,7 +17,7 @@ from components.core.gate.decision import (
     GateDecision,
 )
 from components.core.gate.gate import evaluate_gate
-from components.core.gate.metrics import load_metrics
+from components.core.gate.metrics import candidate_paths
 from components.core.gate.push import PushResult, checked_destination, push_model, versions
 from components.core.gate.report import candidate_table, decision_table
 from components.core.gate.safety import UNSAFE_OPS, OpScan, scan_ops
@@ -31,7 +32,8 @@ from components.core.gate.warmup import read_warmup_file, warmup_logs, write_war
 __all__ = [
     "BaselineThresholds", "CandidateResult", "Check", "GateBlocked", "GateDecision",
     "OpScan", "PushResult", "ServedThresholds", "Thresholds", "UNSAFE_OPS",
-    "ValueThresholds", "candidate_table", "checked_destination", "decision_table", "evaluate_gate",
+    "ValueThresholds", "candidate_paths", "candidate_table", "checked_destination",
+    "decision_table", "evaluate_gate",
     "load_metrics", "push_model", "read_warmup_file", "scan_ops", "versions",
     "warmup_logs", "write_warmup_file",
 ]

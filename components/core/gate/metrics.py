@@ -1,4 +1,5 @@
-"""Read the ServingBenchmark's metrics (metrics.json, schema_version 1) for the gate.
+"""What the gate reads from the ServingBenchmark's metrics (metrics.json, schema_version 1;
+read and checked by components.core.benchmark.schema.load_metrics).
 
 The gate reads, per model: `role`, `error`, `size_bytes` and the other model-level
 measurements, `batches[<batch size>]` (latency percentiles, throughput, `stable`,
@@ -8,44 +9,6 @@ per-model shape.
 """
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
-
-from components.core.errors import ServoptError
-
-SCHEMA_VERSION = 1
-
-
-def load_metrics(path: str | Path) -> dict:
-    """metrics.json as a dict, checked to be a benchmark result this gate understands."""
-    path = Path(path)
-    try:
-        metrics = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ServoptError(f"{path}: no such metrics file; pass the metrics.json the "
-                           "ServingBenchmark wrote") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ServoptError(f"{path}: cannot read the metrics file ({err})") from None
-    except json.JSONDecodeError as err:
-        raise ServoptError(f"{path}: not valid JSON (line {err.lineno}: {err.msg}); run the "
-                           "benchmark again") from None
-    validate_metrics(metrics, str(path))
-    return metrics
-
-
-def validate_metrics(metrics, source: str = "metrics") -> None:
-    """The top-level shape the gate relies on; per-model gaps are reported per candidate."""
-    if not isinstance(metrics, dict):
-        raise ServoptError(f"{source}: expected a JSON object of benchmark results, got "
-                           f"{type(metrics).__name__}")
-    version = metrics.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise ServoptError(f"{source}: schema_version {version!r} is not supported (this "
-                           f"gate reads schema_version {SCHEMA_VERSION}); run the benchmark "
-                           "of the same release")
-    if not isinstance(metrics.get("models"), dict):
-        raise ServoptError(f"{source}: no 'models' object; not a ServingBenchmark result")
 
 
 def batch_entry(model: dict, batch_size: int) -> dict | None:
@@ -66,3 +29,8 @@ def accuracy_value(model: dict, key: str) -> float | None:
 
 def _numeric_first(text: str):
     return (0, int(text), "") if text.isdigit() else (1, 0, text)
+
+
+def candidate_paths(metrics: dict) -> dict[str, str]:
+    """Every model the benchmark measured (the baseline too) -> the path it measured."""
+    return {name: entry["path"] for name, entry in metrics["models"].items()}

@@ -23,6 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import components.core.tf_setup  # noqa: F401  (TensorFlow, quietly, first)
+
 from tensorflow.core.framework import graph_pb2
 
 from components.core.model_io import (
