@@ -73,7 +73,7 @@ def pipeline_run(seed_cnn_model, tmp_path_factory):
         quantizer_executor.Executor().Do(
             {"model": [optimized], "examples": [examples]},
             {"quantized_model": [quantized], "tflite_model": [tflite]},
-            {"mode": "int8", "tflite": "int8", "num_examples": 64})
+            {"mode": "int8", "tflite": "dynamic_int8", "num_examples": 64})
         benchmark_executor.Executor().Do(
             {"baseline_model": [trainer], "candidate_1": [frozen], "candidate_2": [optimized],
              "candidate_3": [quantized], "examples": [examples]},
@@ -94,18 +94,17 @@ def test_every_model_output_is_written_to_its_uri(pipeline_run):
     for model in (pipeline_run.frozen, pipeline_run.optimized, pipeline_run.quantized):
         assert gfile.exists(f"{model.uri}/Format-Serving/saved_model.pb")
         assert model.get_int_custom_property("verification_passed") == 1
-    assert gfile.exists(f"{pipeline_run.tflite.uri}/Format-TFLite/model.tflite")
+    assert pipeline_run.tflite.get_int_custom_property("produced") == 1
+    assert gfile.exists(f"{pipeline_run.tflite.uri}/Format-Serving/model.tflite")
     assert pipeline_run.frozen.get_int_custom_property("variable_count") == 0
 
 
 def test_recorded_sources_are_uris_not_staging_copies(pipeline_run):
     assert pipeline_run.frozen.get_string_custom_property("source_model_uri") == (
         f"{ROOT}/Trainer/model/1/Format-Serving")
-    assert pipeline_run.quantized.get_string_custom_property("source_model_uri") == (
-        f"{ROOT}/GraphOptimizer/optimized_model/4/Format-Serving")
-    # The optimized model is fused: TFLite converts the model the optimizer started from.
-    assert pipeline_run.tflite.get_string_custom_property("source_model_uri") == (
-        f"{ROOT}/Freezer/frozen_model/3/Format-Serving")
+    for variant in (pipeline_run.quantized, pipeline_run.tflite):
+        assert variant.get_string_custom_property("source_model_uri") == (
+            f"{ROOT}/GraphOptimizer/optimized_model/4/Format-Serving")
 
 
 def test_the_benchmark_writes_its_metrics_with_the_models_uris(pipeline_run):

@@ -59,11 +59,15 @@ def test_the_installed_wheel_runs_the_five_components_outside_the_repository(tmp
     script.write_text((ROOT / "tests" / "wheel" / "run_pipeline.py").read_text())
     out = run([python, script], cwd=work, env=env)
     result = json.loads(out.strip().splitlines()[-1])
+    ran = time.perf_counter()
+    print(f"wheel + venv {installed - started:.0f} s, pipeline {ran - installed:.0f} s; "
+          f"decision: {result['decision']}")
     assert result["components"].startswith(str(venv))
     assert len(result["versions"]) == 1, result
-    assert result["models"] == ["Freezer", "GraphOptimizer", "Quantizer", "trained"]
+    # The baseline is named after the Importer's directory; the candidates after their
+    # components.
+    assert {"Freezer", "GraphOptimizer", "Quantizer"} < set(result["models"])
+    assert len(result["models"]) == 4
     help_started = time.perf_counter()
     run([venv / "bin" / "servopt", "--help"], cwd=work, env=env)
-    print(f"wheel + venv {installed - started:.0f} s, pipeline "
-          f"{help_started - installed:.0f} s, servopt --help "
-          f"{time.perf_counter() - help_started:.2f} s; decision: {result['decision']}")
+    print(f"installed servopt --help {time.perf_counter() - help_started:.2f} s")
