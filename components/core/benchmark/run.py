@@ -153,6 +153,8 @@ def run_benchmark(models: Sequence[ModelSpec], config: BenchmarkConfig | None = 
             results[model.name] = ModelResult(path=str(model.path),
                                               role=BASELINE if index == 0 else CANDIDATE,
                                               size_bytes=failed_sizes.get(model.name))
+    results = {name: results[name] for model in models  # command-line order, as documented
+               for name in ([r.name for r in rows if r.model is model] or [model.name])}
     baseline = next((r.name for r in rows if r.model is models[0]), models[0].name)
 
     signatures: dict[str, ModelSignature] = {}
