@@ -37,13 +37,18 @@ RUN uv export --frozen --no-dev --no-hashes --no-emit-project --format requireme
 
 COPY components ./components
 COPY pipelines ./pipelines
-COPY configs ./configs
-# Editable: the code stays in /opt/servopt beside configs/, which it reads defaults from.
-RUN pip install --no-deps --editable . \
+# A normal install: the defaults ship inside the package (components/configs/), so nothing
+# needs this directory at run time. The sources are removed so that every import, from
+# any working directory, is the installed package's.
+RUN pip install --no-deps . \
+    && cd / && rm -rf /opt/servopt/components /opt/servopt/pipelines /opt/servopt/build \
     && python -c "import tfx.components, components.cli, pipelines.vertex_runner" \
     && python -c "from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor" \
+    && python -c "from components.core.gate import Thresholds; Thresholds.from_yaml()" \
     && servopt --help > /dev/null \
     && tensorflow_model_server --version
+
+WORKDIR /workspace
 
 # KFP and Vertex set the command per step; this default makes `docker run IMAGE` useful.
 CMD ["servopt", "--help"]

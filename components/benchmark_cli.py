@@ -11,17 +11,33 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from components.cli_support import ServoptCommand, op_list
-from components.core.benchmark.config import BACKENDS, PROTOCOLS
+from components.cli_support import LazyConsole, ServoptCommand, op_list
+from components.core.benchmark.config import (
+    BACKENDS,
+    PROTOCOLS,
+    BenchmarkConfig,
+    TFServingOptions,
+)
 from components.core.errors import ServoptError
 
-stdout = Console()
-stderr = Console(stderr=True)
+if TYPE_CHECKING:
+    from rich.table import Table
+
+stdout = LazyConsole()
+stderr = LazyConsole(stderr=True)
+# Every option defaults to None ("not given"): what is not given takes these defaults.
+DEFAULTS = BenchmarkConfig()
+TFSERVING_DEFAULTS = TFServingOptions()
+
+
+def _with_default(text: str, value) -> str:
+    """Help text ending in the library's default, e.g. '(default: 1,100)'."""
+    shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+    return f"{text} (default: {shown})".lstrip()
 
 
 def _stable(flag: bool) -> str:
@@ -36,6 +52,8 @@ def _speedup(value: float | None) -> str:
 
 
 def _results_table(result) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"latency (ms), throughput (examples/s), speedup vs "
                         f"{result.baseline}: {result.settings.backend}, "
                         f"{result.machine.cores} cores, TF {result.machine.tensorflow_version}")
@@ -61,6 +79,8 @@ def _fmt(value, spec: str, scale: float = 1.0) -> str:
 
 
 def _models_table(result) -> Table:
+    from rich.table import Table
+
     table = Table(title="per model")
     table.add_column("model", no_wrap=True)
     for column in ("size MB", "load s", "1st request ms", "peak MB", "MFLOP/example"):
@@ -76,6 +96,8 @@ def _models_table(result) -> Table:
 
 
 def _accuracy_table(result) -> Table | None:
+    from rich.table import Table
+
     measured = {n: m.accuracy for n, m in result.models.items() if m.accuracy is not None}
     if not measured:
         return None
@@ -95,10 +117,11 @@ def _accuracy_table(result) -> Table | None:
 @click.option("--name", "names", multiple=True,
               help="Name of each model, in order (repeat). Or pass models as NAME=PATH. "
                    "Default: the directory name, made unique.")
-@click.option("--batch-sizes", default="1,100", show_default=True,
-              help="Comma-separated batch sizes.")
-@click.option("--concurrency", default="1,2", show_default=True,
-              help="Comma-separated numbers of concurrent clients for the throughput sweep.")
+@click.option("--batch-sizes", default=None,
+              help=_with_default("Comma-separated batch sizes.", DEFAULTS.batch_sizes))
+@click.option("--concurrency", default=None,
+              help=_with_default("Comma-separated numbers of concurrent clients for the "
+                                 "throughput sweep.", DEFAULTS.concurrency))
 @click.option("--examples", type=click.Path(), default=None,
               help="Real inputs: TFRecords of tf.Example (file, directory or TFX Examples "
                    "artifact) or an .npz keyed by input name. Default: generated from the "
@@ -108,47 +131,60 @@ def _accuracy_table(result) -> Table | None:
 @click.option("--output-key", default=None,
               help="The classifier output accuracy reads (default: the first "
                    "[batch, classes] float output).")
-@click.option("--backend", type=click.Choice(BACKENDS), default="session", show_default=True,
-              help="session: in-process, each model on the runtime TF Serving would use "
-                   "(a Session; TfLiteSession's interpreters for a .tflite file or "
-                   "model.tflite beside saved_model.pb); tfserving: a real "
-                   "tensorflow_model_server.")
-@click.option("--signature", default="serving_default", show_default=True)
-@click.option("--warmup-requests", default=10, show_default=True,
-              help="Requests per model and batch size before measuring (not counted).")
-@click.option("--window-seconds", type=float, default=1.0, show_default=True,
-              help="A measurement window is this time span; 0: use --window-requests.")
-@click.option("--window-requests", default=50, show_default=True,
-              help="Requests per measurement window when --window-seconds is 0.")
-@click.option("--rewarm-requests", default=3, show_default=True,
-              help="Untimed requests before every window, after switching models.")
+@click.option("--backend", type=click.Choice(BACKENDS), default=None,
+              help=_with_default("session: in-process, each model on the runtime TF Serving "
+                                 "would use (a Session; TfLiteSession's interpreters for a "
+                                 ".tflite file or model.tflite beside saved_model.pb); "
+                                 "tfserving: a real tensorflow_model_server.",
+                                 DEFAULTS.backend))
+@click.option("--signature", default=None, help=_with_default("", DEFAULTS.signature))
+@click.option("--warmup-requests", type=int, default=None,
+              help=_with_default("Requests per model and batch size before measuring (not "
+                                 "counted).", DEFAULTS.warmup_requests))
+@click.option("--window-seconds", type=float, default=None,
+              help=_with_default("A measurement window is this time span; 0: use "
+                                 "--window-requests.", DEFAULTS.window_seconds))
+@click.option("--window-requests", type=int, default=None,
+              help=_with_default("Requests per measurement window when --window-seconds "
+                                 "is 0.", DEFAULTS.window_requests))
+@click.option("--rewarm-requests", type=int, default=None,
+              help=_with_default("Untimed requests before every window, after switching "
+                                 "models.", DEFAULTS.rewarm_requests))
 @click.option("--tflite-pools", type=int, default=None,
               help="TFLite rows: interpreters, as TF Serving's --num_tflite_pools "
                    "(default: the cores, its default).")
-@click.option("--tflite-interpreters-per-pool", default=1, show_default=True,
-              help="TFLite rows: as TF Serving's --num_tflite_interpreters_per_pool; above 1 "
-                   "large batches are split across the interpreters.")
-@click.option("--max-windows", default=10, show_default=True,
-              help="Windows to measure at most while waiting for stability.")
-@click.option("--stability-percent", default=10.0, show_default=True,
-              help="Stable when the last 3 windows' p50 spread at most this much.")
+@click.option("--tflite-interpreters-per-pool", type=int, default=None,
+              help=_with_default("TFLite rows: as TF Serving's "
+                                 "--num_tflite_interpreters_per_pool; above 1 large batches "
+                                 "are split across the interpreters.",
+                                 DEFAULTS.tflite_interpreters_per_pool))
+@click.option("--max-windows", type=int, default=None,
+              help=_with_default("Windows to measure at most while waiting for stability.",
+                                 DEFAULTS.max_windows))
+@click.option("--stability-percent", type=float, default=None,
+              help=_with_default("Stable when the last 3 windows' p50 spread at most this "
+                                 "much.", DEFAULTS.stability_percent))
 @click.option("--intra-op-threads", type=int, default=None,
               help="Threads per op, the same for every model (default: the cores).")
 @click.option("--inter-op-threads", type=int, default=None,
               help="Ops run in parallel, the same for every model (default: the cores).")
-@click.option("--seed", default=0, show_default=True, help="Seed for generated inputs.")
+@click.option("--seed", type=int, default=None,
+              help=_with_default("Seed for generated inputs.", DEFAULTS.seed))
 @click.option("--tfserving-host", default=None,
               help="A running TF Serving that serves the models under their names "
                    "(default: start tensorflow_model_server per model).")
-@click.option("--tfserving-grpc-port", default=8500, show_default=True)
-@click.option("--tfserving-rest-port", default=8501, show_default=True)
-@click.option("--tfserving-protocol", type=click.Choice(PROTOCOLS), default="grpc",
-              show_default=True)
-@click.option("--tfserving-binary", default="tensorflow_model_server", show_default=True)
+@click.option("--tfserving-grpc-port", type=int, default=None,
+              help=_with_default("", TFSERVING_DEFAULTS.grpc_port))
+@click.option("--tfserving-rest-port", type=int, default=None,
+              help=_with_default("", TFSERVING_DEFAULTS.rest_port))
+@click.option("--tfserving-protocol", type=click.Choice(PROTOCOLS), default=None,
+              help=_with_default("", TFSERVING_DEFAULTS.protocol))
+@click.option("--tfserving-binary", default=None,
+              help=_with_default("", TFSERVING_DEFAULTS.binary))
 @click.option("--beam-pipeline-arg", "beam_args", multiple=True,
               help="Apache Beam pipeline option for the accuracy pipeline (repeat), e.g. "
                    "--beam-pipeline-arg=--direct_num_workers=2.")
-@click.option("--allow-unsafe-ops", "allowed_ops", default="",
+@click.option("--allow-unsafe-ops", "allowed_ops", default=None,
               help="Comma-separated op types (e.g. ReadFile) models may run although they "
                    "read or write files, run Python or open the network. Without it such a "
                    "model is not run, and reported with its error.")
@@ -156,47 +192,48 @@ def _accuracy_table(result) -> Table | None:
               help="Write metrics.json here ('-': print it instead of the tables).")
 @click.option("--report", "report_out", type=click.Path(), default=None,
               help="Write a self-contained HTML report here.")
-def benchmark_command(models: tuple[str, ...], names: tuple[str, ...], batch_sizes: str,
-                      concurrency: str, examples: str | None, label_key: str | None,
-                      output_key: str | None, backend: str, signature: str,
-                      warmup_requests: int, window_requests: int,
-                      window_seconds: float | None, rewarm_requests: int,
-                      tflite_pools: int | None, tflite_interpreters_per_pool: int,
-                      max_windows: int,
-                      stability_percent: float, intra_op_threads: int | None,
-                      inter_op_threads: int | None, seed: int, tfserving_host: str | None,
-                      tfserving_grpc_port: int, tfserving_rest_port: int,
-                      tfserving_protocol: str, tfserving_binary: str,
-                      beam_args: tuple[str, ...], allowed_ops: str, json_out: str | None,
+def benchmark_command(models: tuple[str, ...], names: tuple[str, ...],
+                      batch_sizes: str | None, concurrency: str | None, examples: str | None,
+                      label_key: str | None, output_key: str | None, backend: str | None,
+                      signature: str | None, warmup_requests: int | None,
+                      window_seconds: float | None, window_requests: int | None,
+                      rewarm_requests: int | None, tflite_pools: int | None,
+                      tflite_interpreters_per_pool: int | None, max_windows: int | None,
+                      stability_percent: float | None, intra_op_threads: int | None,
+                      inter_op_threads: int | None, seed: int | None,
+                      tfserving_host: str | None, tfserving_grpc_port: int | None,
+                      tfserving_rest_port: int | None, tfserving_protocol: str | None,
+                      tfserving_binary: str | None, beam_args: tuple[str, ...],
+                      allowed_ops: str | None, json_out: str | None,
                       report_out: str | None) -> None:
     """Benchmark MODEL (the baseline) against each further MODEL (candidates)."""
     from pathlib import Path
 
-    from components.core.benchmark.config import (
-        BenchmarkConfig,
-        TFServingOptions,
-        available_cores,
-        name_models,
-        parse_int_list,
-    )
+    from components.core.benchmark.config import name_models, parse_int_list
     from components.core.benchmark.run import run_benchmark
 
+    given = {
+        "backend": backend, "signature": signature, "label_key": label_key,
+        "output_key": output_key, "seed": seed, "warmup_requests": warmup_requests,
+        "window_requests": window_requests, "window_seconds": window_seconds,
+        "rewarm_requests": rewarm_requests, "tflite_pools": tflite_pools,
+        "tflite_interpreters_per_pool": tflite_interpreters_per_pool,
+        "max_windows": max_windows, "stability_percent": stability_percent,
+        "intra_op_threads": intra_op_threads, "inter_op_threads": inter_op_threads,
+        "batch_sizes": parse_int_list(batch_sizes, "--batch-sizes") if batch_sizes else None,
+        "concurrency": (parse_int_list(concurrency, "--concurrency")
+                        if concurrency is not None else None),
+        "allowed_ops": op_list(allowed_ops) if allowed_ops is not None else None}
+    settings = {key: value for key, value in given.items() if value is not None}
+    if window_seconds == 0:  # windows of --window-requests requests
+        settings["window_seconds"] = None
+    tfserving = {"host": tfserving_host, "grpc_port": tfserving_grpc_port,
+                 "rest_port": tfserving_rest_port, "protocol": tfserving_protocol,
+                 "binary": tfserving_binary}
     config = BenchmarkConfig(
-        backend=backend, batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"),
-        concurrency=parse_int_list(concurrency, "--concurrency"),
-        warmup_requests=warmup_requests, window_requests=window_requests,
-        window_seconds=window_seconds or None, rewarm_requests=rewarm_requests,
-        tflite_pools=tflite_pools, tflite_interpreters_per_pool=tflite_interpreters_per_pool,
-        max_windows=max_windows,
-        stability_percent=stability_percent,
-        intra_op_threads=intra_op_threads if intra_op_threads is not None else available_cores(),
-        inter_op_threads=inter_op_threads if inter_op_threads is not None else available_cores(),
-        signature=signature, examples=Path(examples) if examples else None,
-        label_key=label_key, output_key=output_key, seed=seed,
-        beam_pipeline_args=tuple(beam_args), allowed_ops=op_list(allowed_ops),
-        tfserving=TFServingOptions(binary=tfserving_binary, host=tfserving_host,
-                                   grpc_port=tfserving_grpc_port,
-                                   rest_port=tfserving_rest_port, protocol=tfserving_protocol))
+        **settings,
+        tfserving=TFServingOptions(**{k: v for k, v in tfserving.items() if v is not None}),
+        examples=Path(examples) if examples else None, beam_pipeline_args=tuple(beam_args))
     config.validate()
     specs = name_models(models, names)
     for option, out in (("--json", json_out), ("--report", report_out)):

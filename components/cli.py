@@ -1,6 +1,8 @@
 """`servopt`: the command line over the optimization library.
 
-Errors end as one line and an exit code (see cli_support); never a traceback.
+Errors end as one line and an exit code (see cli_support); never a traceback. Nothing
+heavy is imported before a command runs: `servopt --help` needs only click and rich;
+TensorFlow, TFX and KFP are imported inside the commands, and `pipelines/` only by `demo`.
 """
 
 from __future__ import annotations
@@ -8,16 +10,18 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from components.cli_support import ServoptGroup, op_list
+from components.cli_support import LazyConsole, ServoptGroup, op_list
 from components.core.requirements import TFLITE_MODEL_FILE
 
-stdout = Console()
-stderr = Console(stderr=True)
+if TYPE_CHECKING:
+    from rich.table import Table
+
+stdout = LazyConsole()
+stderr = LazyConsole(stderr=True)
 
 
 @click.group(cls=ServoptGroup)
@@ -35,6 +39,8 @@ def _print_json(data: dict) -> None:
 
 
 def _description_table(title: str, *descriptions) -> Table:
+    from rich.table import Table
+
     table = Table(title=title)
     table.add_column("")
     for d in descriptions:
@@ -56,6 +62,8 @@ def _description_table(title: str, *descriptions) -> Table:
 
 def _stages_table(report) -> Table:
     """One row per stage: the source, then the model each applied step produced."""
+    from rich.table import Table
+
     table = Table(title=f"servopt optimize: {report.source} -> {report.output}")
     for column in ("stage", "nodes", "variables", "size", "max abs diff", "top-1 agreement"):
         table.add_column(column, justify="left" if column == "stage" else "right")
@@ -118,8 +126,8 @@ def describe_command(model: str, as_json: bool) -> None:
               help="Real verification inputs: TFRecords of tf.Example (file, directory or "
                    "TFX Examples artifact) or an .npz keyed by input name. Default: "
                    "generated from the signatures.")
-@click.option("--num-examples", default=256, show_default=True,
-              help="How many inputs verification runs.")
+@click.option("--num-examples", type=int, default=None,
+              help="How many inputs verification runs (default: OptimizeConfig.num_examples).")
 @click.option("--verify-each-step", is_flag=True,
               help="Verify every intermediate model too, not only the one written to OUT "
                    "(a per-step error table; one more model run per step).")
@@ -129,15 +137,16 @@ def describe_command(model: str, as_json: bool) -> None:
                    "such a model is refused before anything runs it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def optimize_command(model: str, out: str, steps_text: str, passes: str | None,
-                     inputs_path: str | None, num_examples: int, verify_each_step: bool,
-                     allowed_ops: str, as_json: bool) -> None:
+                     inputs_path: str | None, num_examples: int | None,
+                     verify_each_step: bool, allowed_ops: str, as_json: bool) -> None:
     """Optimize MODEL and write a verified, servable SavedModel to OUT."""
     from components.core.optimize import DEFAULT_PASSES, PassResult, validate_passes
     from components.core.steps import OptimizeConfig, optimize_model, parse_steps
 
     steps = parse_steps(steps_text)
     chosen = validate_passes(p.strip() for p in passes.split(",")) if passes else DEFAULT_PASSES
-    config = OptimizeConfig(passes=tuple(chosen), num_examples=num_examples,
+    given = {"num_examples": num_examples} if num_examples is not None else {}
+    config = OptimizeConfig(passes=tuple(chosen), **given,
                             examples=Path(inputs_path) if inputs_path else None,
                             verify_each_step=verify_each_step,
                             allowed_ops=op_list(allowed_ops))
@@ -172,12 +181,14 @@ def optimize_command(model: str, out: str, steps_text: str, passes: str | None,
 @click.option("--verbose", is_flag=True, help="Show TFX's own logging.")
 def demo_command(workdir: Path, runner: str, config_path: Path | None, verbose: bool) -> None:
     """Run the digits pipeline end to end on the embedded defaults (SQLite MLMD)."""
+    import components.core.tf_setup  # noqa: F401  (before TFX imports TensorFlow loudly)
+
     from components.core.gate import candidate_table
     from pipelines.demo import gate_decision, push_summary, run_demo, stage_table
     from pipelines.digits.config import load_pipeline_config
 
     load_pipeline_config(config_path)  # a bad config fails before anything runs
-    result = run_demo(workdir, runner, config_path, console=stderr, verbose=verbose)
+    result = run_demo(workdir, runner, config_path, console=stderr.get(), verbose=verbose)
     stdout.print(stage_table(result))
     decision = gate_decision(result)
     if decision is not None:
@@ -190,9 +201,12 @@ def demo_command(workdir: Path, runner: str, config_path: Path | None, verbose: 
 
 def _register_commands() -> None:
     from components.benchmark_cli import benchmark_command
+    from components.gate_cli import gate_command, push_command
     from components.kfp_cli import kfp_group
 
     main.add_command(benchmark_command, "benchmark")
+    main.add_command(gate_command, "gate")
+    main.add_command(push_command, "push")
     main.add_command(kfp_group, "kfp")
 
 

@@ -6,9 +6,30 @@ exit code (2 bad input, 3 failed verification, 4 blocked gate); never a tracebac
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from components.core.errors import ServoptError, first_line
+
+
+class LazyConsole:
+    """A rich Console made on first use, so that `--help` does not import rich."""
+
+    def __init__(self, stderr: bool = False) -> None:
+        self._stderr = stderr
+        self._console = None
+
+    def get(self):
+        """The rich Console itself (for APIs that want one, such as Progress)."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.get(), name)
 
 
 class _HandlesServoptErrors:

@@ -10,13 +10,12 @@ import json
 from pathlib import Path
 
 import click
-from rich.console import Console
 
-from components.cli_support import ServoptGroup
+from components.cli_support import LazyConsole, ServoptGroup
 from components.core.errors import ServoptError
 
-stdout = Console()
-stderr = Console(stderr=True)
+stdout = LazyConsole()
+stderr = LazyConsole(stderr=True)
 
 
 def _thresholds(path: Path | None) -> dict | None:
@@ -42,9 +41,9 @@ def _benchmark(path: Path | None, batch_sizes: list[int] | None
     --batch-sizes wins over the file's."""
     if path is None:
         return batch_sizes, None
-    from pipelines.kfp_pipeline import default_benchmark
+    from components.kfp.pipeline import default_benchmark
 
-    from_file, settings = default_benchmark(path)
+    from_file, _, settings = default_benchmark(path)
     return batch_sizes or from_file, settings
 
 
@@ -77,8 +76,8 @@ def kfp_group() -> None:
                    "else servopt:0.1.0); build it from the Dockerfile.")
 def compile_command(output: Path, image: str | None) -> None:
     """Compile the pipeline for KFP and Vertex AI Pipelines."""
+    from components.kfp.pipeline import compile_pipeline
     from components.kfp.steps import IMAGE
-    from pipelines.kfp_pipeline import compile_pipeline
 
     path = compile_pipeline(output, image)
     stdout.print(f"compiled the pipeline to {path} (image {image or IMAGE})")
@@ -121,7 +120,7 @@ def run_local_command(model: str, examples: str, push_destination: str, pipeline
                       benchmark_config: Path | None, thresholds_path: Path | None) -> None:
     """Run the pipeline on this machine with kfp.local (each step in its own process)."""
     from components.core.gate import candidate_table
-    from pipelines.kfp_pipeline import run_local
+    from components.kfp.pipeline import run_local
 
     sizes, settings = _benchmark(benchmark_config, _batch_sizes(batch_sizes))
     run = run_local(model, examples, push_destination, pipeline_root,
@@ -166,7 +165,7 @@ def submit_command(package: Path, host: str | None, vertex: bool, project: str |
                    params: tuple[str, ...], run_name: str | None, experiment: str | None,
                    service_account: str | None) -> None:
     """Submit a compiled PACKAGE to a KFP host (--host) or to Vertex AI (--vertex)."""
-    from pipelines.kfp_pipeline import submit
+    from components.kfp.pipeline import submit
 
     sizes, settings = _benchmark(benchmark_config, _batch_sizes(batch_sizes))
     named = {"model_uri": model, "eval_examples_uri": examples,

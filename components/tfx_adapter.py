@@ -2,11 +2,14 @@
 
 Model artifacts follow the Trainer's layout (`<uri>/Format-Serving/saved_model.pb`), so
 TFX's own Pusher, InfraValidator and BulkInferrer accept what these components emit.
-Everything measured goes into custom properties, where ML Metadata keeps it.
+Everything measured goes into custom properties, where ML Metadata keeps it. Artifact URIs
+may be on any filesystem TensorFlow reads (gs:// on Vertex AI): executors reach them
+through a `Staging` (components.core.uris), and record URIs, never staging paths.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -17,10 +20,27 @@ from tfx.types import artifact_utils
 
 from components.core.model_io import SERVING_MODEL_DIR
 from components.core.steps import OptimizationReport, OptimizeConfig, Step, optimize_model
+from components.core.uris import Staging
 from components.core.verify import Reference
 
 MODEL_KEY = "model"
 EXAMPLES_KEY = "examples"
+Artifacts = dict[str, list[types.Artifact]]
+
+
+class Staged:
+    """Mixin for a TFX executor (before its base class): `Do` logs as TFX's executors do
+    and hands `run` a Staging for the artifacts' URIs, uploaded when `run` succeeds."""
+
+    def Do(self, input_dict: Artifacts, output_dict: Artifacts,
+           exec_properties: dict[str, Any]) -> None:
+        self._log_startup(input_dict, output_dict, exec_properties)
+        with Staging() as stage:
+            self.run(input_dict, output_dict, exec_properties, stage)
+
+    def run(self, input_dict: Artifacts, output_dict: Artifacts,
+            exec_properties: dict[str, Any], stage: Staging) -> None:
+        raise NotImplementedError
 
 
 def single(artifacts: dict[str, list[types.Artifact]], key: str) -> types.Artifact:
@@ -32,16 +52,18 @@ def optional_single(artifacts: dict[str, list[types.Artifact]], key: str
     return artifacts[key][0] if artifacts.get(key) else None
 
 
-def serving_dir(artifact: types.Artifact) -> Path:
-    return Path(artifact.uri) / SERVING_MODEL_DIR
+def serving_uri(artifact: types.Artifact) -> str:
+    """Where a Model artifact holds its SavedModel (as Trainer writes it)."""
+    return f"{artifact.uri.rstrip('/')}/{SERVING_MODEL_DIR}"
 
 
-def record_report(artifact: types.Artifact, report: OptimizationReport) -> None:
+def record_report(artifact: types.Artifact, report: OptimizationReport,
+                  source_uri: str) -> None:
     """Writes what was measured onto the output Model artifact's custom properties."""
     after = report.after
     verification = report.verification
     properties: dict[str, Any] = {
-        "source_model_uri": report.source,
+        "source_model_uri": source_uri,
         "size_bytes_graph": after.size_bytes.graph,
         "size_bytes_variables": after.size_bytes.variables,
         "size_bytes_total": after.size_bytes.total,
@@ -88,25 +110,27 @@ def set_custom_properties(artifact: types.Artifact, properties: dict[str, Any]) 
             artifact.set_string_custom_property(key, str(value))
 
 
-def with_examples(input_dict: dict[str, list[types.Artifact]], config: OptimizeConfig
-                  ) -> OptimizeConfig:
+def with_examples(input_dict: dict[str, list[types.Artifact]], config: OptimizeConfig,
+                  stage: Staging) -> OptimizeConfig:
     """Verification inputs from the optional `examples` channel (its eval split)."""
     examples = optional_single(input_dict, EXAMPLES_KEY)
     if examples is None:
         return config
-    return OptimizeConfig(**{**config.__dict__, "examples": Path(examples.uri)})
+    return dataclasses.replace(config, examples=Path(stage.input(examples.uri)))
 
 
 def run_model_step(input_dict: dict[str, list[types.Artifact]],
                    outputs: list[types.Artifact], step: Step, config: OptimizeConfig,
-                   reference: Reference | None = None, require_applied: bool = False
-                   ) -> OptimizationReport:
+                   stage: Staging, reference: Reference | None = None,
+                   require_applied: bool = False) -> OptimizationReport:
     """Runs one library step from the input Model artifact into the output Model artifact."""
     source = single(input_dict, MODEL_KEY)
     output = artifact_utils.get_single_instance(outputs)
-    report = optimize_model(source.uri, serving_dir(output), [step],
-                            with_examples(input_dict, config), reference, require_applied)
-    record_report(output, report)
+    report = optimize_model(stage.input(source.uri),
+                            Path(stage.output(output.uri)) / SERVING_MODEL_DIR, [step],
+                            with_examples(input_dict, config, stage), reference,
+                            require_applied)
+    record_report(output, report, stage.uri_of(report.source))
     for record in report.steps:
         logging.info("%s: %s %s", record.step, record.status, record.reason or "")
     logging.info("verification: %s", json.dumps(report.verification.to_dict()

@@ -29,17 +29,15 @@ from components.core.benchmark.config import BenchmarkConfig, ModelSpec
 from components.core.benchmark.engines import resolve_model
 from components.core.benchmark.feeds import input_pools, read_signature
 from components.core.benchmark.machine import machine_info
-from components.core.benchmark.run import fill_batches, plan_of, size_on_disk
+from components.core.benchmark.run import fill_batches, size_on_disk
 from components.core.benchmark.runtimes import engine_spec, plan_rows, runtime_info
 from components.core.benchmark.scheduler import interleaved_rounds
 from components.core.benchmark.schema import BASELINE, CANDIDATE, SCHEMA_VERSION, ModelResult
 from components.core.benchmark.worker import ProcessRunner
-from components.core.benchmark_settings import DEFAULT_BENCHMARK, BenchmarkSettings
 from components.core.gate import Thresholds, evaluate_gate
 from components.core.gate.metrics import batch_entry
 from components.core.requirements import cpu_flags
 
-DEFAULT_THRESHOLDS = Path(__file__).resolve().parents[1] / "configs" / "thresholds.yaml"
 NOISE, SLOWER = "copy", "slower"
 
 
@@ -99,7 +97,7 @@ class Workers:
                    for row in self.rows}
         series: dict = {name: {} for name in results}
         for size in self.config.batch_sizes:
-            outcome = interleaved_rounds(self.runners, size, plan_of(self.config))
+            outcome = interleaved_rounds(self.runners, size, self.config)
             for name, measured in outcome.series.items():
                 series[name][size] = measured
         fill_batches(results, series, baseline)
@@ -145,28 +143,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--work", type=Path, default=Path("/tmp/servopt-gate-quality"))
-    parser.add_argument("--thresholds", type=Path, default=DEFAULT_THRESHOLDS)
-    parser.add_argument("--benchmark", type=Path, default=DEFAULT_BENCHMARK)
+    parser.add_argument("--thresholds", type=Path, default=None,
+                        help="default: the packaged thresholds.yaml")
+    parser.add_argument("--benchmark", type=Path, default=None,
+                        help="default: the packaged benchmark.yaml")
     parser.add_argument("--out", type=Path, default=None, help="write every run as JSON")
     args = parser.parse_args()
 
     thresholds = Thresholds.from_yaml(args.thresholds)
     thresholds = dataclasses.replace(thresholds, vs_baseline=dataclasses.replace(
         thresholds.vs_baseline, max_accuracy_drop=None, min_top1_agreement=None))
-    settings = BenchmarkSettings.from_yaml(args.benchmark)
-    settings.batch_sizes = [thresholds.primary_batch_size]  # the batch the gate reads
-    settings.concurrency = []
+    settings = dataclasses.replace(  # the batch the gate reads; no concurrency sweep
+        BenchmarkConfig.from_yaml(args.benchmark).for_run(),
+        batch_sizes=(thresholds.primary_batch_size,), concurrency=()).resolved()
     args.work.mkdir(parents=True, exist_ok=True)
     paths = build_models(args.work)
     cleanup = ExitStack()
     with cleanup:
-        workers = Workers(paths, settings.config(), cleanup)
+        workers = Workers(paths, settings, cleanup)
         runs = trials(args.runs, workers, paths, thresholds, settings)
     report(runs, thresholds, args.out)
 
 
 def trials(count: int, workers: Workers, paths: dict[str, Path], thresholds: Thresholds,
-           settings: BenchmarkSettings) -> list[dict]:
+           settings: BenchmarkConfig) -> list[dict]:
     machine = machine_info()
     print(f"{count} runs on {machine.cpu_model}, {machine.cores} cores "
           f"(avx512_bf16: {'avx512_bf16' in cpu_flags()}), batch "

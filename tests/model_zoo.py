@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from components.core.tf_setup import tf
+
 import numpy as np
 
-from components.core.tf_setup import tf
 from pipelines.digits.model import digits_28x28, seed_cnn
 
 

@@ -11,6 +11,8 @@ import socket
 import subprocess
 from pathlib import Path
 
+from components.core.tf_setup import tf
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -19,7 +21,6 @@ from components.benchmark_cli import benchmark_command
 from components.cli import main
 from components.core.errors import ServoptError, first_line
 from components.core.gate import Thresholds
-from components.core.tf_setup import tf
 from components.core.yaml_io import parse_yaml
 from pipelines.digits.config import load_pipeline_config
 

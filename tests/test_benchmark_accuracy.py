@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from components.core.tf_setup import tf
+
 import numpy as np
 import pytest
 
 from components.core.benchmark.accuracy import AccuracyModel, compute_accuracy
 from components.core.benchmark.engines import EngineSpec
 from components.core.errors import ServoptError
-from components.core.tf_setup import tf
 
 NUM_EXAMPLES = 120
 

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from components.core.benchmark.config import BenchmarkConfig
 from components.core.benchmark.report import render_report, write_report
 from components.core.benchmark.schema import (
     AccuracyResult,
@@ -15,7 +16,6 @@ from components.core.benchmark.schema import (
     ConcurrencyResult,
     MachineInfo,
     ModelResult,
-    Settings,
 )
 from components.core.errors import ServoptError
 
@@ -29,11 +29,7 @@ def _batch(p50: float, stable: bool = True, **extra) -> BatchResult:
 
 @pytest.fixture
 def result() -> BenchmarkResult:
-    settings = Settings(backend="session", batch_sizes=[1, 100], concurrency=[1, 2],
-                        warmup_requests=10, window_requests=50, window_seconds=1.0,
-                        max_windows=10,
-                        stability_percent=10.0, intra_op_threads=2, inter_op_threads=2,
-                        signature="serving_default")
+    settings = BenchmarkConfig(intra_op_threads=2, inter_op_threads=2)
     machine = MachineInfo(cpu_model="Test CPU @ 3GHz", cores=2, tensorflow_version="2.21.0",
                           python_version="3.11.7", platform="Linux-test")
     base = ModelResult(path="/m/base", role="baseline", size_bytes=7_800_000, load_time_s=0.3,
@@ -61,11 +57,14 @@ def test_metrics_json_has_exactly_the_documented_schema(result, tmp_path):
     assert set(data) == {"schema_version", "machine", "settings", "baseline", "models"}
     assert set(data["machine"]) == {"cpu_model", "cores", "tensorflow_version",
                                     "python_version", "platform"}
-    assert set(data["settings"]) == {"backend", "batch_sizes", "concurrency",
+    assert set(data["settings"]) >= {"backend", "batch_sizes", "concurrency",
                                      "warmup_requests", "window_requests", "window_seconds",
-                                     "max_windows", "stability_percent", "intra_op_threads",
-                                     "inter_op_threads", "signature", "tflite_pools",
-                                     "tflite_interpreters_per_pool"}
+                                     "rewarm_requests", "max_windows", "stability_percent",
+                                     "intra_op_threads", "inter_op_threads", "signature",
+                                     "tflite_pools", "tflite_interpreters_per_pool",
+                                     "allowed_ops"}
+    assert data["settings"] == BenchmarkConfig.from_dict(data["settings"]).to_dict()
+    assert "examples" not in data["settings"]  # a run's input, not a setting
     model_keys = {"path", "role", "error", "runtime", "size_bytes", "load_time_s",
                   "first_request_ms", "peak_memory_bytes", "flops_per_example", "batches",
                   "concurrency",

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 
+from components.core.benchmark.config import BenchmarkConfig
 from components.core.benchmark.measure import ConcurrencySample, WindowSample
 from components.core.benchmark.scheduler import (
-    Plan,
     concurrency_sweep,
     interleaved_rounds,
     speedups,
@@ -46,8 +46,8 @@ class FakeRunner:
                                  batch_size * len(latencies))
 
 
-PLAN = Plan(warmup_requests=5, window_requests=4, rewarm_requests=2, max_windows=6,
-            stability_percent=10)
+PLAN = BenchmarkConfig(warmup_requests=5, window_requests=4, window_seconds=None,
+                       rewarm_requests=2, max_windows=6, stability_percent=10)
 
 
 def windows(calls: list) -> list[str]:

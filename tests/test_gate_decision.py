@@ -272,10 +272,11 @@ def test_blessings_must_be_true_when_given(candidates, model_blessed, infra_bles
         assert item.candidate is None and item.applicable is (given is not None)
 
 
-def test_unstable_latency_is_allowed_by_default_and_can_block(candidates):
+def test_unstable_latency_is_allowed_by_default_and_can_be_blocked(candidates):
     metrics = benchmark()
     metrics["models"]["quantized"]["batches"]["100"]["stable"] = False
     allowed = gate(candidates, metrics=metrics)
+    assert Thresholds().unstable_latency == "allow"  # the one default, the library's
     assert allowed.chosen == "quantized"
     assert check(allowed, "stable_latency", "quantized").reason == (
         "latency not stable at batch 100; allowed (unstable_latency: allow)")

@@ -13,6 +13,8 @@ import stat
 import time
 from pathlib import Path
 
+from components.core.tf_setup import tf
+
 import numpy as np
 import pytest
 
@@ -21,7 +23,6 @@ from components.core.gate import push as push_module
 from components.core.gate import push_model, read_warmup_file, versions
 from components.core.model_io import resolve_saved_model_dir
 from components.core.serving_session import ServingSession
-from components.core.tf_setup import tf
 
 FORK = multiprocessing.get_context("fork")  # TensorFlow is imported: no re-import per child
 

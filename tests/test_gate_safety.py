@@ -7,6 +7,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from components.core.tf_setup import tf
+
 import numpy as np
 import pytest
 
@@ -16,7 +18,6 @@ from components.core.gate.safety import NOT_AN_ASSET
 from components.core.grappler import all_nodes
 from components.core.model_io import read_saved_model, read_serving_graph, write_serving_graph
 from components.core.serving_session import ServingSession
-from components.core.tf_setup import tf
 
 
 class _FileWritingModel(tf.Module):

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from components.core.tf_setup import tf
+
 import numpy as np
 import pytest
 from tensorflow.core.framework import graph_pb2
@@ -19,7 +21,6 @@ from components.core.model_io import read_serving_graph
 from components.core.optimize import PassResult
 from components.core.rewrite import fold_batch_norms, node_name, remove_identity
 from components.core.steps import OptimizeConfig, optimize_model, parse_steps
-from components.core.tf_setup import tf
 
 LINEAR = ("Conv2D", "DepthwiseConv2dNative", "MatMul", "_FusedConv2D", "_FusedMatMul")
 AFFINE = ("Mul", "Add", "AddV2", "Sub", "RealDiv", "FusedBatchNorm", "FusedBatchNormV3")

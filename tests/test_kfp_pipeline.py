@@ -24,14 +24,14 @@ from components.core.errors import ServoptError
 from components.core.gate import versions
 from components.kfp.local_conditions import evaluate_condition
 from components.kfp.mapping import MODEL_NAMES
-from components.kfp.steps import IMAGE
-from pipelines.digits.example_gen import write_examples
-from pipelines.kfp_pipeline import (
+from components.kfp.pipeline import (
     DEFAULT_THRESHOLDS,
     compile_pipeline,
     default_thresholds,
     run_local,
 )
+from components.kfp.steps import IMAGE
+from pipelines.digits.example_gen import write_examples
 
 STEPS = ["freeze", "optimize", "quantize", "benchmark", "gate", "push"]
 PARAMETERS = {"model_uri", "eval_examples_uri", "push_destination", "label_key",
@@ -153,7 +153,7 @@ def test_the_benchmark_measures_every_model_by_name_and_shows_the_headline(bless
     headline = blessed_run.headline
     for name in MODEL_NAMES:
         assert headline[f"{name}_p50_ms_batch8"] > 0 and headline[f"{name}_p99_ms_batch8"] > 0
-        assert headline[f"{name}_size_mb"] > 0
+        assert headline[f"{name}_size_bytes"] > 0
     assert headline["quantized_speedup_p50_batch8"] > 0
     assert headline["quantized_top1_agreement"] >= 0.99
 

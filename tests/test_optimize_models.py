@@ -5,12 +5,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from components.core.tf_setup import tf
+
 import numpy as np
 import pytest
 
 from components.core.serving_session import ServingSession
 from components.core.steps import OptimizeConfig, optimize_model, parse_steps
-from components.core.tf_setup import tf
 from tests import model_zoo
 
 MODELS = ["seed_cnn_model", "mobilenet_model", "example_vocab_model", "two_signature_model"]

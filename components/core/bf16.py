@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 
+from components.core.tf_setup import tf
+
 from tensorflow.core.framework import graph_pb2
 
 from components.core.errors import StepSkipped
 from components.core.grappler import all_nodes, run_grappler
 from components.core.model_io import ServingGraph
 from components.core.requirements import BF16_CPU_FEATURES, ServingRequirements, cpu_flags
-from components.core.tf_setup import tf
 
 BF16_OPTIMIZER = "auto_mixed_precision_onednn_bfloat16"
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"

@@ -3,11 +3,16 @@
 Every section and key is optional; what is absent takes the library default. Unknown keys
 and wrong types are errors that name the file and the key, so a typo never silently falls
 back to a default.
+
+The default files ship inside the package (components/configs/, read with
+importlib.resources), so an installed wheel finds them wherever it runs; the top-level
+configs/ of the repository holds the same files as the documented copy to start from.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +23,14 @@ from components.core.quantize import DEFAULT_MIN_ELEMENTS, MODES
 from components.core.tflite import TFLITE_MODES
 from components.core.yaml_io import parse_yaml
 
-DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "optimization.yaml"
+
+def default_config(name: str) -> Path:
+    """The packaged default file `name` (optimization.yaml, benchmark.yaml,
+    thresholds.yaml) of components/configs/."""
+    return Path(str(importlib.resources.files("components") / "configs" / name))
+
+
+DEFAULT_RECIPE = default_config("optimization.yaml")
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

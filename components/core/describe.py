@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from components.core.tf_setup import tf
+
 from components.core.grappler import all_nodes
 from components.core.model_io import (
     read_saved_model,
@@ -19,7 +21,6 @@ from components.core.model_io import (
     serving_meta_graph,
     serving_signatures,
 )
-from components.core.tf_setup import tf
 
 # What the issue and the seed call variables: the variable itself and its reads.
 VARIABLE_OP_TYPES = {"Variable", "VariableV2", "VarHandleOp", "ReadVariableOp",

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from components.core.tf_setup import tf
+
 import numpy as np
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from components.core.errors import ServoptError
-from components.core.tf_setup import tf
 
 Feeds = dict[str, np.ndarray]
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from components.core.tf_setup import tf
+
 from tensorflow.core.framework import graph_pb2
 from tensorflow.python.framework import convert_to_constants, graph_util
 
@@ -31,7 +33,6 @@ from components.core.model_io import (
     read_serving_graph,
 )
 from components.core.serving_session import ServingSession, first_line
-from components.core.tf_setup import tf
 
 VARIABLE_OPS = {"Variable", "VariableV2", "VarHandleOp"}
 # Tables whose contents live in the checkpoint: freezing would serve them empty.

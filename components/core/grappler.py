@@ -7,6 +7,8 @@ exported graph, the TF 2.x replacement for the Graph Transform Tool.
 
 from __future__ import annotations
 
+from components.core.tf_setup import tf
+
 from tensorflow.core.framework import graph_pb2
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, rewriter_config_pb2
 from tensorflow.python.grappler import tf_optimizer  # stable internal used by TF converters
@@ -14,7 +16,6 @@ from tensorflow.python.grappler import tf_optimizer  # stable internal used by T
 from components.core.errors import ServoptError
 from components.core.model_io import ServingGraph
 from components.core.serving_session import first_line
-from components.core.tf_setup import tf
 
 CPU_DEVICE = "/device:CPU:0"
 

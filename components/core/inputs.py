@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.core.tf_setup import tf
+
 import numpy as np
 from tensorflow.core.framework import graph_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
-
-from components.core.tf_setup import tf
 
 UNKNOWN_DIM = 8  # size for unknown non-batch dimensions (e.g. image height/width)
 

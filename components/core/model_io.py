@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import components.core.tf_setup  # noqa: F401  (TensorFlow, quietly, first)
+
 from google.protobuf import message, text_format
 from tensorflow.core.framework import graph_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
@@ -216,9 +218,9 @@ class ServingGraph:
 
     def to_meta_graph(self) -> meta_graph_pb2.MetaGraphDef:
         """A MetaGraphDef of this graph: the form TF Serving loads and Grappler optimizes."""
-        from tensorflow.python.framework import meta_graph  # stable internal, TF 1.x-2.x
-
         from components.core.tf_setup import tf
+
+        from tensorflow.python.framework import meta_graph  # stable internal, TF 1.x-2.x
 
         proto = meta_graph_pb2.MetaGraphDef()
         proto.meta_info_def.tags.extend(self.tags)

@@ -12,6 +12,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import components.core.tf_setup  # noqa: F401  (TensorFlow, quietly, first)
+
 from tensorflow.core.framework import graph_pb2
 from tensorflow.python.framework import graph_util
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from components.core.tf_setup import tf
+
 import numpy as np
 from tensorflow.core.framework import graph_pb2, node_def_pb2
 
 from components.core.errors import ServoptError, StepSkipped
 from components.core.model_io import ServingGraph
-from components.core.tf_setup import tf
 
 MODES = ("int8", "float16")
 DEFAULT_MIN_ELEMENTS = 1024  # small tensors (biases, BN vectors) are not worth a Cast

@@ -21,10 +21,10 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from components.core.tf_setup import tf
+
 import numpy as np
 from tensorflow.core.framework import graph_pb2, node_def_pb2
-
-from components.core.tf_setup import tf
 
 LINEAR_OPS = ("Conv2D", "DepthwiseConv2dNative", "MatMul")
 _FLOAT = tf.float32.as_datatype_enum

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from components.core.tf_setup import tf
+
 import numpy as np
 
 from components.core.errors import ServoptError, first_line  # noqa: F401 (re-exported)
@@ -22,7 +24,6 @@ from components.core.model_io import (
     serving_meta_graph,
     serving_signatures,
 )
-from components.core.tf_setup import tf
 
 
 class ServingSession:

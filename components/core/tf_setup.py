@@ -1,47 +1,71 @@
-"""Import TensorFlow once, quietly. Every library module gets `tf` from here.
+"""Import TensorFlow once, quietly. Every library module gets `tf` from here, and imports
+it before any `tensorflow.*` module (ruff's isort section `tf-setup` keeps it first).
 
-TensorFlow's C++ runtime logs to stderr at import, before its log level applies; the
-import runs with stderr captured, and the capture is shown only if the import fails.
+TensorFlow's C++ runtime writes to stderr at import and at its first look for a GPU,
+before its log level applies: on a machine without CUDA, `cudart_stub ... Could not find
+cuda drivers`, `failed call to cuInit`, the CPU-instructions banner. Both happen here, with
+stderr captured; known start-up noise is dropped, every other line (a real warning) is
+written back, and on a failed import everything is shown.
 """
 
 import contextlib
 import os
+import re
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# What every start-up on a CPU-only machine prints; nothing in it needs action.
+STARTUP_NOISE = re.compile(
+    r"All log messages before absl::InitializeLog\(\) is called"
+    r"|cudart_stub\.cc:\d+\] Could not find cuda drivers"
+    r"|cuda_platform\.cc:\d+\] failed call to cuInit"
+    r"|cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized"
+    r"|^To enable the following instructions: .* rebuild TensorFlow")
+
 
 @contextlib.contextmanager
-def quiet_stderr(replay_on_error: bool = True) -> Iterator[None]:
+def quiet_stderr(replay_on_error: bool = True,
+                 keep: Callable[[str], str] | None = None) -> Iterator[None]:
     """Captures what C++ code writes to stderr (fd 2); shows it only if the block fails
-    and `replay_on_error` (callers that turn the error into a message pass False)."""
+    and `replay_on_error` (callers that turn the error into a message pass False). On
+    success, `keep` chooses what of the capture is still shown (default: nothing)."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as capture:
         os.dup2(capture.fileno(), 2)
+        shown = keep
         try:
             yield
         except BaseException:
-            if replay_on_error:
-                os.dup2(saved, 2)
-                capture.seek(0)
-                sys.stderr.write(capture.read().decode(errors="replace"))
+            shown = (lambda text: text) if replay_on_error else None
             raise
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+            if shown is not None:
+                capture.seek(0)
+                sys.stderr.write(shown(capture.read().decode(errors="replace")))
+                sys.stderr.flush()
+
+
+def without_noise(text: str) -> str:
+    return "".join(line for line in text.splitlines(keepends=True)
+                   if not STARTUP_NOISE.search(line))
 
 
 def _import_tensorflow():
     if "tensorflow" not in sys.modules:
-        with quiet_stderr():
-            import tensorflow  # noqa: F401
+        with quiet_stderr(keep=without_noise):
+            import tensorflow
+
+            tensorflow.config.list_physical_devices("GPU")  # the CUDA probe, once, here
     return sys.modules["tensorflow"]
 
 
 tf = _import_tensorflow()
 tf.get_logger().setLevel("ERROR")
 
-__all__ = ["tf"]
+__all__ = ["STARTUP_NOISE", "quiet_stderr", "tf"]

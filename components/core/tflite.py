@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from components.core.tf_setup import quiet_stderr, tf
+
 import numpy as np
 from tensorflow.core.framework import graph_pb2, node_def_pb2
 
@@ -34,7 +36,6 @@ from components.core.requirements import (
     ServingRequirements,
 )
 from components.core.serving_session import first_line
-from components.core.tf_setup import quiet_stderr, tf
 from components.core.verify import Reference, Tolerance, VerificationResult, compare_outputs
 
 TFLITE_MODES = ("float32", "float16", "dynamic_int8", "full_int8")

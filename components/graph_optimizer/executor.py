@@ -5,25 +5,24 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tfx import types
 from tfx.dsl.components.base import base_executor
 
 from components.core.errors import ServoptError
 from components.core.optimize import validate_passes
 from components.core.steps import Step
-from components.tfx_adapter import run_model_step
+from components.core.uris import Staging
+from components.tfx_adapter import Artifacts, Staged, run_model_step
 from components.tfx_params import optimize_config
 
 
-class Executor(base_executor.BaseExecutor):
-    def Do(self, input_dict: dict[str, list[types.Artifact]],
-           output_dict: dict[str, list[types.Artifact]],
-           exec_properties: dict[str, Any]) -> None:
-        self._log_startup(input_dict, output_dict, exec_properties)
+class Executor(Staged, base_executor.BaseExecutor):
+    def run(self, input_dict: Artifacts, output_dict: Artifacts,
+            exec_properties: dict[str, Any], stage: Staging) -> None:
         try:
             passes = validate_passes(json.loads(exec_properties["passes"]))
         except (json.JSONDecodeError, TypeError):
             raise ServoptError(f"passes must be a JSON list of pass names, got "
                                f"{exec_properties['passes']!r}") from None
         run_model_step(input_dict, output_dict["optimized_model"],
-                       Step("optimize", "+".join(passes)), optimize_config(exec_properties))
+                       Step("optimize", "+".join(passes)), optimize_config(exec_properties),
+                       stage)

@@ -16,13 +16,11 @@ inside their containers, and the tests call them directly.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from components.core.errors import ServoptError, first_line
+from components.core.errors import ServoptError
+from components.core.uris import local_path  # noqa: F401  (the steps read URIs with it)
 
 BASELINE = "trainer"
 CANDIDATES = ("frozen", "optimized", "quantized")
@@ -31,9 +29,6 @@ METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
 DECISION_FILE = "decision.json"
 PUSH_FILE = "push.json"
-# Cloud Storage FUSE mount points: Vertex AI mounts gs://BUCKET at /gcs/BUCKET, and KFP's
-# own artifact paths use the same convention (kfp.dsl.Artifact.path).
-FUSE_MOUNTS = {"gs://": "/gcs/"}
 # Settings the pipeline takes as parameters of their own, not inside benchmark_settings.
 OWN_PARAMETERS = ("batch_sizes", "label_key")
 
@@ -61,41 +56,6 @@ def without_nulls(value: Any) -> Any:
     return value
 
 
-def local_path(uri: str) -> str:
-    """A path this task can read for `uri`: a local path as is; gs://... through the Cloud
-    Storage FUSE mount where there is one (Vertex AI); any other URL tf.io.gfile reads
-    (gs://, s3://, hdfs://) copied into a temporary directory first."""
-    if not uri or "://" not in uri:
-        return uri
-    for scheme, mount in FUSE_MOUNTS.items():
-        if uri.startswith(scheme) and os.path.isdir(mount):
-            return mount + uri[len(scheme):]
-    return _download(uri)
-
-
-def _download(uri: str) -> str:
-    from components.core.tf_setup import tf
-
-    gfile = tf.io.gfile
-    source = uri.rstrip("/")
-    try:
-        if not gfile.exists(source):
-            raise ServoptError(f"{uri}: no such file or directory; check the URI and that "
-                               "this pipeline's service account can read it")
-        target = Path(tempfile.mkdtemp(prefix="servopt-kfp-")) / source.rsplit("/", 1)[-1]
-        if not gfile.isdir(source):
-            gfile.copy(source, str(target))
-            return str(target)
-        for directory, _, files in gfile.walk(source):
-            relative = directory[len(source):].lstrip("/")
-            (target / relative).mkdir(parents=True, exist_ok=True)
-            for name in files:
-                gfile.copy(f"{directory.rstrip('/')}/{name}", str(target / relative / name))
-    except tf.errors.OpError as err:
-        raise ServoptError(f"{uri}: cannot read it ({first_line(err)})") from None
-    return str(target)
-
-
 def model_paths(model_uri: str, candidates: Mapping[str, str]) -> dict[str, str]:
     """Name -> local model path: the baseline first, then the candidate artifacts."""
     unknown = sorted(set(candidates) - set(CANDIDATES))
@@ -115,10 +75,9 @@ def chosen_path(paths: Mapping[str, str], chosen: str) -> str:
 
 def benchmark_settings(batch_sizes: list, settings: dict | None, label_key: str,
                        examples: str):
-    """The BenchmarkSettings for the pipeline's parameters: `settings` (keys of
+    """The BenchmarkConfig for the pipeline's parameters: `settings` (keys of
     configs/benchmark.yaml) plus the batch sizes and label key given on their own."""
-    from components.core.benchmark_settings import BenchmarkSettings
-    from components.core.config import fill_dataclass
+    from components.core.benchmark.config import BenchmarkConfig
 
     settings = whole_numbers(dict(settings or {}))
     for key in OWN_PARAMETERS:
@@ -127,23 +86,13 @@ def benchmark_settings(batch_sizes: list, settings: dict | None, label_key: str,
                                f"own; pass it as {key}, not inside benchmark_settings")
     values = {**settings, "batch_sizes": whole_numbers(list(batch_sizes)),
               "label_key": (label_key or None) if examples else None}
-    return fill_dataclass(BenchmarkSettings, values, "benchmark_settings parameter",
-                          "benchmark")
+    return BenchmarkConfig.from_dict(values, "benchmark_settings parameter")
 
 
 def headline_metrics(metrics: dict) -> dict[str, float]:
-    """The figures worth a glance in the KFP / Vertex UI, from metrics.json: per model its
-    size, and per batch size p50, p99, throughput, stability and (candidates) speedup;
-    accuracy and top-1 agreement with the baseline when examples were labelled."""
-    figures: dict[str, float | None] = {}
-    for name, model in metrics["models"].items():
-        figures[f"{name}_size_mb"] = (model["size_bytes"] / 1e6
-                                      if model.get("size_bytes") is not None else None)
-        for size, batch in (model.get("batches") or {}).items():
-            for key in ("p50_ms", "p99_ms", "throughput", "speedup_p50", "speedup_p99"):
-                figures[f"{name}_{key}_batch{size}"] = batch.get(key)
-            figures[f"{name}_stable_batch{size}"] = float(bool(batch.get("stable")))
-        for key in ("accuracy", "top1_agreement"):
-            figures[f"{name}_{key}"] = (model.get("accuracy") or {}).get(key)
-    return {key: float(value) for key, value in figures.items()
-            if value is not None and math.isfinite(value)}
+    """The benchmark's headline figures (components.core.benchmark.schema.headline_figures)
+    that KFP's Metrics can show: the finite numbers."""
+    from components.core.benchmark.schema import headline_figures
+
+    return {key: float(value) for key, value in headline_figures(metrics).items()
+            if isinstance(value, int | float) and math.isfinite(value)}

@@ -119,7 +119,7 @@ def benchmark(model_uri: str, frozen: Input[Model], optimized: Input[Model],
     paths = model_paths(model_uri, {"frozen": frozen.path, "optimized": optimized.path,
                                     "quantized": quantized.path})
     result = run_benchmark([ModelSpec(name, Path(path)) for name, path in paths.items()],
-                           settings.config(Path(examples) if examples else None),
+                           settings.for_run(Path(examples) if examples else None),
                            progress=lambda line: print(f"ServingBenchmark: {line}", flush=True))
     data = result.to_dict()
     out = Path(results.path)

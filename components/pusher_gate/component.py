@@ -3,7 +3,7 @@ latency, size and accuracy thresholds hold, and records why it pushed or blocked
 
     served = served_model_resolver(serving_dir)
     gate = PusherGate(benchmark=benchmark.outputs['benchmark'],
-                      thresholds='configs/thresholds.yaml', push_destination=serving_dir,
+                      thresholds='my_thresholds.yaml', push_destination=serving_dir,
                       served_model=served.outputs['served_model'],
                       model_blessing=evaluator.outputs['blessing'])   # optional
     gate.outputs['pushed_model']  # PushedModel: pushed, pushed_version, pushed_destination
@@ -53,7 +53,7 @@ class PusherGate(base_component.BaseComponent):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
     def __init__(self, benchmark: types.BaseChannel, push_destination: str,
-                 thresholds: str | Path | dict | Thresholds = "configs/thresholds.yaml",
+                 thresholds: str | Path | dict | Thresholds | None = None,
                  served_model: types.BaseChannel | None = None,
                  model_blessing: types.BaseChannel | None = None,
                  infra_blessing: types.BaseChannel | None = None,
@@ -63,7 +63,8 @@ class PusherGate(base_component.BaseComponent):
         """Args:
           benchmark: ServingBenchmark's output; its models are the candidates.
           push_destination: the TF Serving model base directory (versions go under it).
-          thresholds: a YAML path, a dict shaped like configs/thresholds.yaml, or Thresholds.
+          thresholds: a YAML path, a dict shaped like configs/thresholds.yaml, or
+            Thresholds; default: the packaged configs/thresholds.yaml.
           served_model: the model served now (see served_model_resolver), for the
             regression thresholds against it; absent on a first push.
           model_blessing / infra_blessing: Evaluator / InfraValidator verdicts; when given

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,15 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
 from components.core.gate import (
+    GateDecision,
     Thresholds,
     candidate_paths,
     evaluate_gate,
     load_metrics,
     push_model,
 )
-from components.tfx_adapter import optional_single, set_custom_properties, single
+from components.core.uris import Staging
+from components.tfx_adapter import Artifacts, Staged, optional_single, set_custom_properties, single
 
 METRICS_FILE = "metrics.json"
 DECISION_FILE = "decision.json"
@@ -39,29 +42,29 @@ def _served_metrics(artifacts: dict[str, list[types.Artifact]]) -> dict | None:
     return json.loads(served.get_string_custom_property("pushed_metrics"))
 
 
-class Executor(base_executor.BaseExecutor):
-    def Do(self, input_dict: dict[str, list[types.Artifact]],
-           output_dict: dict[str, list[types.Artifact]],
-           exec_properties: dict[str, Any]) -> None:
-        self._log_startup(input_dict, output_dict, exec_properties)
+class Executor(Staged, base_executor.BaseExecutor):
+    def run(self, input_dict: Artifacts, output_dict: Artifacts,
+            exec_properties: dict[str, Any], stage: Staging) -> None:
         benchmark = single(input_dict, "benchmark")
         pushed = artifact_utils.get_single_instance(output_dict["pushed_model"])
         blessing = artifact_utils.get_single_instance(output_dict["blessing"])
         destination = exec_properties["push_destination"]
 
-        metrics = load_metrics(Path(benchmark.uri) / METRICS_FILE)
-        candidates = candidate_paths(metrics)  # by version: a TFLite variant has two rows
+        metrics = load_metrics(Path(stage.input(benchmark.uri)) / METRICS_FILE)
+        uris = candidate_paths(metrics)  # by version (a TFLite variant has two rows): URIs
         decision = evaluate_gate(
             metrics, Thresholds.from_dict(json.loads(exec_properties["thresholds"])),
-            candidates, served=_served_metrics(input_dict),
+            {name: stage.input(uri) for name, uri in uris.items()},
+            served=_served_metrics(input_dict),
             model_blessed=_blessed(input_dict, "model_blessing"),
             infra_blessed=_blessed(input_dict, "infra_blessing"),
             allowed_ops=json.loads(exec_properties.get("allowed_ops") or "[]"))
+        decision = _with_uris(decision, uris)
         for line in decision.summary_lines():
             logging.info("PusherGate: %s", line)
-        Path(blessing.uri).mkdir(parents=True, exist_ok=True)
-        (Path(blessing.uri) / DECISION_FILE).write_text(json.dumps(decision.to_dict(), indent=2))
-        (Path(blessing.uri) / ("BLESSED" if decision.blessed else "NOT_BLESSED")).touch()
+        blessing_dir = Path(stage.output(blessing.uri))
+        (blessing_dir / DECISION_FILE).write_text(json.dumps(decision.to_dict(), indent=2))
+        (blessing_dir / ("BLESSED" if decision.blessed else "NOT_BLESSED")).touch()
         set_custom_properties(blessing, {
             "blessed": int(decision.blessed), "decision": decision.reason,
             "current_model": decision.chosen_path, "chosen_candidate": decision.chosen})
@@ -82,9 +85,9 @@ class Executor(base_executor.BaseExecutor):
                                            "served_version": version, "decision": reason})
             return
         examples = optional_single(input_dict, "examples")
-        result = push_model(decision.chosen_path, destination,
+        result = push_model(stage.input(decision.chosen_path), destination,
                             keep_last=exec_properties.get("keep_last"),
-                            warmup_examples=examples.uri if examples else None)
+                            warmup_examples=stage.input(examples.uri) if examples else None)
         logging.info("PusherGate: pushed %s as version %d to %s", decision.chosen,
                      result.version, result.path)
         logging.info("PusherGate: serve it with: %s", decision.serving_command())
@@ -95,3 +98,11 @@ class Executor(base_executor.BaseExecutor):
             "pushed_metrics": json.dumps(
                 metrics["models"][decision.candidate(decision.chosen).row]),
             "warmup_requests": result.warmup_requests, "decision": decision.reason})
+
+
+def _with_uris(decision: GateDecision, uris: dict[str, str]) -> GateDecision:
+    """The decision naming models by their URIs, not by this step's local copies."""
+    return dataclasses.replace(
+        decision, chosen_path=uris.get(decision.chosen) if decision.chosen else None,
+        candidates=[dataclasses.replace(c, path=uris.get(c.name, c.path))
+                    for c in decision.candidates])

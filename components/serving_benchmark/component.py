@@ -11,6 +11,7 @@ Trainer's model and every candidate, side by side in one run, the way TF Serving
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -20,14 +21,14 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components.artifacts import ServingBenchmarkResult
-from components.core.benchmark_settings import DEFAULT_BENCHMARK, BenchmarkSettings
+from components.core.benchmark.config import BenchmarkConfig
 from components.core.errors import ServoptError
 from components.serving_benchmark import executor
 from components.serving_benchmark.keys import CANDIDATE_KEYS, MAX_CANDIDATES
 
 
 class ServingBenchmarkSpec(ComponentSpec):
-    PARAMETERS = {"settings": ExecutionParameter(type=str)}  # JSON of BenchmarkSettings
+    PARAMETERS = {"settings": ExecutionParameter(type=str)}  # BenchmarkConfig.to_dict(), JSON
     INPUTS = {
         "baseline_model": ChannelParameter(type=standard_artifacts.Model),
         **{key: ChannelParameter(type=standard_artifacts.Model, optional=True)
@@ -44,19 +45,20 @@ class ServingBenchmark(base_beam_component.BaseBeamComponent):
     def __init__(self, baseline_model: types.BaseChannel,
                  candidates: list[types.BaseChannel],
                  examples: types.BaseChannel | None = None, label_key: str | None = None,
-                 settings: BenchmarkSettings | str | Path = DEFAULT_BENCHMARK):
+                 settings: BenchmarkConfig | str | Path | None = None):
         """Args:
           baseline_model: the Trainer's Model; every candidate is compared with it.
           candidates: Model channels to measure (Freezer, GraphOptimizer, Quantizer, ...).
           examples: labelled eval Examples: accuracy, top-1 agreement, realistic inputs.
           label_key: the label feature in `examples` (overrides the settings').
-          settings: BenchmarkSettings or a YAML path (configs/benchmark.yaml).
+          settings: BenchmarkConfig or a YAML path (keys of configs/benchmark.yaml);
+            default: the packaged configs/benchmark.yaml.
         """
-        if not isinstance(settings, BenchmarkSettings):
-            settings = BenchmarkSettings.from_yaml(settings)
+        if not isinstance(settings, BenchmarkConfig):
+            settings = BenchmarkConfig.from_yaml(settings)
         if label_key is not None:
-            settings.label_key = label_key
-        settings.config().validate()  # bad settings fail at pipeline definition
+            settings = dataclasses.replace(settings, label_key=label_key)
+        settings.for_run().validate()  # bad settings fail at pipeline definition
         if not 1 <= len(candidates) <= MAX_CANDIDATES:
             raise ServoptError(f"ServingBenchmark takes 1 to {MAX_CANDIDATES} candidates, "
                                f"got {len(candidates)}")

@@ -12,10 +12,19 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
 from components.core.benchmark import ModelSpec, run_benchmark, write_report
-from components.core.benchmark_settings import BenchmarkSettings
+from components.core.benchmark.config import BenchmarkConfig
+from components.core.benchmark.schema import headline_figures
+from components.core.uris import Staging
 from components.quantizer.keys import VARIANT_OUTPUTS
 from components.serving_benchmark.keys import CANDIDATE_KEYS
-from components.tfx_adapter import optional_single, serving_dir, set_custom_properties, single
+from components.tfx_adapter import (
+    Artifacts,
+    Staged,
+    optional_single,
+    serving_uri,
+    set_custom_properties,
+    single,
+)
 
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
@@ -35,42 +44,29 @@ def was_produced(artifact: types.Artifact) -> bool:
                 and artifact.get_int_custom_property("produced") == 0)
 
 
-def headline_properties(metrics: dict) -> dict[str, Any]:
-    """Per model: p50/p99 at each batch size, speedup, size, accuracy, agreement."""
-    properties: dict[str, Any] = {"baseline": metrics["baseline"],
-                                  "models": ",".join(metrics["models"])}
-    for name, model in metrics["models"].items():
-        properties[f"{name}_size_bytes"] = model["size_bytes"]
-        properties[f"{name}_error"] = model["error"]
-        for size, batch in model["batches"].items():
-            for key in ("p50_ms", "p99_ms", "throughput", "speedup_p50", "speedup_p99"):
-                properties[f"{name}_{key}_batch{size}"] = batch.get(key)
-            properties[f"{name}_stable_batch{size}"] = int(bool(batch.get("stable")))
-        for key in ("accuracy", "top1_agreement", "max_abs_diff"):
-            properties[f"{name}_{key}"] = (model["accuracy"] or {}).get(key)
-    return properties
-
-
-class Executor(base_beam_executor.BaseBeamExecutor):
-    def Do(self, input_dict: dict[str, list[types.Artifact]],
-           output_dict: dict[str, list[types.Artifact]],
-           exec_properties: dict[str, Any]) -> None:
-        self._log_startup(input_dict, output_dict, exec_properties)
+class Executor(Staged, base_beam_executor.BaseBeamExecutor):
+    def run(self, input_dict: Artifacts, output_dict: Artifacts,
+            exec_properties: dict[str, Any], stage: Staging) -> None:
         output = artifact_utils.get_single_instance(output_dict["benchmark"])
-        settings = BenchmarkSettings(**json.loads(exec_properties["settings"]))
+        settings = BenchmarkConfig.from_dict(json.loads(exec_properties["settings"]),
+                                             "the settings parameter")
         examples = optional_single(input_dict, "examples")
         baseline = single(input_dict, "baseline_model")
         candidates = [a for key in CANDIDATE_KEYS for a in input_dict.get(key, [])
                       if was_produced(a)]
-        models = [ModelSpec(model_name(a), serving_dir(a)) for a in [baseline, *candidates]]
-        config = settings.config(Path(examples.uri) if examples else None,
-                                 tuple(self._beam_pipeline_args or ()))
+        models = [ModelSpec(model_name(a), Path(stage.input(serving_uri(a))))
+                  for a in [baseline, *candidates]]
+        config = settings.for_run(Path(stage.input(examples.uri)) if examples else None,
+                                  self._beam_pipeline_args or ())
         result = run_benchmark(models, config, progress=lambda line: logging.info("%s", line))
-        metrics = result.to_dict()
-        out_dir = Path(output.uri)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+        for model in result.models.values():  # the gate reads the models from their URIs
+            model.path = stage.uri_of(model.path)
+        out_dir = Path(stage.output(output.uri))
+        result.write_json(out_dir / METRICS_FILE)
         write_report(result, out_dir / REPORT_FILE)
-        set_custom_properties(output, headline_properties(metrics))
+        metrics = result.to_dict()
+        set_custom_properties(output, {"baseline": metrics["baseline"],
+                                       "models": ",".join(metrics["models"]),
+                                       **headline_figures(metrics)})
         for name, error in result.failed().items():
             logging.warning("ServingBenchmark: %s failed: %s", name, error)

@@ -1,5 +1,6 @@
-"""The demo pipeline's configuration: the project's defaults in configs/, overlaid by an
-optional user file with any of the sections below (nested keys merge one by one, so a file
+"""The demo pipeline's configuration: the packaged defaults (components/configs/, the same
+files as the repository's configs/), overlaid by an optional user file with any of the
+sections below (nested keys merge one by one, so a file
 holding only `thresholds: {value: {max_p99_ms: 0.001}}` changes just that threshold).
 
     graph_optimizer, quantizer, verification   configs/optimization.yaml
@@ -14,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components.core.benchmark_settings import DEFAULT_BENCHMARK, BenchmarkSettings
+from components.core.benchmark.config import BenchmarkConfig
 from components.core.config import (
     DEFAULT_RECIPE,
     OptimizationRecipe,
     deep_merge,
+    default_config,
     fill_dataclass,
     read_yaml,
     section,
@@ -26,7 +28,6 @@ from components.core.config import (
 from components.core.errors import ServoptError
 from components.core.gate import Thresholds
 
-DEFAULT_THRESHOLDS = DEFAULT_RECIPE.parent / "thresholds.yaml"
 # The demo's TF Serving runs with --prefer_tflite_model=true (the flag its decision prints),
 # so a TFLite variant is judged, and pushed, on its TFLite figures. The library and
 # configs/thresholds.yaml keep TF Serving's default (false); a user file may set it back.
@@ -46,14 +47,14 @@ class TrainerSettings:
 class PipelineConfig:
     recipe: OptimizationRecipe
     trainer: TrainerSettings
-    benchmark: BenchmarkSettings
+    benchmark: BenchmarkConfig
     thresholds: Thresholds
 
 
 def load_pipeline_config(path: str | Path | None = None) -> PipelineConfig:
     defaults: dict[str, Any] = {**read_yaml(DEFAULT_RECIPE),
-                                "benchmark": read_yaml(DEFAULT_BENCHMARK),
-                                "thresholds": read_yaml(DEFAULT_THRESHOLDS)}
+                                "benchmark": read_yaml(default_config("benchmark.yaml")),
+                                "thresholds": read_yaml(default_config("thresholds.yaml"))}
     source: str | Path = DEFAULT_RECIPE
     merged = deep_merge(defaults, DEMO_OVERLAY)
     if path is not None:
@@ -68,8 +69,7 @@ def load_pipeline_config(path: str | Path | None = None) -> PipelineConfig:
         recipe=OptimizationRecipe.from_dict(merged, source),
         trainer=fill_dataclass(TrainerSettings, section(merged, "trainer", source), source,
                                "trainer"),
-        benchmark=fill_dataclass(BenchmarkSettings, section(merged, "benchmark", source),
-                                 source, "benchmark"),
+        benchmark=BenchmarkConfig.from_dict(section(merged, "benchmark", source), source),
         thresholds=Thresholds.from_dict(section(merged, "thresholds", source),
                                         source=str(source)))
     config.thresholds.check_batch_sizes(config.benchmark.batch_sizes, str(source))

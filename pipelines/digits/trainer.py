@@ -38,9 +38,9 @@ def read_split(examples_uri: str, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def export_for_serving(model, out_dir: Path) -> None:
-    import keras
-
     from components.core.tf_setup import tf
+
+    import keras
 
     @tf.function(input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 1],
                                                 tf.float32, name=IMAGE_KEY)])

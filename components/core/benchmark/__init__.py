@@ -35,31 +35,23 @@ measured. The `servopt benchmark` command then exits 2 with a one-line message w
 it), and a gate downstream rejects them.
 """
 
-from components.core.benchmark.accuracy import AccuracyModel, compute_accuracy
-from components.core.benchmark.config import (
-    BACKENDS,
-    BenchmarkConfig,
-    ModelSpec,
-    TFServingOptions,
-    name_models,
-    parse_int_list,
-)
-from components.core.benchmark.report import render_report, write_report
-from components.core.benchmark.run import run_benchmark
-from components.core.benchmark.schema import (
-    SCHEMA_VERSION,
-    AccuracyResult,
-    BatchResult,
-    BenchmarkResult,
-    ConcurrencyResult,
-    MachineInfo,
-    ModelResult,
-    Settings,
-)
+import importlib
 
-__all__ = [
-    "BACKENDS", "SCHEMA_VERSION", "AccuracyModel", "AccuracyResult", "BatchResult",
-    "BenchmarkConfig", "BenchmarkResult", "ConcurrencyResult", "MachineInfo", "ModelResult",
-    "ModelSpec", "Settings", "TFServingOptions", "compute_accuracy", "name_models",
-    "parse_int_list", "render_report", "run_benchmark", "write_report",
-]
+# Name -> the module that defines it, imported on first use: the settings (config) load
+# without TensorFlow, so `servopt --help` and the YAML readers stay fast.
+_EXPORTS = {
+    "AccuracyModel": "accuracy", "compute_accuracy": "accuracy",
+    "BACKENDS": "config", "BenchmarkConfig": "config", "ModelSpec": "config",
+    "TFServingOptions": "config", "name_models": "config", "parse_int_list": "config",
+    "render_report": "report", "write_report": "report", "run_benchmark": "run",
+    "SCHEMA_VERSION": "schema", "AccuracyResult": "schema", "BatchResult": "schema",
+    "BenchmarkResult": "schema", "ConcurrencyResult": "schema", "MachineInfo": "schema",
+    "ModelResult": "schema",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -1,18 +1,21 @@
 """What to benchmark and how: the models (named, in order) and the settings.
 
-Every setting is validated before anything starts, so a bad value (a batch size of 0,
-an unknown backend) fails in a second, not after minutes of measuring.
+`BenchmarkConfig` is the one source of the benchmark's defaults: the YAML files
+(configs/benchmark.yaml), the TFX and KFP parameters and the `servopt benchmark` options
+all start from it and name only what they change. Every setting is validated before
+anything starts, so a bad value (a batch size of 0, an unknown backend) fails in a
+second, not after minutes of measuring.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from components.core.benchmark.schema import Settings
-from components.core.benchmark.stats import STABILITY_WINDOWS
 from components.core.errors import ServoptError
 
 # session: every model in-process on the runtime TF Serving would use for it (a Session,
@@ -72,8 +75,8 @@ class BenchmarkConfig:
     rewarm_requests: int = 3
     max_windows: int = 10
     stability_percent: float = 10.0
-    intra_op_threads: int = field(default_factory=available_cores)
-    inter_op_threads: int = field(default_factory=available_cores)
+    intra_op_threads: int | None = None  # None: every core, as TF Serving's default
+    inter_op_threads: int | None = None
     # TFLite rows, as TF Serving's flags set them: --num_tflite_pools (None: the cores,
     # TF Serving's default) and --num_tflite_interpreters_per_pool (default 1).
     tflite_pools: int | None = None
@@ -92,6 +95,8 @@ class BenchmarkConfig:
 
     def validate(self) -> None:
         """Raises ServoptError for the first setting that cannot work."""
+        from components.core.benchmark.stats import STABILITY_WINDOWS  # numpy: when used
+
         if self.backend == "tflite":
             raise ServoptError("there is no tflite backend any more: each model runs on its "
                                "own runtime (a .tflite file, or model.tflite beside "
@@ -114,7 +119,8 @@ class BenchmarkConfig:
                                f"(got {self.max_windows})")
         if not self.stability_percent > 0:
             raise ServoptError(f"stability_percent must be > 0 (got {self.stability_percent})")
-        if self.intra_op_threads < 1 or self.inter_op_threads < 1:
+        if any(t is not None and t < 1 for t in (self.intra_op_threads,
+                                                 self.inter_op_threads)):
             raise ServoptError("intra_op_threads and inter_op_threads must be >= 1 (got "
                                f"{self.intra_op_threads} and {self.inter_op_threads})")
         if self.rewarm_requests < 0:
@@ -137,17 +143,63 @@ class BenchmarkConfig:
         """--num_tflite_pools: TF Serving's default is the schedulable CPUs (server.h)."""
         return self.tflite_pools or available_cores()
 
-    def settings(self) -> Settings:
-        return Settings(backend=self.backend, batch_sizes=list(self.batch_sizes),
-                        concurrency=list(self.concurrency),
-                        warmup_requests=self.warmup_requests,
-                        window_requests=self.window_requests,
-                        window_seconds=self.window_seconds, max_windows=self.max_windows,
-                        stability_percent=float(self.stability_percent),
-                        intra_op_threads=self.intra_op_threads,
-                        inter_op_threads=self.inter_op_threads, signature=self.signature,
-                        tflite_pools=self.tflite_pool_count(),
-                        tflite_interpreters_per_pool=self.tflite_interpreters_per_pool)
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str | os.PathLike = "settings",
+                  where: str = "benchmark") -> BenchmarkConfig:
+        """The settings in `values` (keys of configs/benchmark.yaml; lists for tuples,
+        a mapping for `tfserving`) over the defaults; unknown keys and wrong types are
+        errors naming `source` and the key."""
+        from components.core.config import fill_dataclass  # TensorFlow: only when used
+
+        unknown = sorted(set(values) & set(RUN_FIELDS))
+        if unknown:
+            raise ServoptError(f"{source}: '{where}.{unknown[0]}' is not a setting; it is "
+                               "given by the run (the examples input, Beam's arguments)")
+        values = {key: tuple(value) if isinstance(value, list) else value
+                  for key, value in values.items()}
+        if isinstance(values.get("tfserving"), dict):
+            values["tfserving"] = fill_dataclass(TFServingOptions, values["tfserving"],
+                                                 source, f"{where}.tfserving")
+        return fill_dataclass(cls, values, source, where)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike | None = None,
+                  section: str | None = None) -> BenchmarkConfig:
+        """Settings from a benchmark YAML; without a path, the packaged defaults."""
+        from components.core.config import default_config, read_yaml
+
+        path = path or default_config("benchmark.yaml")
+        data = read_yaml(path)
+        values = (data.get(section) or {}) if section else data
+        return cls.from_dict(values, path, section or "benchmark")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain JSON/YAML values (the run's examples and Beam arguments
+        are not settings); `from_dict` reads it back."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in RUN_FIELDS}
+        data["tfserving"] = dataclasses.asdict(self.tfserving)
+        return {key: list(value) if isinstance(value, tuple) else value
+                for key, value in data.items()}
+
+    def for_run(self, examples: Path | None = None,
+                beam_pipeline_args: Sequence[str] = ()) -> BenchmarkConfig:
+        """These settings on a run's inputs; the label key applies only with examples."""
+        return dataclasses.replace(
+            self, examples=examples, beam_pipeline_args=tuple(beam_pipeline_args),
+            label_key=self.label_key if examples is not None else None)
+
+    def resolved(self) -> BenchmarkConfig:
+        """With the thread and TFLite pool counts this machine will use (None: every core)."""
+        cores = available_cores()
+        return dataclasses.replace(
+            self, intra_op_threads=self.intra_op_threads or cores,
+            inter_op_threads=self.inter_op_threads or cores,
+            tflite_pools=self.tflite_pool_count())
+
+
+# Given by each run, not by settings files or parameters.
+RUN_FIELDS = ("examples", "beam_pipeline_args")
 
 
 def _positive_list(what: str, values: Sequence[int], allow_empty: bool = False) -> None:

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from components.core.tf_setup import tf
+
 import numpy as np
 from tensorflow.core.protobuf import meta_graph_pb2
 
@@ -44,7 +46,6 @@ from components.core.errors import ServoptError
 from components.core.model_io import resolve_saved_model_dir
 from components.core.requirements import TENSORFLOW_RUNTIME, TFLITE_RUNTIME, has_tflite_model
 from components.core.serving_session import ServingSession, first_line
-from components.core.tf_setup import tf
 
 Feeds = Mapping[str, np.ndarray]
 RUNTIMES = (TENSORFLOW_RUNTIME, TFLITE_RUNTIME)

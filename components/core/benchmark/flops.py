@@ -14,13 +14,14 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from components.core.tf_setup import tf
+
 import numpy as np
 from tensorflow.python.framework import graph_util, ops
 
 from components.core.errors import ServoptError
 from components.core.grappler import run_grappler
 from components.core.model_io import read_serving_graph
-from components.core.tf_setup import tf
 
 _ELEMENTWISE_FUSED = {"BiasAdd", "BiasAddV1", "Add", "AddV2"}
 

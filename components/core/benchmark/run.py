@@ -34,7 +34,6 @@ from components.core.benchmark.flops import flops_per_example
 from components.core.benchmark.machine import machine_info
 from components.core.benchmark.runtimes import Row, engine_spec, plan_rows, runtime_info
 from components.core.benchmark.scheduler import (
-    Plan,
     Series,
     concurrency_sweep,
     interleaved_rounds,
@@ -59,13 +58,6 @@ def size_on_disk(path: Path, skip_tflite: bool = False) -> int:
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()
                and not (skip_tflite and p.parent == path and p.name == "model.tflite"))
-
-
-def plan_of(config: BenchmarkConfig) -> Plan:
-    return Plan(warmup_requests=config.warmup_requests,
-                window_requests=config.window_requests, window_seconds=config.window_seconds,
-                rewarm_requests=config.rewarm_requests, max_windows=config.max_windows,
-                stability_percent=config.stability_percent)
 
 
 def _start_runners(rows: dict[str, Row], signatures: dict[str, ModelSignature],
@@ -128,7 +120,7 @@ def _resolve_and_scan(models: Sequence[ModelSpec], config: BenchmarkConfig,
 def run_benchmark(models: Sequence[ModelSpec], config: BenchmarkConfig | None = None,
                   progress: Progress | None = None) -> BenchmarkResult:
     """Benchmarks `models` (the first is the baseline) and returns every measurement."""
-    config = config or BenchmarkConfig()
+    config = (config or BenchmarkConfig()).resolved()
     say = progress or (lambda message: None)
     config.validate()
     if not models:
@@ -184,7 +176,7 @@ def run_benchmark(models: Sequence[ModelSpec], config: BenchmarkConfig | None = 
     _count_flops(by_name, results, config, say)
     if config.examples is not None:
         _accuracy(by_name, results, baseline, config, say)
-    return BenchmarkResult(machine=machine_info(), settings=config.settings(),
+    return BenchmarkResult(machine=machine_info(), settings=config,
                            baseline=baseline, models=results)
 
 
@@ -209,17 +201,16 @@ def _measure(rows: dict[str, Row], signatures: dict[str, ModelSignature],
                 continue
             results[name].load_time_s = loaded.load_time_s
             results[name].first_request_ms = loaded.first_request_ms
-        plan = plan_of(config)
         for size in config.batch_sizes:
             say(f"measuring batch size {size}: {', '.join(runners)} in interleaved rounds")
-            outcome = interleaved_rounds(runners, size, plan)
+            outcome = interleaved_rounds(runners, size, config)
             for name, measured in outcome.series.items():
                 series[name][size] = measured
             _drop_failed(runners, outcome.errors, errors, f"at batch size {size}")
         if config.concurrency:
             say(f"concurrency sweep {list(config.concurrency)}")
             sweep, failed = concurrency_sweep(runners, config.batch_sizes, config.concurrency,
-                                              plan)
+                                              config)
             for name, points in sweep.items():
                 results[name].concurrency = points
             _drop_failed(runners, failed, errors, "in the concurrency sweep")

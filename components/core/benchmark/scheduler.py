@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from components.core.benchmark.config import BenchmarkConfig
 from components.core.benchmark.measure import ConcurrencySample, WindowSample
 from components.core.benchmark.schema import BatchResult, ConcurrencyResult
 from components.core.benchmark.stats import (
@@ -52,23 +53,13 @@ class Runner(Protocol):
                    seconds: float | None = None) -> ConcurrencySample: ...
 
 
-@dataclass(frozen=True)
-class Plan:
-    warmup_requests: int = 10
-    window_requests: int = 50
-    window_seconds: float | None = None
-    rewarm_requests: int = 3
-    max_windows: int = 10
-    stability_percent: float = 10.0
-
-
 @dataclass
 class Series:
     """One model's measurement windows at one batch size, one per round, in order."""
 
     batch_size: int
+    stability_percent: float
     windows: list[WindowSample] = field(default_factory=list)
-    stability_percent: float = 10.0
 
     @property
     def p50s(self) -> list[float]:
@@ -104,7 +95,7 @@ class RoundsOutcome:
     errors: dict[str, str]  # models that failed at this batch size
 
 
-def interleaved_rounds(runners: dict[str, Runner], batch_size: int, plan: Plan
+def interleaved_rounds(runners: dict[str, Runner], batch_size: int, plan: BenchmarkConfig
                        ) -> RoundsOutcome:
     """Warms every model up, then measures rounds of one window per model, in order."""
     errors: dict[str, str] = {}
@@ -115,7 +106,7 @@ def interleaved_rounds(runners: dict[str, Runner], batch_size: int, plan: Plan
         except ServoptError as err:
             errors[name] = str(err)
             del active[name]
-    series = {name: Series(batch_size, stability_percent=plan.stability_percent)
+    series = {name: Series(batch_size, plan.stability_percent)
               for name in active}
     for round_index in range(plan.max_windows):
         order = list(active.items())
@@ -147,7 +138,7 @@ def speedups(baseline: Series, candidate: Series) -> tuple[float | None, float |
 
 
 def concurrency_sweep(runners: dict[str, Runner], batch_sizes: Sequence[int],
-                      levels: Sequence[int], plan: Plan
+                      levels: Sequence[int], plan: BenchmarkConfig
                       ) -> tuple[dict[str, list[ConcurrencyResult]], dict[str, str]]:
     """Throughput against latency with N clients at once, interleaved like the rounds:
     for each batch size and level, each model in turn."""

@@ -1,8 +1,9 @@
-"""The benchmark's result and its metrics.json form (schema_version 1).
+"""The benchmark's result and its metrics.json form (schema_version 1), and its one reader.
 
-Other components (the PusherGate, the TFX executor) read metrics.json, so the key names
-here are a contract: change them only with a new `SCHEMA_VERSION`. A model that failed
-has `error` set and null for what could not be measured.
+Other components (the PusherGate, the TFX executor, `servopt gate`) read metrics.json
+through `load_metrics`, so the key names here are a contract: change them only with a new
+`SCHEMA_VERSION`. A model that failed has `error` set and null for what could not be
+measured. `settings` holds the run's BenchmarkConfig (`to_dict`), threads resolved.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from components.core.benchmark.config import BenchmarkConfig
 from components.core.benchmark.stats import LatencySummary
+from components.core.errors import ServoptError
 
 SCHEMA_VERSION = 1
 BASELINE = "baseline"
@@ -27,23 +30,6 @@ class MachineInfo:
     tensorflow_version: str
     python_version: str
     platform: str
-
-
-@dataclass
-class Settings:
-    backend: str  # "session": in-process, each model on its own runtime; or "tfserving"
-    batch_sizes: list[int]
-    concurrency: list[int]
-    warmup_requests: int
-    window_requests: int
-    window_seconds: float | None
-    max_windows: int
-    stability_percent: float
-    intra_op_threads: int
-    inter_op_threads: int
-    signature: str
-    tflite_pools: int = 1
-    tflite_interpreters_per_pool: int = 1
 
 
 @dataclass
@@ -152,7 +138,7 @@ class ModelResult:
 @dataclass
 class BenchmarkResult:
     machine: MachineInfo
-    settings: Settings
+    settings: BenchmarkConfig
     baseline: str
     models: dict[str, ModelResult]  # in command-line order, the baseline first
 
@@ -169,28 +155,20 @@ class BenchmarkResult:
         return _finite({
             "schema_version": SCHEMA_VERSION,
             "machine": vars(self.machine).copy(),
-            "settings": vars(self.settings).copy(),
+            "settings": self.settings.to_dict(),
             "baseline": self.baseline,
             "models": {name: model.to_dict() for name, model in self.models.items()},
         })
 
     @classmethod
-    def from_dict(cls, data: dict) -> BenchmarkResult:
-        from components.core.errors import ServoptError
-
-        version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise ServoptError(f"metrics.json schema_version {version!r} is not supported "
-                               f"(this version reads {SCHEMA_VERSION}); run the benchmark "
-                               "again with this version")
+    def from_dict(cls, data: dict, source: str = "metrics") -> BenchmarkResult:
+        validate_metrics(data, source)
         return cls(machine=MachineInfo(**data["machine"]),
-                   settings=Settings(**{"window_seconds": None, **data["settings"]}),
+                   settings=BenchmarkConfig.from_dict(data["settings"], source, "settings"),
                    baseline=data["baseline"],
                    models={name: ModelResult.from_dict(m) for name, m in data["models"].items()})
 
     def write_json(self, path: str | os.PathLike) -> Path:
-        from components.core.errors import ServoptError
-
         target = Path(path)
         try:
             target.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -201,7 +179,56 @@ class BenchmarkResult:
 
     @classmethod
     def read_json(cls, path: str | os.PathLike) -> BenchmarkResult:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_dict(load_metrics(path), str(path))
+
+
+def load_metrics(path: str | os.PathLike) -> dict:
+    """metrics.json as a dict, checked to be a benchmark result of this schema version."""
+    path = Path(path)
+    try:
+        metrics = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ServoptError(f"{path}: no such metrics file; pass the metrics.json the "
+                           "ServingBenchmark wrote") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ServoptError(f"{path}: cannot read the metrics file ({err})") from None
+    except json.JSONDecodeError as err:
+        raise ServoptError(f"{path}: not valid JSON (line {err.lineno}: {err.msg}); run the "
+                           "benchmark again") from None
+    validate_metrics(metrics, str(path))
+    return metrics
+
+
+def validate_metrics(metrics, source: str = "metrics") -> None:
+    """The top-level shape readers rely on; per-model gaps are the readers' business."""
+    if not isinstance(metrics, dict):
+        raise ServoptError(f"{source}: expected a JSON object of benchmark results, got "
+                           f"{type(metrics).__name__}")
+    version = metrics.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ServoptError(f"{source}: schema_version {version!r} is not supported (this "
+                           f"version reads schema_version {SCHEMA_VERSION}); run the "
+                           "benchmark of the same release")
+    if not isinstance(metrics.get("models"), dict):
+        raise ServoptError(f"{source}: no 'models' object; not a ServingBenchmark result")
+
+
+def headline_figures(metrics: dict) -> dict[str, float | int | str | None]:
+    """The figures worth a glance, from metrics.json: per model its size and error, per
+    batch size p50, p99, throughput, stability and (candidates) speedup; accuracy, top-1
+    agreement and largest difference against the baseline when examples were given.
+    The TFX artifact's custom properties and the KFP UI's Metrics both show these."""
+    figures: dict[str, float | int | str | None] = {}
+    for name, model in metrics["models"].items():
+        figures[f"{name}_size_bytes"] = model.get("size_bytes")
+        figures[f"{name}_error"] = model.get("error")
+        for size, batch in (model.get("batches") or {}).items():
+            for key in ("p50_ms", "p99_ms", "throughput", "speedup_p50", "speedup_p99"):
+                figures[f"{name}_{key}_batch{size}"] = batch.get(key)
+            figures[f"{name}_stable_batch{size}"] = int(bool(batch.get("stable")))
+        for key in ("accuracy", "top1_agreement", "max_abs_diff"):
+            figures[f"{name}_{key}"] = (model.get("accuracy") or {}).get(key)
+    return figures
 
 
 def _finite(value):

@@ -153,9 +153,9 @@ def parse_rest_predict_response(body: bytes | str | Mapping, output_keys: Sequen
 
 def build_grpc_predict_request(model_name: str, signature: str, feeds: Feeds):
     """A tensorflow_serving PredictRequest for one batch of feeds."""
-    from tensorflow_serving.apis import predict_pb2
-
     from components.core.tf_setup import tf
+
+    from tensorflow_serving.apis import predict_pb2
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model_name

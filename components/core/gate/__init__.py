@@ -10,6 +10,7 @@
 No TFX import here: the TFX component and the CLI are adapters over these functions.
 """
 
+from components.core.benchmark.schema import load_metrics
 from components.core.gate.decision import (
     CandidateResult,
     Check,
@@ -17,7 +18,7 @@ from components.core.gate.decision import (
     GateDecision,
 )
 from components.core.gate.gate import evaluate_gate
-from components.core.gate.metrics import candidate_paths, load_metrics
+from components.core.gate.metrics import candidate_paths
 from components.core.gate.push import PushResult, checked_destination, push_model, versions
 from components.core.gate.report import candidate_table, decision_table
 from components.core.gate.safety import UNSAFE_OPS, OpScan, scan_ops

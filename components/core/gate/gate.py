@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from components.core.benchmark.schema import validate_metrics
 from components.core.errors import ServoptError
 from components.core.gate.checks import (
     Context,
@@ -37,7 +38,7 @@ from components.core.gate.decision import (
     GateDecision,
     fmt,
 )
-from components.core.gate.metrics import accuracy_value, batch_entry, validate_metrics
+from components.core.gate.metrics import accuracy_value, batch_entry
 from components.core.gate.thresholds import (
     ACCURACY_OBJECTIVES,
     BATCH_OBJECTIVES,

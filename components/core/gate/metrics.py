@@ -1,4 +1,5 @@
-"""Read the ServingBenchmark's metrics (metrics.json, schema_version 1) for the gate.
+"""What the gate reads from the ServingBenchmark's metrics (metrics.json, schema_version 1;
+read and checked by components.core.benchmark.schema.load_metrics).
 
 The gate reads, per model: `role`, `error`, `size_bytes` and the other model-level
 measurements, `batches[<batch size>]` (latency percentiles, throughput, `stable`,
@@ -13,44 +14,6 @@ A model may have several rows: a TFLite variant is measured as `NAME@tflite` and
 """
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
-
-from components.core.errors import ServoptError
-
-SCHEMA_VERSION = 1
-
-
-def load_metrics(path: str | Path) -> dict:
-    """metrics.json as a dict, checked to be a benchmark result this gate understands."""
-    path = Path(path)
-    try:
-        metrics = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ServoptError(f"{path}: no such metrics file; pass the metrics.json the "
-                           "ServingBenchmark wrote") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ServoptError(f"{path}: cannot read the metrics file ({err})") from None
-    except json.JSONDecodeError as err:
-        raise ServoptError(f"{path}: not valid JSON (line {err.lineno}: {err.msg}); run the "
-                           "benchmark again") from None
-    validate_metrics(metrics, str(path))
-    return metrics
-
-
-def validate_metrics(metrics, source: str = "metrics") -> None:
-    """The top-level shape the gate relies on; per-model gaps are reported per candidate."""
-    if not isinstance(metrics, dict):
-        raise ServoptError(f"{source}: expected a JSON object of benchmark results, got "
-                           f"{type(metrics).__name__}")
-    version = metrics.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise ServoptError(f"{source}: schema_version {version!r} is not supported (this "
-                           f"gate reads schema_version {SCHEMA_VERSION}); run the benchmark "
-                           "of the same release")
-    if not isinstance(metrics.get("models"), dict):
-        raise ServoptError(f"{source}: no 'models' object; not a ServingBenchmark result")
 
 
 def batch_entry(model: dict, batch_size: int) -> dict | None:

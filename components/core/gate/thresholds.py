@@ -158,7 +158,7 @@ class Thresholds:
     """Everything the gate checks, and how it chooses among candidates that pass."""
 
     primary_batch_size: int = DEFAULT_PRIMARY_BATCH_SIZE
-    unstable_latency: str = DEFAULT_UNSTABLE_LATENCY  # or "allow" unstable latency
+    unstable_latency: str = DEFAULT_UNSTABLE_LATENCY  # or "block" unstable latency
     objective: tuple[str, ...] = DEFAULT_OBJECTIVE  # best first by these keys, in order
     value: ValueThresholds = field(default_factory=ValueThresholds)
     vs_baseline: BaselineThresholds = field(default_factory=BaselineThresholds)
@@ -192,13 +192,14 @@ class Thresholds:
             _reject_unknown(section, {f.name for f in fields(group_cls)}, source, f"{name}.")
             groups[name] = group_cls(**{key: _number(section[key], source, f"{name}.{key}")
                                         for key in section})
-        objective = data.get("objective", list(DEFAULT_OBJECTIVE))
+        defaults = {f.name: f.default for f in fields(cls)}
+        objective = data.get("objective", list(defaults["objective"]))
         if isinstance(objective, str):
             objective = [objective]
         if not isinstance(objective, list | tuple):
             raise ServoptError(f"{source}: 'objective' must be a list of metric names, got "
                                f"{_kind(objective)}")
-        batch = data.get("primary_batch_size", DEFAULT_PRIMARY_BATCH_SIZE)
+        batch = data.get("primary_batch_size", defaults["primary_batch_size"])
         if isinstance(batch, bool) or not isinstance(batch, int):
             raise ServoptError(f"{source}: 'primary_batch_size' must be an integer, got "
                                f"{_kind(batch)}")
@@ -209,7 +210,13 @@ class Thresholds:
                    server=ServerProfile.from_dict(data.get("server"), source), **groups)
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> Thresholds:
+    def from_yaml(cls, path: str | Path | None = None) -> Thresholds:
+        """Thresholds from a YAML file; without a path, the packaged defaults
+        (components/configs/thresholds.yaml, the same as configs/thresholds.yaml)."""
+        if path is None:
+            from components.core.config import default_config
+
+            path = default_config("thresholds.yaml")
         path = Path(path)
         try:
             text = path.read_text()

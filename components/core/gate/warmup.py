@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from components.core.tf_setup import tf
+
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 from components.core.errors import ServoptError
 from components.core.examples import batches_for_signature
 from components.core.model_io import read_saved_model, serving_meta_graph, serving_signatures
-from components.core.tf_setup import tf
 
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"

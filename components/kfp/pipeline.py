@@ -13,9 +13,10 @@ a TFX Examples artifact: its eval split) and a TF Serving model base directory t
 - `run_local` runs it here, for real, with kfp.local's SubprocessRunner in this
   environment (each step in its own Python process, artifacts under `pipeline_root`).
 
-Defaults: `thresholds` is configs/thresholds.yaml; `batch_sizes` and `benchmark_settings`
-come from configs/benchmark.yaml (nulls dropped: KFP parameters cannot hold null, and an
-absent key means the same). The gate's checks against the model served now
+Defaults: `thresholds` is the packaged configs/thresholds.yaml; `batch_sizes`,
+`label_key` and `benchmark_settings` come from the packaged configs/benchmark.yaml, read
+through BenchmarkConfig (nulls dropped: KFP parameters cannot hold null, and an absent key
+means the same). The gate's checks against the model served now
 (`vs_served`) need ML Metadata's history of pushes, which only the TFX pipelines have:
 here every push is judged as a first push, and the decision says so.
 """
@@ -29,7 +30,7 @@ from typing import Any, NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Metrics, Model
 
-from components.core.benchmark_settings import BenchmarkSettings
+from components.core.benchmark.config import BenchmarkConfig
 from components.core.errors import ServoptError, first_line
 from components.core.gate import GateDecision, Thresholds
 from components.core.yaml_io import parse_yaml
@@ -46,26 +47,25 @@ from components.kfp.mapping import (
 )
 
 PIPELINE_NAME = "servopt"
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 REQUIRED = ("model_uri", "eval_examples_uri", "push_destination")
 
 
-def default_thresholds(path: Path = CONFIGS / "thresholds.yaml") -> dict:
-    """The thresholds YAML, validated and complete, as a KFP parameter value."""
+def default_thresholds(path: Path | None = None) -> dict:
+    """A thresholds YAML (default: the packaged one), validated and complete, as a KFP
+    parameter value."""
     return without_nulls(Thresholds.from_yaml(path).to_dict())
 
 
-def default_benchmark(path: Path = CONFIGS / "benchmark.yaml") -> tuple[list[int], dict]:
-    """(batch sizes, the other benchmark settings) from the benchmark YAML."""
-    settings = BenchmarkSettings.from_yaml(path).to_dict()
-    batch_sizes = settings.pop("batch_sizes")
-    for key in OWN_PARAMETERS:
-        settings.pop(key, None)
-    return batch_sizes, without_nulls(settings)
+def default_benchmark(path: Path | None = None) -> tuple[list[int], str, dict]:
+    """(batch sizes, label key, the other settings) of a benchmark YAML (default: the
+    packaged one), as KFP parameter values."""
+    settings = BenchmarkConfig.from_yaml(path).to_dict()
+    own = {key: settings.pop(key) for key in OWN_PARAMETERS}
+    return own["batch_sizes"], own["label_key"] or "", without_nulls(settings)
 
 
 DEFAULT_THRESHOLDS = default_thresholds()
-DEFAULT_BATCH_SIZES, DEFAULT_BENCHMARK_SETTINGS = default_benchmark()
+DEFAULT_BATCH_SIZES, DEFAULT_LABEL_KEY, DEFAULT_BENCHMARK_SETTINGS = default_benchmark()
 
 
 class PipelineOutputs(NamedTuple):
@@ -86,7 +86,7 @@ def build_pipeline(image: str = steps.IMAGE):
                               "benchmark every variant against it, and push the best one "
                               "to TF Serving when it passes the thresholds.")
     def servopt_pipeline(model_uri: str, eval_examples_uri: str, push_destination: str,
-                         label_key: str = "label",
+                         label_key: str = DEFAULT_LABEL_KEY,
                          thresholds: dict = DEFAULT_THRESHOLDS,
                          batch_sizes: list = DEFAULT_BATCH_SIZES,
                          benchmark_settings: dict = DEFAULT_BENCHMARK_SETTINGS,
@@ -170,9 +170,9 @@ def check_arguments(arguments: dict[str, Any]) -> None:
     settings = benchmark_settings(arguments.get("batch_sizes", DEFAULT_BATCH_SIZES),
                                   arguments.get("benchmark_settings",
                                                 DEFAULT_BENCHMARK_SETTINGS),
-                                  arguments.get("label_key", "label"),
+                                  arguments.get("label_key", DEFAULT_LABEL_KEY),
                                   arguments["eval_examples_uri"])
-    settings.config().validate()
+    settings.for_run().validate()
     thresholds.check_batch_sizes(settings.batch_sizes, "thresholds")
 
 

@@ -1,0 +1,112 @@
+"""`servopt gate` and `servopt push`: PusherGate's decision and atomic push, without TFX.
+
+For teams with their own CI/CD: `servopt benchmark ... --json metrics.json`, then
+`servopt gate metrics.json --thresholds T.yaml` (exit 0: a candidate passes, 1: blocked,
+2: bad input), then `servopt push CHOSEN_MODEL DESTINATION`. Both run the same library
+functions as the PusherGate component (components.core.gate).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from components.cli_support import LazyConsole, ServoptCommand
+from components.core.errors import ServoptError
+
+BLOCKED_EXIT = 1
+stdout = LazyConsole()
+
+
+def _served_metrics(path: Path) -> dict:
+    """One model's entry of a metrics.json (models.<name>), as the gate records at a push."""
+    try:
+        served = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ServoptError(f"{path}: no such served-metrics file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ServoptError(f"{path}: cannot read it as JSON ({err})") from None
+    if not isinstance(served, dict) or "batches" not in served:
+        raise ServoptError(f"{path}: expected one model's metrics (the object under "
+                           "models.<name> in a metrics.json, or the 'chosen_metrics' of "
+                           "`servopt gate --json`), with its 'batches'")
+    return served
+
+
+@click.command("gate", cls=ServoptCommand)
+@click.argument("metrics_json", type=click.Path(path_type=Path))
+@click.option("--thresholds", "thresholds_path", type=click.Path(path_type=Path),
+              required=True, help="Thresholds YAML (start from configs/thresholds.yaml).")
+@click.option("--served-metrics", type=click.Path(path_type=Path), default=None,
+              help="The metrics of the model served now (one model's entry of a "
+                   "metrics.json, e.g. the 'chosen_metrics' of an earlier `servopt gate "
+                   "--json`), for the vs_served thresholds; without it they are not "
+                   "applicable (a first push).")
+@click.option("--allowed-op", "allowed_ops", multiple=True,
+              help="An op type the safety scan accepts although it touches files, Python "
+                   "or the network (repeat).")
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+def gate_command(metrics_json: Path, thresholds_path: Path, served_metrics: Path | None,
+                 allowed_ops: tuple[str, ...], as_json: bool) -> None:
+    """Decide which model of METRICS_JSON (a `servopt benchmark --json` or ServingBenchmark
+    result) may be pushed. Exit 0 when one passes, 1 when blocked, 2 on bad input.
+
+    Model paths are those metrics.json recorded (relative ones from the directory the
+    benchmark ran in)."""
+    from components.core.gate import (
+        Thresholds,
+        candidate_paths,
+        candidate_table,
+        evaluate_gate,
+        load_metrics,
+    )
+
+    metrics = load_metrics(metrics_json)
+    thresholds = Thresholds.from_yaml(thresholds_path)
+    served = _served_metrics(served_metrics) if served_metrics else None
+    decision = evaluate_gate(metrics, thresholds, candidate_paths(metrics), served=served,
+                             allowed_ops=allowed_ops)
+    if as_json:
+        chosen = metrics["models"][decision.chosen] if decision.chosen else None
+        json.dump({**decision.to_dict(), "chosen_metrics": chosen}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        stdout.print(candidate_table(decision))
+        for line in decision.summary_lines():
+            stdout.print(line, highlight=False)
+    if not decision.blessed:
+        sys.exit(BLOCKED_EXIT)
+
+
+@click.command("push", cls=ServoptCommand)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("destination")
+@click.option("--keep-last", type=click.IntRange(min=1), default=None,
+              help="Keep only the newest N versions in DESTINATION (default: keep all).")
+@click.option("--warmup-examples", type=click.Path(path_type=Path), default=None,
+              help="Eval examples (TFRecords of tf.Example, a TFX Examples artifact or "
+                   ".npz) to write TF Serving warm-up requests from.")
+@click.option("--json", "as_json", is_flag=True, help="Print the push as JSON.")
+def push_command(model: Path, destination: str, keep_last: int | None,
+                 warmup_examples: Path | None, as_json: bool) -> None:
+    """Publish MODEL as a new TF Serving version under DESTINATION, atomically: the
+    PusherGate's push (a version above every existing one, saved_model.pb last, renamed
+    into place under a lock)."""
+    from components.core.gate import push_model
+
+    result = push_model(model, destination, keep_last=keep_last,
+                        warmup_examples=warmup_examples)
+    if as_json:
+        json.dump(result.to_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    stdout.print(f"pushed {model} as version {result.version} to {result.path}",
+                 highlight=False)
+    if result.warmup_requests:
+        stdout.print(f"warm-up requests: {result.warmup_requests}", highlight=False)
+    if result.removed_versions:
+        stdout.print(f"removed versions (keep_last={keep_last}): "
+                     f"{', '.join(map(str, result.removed_versions))}", highlight=False)

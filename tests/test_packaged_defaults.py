@@ -1,0 +1,60 @@
+"""The defaults ship inside the package; configs/ is the same files; every default has
+one source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.core.benchmark.config import BenchmarkConfig
+from components.core.config import OptimizationRecipe, default_config
+from components.core.gate import Thresholds
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGED = ("optimization.yaml", "benchmark.yaml", "thresholds.yaml")
+# Values the shipped benchmark.yaml sets on purpose, beyond the library's defaults.
+BENCHMARK_POLICY = {"label_key": "label"}
+
+
+@pytest.mark.parametrize("name", PACKAGED)
+def test_configs_holds_exactly_the_packaged_defaults(name):
+    packaged = default_config(name)
+    assert packaged.is_file() and packaged.parent == ROOT / "components" / "configs"
+    assert (ROOT / "configs" / name).read_bytes() == packaged.read_bytes(), (
+        f"configs/{name} and components/configs/{name} drifted apart; edit "
+        f"components/configs/{name} and copy it to configs/")
+
+
+def test_the_packaged_benchmark_yaml_states_the_librarys_defaults():
+    stated = yaml.safe_load(default_config("benchmark.yaml").read_text())
+    defaults = BenchmarkConfig().to_dict()
+    assert {key: value for key, value in stated.items() if key not in BENCHMARK_POLICY} == {
+        key: defaults[key] for key in stated if key not in BENCHMARK_POLICY}
+    assert BenchmarkConfig.from_yaml() == BenchmarkConfig(**BENCHMARK_POLICY)
+
+
+def test_readers_without_a_path_read_the_packaged_files():
+    assert Thresholds.from_yaml() == Thresholds.from_yaml(ROOT / "configs" / "thresholds.yaml")
+    assert OptimizationRecipe.from_yaml() == OptimizationRecipe.from_yaml(
+        ROOT / "configs" / "optimization.yaml")
+
+
+def test_unstable_latency_has_one_value_the_librarys():
+    stated = yaml.safe_load(default_config("thresholds.yaml").read_text())
+    assert stated.get("unstable_latency", Thresholds().unstable_latency) == (
+        Thresholds().unstable_latency)
+    assert Thresholds.from_yaml().unstable_latency == Thresholds().unstable_latency
+
+
+def test_settings_round_trip_through_their_parameter_form():
+    config = BenchmarkConfig(batch_sizes=(1, 8), concurrency=(), label_key="label")
+    assert BenchmarkConfig.from_dict(config.to_dict()) == config
+
+
+def test_a_run_input_is_not_a_setting():
+    from components.core.errors import ServoptError
+
+    with pytest.raises(ServoptError, match="'benchmark.examples' is not a setting"):
+        BenchmarkConfig.from_dict({"examples": "/data"}, "my.yaml")
