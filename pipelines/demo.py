@@ -20,7 +20,6 @@ from rich.table import Table
 from components.core.gate import GateDecision
 from components.core.gate.metrics import rows_of
 from components.quantizer.keys import VARIANT_OUTPUTS
-from components.serving_benchmark.executor import model_name
 from pipelines.local_runner import (
     METADATA_FILE,
     PIPELINE_ROOT,
@@ -165,7 +164,7 @@ def stage_table(result: DemoResult, batch: int = 100) -> Table:
 def _variant_row(record, key: str, metrics: dict, batch: int) -> tuple[str, ...]:
     artifact = record.outputs[key][0]
     props = custom_properties(artifact)
-    name = model_name(artifact)
+    name = f"{record.component}-{VARIANT_OUTPUTS[key]}"  # as ServingBenchmark names it
     if not props.get("produced"):
         return (name, record.state, "", "", "", f"skipped: {props.get('skipped_reason', '')}",
                 "", "", "")
