@@ -84,7 +84,8 @@ def test_lineage_runs_from_examples_through_every_model_to_the_gate(workdir):
                   if key.startswith("candidate_") for a in artifacts}
     assert candidates == {executions[c].outputs[k][0].id for c, k in (
         ("Freezer", "frozen_model"), ("GraphOptimizer", "optimized_model"),
-        ("Quantizer", "quantized_model"))}
+        ("Quantizer", "quantized_model"), ("Quantizer", "bfloat16_model"),
+        ("Quantizer", "tflite_model"))}  # a variant not produced here is passed over
 
 
 def test_every_model_records_plausible_measurements(workdir):
