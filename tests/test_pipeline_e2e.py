@@ -176,7 +176,7 @@ def test_impossible_thresholds_push_nothing_and_list_the_failed_thresholds(workd
     too_slow = [c for c in decision["checks"]
                 if c["threshold"] == "value.max_p99_ms" and not c["passed"]]
     assert {c["candidate"] for c in too_slow} == {
-        "DigitsTrainer", "Freezer", "GraphOptimizer", "Quantizer"}
+        "DigitsTrainer", "Freezer", "GraphOptimizer", "Quantizer", "Quantizer-tflite"}
     assert all(c["measured"] > 0.001 and c["limit"] == 0.001 for c in too_slow)
     assert "nothing pushed" in stdout
 
