@@ -12,11 +12,12 @@ from components.core.tf_setup import tf
 import numpy as np
 import pytest
 
+from components.core.errors import ServoptError
 from components.core.freeze import freeze
-from components.core.gate import UNSAFE_OPS, Thresholds, evaluate_gate, scan_ops
-from components.core.gate.safety import NOT_AN_ASSET
+from components.core.gate import Thresholds, evaluate_gate, scan_ops
 from components.core.grappler import all_nodes
 from components.core.model_io import read_saved_model, read_serving_graph, write_serving_graph
+from components.core.safety import NOT_AN_ASSET, op_category
 from components.core.serving_session import ServingSession
 
 
@@ -163,13 +164,16 @@ def test_a_candidate_that_cannot_be_scanned_is_blocked(tmp_path):
     assert safety.reason.startswith("cannot scan the model's ops: ") and "nope" in safety.reason
 
 
-def test_the_unsafe_ops_cover_files_python_and_the_network():
-    assert {"ReadFile", "WriteFile", "MatchingFiles", "SaveV2", "RestoreV2"} <= {
-        op for op, category in UNSAFE_OPS.items() if category == "reads or writes files"}
-    assert {"PyFunc", "PyFuncStateless", "EagerPyFunc"} == {
-        op for op, category in UNSAFE_OPS.items() if category == "runs Python"}
-    assert "RpcCall" in UNSAFE_OPS and UNSAFE_OPS["RpcCall"] == "opens the network"
-    assert "InitializeTableFromTextFileV2" not in UNSAFE_OPS  # checked: assets only
+def test_the_allowlist_refuses_files_python_and_the_network_and_checks_file_readers():
+    for op in ("ReadFile", "WriteFile", "MatchingFiles", "SaveV2", "TextLineDataset"):
+        assert op_category(op) == "reads or writes files", op
+    for op in ("PyFunc", "PyFuncStateless", "EagerPyFunc"):
+        assert op_category(op) == "runs Python"
+    assert op_category("RpcCall") == "opens the network"
+    assert op_category("RestoreV2") == "restores a checkpoint"  # checked: own variables/
+    assert op_category("InitializeTableFromTextFileV2") == "fills a table from a file"
+    assert op_category("MatMul") == "compute"
+    assert op_category("MyCustomOp").startswith("not a TensorFlow op")
 
 
 def test_a_table_filled_from_a_host_file_instead_of_an_asset_is_blocked(
@@ -220,8 +224,9 @@ def test_an_asset_whose_file_lies_outside_the_assets_directory_is_not_trusted(
     shutil.copytree(example_vocab_model, model)
     [vocabulary] = (model / "assets").iterdir()
     vocabulary.unlink()
-    vocabulary.symlink_to("/etc/passwd")  # a symlink out of assets/ is outside it too
-    assert scan_ops(model).unsafe == {"InitializeTableFromTextFileV2": NOT_AN_ASSET}
+    vocabulary.symlink_to("/etc/passwd")  # a symlink out of the model: refused up front
+    with pytest.raises(ServoptError, match="is a symlink to /etc/passwd, outside the model"):
+        scan_ops(model)
 
 
 def test_an_asset_tensor_that_is_also_a_signature_input_is_not_trusted(tmp_path):

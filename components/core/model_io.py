@@ -89,10 +89,18 @@ def _resolve_estimator_export(export_dir: Path) -> Path | None:
     return max(stamps, key=lambda p: int(p.name)) if stamps else None
 
 
+def inside(root: Path, path: Path) -> bool:
+    """Whether `path`, all symlinks resolved, lies inside the directory `root` (also
+    resolved): the one containment check for everything read from a model."""
+    return Path(path).resolve().is_relative_to(Path(root).resolve())
+
+
 def refuse_outside_links(model_dir: Path) -> None:
-    """Raises ServoptError when a symlink in the SavedModel at `model_dir` leads outside it
-    (copying the model would publish that outside file) or back into a directory above
-    it (copying would never end). Links between the model's own files are fine."""
+    """Raises ServoptError when a symlink in the model directory `model_dir` leads outside
+    it (copying, scanning or benchmarking the model would read that outside file: a
+    symlinked `assets/`, a `model.tflite` linked to /etc/passwd) or back into a directory
+    above it (copying would never end). Links between the model's own files are fine.
+    Every command runs this before it reads a model's files (the safety scan does)."""
     root = Path(model_dir).resolve()
     for directory, dirs, files in os.walk(root):  # directory links checked, not entered
         for name in [*dirs, *files]:
@@ -100,11 +108,11 @@ def refuse_outside_links(model_dir: Path) -> None:
             if not entry.is_symlink():
                 continue
             target = entry.resolve()
-            if not target.is_relative_to(root):
+            if not inside(root, target):
                 raise ServoptError(f"{entry}: is a symlink to {target}, outside the model "
-                                   f"{root}; its contents would be published with the "
-                                   "model; replace the link with the file itself")
-            if target.is_dir() and entry.parent.resolve().is_relative_to(target):
+                                   f"{root}; nothing reads or publishes files outside a "
+                                   "model: replace the link with the file itself")
+            if target.is_dir() and inside(target, entry.parent):
                 raise ServoptError(f"{entry}: is a symlink to {target}, a directory that "
                                    "contains it; remove the link")
 
@@ -140,16 +148,31 @@ def serving_meta_graph(proto: saved_model_pb2.SavedModel, model_dir: Path,
 
 
 def init_op_name(meta_graph: meta_graph_pb2.MetaGraphDef) -> str | None:
-    """The op the loader runs after restoring variables (table initialisation), if any."""
-    init = meta_graph.signature_def.get(INIT_OP_SIGNATURE_KEY)
-    if init is not None and init.outputs:
-        return next(iter(init.outputs.values())).name.split(":")[0]
-    for key in (MAIN_OP_COLLECTION, LEGACY_INIT_OP_COLLECTION):
-        nodes = meta_graph.collection_def[key].node_list.value if (
-            key in meta_graph.collection_def) else []
-        if nodes:
-            return nodes[0].split(":")[0]
-    return None
+    """The op the loader runs after restoring variables (table initialisation), if any,
+    chosen exactly as TF's loader chooses it (tensorflow/cc/saved_model/loader_util.cc
+    `GetInitOp`, which TF Serving runs; python/saved_model/loader_impl.py `get_init_op`
+    agrees): the output keyed `__saved_model_init_op` of the signature of that name (no
+    such output: the load fails), else the one node of the `saved_model_main_op`
+    collection when that collection exists, else that of `legacy_init_op`; a collection
+    with more or fewer than one node fails the load."""
+    where = meta_graph.meta_info_def.tags
+    if INIT_OP_SIGNATURE_KEY in meta_graph.signature_def:
+        outputs = meta_graph.signature_def[INIT_OP_SIGNATURE_KEY].outputs
+        if INIT_OP_SIGNATURE_KEY not in outputs:
+            raise ServoptError(f"MetaGraph {list(where)}: the {INIT_OP_SIGNATURE_KEY} "
+                               f"signature has no output named {INIT_OP_SIGNATURE_KEY}; TF's "
+                               "loader refuses it (Could not find output): export again")
+        return outputs[INIT_OP_SIGNATURE_KEY].name.split(":")[0]
+    key = (MAIN_OP_COLLECTION if MAIN_OP_COLLECTION in meta_graph.collection_def
+           else LEGACY_INIT_OP_COLLECTION)
+    if key not in meta_graph.collection_def:
+        return None
+    nodes = meta_graph.collection_def[key].node_list.value
+    if len(nodes) != 1:
+        raise ServoptError(f"MetaGraph {list(where)}: the {key} collection holds "
+                           f"{len(nodes)} ops; TF's loader expects exactly one main op and "
+                           "refuses the model: export again")
+    return nodes[0].split(":")[0]
 
 
 def asset_file_defs(meta_graph: meta_graph_pb2.MetaGraphDef

@@ -20,7 +20,7 @@ from components.core.bf16 import BF16_REQUIREMENTS, to_bfloat16
 from components.core.describe import ModelDescription, describe
 from components.core.errors import ServoptError, StepSkipped, VerificationError
 from components.core.freeze import VARIABLE_OPS, freeze
-from components.core.gate.safety import refuse_unsafe
+from components.core.safety import refuse_unsafe
 from components.core.grappler import all_nodes
 from components.core.model_io import (
     ServingGraph,

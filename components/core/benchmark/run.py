@@ -96,7 +96,7 @@ def _resolve_and_scan(models: Sequence[ModelSpec], config: BenchmarkConfig,
     """The models that can be found, resolved. One that cannot, or that cannot be scanned
     or holds unsafe ops `config` does not allow (refused before anything runs it), gets its
     error (and its size in `sizes` if it was found); the others are still measured."""
-    from components.core.gate.safety import refuse_unsafe
+    from components.core.safety import refuse_unsafe
 
     resolved = {}
     for model in models:

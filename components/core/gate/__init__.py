@@ -3,8 +3,8 @@
 - `Thresholds` (thresholds.py): what a candidate must satisfy, from YAML or a dict.
 - `evaluate_gate` (gate.py): checks every candidate against the benchmark's metrics, the
   served model, the blessings and the safety scan; returns a `GateDecision`.
-- `scan_ops` (safety.py): ops on the serving path that read or write files, run Python
-  or open the network; `refuse_unsafe` runs it before optimize or the benchmark executes
+- `scan_ops` (components/core/safety/, re-exported): ops a model runs that do more than
+  compute; `refuse_unsafe` runs it before optimize, the benchmark or push touches
   a model.
 - `push_model` (push.py): publishes a SavedModel as a new TF Serving version, atomically.
 No TFX import here: the TFX component and the CLI are adapters over these functions.
@@ -21,7 +21,6 @@ from components.core.gate.gate import evaluate_gate
 from components.core.gate.metrics import candidate_paths
 from components.core.gate.push import PushResult, checked_destination, push_model, versions
 from components.core.gate.report import candidate_table, decision_table
-from components.core.gate.safety import UNSAFE_OPS, OpScan, scan_ops
 from components.core.gate.thresholds import (
     BaselineThresholds,
     ServedThresholds,
@@ -30,10 +29,11 @@ from components.core.gate.thresholds import (
     ValueThresholds,
 )
 from components.core.gate.warmup import read_warmup_file, warmup_logs, write_warmup_file
+from components.core.safety import OpScan, scan_ops
 
 __all__ = [
     "BaselineThresholds", "CandidateResult", "Check", "GateBlocked", "GateDecision",
-    "OpScan", "PushResult", "ServedThresholds", "Thresholds", "UNSAFE_OPS",
+    "OpScan", "PushResult", "ServedThresholds", "Thresholds",
     "ServerProfile", "ValueThresholds", "candidate_paths", "candidate_table",
     "checked_destination", "decision_table", "evaluate_gate",
     "load_metrics", "push_model", "read_warmup_file", "scan_ops", "versions",

@@ -15,7 +15,7 @@ from components.core.gate.metrics import (
     measured_batch_sizes,
     rows_of,
 )
-from components.core.gate.safety import scan_ops
+from components.core.safety import scan_ops
 from components.core.gate.thresholds import ServerProfile, Thresholds
 from components.core.model_io import resolve_saved_model_dir
 from components.core.requirements import (
