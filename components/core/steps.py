@@ -20,7 +20,6 @@ from components.core.bf16 import BF16_REQUIREMENTS, to_bfloat16
 from components.core.describe import ModelDescription, describe
 from components.core.errors import ServoptError, StepSkipped, VerificationError
 from components.core.freeze import VARIABLE_OPS, freeze
-from components.core.safety import refuse_unsafe
 from components.core.grappler import all_nodes
 from components.core.model_io import (
     ServingGraph,
@@ -33,6 +32,7 @@ from components.core.model_io import (
 from components.core.optimize import DEFAULT_PASSES, optimize, validate_passes
 from components.core.quantize import DEFAULT_MIN_ELEMENTS, MODES, quantize_weights
 from components.core.requirements import ServingRequirements, write_requirements
+from components.core.safety import refuse_unsafe
 from components.core.tflite import (
     TFLiteConversion,
     convert_signatures,

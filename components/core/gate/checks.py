@@ -15,7 +15,6 @@ from components.core.gate.metrics import (
     measured_batch_sizes,
     rows_of,
 )
-from components.core.safety import scan_ops
 from components.core.gate.thresholds import ServerProfile, Thresholds
 from components.core.model_io import resolve_saved_model_dir
 from components.core.requirements import (
@@ -25,6 +24,7 @@ from components.core.requirements import (
     ServingRequirements,
     read_requirements,
 )
+from components.core.safety import scan_ops
 
 NOT_SERVED = "not applicable: no model served yet"
 MB = 1e6
