@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from components.cli_support import LazyConsole, ServoptCommand
+from components.cli_support import LazyConsole, ServoptCommand, op_list
 from components.core.errors import ServoptError
 
 BLOCKED_EXIT = 1
@@ -89,16 +89,19 @@ def gate_command(metrics_json: Path, thresholds_path: Path, served_metrics: Path
 @click.option("--warmup-examples", type=click.Path(path_type=Path), default=None,
               help="Eval examples (TFRecords of tf.Example, a TFX Examples artifact or "
                    ".npz) to write TF Serving warm-up requests from.")
+@click.option("--allow-unsafe-ops", "allowed_ops", default="",
+              help="Comma-separated op types the safety scan refuses that MODEL may run "
+                   "anyway (TF Serving runs what is pushed; only for models you trust).")
 @click.option("--json", "as_json", is_flag=True, help="Print the push as JSON.")
 def push_command(model: Path, destination: str, keep_last: int | None,
-                 warmup_examples: Path | None, as_json: bool) -> None:
+                 warmup_examples: Path | None, allowed_ops: str, as_json: bool) -> None:
     """Publish MODEL as a new TF Serving version under DESTINATION, atomically: the
     PusherGate's push (a version above every existing one, saved_model.pb last, renamed
     into place under a lock)."""
     from components.core.gate import push_model
 
     result = push_model(model, destination, keep_last=keep_last,
-                        warmup_examples=warmup_examples)
+                        warmup_examples=warmup_examples, allowed_ops=op_list(allowed_ops))
     if as_json:
         json.dump(result.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")

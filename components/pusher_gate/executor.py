@@ -87,7 +87,8 @@ class Executor(Staged, base_executor.BaseExecutor):
         examples = optional_single(input_dict, "examples")
         result = push_model(stage.input(decision.chosen_path), destination,
                             keep_last=exec_properties.get("keep_last"),
-                            warmup_examples=stage.input(examples.uri) if examples else None)
+                            warmup_examples=stage.input(examples.uri) if examples else None,
+                            allowed_ops=json.loads(exec_properties.get("allowed_ops") or "[]"))
         logging.info("PusherGate: pushed %s as version %d to %s", decision.chosen,
                      result.version, result.path)
         logging.info("PusherGate: serve it with: %s", decision.serving_command())

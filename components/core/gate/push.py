@@ -44,7 +44,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -53,9 +53,10 @@ from components.core.gate.warmup import WARMUP_DIR, WARMUP_FILE, warmup_logs, wr
 from components.core.model_io import (
     SAVED_MODEL_PB,
     SAVED_MODEL_PBTXT,
-    refuse_outside_links,
+    inside,
     resolve_saved_model_dir,
 )
+from components.core.safety import refuse_unsafe
 from components.core.staging import STALE_S, owned_name, remove_abandoned
 
 STAGING_PREFIX = ".tmp-servopt-"
@@ -81,7 +82,7 @@ class PushResult:
 def push_model(model_dir: str | Path, base_dir: str | Path, keep_last: int | None = None,
                warmup_examples: str | Path | None = None, *,
                model_name: str | None = None, warmup_signature: str = "serving_default",
-               warmup_batch_sizes: Sequence[int] = (1,),
+               warmup_batch_sizes: Sequence[int] = (1,), allowed_ops: Iterable[str] = (),
                clock: Callable[[], float] = time.time) -> PushResult:
     """Publishes the SavedModel at `model_dir` (any layout the library resolves) as a new
     version under `base_dir`, or under `base_dir/model_name` when a model name is given.
@@ -89,17 +90,24 @@ def push_model(model_dir: str | Path, base_dir: str | Path, keep_last: int | Non
     keep_last: keep only the newest N versions afterwards. warmup_examples: eval examples
     (TFRecords of tf.Example, a TFX Examples artifact, or .npz) to write TF Serving
     warm-up requests from, one Predict request per size in `warmup_batch_sizes`.
+    allowed_ops: op types the safety scan refuses that the model may run anyway: TF
+    Serving runs what is pushed, so push scans it first (and refuses symlinks out of it).
     """
     if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(
             keep_last, int) or keep_last < 1):
         raise ServoptError(f"keep_last must be an integer >= 1 (or None to keep every "
                            f"version), got {keep_last!r}")
     source = resolve_saved_model_dir(model_dir)
-    refuse_outside_links(source)
+    refuse_unsafe(source, allowed_ops, "to push it (TF Serving would run it)")
     logs = (warmup_logs(source, warmup_examples, warmup_signature, warmup_batch_sizes,
                         model_name) if warmup_examples is not None else [])
     if "://" in str(base_dir):
         return _push_url(source, str(base_dir), model_name, keep_last, logs, clock)
+    target = Path(base_dir) / model_name if model_name else Path(base_dir)
+    if inside(source, target):
+        raise ServoptError(f"{target}: is inside the model {source} that is pushed; "
+                           "the push would copy the model into itself: push to a "
+                           "directory outside it")
     destination = checked_destination(base_dir, model_name)
     _remove_stale_staging(destination)
     staging = destination / owned_name(STAGING_PREFIX)
