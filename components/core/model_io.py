@@ -236,8 +236,13 @@ class ServingGraph:
         return sorted(set(inputs + asset_inputs))
 
     def with_graph(self, graph_def: graph_pb2.GraphDef) -> ServingGraph:
-        return ServingGraph(graph_def, self.signatures, self.tags, self.init_op,
-                            self.asset_file_defs, self.source_dir)
+        """This model with `graph_def`; asset tensors it no longer holds are dropped (TF's
+        loader feeds every listed asset tensor, and fails on one not in the graph)."""
+        names = {node.name for node in graph_def.node}
+        assets = [a for a in self.asset_file_defs
+                  if a.tensor_info.name.split(":")[0] in names]
+        return ServingGraph(graph_def, self.signatures, self.tags, self.init_op, assets,
+                            self.source_dir)
 
     def to_meta_graph(self) -> meta_graph_pb2.MetaGraphDef:
         """A MetaGraphDef of this graph: the form TF Serving loads and Grappler optimizes."""

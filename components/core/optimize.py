@@ -121,7 +121,8 @@ def optimize(graph: ServingGraph, passes=DEFAULT_PASSES
         if graph_pass.rewrite is not None:
             graph_def = _copy(graph_def)
             changes = graph_pass.rewrite(graph_def, keep)
-        graph_def = graph_util.extract_sub_graph(graph_def, sorted(keep))  # drop the unused
+        present = {node.name for node in graph_def.node}  # a pass may drop unused assets
+        graph_def = graph_util.extract_sub_graph(graph_def, sorted(keep & present))
         fused = fused_op_counts(graph_def)
         changes |= {k: v - fused_before.get(k, 0) for k, v in fused.items()
                     if v > fused_before.get(k, 0)}
