@@ -7,6 +7,7 @@ the signature's shape. This is how a Quantizer or a benchmark uses a pipeline's 
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 from components.core.tf_setup import tf
@@ -19,14 +20,27 @@ from components.core.errors import ServoptError
 Feeds = dict[str, np.ndarray]
 
 
+def checked_input_path(path: Path) -> Path:
+    """`path` if it is a regular file or a directory. A device (`/dev/zero`) or a FIFO
+    would be read without end (or block forever): refused, as is a missing path."""
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        raise ServoptError(f"{path}: no such file or directory; pass a TFRecord file, a "
+                           "directory of them, a TFX Examples artifact or an .npz file"
+                           ) from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise ServoptError(f"{path}: not a regular file or directory (a device or a FIFO); "
+                           "pass a TFRecord file, a directory of them, a TFX Examples "
+                           "artifact or an .npz file")
+    return Path(path)
+
+
 def tfrecord_files(path: Path) -> list[Path]:
     """TFRecord files at `path`: a file, a directory, or a TFX Examples artifact (its eval
     split, else its first split)."""
-    if path.is_file():
+    if checked_input_path(path).is_file():
         return [path]
-    if not path.is_dir():
-        raise ServoptError(f"{path}: no such file or directory; pass a TFRecord file, a "
-                           "directory of them, or a TFX Examples artifact")
     splits = sorted(p for p in path.iterdir() if p.is_dir() and p.name.startswith("Split-"))
     if splits:
         eval_split = [p for p in splits if p.name == "Split-eval"]
@@ -87,13 +101,60 @@ def records_to_feeds(records: list[bytes], signature: meta_graph_pb2.SignatureDe
             raise ServoptError(f"{source}: examples have no feature '{key}', which the "
                                f"signature's input needs; name features after the inputs")
         dims = [d.size for d in info.tensor_shape.dim][1:]
-        array = np.array(rows, dtype=object if dtype == tf.string else dtype.as_numpy_dtype)
-        feeds[key] = array.reshape([len(rows), *[d if d > 0 else -1 for d in dims]]
-                                   if dims else [len(rows)])
+        try:
+            array = np.array(rows, dtype=object if dtype == tf.string
+                             else dtype.as_numpy_dtype)
+            feeds[key] = array.reshape([len(rows), *[d if d > 0 else -1 for d in dims]]
+                                       if dims else [len(rows)])
+        except (ValueError, TypeError):
+            raise ServoptError(f"{source}: feature '{key}' does not fit the signature's "
+                               f"input ({dtype.name}, shape {_shape(info)}): its values "
+                               "differ in length or type between examples") from None
+    check_feeds(source, feeds, signature)
     return feeds
 
 
+def _shape(info: meta_graph_pb2.TensorInfo) -> str:
+    if info.tensor_shape.unknown_rank:
+        return "any"
+    return "[" + ", ".join("None" if d.size < 0 else str(d.size)
+                           for d in info.tensor_shape.dim) + "]"
+
+
+def check_feeds(source: Path, arrays: dict[str, np.ndarray],
+                signature: meta_graph_pb2.SignatureDef) -> None:
+    """Raises ServoptError when the arrays for `signature`'s inputs cannot be its inputs:
+    no rows, another kind of value (strings for numbers), another shape, or NaN or
+    infinite values (outputs computed from them compare as different however equal)."""
+    for key, info in sorted(signature.inputs.items()):
+        array = np.asarray(arrays[key])
+        dtype = tf.dtypes.as_dtype(info.dtype)
+        expected = f"({dtype.name}, shape {_shape(info)})"
+        if array.ndim == 0 or len(array) == 0:
+            raise ServoptError(f"{source}: input '{key}' holds no rows; give at least one "
+                               f"example {expected}")
+        is_text = array.dtype.kind in "USO"
+        if is_text != (dtype == tf.string) or (
+                dtype == tf.bool and array.dtype.kind != "b") or (
+                dtype != tf.string and array.dtype.kind not in "biuf"):
+            raise ServoptError(f"{source}: input '{key}' holds {array.dtype} values, the "
+                               f"signature takes {expected}; convert the array")
+        if not info.tensor_shape.unknown_rank:
+            dims = [d.size for d in info.tensor_shape.dim]
+            if len(dims) != array.ndim or any(
+                    d >= 0 and d != got for d, got in zip(dims[1:], array.shape[1:],
+                                                         strict=False)):
+                raise ServoptError(f"{source}: input '{key}' has shape {list(array.shape)}, "
+                                   f"the signature takes {expected} (the first dimension is "
+                                   "the batch); reshape the array")
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            raise ServoptError(f"{source}: input '{key}' holds NaN or infinite values; "
+                               "verification and the benchmark need real examples")
+
+
 def load_npz(path: Path) -> dict[str, np.ndarray]:
+    if not checked_input_path(path).is_file():
+        raise ServoptError(f"{path}: is a directory; pass an .npz file")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
@@ -121,6 +182,7 @@ def batches_for_signature(signature: meta_graph_pb2.SignatureDef, path: Path, li
         arrays = load_npz(path)
         if not set(signature.inputs) <= set(arrays):
             return None
+        check_feeds(path, arrays, signature)
         count = min(limit, min(len(arrays[k]) for k in signature.inputs))
         return [{k: arrays[k][i:i + batch_size] for k in signature.inputs}
                 for i in range(0, count, batch_size)]

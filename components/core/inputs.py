@@ -18,6 +18,8 @@ import numpy as np
 from tensorflow.core.framework import graph_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
+from components.core.model_io import inside
+
 UNKNOWN_DIM = 8  # size for unknown non-batch dimensions (e.g. image height/width)
 
 
@@ -76,7 +78,8 @@ def vocabulary_tokens(model_dir: Path | None) -> list[str]:
     tokens: list[str] = []
     assets = model_dir / "assets" if model_dir else None
     if assets and assets.is_dir():
-        for path in sorted(p for p in assets.rglob("*") if p.is_file()):
+        for path in sorted(p for p in assets.rglob("*")
+                           if p.is_file() and inside(model_dir, p)):  # never outside
             try:
                 lines = path.read_text().splitlines()
             except UnicodeDecodeError:

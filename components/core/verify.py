@@ -169,6 +169,8 @@ def compare_outputs(reference: Reference, produced: dict[str, list[dict[str, np.
 
 def _compare_output(signature: str, key: str, expected: list[np.ndarray],
                     actual: list[np.ndarray | None], tolerance: Tolerance) -> OutputComparison:
+    expected = [np.asarray(e) for e in expected]  # a scalar string output comes as bytes
+    actual = [None if a is None else np.asarray(a) for a in actual]
     if any(a is None for a in actual) or any(
             a.shape != e.shape for a, e in zip(actual, expected, strict=True)):
         return OutputComparison(signature, key, float("inf"), float("inf"), None, False)

@@ -3,6 +3,12 @@
 PyYAML keeps the last of two equal keys in a mapping without a word, so a file with two
 `thresholds:` sections silently loses the first. Here a duplicated key is an error that
 names both lines. Merge keys (`<<: *defaults`) may still be overridden, as YAML intends.
+
+A config file is untrusted input too: aliases may be nested so that a few hundred bytes
+expand to billions of values ("billion laughs"), so a document whose expansion exceeds
+`MAX_VALUES` is refused before it is built (and nothing expanded is ever echoed); an
+integer longer than `MAX_INT_DIGITS` is refused too (Python refuses to parse one over
+4300 digits, with a traceback).
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import yaml
 from components.core.errors import ServoptError
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+MAX_VALUES = 100_000  # scalars, lists and mappings once aliases are expanded
+MAX_INT_DIGITS = 30
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
@@ -38,14 +46,48 @@ class UniqueKeyLoader(yaml.SafeLoader):
                     break
         return super().construct_mapping(node, deep)
 
+    def construct_yaml_int(self, node):
+        if len(str(node.value)) > MAX_INT_DIGITS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"an integer {len(str(node.value))} characters long; numbers "
+                f"in these files have at most {MAX_INT_DIGITS} digits", node.start_mark)
+        return super().construct_yaml_int(node)
+
+
+UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", UniqueKeyLoader.construct_yaml_int)
+
+
+def _expanded_size(node, sizes: dict[int, int]) -> int:
+    """How many values `node` becomes with every alias expanded, counted without
+    expanding (an alias is the very node it names: its size is counted once, reused)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    sizes[id(node)] = MAX_VALUES + 1  # a node inside itself (a recursive alias): too big
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, sizes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, sizes) + _expanded_size(v, sizes)
+                    for k, v in node.value)
+    sizes[id(node)] = size = min(size, MAX_VALUES + 1)
+    return size
+
 
 def parse_yaml(text: str, source: str | Path) -> Any:
     """The YAML document in `text`; errors name `source`, the line, column and problem."""
+    loader = UniqueKeyLoader(text)
     try:
-        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        node = loader.get_single_node()
+        if node is not None and _expanded_size(node, {}) > MAX_VALUES:
+            raise ServoptError(f"{source}: its aliases expand to more than {MAX_VALUES} "
+                               "values (nested anchors and aliases); write the values out "
+                               "or use fewer aliases")
+        return loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or type(err).__name__
         raise ServoptError(f"{source}: not valid YAML{where} ({problem}); fix the file"
                            ) from None
+    finally:
+        loader.dispose()

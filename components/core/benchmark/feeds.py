@@ -20,7 +20,13 @@ from tensorflow.core.protobuf import meta_graph_pb2
 
 from components.core.benchmark.engines import Feeds, tflite_signature
 from components.core.errors import ServoptError
-from components.core.examples import load_npz, npz_mismatch, read_records, records_to_feeds
+from components.core.examples import (
+    check_feeds,
+    load_npz,
+    npz_mismatch,
+    read_records,
+    records_to_feeds,
+)
 from components.core.inputs import generate_inputs, vocabulary_tokens
 from components.core.model_io import read_saved_model, serving_meta_graph
 from components.core.requirements import TFLITE_RUNTIME
@@ -68,6 +74,7 @@ def input_pools(model: ModelSignature, batch_sizes: Sequence[int], pool: int, se
         arrays = load_npz(examples)
         if not set(model.signature.inputs) <= set(arrays):
             raise npz_mismatch(examples, arrays, {model.name: model.signature})
+        check_feeds(examples, arrays, model.signature)
         available = min(len(arrays[k]) for k in model.signature.inputs)
         return {size: [{k: np.take(arrays[k], _cycled(size, i * size, available), axis=0)
                         for k in model.signature.inputs} for i in range(pool)]
