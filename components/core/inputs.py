@@ -9,6 +9,7 @@ tables see known tokens as well as out-of-vocabulary ones.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +19,50 @@ import numpy as np
 from tensorflow.core.framework import graph_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
+from components.core.errors import ServoptError
 from components.core.model_io import inside
 
 UNKNOWN_DIM = 8  # size for unknown non-batch dimensions (e.g. image height/width)
+STRING_BYTES = 256  # what a string input (a serialized tf.Example) is counted as
+MEMORY_SHARE = 0.5  # inputs may take at most this share of the memory available now
+
+
+def available_memory_bytes() -> int:
+    """Memory available to this process now (Linux MemAvailable; else physical memory)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def example_bytes(signature: meta_graph_pb2.SignatureDef) -> int:
+    """About how many bytes one example of `signature`'s inputs takes in memory."""
+    total = 0
+    for info in signature.inputs.values():
+        dtype = tf.dtypes.as_dtype(info.dtype)
+        dims = [] if info.tensor_shape.unknown_rank else [d.size for d in
+                                                          info.tensor_shape.dim][1:]
+        count = int(np.prod([d if d >= 0 else UNKNOWN_DIM for d in dims], dtype=np.float64))
+        total += count * (STRING_BYTES if dtype == tf.string else dtype.size)
+    return max(total, 1)
+
+
+def refuse_oversized_batches(signature: meta_graph_pb2.SignatureDef, batch_size: int,
+                             copies: int = 1) -> None:
+    """Raises ServoptError when `copies` batches of `batch_size` examples of `signature`
+    would not fit in the memory this machine has free (before anything is allocated)."""
+    per_example = example_bytes(signature)
+    budget = available_memory_bytes() * MEMORY_SHARE
+    needed = per_example * batch_size * copies
+    if needed > budget:
+        fits = max(int(budget // (per_example * copies)), 0)
+        raise ServoptError(f"batch size {batch_size}: its inputs need about "
+                           f"{needed / 2**30:.1f} GiB ({copies} batches of {per_example} "
+                           f"bytes per example), more than half the {budget * 2 / 2**30:.1f} "
+                           f"GiB of memory available; use batch sizes up to {fits}")
 
 
 @dataclass
@@ -128,6 +170,7 @@ def generate_inputs(signature: meta_graph_pb2.SignatureDef, graph_def: graph_pb2
                     batch_size: int, rng: np.random.Generator,
                     tokens: list[str] = ()) -> dict[str, np.ndarray]:
     """One batch of inputs for `signature`, keyed by signature input key."""
+    refuse_oversized_batches(signature, batch_size)
     specs = example_feature_specs(graph_def)
     tokens = list(tokens)
 

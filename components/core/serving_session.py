@@ -26,6 +26,13 @@ from components.core.model_io import (
 )
 
 
+# Every run of an untrusted model ends: a model can block forever (a dequeue from a queue
+# nothing fills) or loop without end. DirectSession applies `operation_timeout_in_ms` as
+# the deadline of every step it runs that sets none itself (direct_session.cc
+# RunInternal): the loader's restore and init op, and every request.
+RUN_TIMEOUT_S = 300.0
+
+
 class ServingSession:
     """A SavedModel loaded into a Session, with one cached callable per signature."""
 
@@ -35,7 +42,8 @@ class ServingSession:
         meta_graph = serving_meta_graph(proto, self.model_dir)
         self.signatures = serving_signatures(meta_graph)
         config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=intra_op_threads,
-                                          inter_op_parallelism_threads=inter_op_threads)
+                                          inter_op_parallelism_threads=inter_op_threads,
+                                          operation_timeout_in_ms=int(RUN_TIMEOUT_S * 1000))
         self.graph = tf.Graph()
         self.session = tf.compat.v1.Session(graph=self.graph, config=config)
         try:
@@ -43,6 +51,11 @@ class ServingSession:
                 tf.compat.v1.saved_model.loader.load(
                     self.session, list(meta_graph.meta_info_def.tags) or [SERVING_TAG],
                     str(self.model_dir))
+        except tf.errors.DeadlineExceededError:
+            self.session.close()
+            raise ServoptError(f"{self.model_dir}: loading the model did not finish within "
+                               f"{RUN_TIMEOUT_S:g} s (its init op blocks or loops); it was "
+                               "stopped: fix the model's init op") from None
         except (tf.errors.OpError, ValueError, KeyError, RuntimeError) as err:
             self.session.close()
             raise ServoptError(f"{self.model_dir}: TF Serving's SavedModel loader cannot load "
@@ -77,6 +90,11 @@ class ServingSession:
                                f"{sorted(missing)}")
         try:
             values = run(*[inputs[k] for k in input_keys])
+        except tf.errors.DeadlineExceededError:
+            raise ServoptError(f"{self.model_dir}: signature '{signature_name}' did not "
+                               f"finish within {RUN_TIMEOUT_S:g} s (the model blocks, e.g. "
+                               "on a queue nothing fills, or loops); it was stopped"
+                               ) from None
         except tf.errors.OpError as err:
             raise ServoptError(f"{self.model_dir}: signature '{signature_name}' failed to run "
                                f"in a Session, as TF Serving would run it: {first_line(err)}"

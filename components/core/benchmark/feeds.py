@@ -27,7 +27,11 @@ from components.core.examples import (
     read_records,
     records_to_feeds,
 )
-from components.core.inputs import generate_inputs, vocabulary_tokens
+from components.core.inputs import (
+    generate_inputs,
+    refuse_oversized_batches,
+    vocabulary_tokens,
+)
 from components.core.model_io import read_saved_model, serving_meta_graph
 from components.core.requirements import TFLITE_RUNTIME
 
@@ -63,6 +67,7 @@ def _cycled(count: int, start: int, available: int) -> list[int]:
 def input_pools(model: ModelSignature, batch_sizes: Sequence[int], pool: int, seed: int,
                 examples: Path | None = None) -> dict[int, list[Feeds]]:
     """`pool` batches for each batch size. Examples fewer than a batch are repeated."""
+    refuse_oversized_batches(model.signature, max(batch_sizes), pool * len(batch_sizes))
     if examples is None:
         rng = np.random.default_rng(seed)
         return {size: [generate_inputs(model.signature, model.graph_def, size, rng,

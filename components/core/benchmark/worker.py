@@ -5,6 +5,9 @@ worker gets identical settings. The parent drives a worker through `ProcessRunne
 which has the same methods as `LocalRunner`: each call is sent over a pipe, run in the
 worker, and its result (or its error, as a one-line message) sent back.
 
+A worker ends with its parent, however the parent ends (`_die_with`), and every run of a
+model in it has a time limit (serving_session.RUN_TIMEOUT_S).
+
 A script that starts a benchmark must guard its entry point with
 `if __name__ == "__main__":`, as for any "spawn" multiprocessing.
 """
@@ -13,6 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
+import threading
+import time
 import traceback
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
@@ -25,8 +31,22 @@ READY = "ready"
 _STOP = "stop"
 
 
-def _worker_main(spec: EngineSpec, conn: Connection) -> None:
+def _die_with(parent: int, poll_s: float = 1.0) -> None:
+    """Ends this process as soon as `parent` is no longer its parent (it died, even by
+    SIGKILL, and the worker was re-parented): a worker stuck in a model's run never
+    reads its pipe, so it must notice by itself. The Session releases the GIL while it
+    runs, so this thread runs whatever the model does."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+    threading.Thread(target=watch, name="servopt-parent-watch", daemon=True).start()
+
+
+def _worker_main(spec: EngineSpec, conn: Connection, parent: int | None = None) -> None:
     """The worker's loop: import TensorFlow, then serve calls until told to stop."""
+    if parent is not None:
+        _die_with(parent)
     try:
         from components.core.benchmark.engines import make_engine
         from components.core.benchmark.measure import LocalRunner
@@ -64,7 +84,7 @@ class ProcessRunner:
         self.spec = spec
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(spec, child),
+        self.process = context.Process(target=_worker_main, args=(spec, child, os.getpid()),
                                        name=f"servopt-benchmark-{spec.model_path}",
                                        daemon=True)
         self.process.start()
