@@ -278,13 +278,18 @@ def write_serving_graph(graph: ServingGraph, out_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_output(out: str | os.PathLike) -> Iterator[Path]:
+def staged_output(out: str | os.PathLike, source: Path | None = None) -> Iterator[Path]:
     """Yields a private staging directory that becomes `out` only if the block succeeds.
 
-    `out` must not exist yet. On any error the staging directory is removed, so `out` is
-    never left half-written and nothing already at that path is touched.
+    `out` must not exist yet, nor lie inside the model `source` it is made from (the
+    output would copy itself along with the source's assets). On any error the staging
+    directory is removed, so `out` is never left half-written and nothing already at that
+    path is touched.
     """
     target = Path(out)
+    if source is not None and inside(source, target):
+        raise ServoptError(f"{target}: is inside the source model {source}; write the "
+                           "output outside the model it is made from")
     if target.exists():
         raise ServoptError(f"{target}: already exists; choose a new output directory or "
                            "remove the old one")

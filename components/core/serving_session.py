@@ -25,7 +25,6 @@ from components.core.model_io import (
     serving_signatures,
 )
 
-
 # Every run of an untrusted model ends: a model can block forever (a dequeue from a queue
 # nothing fills) or loop without end. DirectSession applies `operation_timeout_in_ms` as
 # the deadline of every step it runs that sets none itself (direct_session.cc

@@ -240,7 +240,8 @@ def optimize_model(source, out, steps: list[Step], config: OptimizeConfig = Opti
     refuse_outside_links(source_dir)  # the output copies the source's assets
     before = describe(source_dir)
     records: list[StepRecord] = []
-    with staged_output(out) as staging, tempfile.TemporaryDirectory(prefix="servopt-") as work:
+    with (staged_output(out, source_dir) as staging,
+          tempfile.TemporaryDirectory(prefix="servopt-") as work):
         reference = reference or reference_for(source_dir, config, keep_session=True)
         current, requirements = source_dir, ServingRequirements()
         applied: list[tuple[StepRecord, _StepOutput, Path]] = []
