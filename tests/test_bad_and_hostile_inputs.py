@@ -93,9 +93,13 @@ def benchmark_with_bad_candidates(two_signature_model, tmp_path_factory):
                         signatures={"serving_default": module.serve})
     (root / "random_dir").mkdir()
     (root / "random_dir" / "notes.txt").write_text("not a model")
+    (root / "secret").write_bytes(b"root:x:0:0:SECRET-BYTES\n")
+    linked = shutil.copytree(two_signature_model, root / "linked")
+    (linked / "model.tflite").symlink_to(root / "secret")  # a TFLite variant's file, or not
     result = CliRunner().invoke(benchmark_command, [
         f"base={two_signature_model}", f"writer={root / 'writer'}",
-        f"random={root / 'random_dir'}", *QUICK, "--json", str(root / "metrics.json")])
+        f"random={root / 'random_dir'}", f"linked={linked}", *QUICK,
+        "--json", str(root / "metrics.json")])
     metrics = json.loads((root / "metrics.json").read_text())
     return result, metrics, target
 
@@ -118,6 +122,14 @@ def test_the_benchmark_never_runs_a_candidate_with_unsafe_ops(benchmark_with_bad
     assert "refusing to run this model to benchmark it" in writer["error"]
     assert "WriteFile" in writer["error"] and writer["batches"] == {}
     assert not target.exists()
+
+
+def test_the_benchmark_never_reads_a_model_tflite_that_links_outside_the_model(
+        benchmark_with_bad_candidates):
+    result, metrics, _ = benchmark_with_bad_candidates
+    linked = [m for name, m in metrics["models"].items() if name.startswith("linked")]
+    assert linked and all("model.tflite: is a symlink to" in m["error"] for m in linked)
+    assert "SECRET-BYTES" not in json.dumps(metrics) and "SECRET-BYTES" not in result.output
 
 
 # ------------------------------------------------------------------ error messages
