@@ -28,6 +28,9 @@ from components.core.benchmark.measure import ConcurrencySample, LoadInfo, Windo
 from components.core.errors import ServoptError
 
 READY = "ready"
+# The last resort for a model that never returns where no Session deadline applies (a
+# TFLite WHILE that never ends): a call that has not answered by then ends the worker.
+CALL_TIMEOUT_S = 3600.0
 _STOP = "stop"
 
 
@@ -99,6 +102,12 @@ class ProcessRunner:
 
     def _receive(self):
         try:
+            if not self._conn.poll(CALL_TIMEOUT_S):
+                self.process.kill()
+                self.process.join(timeout=5)
+                raise ServoptError(f"{self.spec.model_path}: the benchmark worker did not "
+                                   f"answer within {CALL_TIMEOUT_S:g} s (the model blocks or "
+                                   "loops); it was stopped")
             status, value = self._conn.recv()
         except (EOFError, ConnectionResetError, OSError):
             self.process.join(timeout=5)

@@ -49,6 +49,7 @@ from components.core.safety.op_classes import (
     FILES,
     RESTORE,
     TABLE_FROM_FILE,
+    UNKNOWN,
     op_category,
 )
 
@@ -153,9 +154,9 @@ def _refusal(graph: _Graph, path: str, fed: set[str], scope: str | None, node
     """Why `node` (on `path`, in function `scope` or the graph) may not run, or None."""
     if scope is None and node.name in graph.assets:
         return None  # the loader feeds it; who reads it is checked below
-    if node.op in graph.arguments:
-        return None  # a call of a library function: its body is scanned
     category = op_category(node.op)
+    if category == UNKNOWN and node.op in graph.arguments:
+        return None  # a call of a library function: its body is scanned
     if category == COMPUTE:
         return None
     if category == FILE_ATTRIBUTE:
