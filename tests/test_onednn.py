@@ -328,3 +328,30 @@ def test_bf16_needs_cpus_on_which_tf_turns_onednn_on_by_default():
     assert set(BF16_CPU_FEATURES) <= set(ONEDNN_DEFAULT_CPU_FEATURES)
     assert onednn_default_on({"avx512f", "avx512_vnni"})
     assert not onednn_default_on({"avx2", "fma"})
+
+
+def test_the_gate_serves_a_bf16_variant_only_on_bf16_cpus_and_with_onednn_on(
+        two_signature_model, tmp_path):
+    """The recorded requirements against the server profile (see test_gate_server_profile)."""
+    import shutil
+
+    from components.core.gate import Thresholds, evaluate_gate
+    from components.core.requirements import write_requirements
+    from tests.test_gate_server_profile import THREAD_FLAGS, metrics, row
+
+    bf16 = tmp_path / "bf16"
+    shutil.copytree(two_signature_model, bf16)
+    write_requirements(bf16, BF16_REQUIREMENTS)
+    data = metrics()
+    data["models"]["bf16"] = row("bf16", "tensorflow", 5.0, 4.0, THREAD_FLAGS)
+    models = {"optimized": two_signature_model, "bf16": bf16}
+
+    def decide(cpu_features):
+        thresholds = Thresholds.from_dict({"objective": ["p50_ms"],
+                                           "server": {"cpu_features": cpu_features}})
+        return evaluate_gate(data, thresholds, models)
+
+    assert decide(["avx2", "fma", "avx512_vnni"]).chosen == "optimized"  # oneDNN, no bf16
+    chosen = decide(["avx512f", "avx512_bf16"])
+    assert chosen.chosen == "bf16"
+    assert chosen.serving_command().startswith(f"{ONEDNN_ENV}=1 tensorflow_model_server")
