@@ -162,7 +162,8 @@ def test_it_was_verified_with_onednn_on_and_off_and_runs_with_it_off(
     assert verification["max_abs_diff"] <= 1e-5
     answer = run_with_onednn("""
         import numpy as np
-                images = np.load(paths["inputs"])
+        from components.core.serving_session import ServingSession
+        images = np.load(paths["inputs"])
         feed = {k: images[k][:8] for k in images.files}
         runs = {}
         for name, path in (("source", paths["model"]), ("optimized", paths["out"])):
