@@ -77,18 +77,28 @@ config = config_pb2.ConfigProto()
 config.graph_options.rewrite_options.min_graph_nodes = -1
 config.graph_options.rewrite_options.optimizers.extend(["remap"])
 remapped = tf_optimizer.OptimizeGraph(config, meta)
+for node in remapped.node:
+    node.device = ""
+# That graph, published unchecked, and verified: it runs here, fails with oneDNN off.
+from components.core.model_io import write_serving_graph
+from components.core.verify import FLOAT32_TOLERANCE, Reference
+unchecked = Path(paths["unchecked"])
+write_serving_graph(graph.with_graph(remapped), unchecked)
+check = Reference(model, num_examples=32).compare(unchecked, FLOAT32_TOLERANCE)
 result = {"onednn": onednn_enabled(),
           "verification": report.verification.to_dict(),
           "raw_remap_onednn_only": sorted(set(n.op for n in remapped.node
-                                              if n.name in onednn_only_nodes(remapped)))}
+                                              if n.name in onednn_only_nodes(remapped))),
+          "unchecked_verification": check.to_dict()}
 """
 
 
 @pytest.fixture(scope="module")
 def mobilenet_optimized_with_onednn(mobilenet_model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("onednn") / "mobilenet"
+    scratch = tmp_path_factory.mktemp("onednn")
+    out = scratch / "mobilenet"
     result = run_with_onednn(OPTIMIZE_WITH_ONEDNN_ON, model=mobilenet_model, out=out,
-                             inputs=_inputs(mobilenet_model))
+                             inputs=_inputs(mobilenet_model), unchecked=scratch / "unchecked")
     return out, result
 
 
@@ -98,6 +108,19 @@ def test_with_onednn_on_the_remapper_itself_emits_onednn_only_ops(
     _, result = mobilenet_optimized_with_onednn
     assert result["onednn"] is True
     assert "_FusedDepthwiseConv2dNative" in result["raw_remap_onednn_only"]
+
+
+def test_verification_with_onednn_off_catches_what_only_oneDNN_runs(
+        mobilenet_optimized_with_onednn):
+    """The remapper's raw output, verified where oneDNN is on: it passes there and the run
+    with oneDNN off (a child process) fails it, naming the cause."""
+    _, result = mobilenet_optimized_with_onednn
+    check = result["unchecked_verification"]
+    assert check["onednn_checked"] == ["on", "off"] and not check["passed"]
+    assert check["outputs"] and all(o["within_tolerance"] for o in check["outputs"])
+    [failure] = check["failures"]
+    assert failure.startswith("with oneDNN off (TF_ENABLE_ONEDNN_OPTS=0) the model fails:")
+    assert "Missing 0-th output" in failure or "_FusedConv2D" in failure
 
 
 def test_mobilenet_optimized_with_onednn_on_has_no_onednn_only_op(
@@ -262,6 +285,15 @@ def test_unfuse_leaves_only_standard_ops_with_the_same_outputs():
     plain = unfuse(fused)
     assert not [n.op for n in plain.node if n.op.startswith("_")]
     np.testing.assert_allclose(_run(plain, feed), _run(standard, feed), atol=1e-5)
+
+
+def test_grappler_output_that_cannot_be_split_fails_the_step_naming_the_op():
+    from components.core.errors import StepSkipped
+    from components.core.grappler import portable
+
+    mkl = _fused("conv", "_MklConv2D", ["a", "b", "c"], [])
+    with pytest.raises(StepSkipped, match="conv: _MklConv2D has no CPU kernel outside oneDNN"):
+        portable(graph_pb2.GraphDef(node=[mkl]), "Grappler (remap)")
 
 
 def test_a_fusion_without_a_standard_op_form_is_refused_with_its_name():
