@@ -31,7 +31,7 @@ from components.core.onednn import (
     onednn_enabled,
     onednn_only_nodes,
 )
-from components.core.requirements import BF16_CPU_FEATURES, ONEDNN_ENV
+from components.core.requirements import BF16_CPU_FEATURES, ONEDNN_ENV, ServingRequirements
 from components.core.rewrite import CannotUnfuse, node_name, unfuse, without_onednn_fusions
 from components.core.steps import OptimizeConfig, optimize_model, parse_steps
 
@@ -350,7 +350,7 @@ def test_freeze_optimize_quantize_bfloat16_converts_the_demo_cnn_in_one_run(
     verification = result["verification"]
     assert verification["passed"] and verification["top1_agreement"] >= 0.99
     assert verification["onednn_checked"] == ["on"]  # needs oneDNN: not run without it
-    assert result["requirements"] == BF16_REQUIREMENTS.to_dict()
+    assert ServingRequirements.from_dict(result["requirements"]) == BF16_REQUIREMENTS
     graph = read_serving_graph(tmp_path / "bf16").graph_def
     bf16_ops = {n.op for n in graph.node if n.attr["T"].type == tf.bfloat16.as_datatype_enum}
     assert {"Conv2D", "MatMul"} <= bf16_ops
