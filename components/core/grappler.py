@@ -3,6 +3,15 @@
 Grappler is what TF Serving itself runs when it creates a Session; running it offline
 with a chosen list of optimizers (`RewriterConfig.optimizers`) bakes the result into the
 exported graph, the TF 2.x replacement for the Graph Transform Tool.
+
+What Grappler emits depends on the process that runs it: where TF runs oneDNN (see
+`onednn`), its remapper fuses into ops only oneDNN's kernels run (MobileNetV2's depthwise
+blocks into `_FusedDepthwiseConv2dNative`, residual adds into `_FusedConv2D`), and the
+graph would fail on servers where oneDNN is off. `run_grappler` splits such fusions into
+what the plain CPU kernels run (the graph a machine without oneDNN produces) and refuses
+what it cannot split, so an optimized graph does not depend on the machine that made it.
+Only optimizers that exist solely under oneDNN (the bf16 rewrite) keep oneDNN's ops: their
+variant records that it needs oneDNN.
 """
 
 from __future__ import annotations
@@ -13,11 +22,16 @@ from tensorflow.core.framework import graph_pb2
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, rewriter_config_pb2
 from tensorflow.python.grappler import tf_optimizer  # stable internal used by TF converters
 
-from components.core.errors import ServoptError
+from components.core.errors import ServoptError, StepSkipped
 from components.core.model_io import ServingGraph
+from components.core.onednn import onednn_only_nodes, onednn_only_reason
+from components.core.rewrite import CannotUnfuse, without_onednn_fusions
 from components.core.serving_session import first_line
 
 CPU_DEVICE = "/device:CPU:0"
+# Optimizers that exist only where oneDNN is on (meta_optimizer.cc builds them only when
+# IsMKLEnabled()); their output is meant for oneDNN and kept as it is.
+ONEDNN_OPTIMIZERS = frozenset({"auto_mixed_precision_onednn_bfloat16"})
 
 
 def run_grappler(graph: ServingGraph, optimizers: list[str], place_on_cpu: bool = False
@@ -55,7 +69,30 @@ def run_grappler(graph: ServingGraph, optimizers: list[str], place_on_cpu: bool 
     if place_on_cpu:
         for node in optimized.node:
             node.device = ""
+    if ONEDNN_OPTIMIZERS.isdisjoint(optimizers):
+        optimized = portable(optimized, f"Grappler ({', '.join(optimizers)})")
     return optimized
+
+
+def portable(graph_def: graph_pb2.GraphDef, producer: str) -> graph_pb2.GraphDef:
+    """`graph_def` with no op that runs only where oneDNN is on: fusions split into what
+    the plain kernels run; StepSkipped naming the op if something else remains."""
+    found = onednn_only_nodes(graph_def)
+    if not found:
+        return graph_def
+    try:
+        graph_def, _ = without_onednn_fusions(
+            graph_def, lambda node: onednn_only_reason(node) is not None)
+    except CannotUnfuse as err:
+        raise StepSkipped(f"{producer} emitted an op that runs only where oneDNN is on and "
+                          f"cannot be split: {err}") from None
+    left = onednn_only_nodes(graph_def)
+    if left:
+        name, reason = next(iter(left.items()))
+        raise StepSkipped(f"{producer} emitted {len(left)} node(s) that run only where "
+                          f"oneDNN is on, e.g. {name}: {reason}; TF Serving without oneDNN "
+                          "could not load the result")
+    return graph_def
 
 
 def prune_function_library(graph_def: graph_pb2.GraphDef) -> None:

@@ -61,7 +61,8 @@ PASSES: dict[str, GraphPass] = {p.name: p for p in (
               "merge nodes that compute the same thing from the same inputs",
               ("common_subgraph_elimination",)),
     GraphPass("fuse_ops",
-              # Not DepthwiseConv2dNative: its fused CPU kernel is a placeholder that only
+              # Only what the plain CPU kernels run, wherever this runs (see grappler): not
+              # DepthwiseConv2dNative, whose fused CPU kernel is a placeholder that only
               # oneDNN's layout pass replaces; TF Serving's own Grappler fuses it there.
               "fuse Conv2D/MatMul + BiasAdd + activation into single CPU kernels",
               ("remap",), pin_to_cpu=True),

@@ -26,6 +26,12 @@ TFLITE_MODEL_FILE = "model.tflite"  # the name TF Serving's TfLiteSession looks 
 TENSORFLOW_RUNTIME = "tensorflow"
 TFLITE_RUNTIME = "tflite"
 PREFER_TFLITE_FLAG = "--prefer_tflite_model=true"
+# tensorflow_serving/model_servers/main.cc `--mixed_precision`; saved_model_bundle_factory.cc
+# turns on Grappler's auto_mixed_precision_onednn_bfloat16 for every model the server loads.
+MIXED_PRECISION_BF16_FLAG = "--mixed_precision=bfloat16"
+# TF decides once per process whether it runs oneDNN: this variable, else on by default on
+# CPUs with AVX512_VNNI / AVX512_BF16 / AVX_VNNI / AMX (tensorflow/core/util/port.cc).
+ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,11 @@ class ServingRequirements:
 
     def cpu_supported(self, cpu_flags: set[str]) -> bool:
         return not self.cpu_features or bool(set(self.cpu_features) & cpu_flags)
+
+    @property
+    def needs_onednn(self) -> bool:
+        """The variant runs only where TF runs oneDNN (e.g. bf16 depthwise kernels)."""
+        return self.environment.get(ONEDNN_ENV) == "1"
 
 
 DEFAULT_REQUIREMENTS = ServingRequirements()

@@ -11,9 +11,12 @@ Graph Transform Tool's `remove_nodes(op=Identity)` and `fold_batch_norms` did:
 - `remove_identity` bypasses every Identity that is not a signature input/output.
 - `fold_batch_norms` turns `conv -> [bias] -> (Mul | Add | Sub | RealDiv |
   FusedBatchNorm)*` with per-channel constants into `conv(W * s) -> BiasAdd(b * s + t)`,
-  the form Grappler's remapper fuses with the activation into `_FusedConv2D`,
-  `_FusedDepthwiseConv2dNative` or `_FusedMatMul`.
-Both keep the names of nodes other nodes consume, so signatures stay valid.
+  the form Grappler's remapper fuses with the activation into `_FusedConv2D` or
+  `_FusedMatMul` (and, where oneDNN is on, `_FusedDepthwiseConv2dNative`).
+- `unfuse` turns Grappler's fused contractions back into standard ops (for TFLite's
+  converter and the bf16 rewrite, which read only those), and `without_onednn_fusions`
+  splits the fusions that only oneDNN's kernels run into what the plain kernels run.
+All keep the names of nodes other nodes consume, so signatures stay valid.
 """
 
 from __future__ import annotations
@@ -281,3 +284,120 @@ def fold_batch_norms(graph_def: graph_pb2.GraphDef, keep: set[str]) -> dict[str,
     graph_def.node.extend(added)
     return counts
 
+
+
+# --- unfuse ----------------------------------------------------------------------------
+
+_FUSED_BASE = {"_FusedConv2D": "Conv2D", "_FusedMatMul": "MatMul",
+               "_FusedDepthwiseConv2dNative": "DepthwiseConv2dNative"}
+_BASE_ATTRS = {"Conv2D": ("T", "strides", "padding", "explicit_paddings", "data_format",
+                          "dilations", "use_cudnn_on_gpu"),
+               "DepthwiseConv2dNative": ("T", "strides", "padding", "explicit_paddings",
+                                         "data_format", "dilations"),
+               "MatMul": ("T", "transpose_a", "transpose_b")}
+_SIDE_INPUT_ADDS = ("Add", "AddV2")  # oneDNN's residual fusion: conv + bias + side input
+UNFUSABLE_ACTIVATIONS = ("Relu", "Relu6", "Elu", "LeakyRelu", "Sigmoid", "Tanh")
+
+
+class CannotUnfuse(ValueError):
+    """A fused node whose fusion has no standard-op equivalent written here."""
+
+
+def _decompose(node: node_def_pb2.NodeDef, keep: tuple[str, ...]
+               ) -> list[node_def_pb2.NodeDef]:
+    """`node` (a Grappler fused contraction) as a chain of nodes computing the same: a
+    `node.op` that fuses only `keep` (a prefix of its fused_ops; empty: the plain op), then
+    the rest as standard ops. The last node takes `node`'s name, so consumers are kept."""
+    fused = tuple(op.decode() for op in node.attr["fused_ops"].list.s)
+    rest = fused[len(keep):]
+    data = [i for i in node.input if not i.startswith("^")]
+    controls = [i for i in node.input if i.startswith("^")]
+    num_args = node.attr["num_args"].i if "num_args" in node.attr else len(data) - 2
+    shape_ok = fused[:1] == ("BiasAdd",) and fused[:len(keep)] == keep and (
+        len(data) == 2 + num_args)
+    side = rest[1:2] if rest[:1] == ("BiasAdd",) else rest[:1]
+    has_add = bool(side) and side[0] in _SIDE_INPUT_ADDS
+    tail = [op for op in rest if op not in ("BiasAdd", *_SIDE_INPUT_ADDS)]
+    if (not shape_ok or num_args != 1 + has_add or len(tail) > 1
+            or any(op not in UNFUSABLE_ACTIVATIONS for op in tail)):
+        raise CannotUnfuse(f"node {node.name} fuses {'+'.join(fused)}, which cannot be "
+                           "written as standard ops")
+    dtype = node.attr["T"]
+    chain: list[node_def_pb2.NodeDef] = []
+
+    def add(op: str, suffix: str, inputs: list[str]) -> node_def_pb2.NodeDef:
+        new = node_def_pb2.NodeDef(name=f"{node.name}/{suffix}", op=op, input=inputs)
+        new.attr["T"].CopyFrom(dtype)
+        chain.append(new)
+        return new
+
+    if keep:
+        head = node_def_pb2.NodeDef()
+        head.CopyFrom(node)
+        head.name = f"{node.name}/fused"
+        del head.input[:]
+        head.input.extend([data[0], data[1], data[2], *controls])
+        head.attr["num_args"].i = 1
+        if "TArgs" in head.attr:
+            del head.attr["TArgs"].list.type[1:]
+        del head.attr["fused_ops"].list.s[:]
+        head.attr["fused_ops"].list.s.extend(op.encode() for op in keep)
+        chain.append(head)
+    else:
+        base = _FUSED_BASE[node.op]
+        head = node_def_pb2.NodeDef(name=f"{node.name}/unfused", op=base,
+                                    input=[data[0], data[1], *controls])
+        for attr in _BASE_ATTRS[base]:
+            if attr in node.attr:
+                head.attr[attr].CopyFrom(node.attr[attr])
+        chain.append(head)
+        head = add("BiasAdd", "bias", [head.name, data[2]])
+        if "data_format" in node.attr:
+            head.attr["data_format"].CopyFrom(node.attr["data_format"])
+    if has_add:
+        head = add("AddV2", "add", [head.name, data[3]])
+    for op in tail:
+        head = add(op, op.lower(), [head.name])
+        if op == "LeakyRelu":
+            head.attr["alpha"].f = node.attr["leakyrelu_alpha"].f
+    head.name = node.name
+    return chain
+
+
+def _rebuild(graph_def: graph_pb2.GraphDef, plan) -> tuple[graph_pb2.GraphDef, int]:
+    """A copy of `graph_def` with each node for which `plan(node)` gives a fusion prefix
+    replaced by `_decompose(node, prefix)`; returns it and how many nodes were replaced."""
+    output = graph_pb2.GraphDef()
+    output.CopyFrom(graph_def)
+    del output.node[:]
+    changed = 0
+    for node in graph_def.node:
+        keep = plan(node) if node.op in _FUSED_BASE else None
+        if keep is None:
+            output.node.add().CopyFrom(node)
+            continue
+        output.node.extend(_decompose(node, keep))
+        changed += 1
+    return output, changed
+
+
+def unfuse(graph_def: graph_pb2.GraphDef) -> graph_pb2.GraphDef:
+    """Every Grappler-fused contraction (`_FusedConv2D`, `_FusedMatMul`,
+    `_FusedDepthwiseConv2dNative` with BiasAdd [+ side-input Add] [+ activation]) back to
+    standard ops: the same function, in ops that TFLite's converter and the bf16 rewrite
+    read. Raises CannotUnfuse for a fusion it cannot write as standard ops."""
+    return _rebuild(graph_def, lambda node: ())[0]
+
+
+def without_onednn_fusions(graph_def: graph_pb2.GraphDef, is_onednn_only
+                           ) -> tuple[graph_pb2.GraphDef, int]:
+    """Each fused node for which `is_onednn_only(node)` holds, split into what the plain CPU
+    kernels run: `_FusedConv2D`/`_FusedMatMul` keep only their BiasAdd, a depthwise conv
+    is not fused at all: what the remapper emits where oneDNN is off. Returns the graph
+    and how many nodes were split; raises CannotUnfuse for a fusion it cannot split."""
+    def plan(node):
+        if not is_onednn_only(node):
+            return None
+        return () if node.op == "_FusedDepthwiseConv2dNative" else ("BiasAdd",)
+
+    return _rebuild(graph_def, plan)

@@ -31,7 +31,11 @@ from components.core.model_io import (
 )
 from components.core.optimize import DEFAULT_PASSES, optimize, validate_passes
 from components.core.quantize import DEFAULT_MIN_ELEMENTS, MODES, quantize_weights
-from components.core.requirements import ServingRequirements, write_requirements
+from components.core.requirements import (
+    ServingRequirements,
+    read_requirements,
+    write_requirements,
+)
 from components.core.safety import refuse_unsafe
 from components.core.tflite import (
     TFLiteConversion,
@@ -267,7 +271,8 @@ def optimize_model(source, out, steps: list[Step], config: OptimizeConfig = Opti
             verification = applied[-1][0].verification
         shutil.copytree(current, staging, dirs_exist_ok=True)
         if not applied:  # nothing applied: check the copy serves like the source
-            verification = reference.compare(staging, FLOAT32_TOLERANCE)
+            verification = reference.compare(staging, FLOAT32_TOLERANCE,
+                                             read_requirements(staging).needs_onednn)
     return OptimizationReport(str(source_dir), str(out), before, describe(out), records,
                               verification, requirements)
 
@@ -300,7 +305,8 @@ def _verify_step(record: StepRecord, produced: _StepOutput, step_dir: Path,
                  reference: Reference, out) -> None:
     """Runs the step's model on every runtime it has (Session; TFLite interpreter for
     model.tflite) and compares with the source; raises VerificationError outside tolerance."""
-    record.verification = reference.compare(step_dir, produced.tolerance)
+    needs_onednn = produced.requirements is not None and produced.requirements.needs_onednn
+    record.verification = reference.compare(step_dir, produced.tolerance, needs_onednn)
     checks = [("", record.verification)]
     if produced.tflite is not None:
         record.tflite_verification = verify_tflite(

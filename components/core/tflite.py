@@ -25,7 +25,6 @@ from pathlib import Path
 from components.core.tf_setup import quiet_stderr, tf
 
 import numpy as np
-from tensorflow.core.framework import graph_pb2, node_def_pb2
 
 from components.core.errors import ServoptError, StepSkipped
 from components.core.model_io import ServingGraph, write_serving_graph
@@ -35,6 +34,7 @@ from components.core.requirements import (
     TFLITE_RUNTIME,
     ServingRequirements,
 )
+from components.core.rewrite import CannotUnfuse, unfuse
 from components.core.serving_session import first_line
 from components.core.verify import Reference, Tolerance, VerificationResult, compare_outputs
 
@@ -63,52 +63,6 @@ def validate_mode(mode: str) -> str:
         raise ServoptError(f"unknown TFLite mode '{mode}'; known modes: "
                            f"{', '.join(TFLITE_MODES)}")
     return mode
-
-
-# --- from a fused graph back to standard ops -------------------------------------------
-
-_UNFUSED_OP = {"_FusedConv2D": "Conv2D", "_FusedMatMul": "MatMul"}
-_LINEAR_ATTRS = {"Conv2D": ("T", "strides", "padding", "explicit_paddings", "data_format",
-                            "dilations", "use_cudnn_on_gpu"),
-                 "MatMul": ("T", "transpose_a", "transpose_b")}
-
-
-def unfuse(graph_def: graph_pb2.GraphDef) -> graph_pb2.GraphDef:
-    """`_FusedConv2D` / `_FusedMatMul` [BiasAdd, activation] back to standard ops.
-
-    Grappler's fused ops are TF-internal; the TFLite converter cannot read them and fuses
-    conv + bias + activation on its own. The result computes the same function."""
-    output = graph_pb2.GraphDef()
-    output.CopyFrom(graph_def)
-    del output.node[:]
-    for node in graph_def.node:
-        fused_ops = [op.decode() for op in node.attr["fused_ops"].list.s] if (
-            node.op in _UNFUSED_OP) else []
-        if not fused_ops or fused_ops[0] != "BiasAdd" or len(fused_ops) > 2:
-            if fused_ops:
-                raise StepSkipped(f"node {node.name} fuses {'+'.join(fused_ops)}, which "
-                                  "cannot be unfused for TFLite")
-            output.node.add().CopyFrom(node)
-            continue
-        data = [i for i in node.input if not i.startswith("^")]
-        controls = [i for i in node.input if i.startswith("^")]
-        linear = node_def_pb2.NodeDef(name=f"{node.name}/unfused", op=_UNFUSED_OP[node.op],
-                                      input=[data[0], data[1], *controls])
-        for attr in _LINEAR_ATTRS[linear.op]:
-            if attr in node.attr:
-                linear.attr[attr].CopyFrom(node.attr[attr])
-        last_name = node.name if len(fused_ops) == 1 else f"{node.name}/bias"
-        bias = node_def_pb2.NodeDef(name=last_name, op="BiasAdd", input=[linear.name, data[2]])
-        bias.attr["T"].CopyFrom(node.attr["T"])
-        chain = [linear, bias]
-        if len(fused_ops) == 2:
-            activation = node_def_pb2.NodeDef(name=node.name, op=fused_ops[1], input=[bias.name])
-            activation.attr["T"].CopyFrom(node.attr["T"])
-            if fused_ops[1] == "LeakyRelu":
-                activation.attr["alpha"].f = node.attr["leakyrelu_alpha"].f
-            chain.append(activation)
-        output.node.extend(chain)
-    return output
 
 
 # --- conversion ------------------------------------------------------------------------
@@ -156,7 +110,11 @@ def convert_signatures(graph: ServingGraph, mode: str, reference: Reference
     with tempfile.TemporaryDirectory(prefix="servopt-tflite-") as scratch:
         source = Path(scratch) / "model"
         source.mkdir()
-        write_serving_graph(graph.with_graph(unfuse(graph.graph_def)), source)
+        try:  # Grappler's fused ops are TF-internal: the converter reads standard ops
+            standard = unfuse(graph.graph_def)
+        except CannotUnfuse as err:
+            raise StepSkipped(f"{err} for TFLite") from None
+        write_serving_graph(graph.with_graph(standard), source)
         try:
             return TFLiteConversion(_convert(source, names, mode, reference), mode, names)
         except Exception:  # the converter raises many types; find the signatures that fail

@@ -4,10 +4,20 @@ Both models run the way TF Serving runs them (see serving_session). Inputs are t
 user's examples or representative ones generated from the source's signatures (see
 inputs). Every output of every signature is compared: max absolute and relative
 difference, and top-1 agreement for classifier-shaped outputs (float, [batch, classes]).
+
+TF Serving's servers may run oneDNN or not (see `onednn`), and a graph can run under one
+and fail under the other. Where this process runs oneDNN, a candidate is also run in a
+child process with it off (`TF_ENABLE_ONEDNN_OPTS=0`), unless it needs oneDNN (recorded in
+its serving requirements); the result records which settings were checked.
 """
 
 from __future__ import annotations
 
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,6 +26,7 @@ import numpy as np
 from components.core.examples import batches_for_signature, load_npz, npz_mismatch
 from components.core.inputs import generate_inputs, vocabulary_tokens
 from components.core.model_io import read_saved_model, serving_meta_graph
+from components.core.requirements import ONEDNN_ENV
 from components.core.serving_session import ServingSession
 
 
@@ -68,6 +79,7 @@ class VerificationResult:
     passed: bool
     failures: list[str] = field(default_factory=list)
     outputs: list[OutputComparison] = field(default_factory=list)
+    onednn_checked: list[str] = field(default_factory=list)  # e.g. ["on", "off"]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -130,13 +142,55 @@ class Reference:
             self._source_session.close()
             self._source_session = None
 
-    def compare(self, candidate_dir: Path, tolerance: Tolerance) -> VerificationResult:
-        """Runs the SavedModel at `candidate_dir` on the reference inputs and compares."""
-        with ServingSession(candidate_dir) as candidate:
-            produced = {name: [candidate.run(name, feed) for feed in feeds]
-                        for name, feeds in self.inputs.items()
-                        if name in candidate.signatures}
-        return compare_outputs(self, produced, tolerance)
+    def compare(self, candidate_dir: Path, tolerance: Tolerance,
+                needs_onednn: bool = False) -> VerificationResult:
+        """Runs the SavedModel at `candidate_dir` on the reference inputs and compares;
+        where this process runs oneDNN, also with oneDNN off, unless `needs_onednn`."""
+        from components.core.onednn import onednn_enabled
+
+        result = compare_outputs(self, run_signatures(candidate_dir, self.inputs), tolerance)
+        here = "on" if onednn_enabled() else "off"
+        result.onednn_checked = [here]
+        if here == "on" and not needs_onednn:
+            result.onednn_checked.append("off")
+            off_label = f"with oneDNN off ({ONEDNN_ENV}=0)"
+            try:
+                off = compare_outputs(self, _run_without_onednn(candidate_dir, self.inputs),
+                                      tolerance)
+            except RuntimeError as err:
+                result.failures.append(f"{off_label} the model fails: {err}")
+                result.passed = False
+                return result
+            result.failures += [f"{off_label}: {f}" for f in off.failures]
+            result.passed = result.passed and off.passed
+            result.max_abs_diff = max(result.max_abs_diff, off.max_abs_diff)
+        return result
+
+
+Feeds = dict[str, list[dict[str, np.ndarray]]]  # signature -> one feed per batch
+
+
+def run_signatures(model_dir: Path, inputs: Feeds) -> Feeds:
+    """The model's outputs on `inputs`, for each signature it has, run as TF Serving runs it."""
+    with ServingSession(model_dir) as candidate:
+        return {name: [candidate.run(name, feed) for feed in feeds]
+                for name, feeds in inputs.items() if name in candidate.signatures}
+
+
+def _run_without_onednn(model_dir: Path, inputs: Feeds) -> Feeds:
+    """`run_signatures` in a child process where TF runs without oneDNN (TF reads the
+    setting once, at start: tensorflow/core/util/port.cc IsMklEnabled)."""
+    with tempfile.TemporaryDirectory(prefix="servopt-onednn-off-") as scratch:
+        feeds, outputs = Path(scratch) / "inputs.pkl", Path(scratch) / "outputs.pkl"
+        feeds.write_bytes(pickle.dumps(inputs))
+        done = subprocess.run(
+            [sys.executable, "-m", "components.core.verify", str(model_dir), str(feeds),
+             str(outputs)], env={**os.environ, ONEDNN_ENV: "0"}, capture_output=True,
+            text=True, check=False)
+        if done.returncode != 0:
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            raise RuntimeError(lines[-1] if lines else f"exit code {done.returncode}")
+        return pickle.loads(outputs.read_bytes())  # written by this module, just now
 
 
 def compare_outputs(reference: Reference, produced: dict[str, list[dict[str, np.ndarray]]],
@@ -200,3 +254,14 @@ def _failure_text(c: OutputComparison, tolerance: Tolerance) -> str:
     if c.top1_agreement is not None:
         text += f", top-1 agreement {c.top1_agreement:.2%}"
     return f"{text} (tolerance {tolerance.describe()})"
+
+
+if __name__ == "__main__":  # the child of _run_without_onednn: model, inputs, outputs
+    model, feeds_path, outputs_path = sys.argv[1:4]
+    try:
+        produced = run_signatures(Path(model), pickle.loads(Path(feeds_path).read_bytes()))
+    except Exception as err:  # the parent reports the last line
+        from components.core.errors import first_line
+
+        sys.exit(f"{type(err).__name__}: {first_line(err)}")
+    Path(outputs_path).write_bytes(pickle.dumps(produced))
