@@ -35,9 +35,9 @@ from components.core.benchmark.machine import machine_info
 from components.core.benchmark.runtimes import Row, engine_spec, plan_rows, runtime_info
 from components.core.benchmark.scheduler import (
     Series,
+    compare,
     concurrency_sweep,
     interleaved_rounds,
-    speedups,
 )
 from components.core.benchmark.schema import (
     BASELINE,
@@ -172,7 +172,7 @@ def run_benchmark(models: Sequence[ModelSpec], config: BenchmarkConfig | None = 
         _measure(by_name, signatures, pools, config, results, series, errors, say)
     for name, result in results.items():
         result.error = errors.get(name)
-    fill_batches(results, series, baseline)
+    fill_batches(results, series, baseline, config.confidence)
     _count_flops(by_name, results, config, say)
     if config.examples is not None:
         _accuracy(by_name, results, baseline, config, say)
@@ -229,14 +229,23 @@ def _drop_failed(runners: dict, failed: dict[str, str], errors: dict[str, str],
 
 
 def fill_batches(results: dict[str, ModelResult], series: dict[str, dict[int, Series]],
-                 baseline: str) -> None:
-    """Each model's statistics per batch size, and a candidate's speedups over `baseline`."""
+                 baseline: str, confidence: float) -> None:
+    """Each model's statistics per batch size, and a candidate's speedups over `baseline`
+    with their `confidence` intervals."""
     for name, by_size in series.items():
         for size, measured in by_size.items():
             batch = measured.result()
             if name != baseline and size in series[baseline]:
-                batch.speedup_p50, batch.speedup_p99 = speedups(series[baseline][size], measured)
                 batch.speedup_stable = measured.speedup_stable(series[baseline][size])
+                comparison = compare(series[baseline][size], measured, confidence)
+                if comparison is not None:
+                    batch.speedup_p50 = comparison.speedup_p50.estimate
+                    batch.speedup_p99 = comparison.speedup_p99.estimate
+                    batch.throughput_ratio = comparison.throughput_ratio.estimate
+                    batch.speedup_p50_interval = comparison.speedup_p50.to_list()
+                    batch.speedup_p99_interval = comparison.speedup_p99.to_list()
+                    batch.throughput_ratio_interval = comparison.throughput_ratio.to_list()
+                    batch.confidence = confidence
             results[name].batches[size] = batch
 
 

@@ -41,9 +41,20 @@ class BatchResult(LatencySummary):
     windows: int
     requests: int
     achieved_flops_per_s: float | None = None
-    speedup_p50: float | None = None  # candidates only: median per-round ratio
+    # Share of the machine's CPU other processes took per window (median), and the windows
+    # where it passed load.BUSY_SHARE; None where unknown (not Linux, a remote server).
+    other_cpu: float | None = None
+    busy_windows: int | None = None
+    # Candidates only: medians of the per-round ratios to the baseline, each with its
+    # confidence interval [low, high] ([null, null]: too few rounds for `confidence`).
+    speedup_p50: float | None = None
     speedup_p99: float | None = None
     speedup_stable: bool | None = None  # the per-round p50 ratio of the last 3 rounds settled
+    speedup_p50_interval: list[float | None] | None = None
+    speedup_p99_interval: list[float | None] | None = None
+    throughput_ratio: float | None = None  # candidate / baseline throughput
+    throughput_ratio_interval: list[float | None] | None = None
+    confidence: float | None = None
 
     def to_dict(self, role: str) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self)
@@ -57,7 +68,9 @@ class BatchResult(LatencySummary):
         return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
 
 
-_CANDIDATE_ONLY = ("speedup_p50", "speedup_p99", "speedup_stable")
+_CANDIDATE_ONLY = ("speedup_p50", "speedup_p99", "speedup_stable", "speedup_p50_interval",
+                   "speedup_p99_interval", "throughput_ratio", "throughput_ratio_interval",
+                   "confidence")
 
 
 @dataclass

@@ -7,6 +7,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from components.core.benchmark.load import BUSY_SHARE
+from components.core.benchmark.stats import NOT_REGRESSED, REGRESSED, judge_at_least
 from components.core.errors import ServoptError
 from components.core.gate.decision import CHANGE, REQUIREMENT, VALUE, Check, fmt
 from components.core.gate.metrics import (
@@ -174,27 +176,31 @@ def safety_check(name: str, model_dir: str, allowed_ops: Iterable[str]) -> Check
     return Check("safety", name, [], allowed, True, reason, kind=REQUIREMENT)
 
 
-def stability_check(name: str, model: dict, context: Context) -> Check:
+def measurement_check(name: str, model: dict, context: Context) -> Check:
+    """How the figures judged were measured: rounds, stability and the machine's load.
+    It informs and never blocks: the speedups' intervals carry the noise. What load can
+    bias, and intervals cannot show, is the ranking between runtimes with different
+    thread counts (see benchmark.load); the reason says so when it may have."""
     entry = batch_entry(model, context.batch)
-    stable = entry.get("stable")
-    policy = context.thresholds.unstable_latency
-    limit = f"unstable_latency: {policy}"
-    if stable is True:
-        return Check("stable_latency", name, True, limit, True,
-                     f"latency stable at batch {context.batch}", kind=REQUIREMENT)
-    if entry.get("speedup_stable") is True:  # what the change thresholds read has settled
-        return Check("stable_latency", name, True, limit, True,
-                     f"speedup over the baseline stable at batch {context.batch} (its "
-                     "latency moved with the machine's load)", kind=REQUIREMENT)
-    what = "latency not stable" if stable is False else "latency stability not recorded"
-    if policy == "allow":
-        return Check("stable_latency", name, stable, limit, True,
-                     f"{what} at batch {context.batch}; allowed (unstable_latency: allow)",
-                     kind=REQUIREMENT)
-    return Check("stable_latency", name, stable, limit, False,
-                 f"{what} at batch {context.batch}; rerun the benchmark on a quieter "
-                 "machine or with more windows, or set unstable_latency: allow",
+    windows, share, busy = entry.get("windows"), entry.get("other_cpu"), entry.get("busy_windows")
+    parts = [f"{windows} rounds at batch {context.batch}, latency "
+             + ("stable" if entry.get("stable") else "not stable")]
+    if share is not None:
+        parts.append(f"other processes took {share:.0%} of the CPU (median per window), "
+                     f"{busy} of {windows} windows busy (over {BUSY_SHARE:.0%})")
+    mine, theirs = _threads(model), _threads(context.baseline)
+    if busy and context.baseline is not None and mine and theirs and mine != theirs:
+        parts.append(f"the speedup may be distorted by that load: it runs requests on {mine} "
+                     f"thread(s), the baseline on {theirs}, and load slows the one with more "
+                     "threads more; measure on a machine as quiet as the server will be")
+    return Check("measurement", name, share, BUSY_SHARE, True, "; ".join(parts),
                  kind=REQUIREMENT)
+
+
+def _threads(model: dict | None) -> int | None:
+    """Threads one request runs on: a TFLite interpreter's one, or the Session's pool."""
+    settings = ((model or {}).get("runtime") or {}).get("settings") or {}
+    return settings.get("threads_per_interpreter") or settings.get("intra_op_threads")
 
 
 def value_checks(name: str, model: dict, context: Context) -> list[Check]:
@@ -253,15 +259,51 @@ def baseline_checks(name: str, model: dict, context: Context) -> list[Check]:
     for quantile, limit in (("p50", limits.min_speedup_p50), ("p99", limits.min_speedup_p99)):
         if limit is None:
             continue
-        speedup = 1.0 if is_baseline else batch.get(f"speedup_{quantile}")
-        if speedup is None and not is_baseline:
-            speedup = _ratio(batch_entry(context.baseline, context.batch) or {},
-                             batch, f"{quantile}_ms")
-        checks.append(_bound(
-            f"vs_baseline.min_speedup_{quantile}", name,
-            f"{quantile} speedup over baseline '{base}' at batch {context.batch}", speedup,
-            limit, upper=False, unit="x", kind=CHANGE, suffix=itself))
+        label = f"{quantile} speedup over baseline '{base}' at batch {context.batch}"
+        if is_baseline:
+            checks.append(_bound(f"vs_baseline.min_speedup_{quantile}", name, label, 1.0,
+                                 limit, upper=False, unit="x", kind=CHANGE, suffix=itself))
+        else:
+            checks.append(_speedup_check(quantile, name, label, batch, limit, context))
     return checks
+
+
+def _speedup_check(quantile: str, name: str, label: str, batch: dict, limit: float,
+                   context: Context) -> Check:
+    """A speedup threshold decided on the speedup's confidence interval: regressed (the
+    whole interval below the limit) blocks, not regressed (wholly at or above) passes,
+    inconclusive is decided by the `inconclusive` policy; the reason shows the interval."""
+    threshold = f"vs_baseline.min_speedup_{quantile}"
+    speedup = batch.get(f"speedup_{quantile}")
+    if speedup is None:
+        return _bound(threshold, name, label, None, limit, upper=False, unit="x", kind=CHANGE)
+    low, high = batch.get(f"speedup_{quantile}_interval") or (None, None)
+    outcome = judge_at_least(low, high, limit)
+    confidence = batch.get("confidence")
+    if low is None or high is None:
+        interval = ("no confidence interval (too few rounds for the confidence, or metrics "
+                    "of a benchmark that recorded none)")
+    else:
+        interval = (f"{confidence:.0%} interval [{low:.3f}, {high:.3f}]"
+                    f" over {batch.get('windows')} rounds")
+    policy = context.thresholds.inconclusive
+    if outcome == NOT_REGRESSED:
+        passed, verdict = True, f"wholly >= min {fmt(limit, 'x')}: not regressed"
+    elif outcome == REGRESSED:
+        passed, verdict = False, (f"wholly < min {fmt(limit, 'x')}: regressed (slower than "
+                                  f"the threshold allows, with {confidence:.0%} confidence)")
+    else:
+        passed = policy == "allow"
+        width = ("" if low is None or high is None
+                 else f", {100 * (high - low) / speedup:.0f}% wide")
+        verdict = (f"straddles min {fmt(limit, 'x')}{width}: inconclusive, too noisy for the "
+                   f"margin; {'allowed' if passed else 'blocked'} by inconclusive: {policy}")
+        if not passed:
+            verdict += ("; measure on a quieter machine or longer (the benchmark's "
+                        "decision_budget_s), or set inconclusive: allow")
+    return Check(threshold, name, speedup, limit, passed,
+                 f"{label}: {fmt(speedup, 'x')}, {interval}, {verdict}", kind=CHANGE,
+                 interval=[low, high], outcome=outcome)
 
 
 def served_checks(name: str, model: dict, context: Context) -> list[Check]:
@@ -295,12 +337,6 @@ def served_checks(name: str, model: dict, context: Context) -> list[Check]:
             limits.max_accuracy_regression, upper=True, kind=CHANGE,
             missing="no accuracy recorded for the candidate or the served model"))
     return checks
-
-
-def _ratio(reference: dict, own: dict, key: str) -> float | None:
-    if not reference.get(key) or not own.get(key):
-        return None
-    return reference[key] / own[key]
 
 
 def _bound(threshold: str, candidate: str, label: str, measured: float | None,

@@ -1,6 +1,6 @@
 """`evaluate_gate`: decide which candidate, if any, may be pushed.
 
-Every candidate is checked (benchmark result present, safe ops, stable latency, value
+Every candidate is checked (benchmark result present, safe ops, how it was measured, value
 thresholds, changes against the baseline and the served model) and so is the run
 (model and infra blessings, when given). Among the candidates that pass everything, the
 objective picks one: the metrics it lists, in order, each with its own direction (lower
@@ -23,12 +23,12 @@ from components.core.gate.checks import (
     benchmark_check,
     benchmark_problem,
     judged_row,
+    measurement_check,
     model_requirements,
     safety_check,
     served_checks,
     server_check,
     serving_flags,
-    stability_check,
     value_checks,
 )
 from components.core.gate.decision import (
@@ -128,7 +128,7 @@ def _candidate_checks(name: str, model_dir: str, row: JudgedRow,
               safety_check(name, model_dir, allowed_ops)]
     if not checks[0].passed:  # nothing measured to check thresholds on
         return checks
-    return (checks + [stability_check(name, model, context)]
+    return (checks + [measurement_check(name, model, context)]
             + value_checks(name, model, context) + baseline_checks(name, model, context)
             + served_checks(name, model, context))
 

@@ -34,11 +34,19 @@ from pathlib import Path
 from components.core.errors import ServoptError
 from components.core.yaml_io import parse_yaml
 
-UNSTABLE_POLICIES = ("block", "allow")
-# "allow": on shared 2-core machines neither latency nor speedup settles within 10% over
-# 3 windows (README, "Gate decision quality"), while the paired speedup tells a 15%
-# regression from noise; the instability is still recorded in every decision.
-DEFAULT_UNSTABLE_LATENCY = "allow"
+INCONCLUSIVE_POLICIES = ("block", "allow")
+# A speedup threshold is decided on the speedup's confidence interval (see checks): a
+# candidate whose interval straddles the line even after the benchmark measured on is
+# "inconclusive", and this policy decides it. "block": push nothing the measurement cannot
+# vouch for (fail closed, like a threshold whose measurement is missing).
+DEFAULT_INCONCLUSIVE = "block"
+# Keys of earlier versions -> what to write instead.
+_REPLACED_KEYS = {
+    "unstable_latency": "'unstable_latency' was replaced by 'inconclusive' (block | allow): "
+                        "speedups now carry confidence intervals, and the policy decides a "
+                        "candidate whose interval straddles the threshold; write "
+                        "'inconclusive: allow' (or block) instead",
+}
 
 # Objective keys: where the value lives in a model's metrics, and whether lower is better.
 BATCH_OBJECTIVES = {"p50_ms": True, "p90_ms": True, "p95_ms": True, "p99_ms": True,
@@ -90,8 +98,11 @@ class BaselineThresholds:
 
     max_accuracy_drop: float | None = None  # absolute: baseline - candidate accuracy
     min_top1_agreement: float | None = None  # fraction of examples with the same argmax
-    min_speedup_p50: float | None = None  # relative: baseline p50 / candidate p50
-    min_speedup_p99: float | None = None  # relative: baseline p99 / candidate p99
+    # Relative: baseline / candidate latency. Judged on the speedup's confidence interval:
+    # blocked when the whole interval is below (slower by more than 1 - min, with the
+    # benchmark's confidence), passed when it is wholly at or above, else inconclusive.
+    min_speedup_p50: float | None = None
+    min_speedup_p99: float | None = None
 
 
 @dataclass(frozen=True)
@@ -158,7 +169,7 @@ class Thresholds:
     """Everything the gate checks, and how it chooses among candidates that pass."""
 
     primary_batch_size: int = DEFAULT_PRIMARY_BATCH_SIZE
-    unstable_latency: str = DEFAULT_UNSTABLE_LATENCY  # or "block" unstable latency
+    inconclusive: str = DEFAULT_INCONCLUSIVE  # or "allow" a speedup the interval cannot decide
     objective: tuple[str, ...] = DEFAULT_OBJECTIVE  # best first by these keys, in order
     value: ValueThresholds = field(default_factory=ValueThresholds)
     vs_baseline: BaselineThresholds = field(default_factory=BaselineThresholds)
@@ -166,7 +177,7 @@ class Thresholds:
     server: ServerProfile = field(default_factory=ServerProfile)
 
     def __post_init__(self) -> None:
-        _validate("thresholds", self.primary_batch_size, self.unstable_latency,
+        _validate("thresholds", self.primary_batch_size, self.inconclusive,
                   self.objective, {name: getattr(self, name) for name in _GROUPS})
 
     @classmethod
@@ -178,6 +189,9 @@ class Thresholds:
         if not isinstance(data, dict):
             raise ServoptError(f"{source}: expected a mapping of threshold groups, got "
                                f"{_kind(data)}; see configs/thresholds.yaml")
+        for key, message in _REPLACED_KEYS.items():
+            if key in data:
+                raise ServoptError(f"{source}: {message}")
         top = {f.name for f in fields(cls)}
         _reject_unknown(data, top, source, "")
         groups = {}
@@ -203,9 +217,9 @@ class Thresholds:
         if isinstance(batch, bool) or not isinstance(batch, int):
             raise ServoptError(f"{source}: 'primary_batch_size' must be an integer, got "
                                f"{_kind(batch)}")
-        unstable = data.get("unstable_latency", DEFAULT_UNSTABLE_LATENCY)
-        _validate(source, batch, unstable, tuple(objective), groups)  # errors name `source`
-        return cls(primary_batch_size=batch, unstable_latency=unstable,
+        inconclusive = data.get("inconclusive", DEFAULT_INCONCLUSIVE)
+        _validate(source, batch, inconclusive, tuple(objective), groups)  # errors name source
+        return cls(primary_batch_size=batch, inconclusive=inconclusive,
                    objective=tuple(objective),
                    server=ServerProfile.from_dict(data.get("server"), source), **groups)
 
@@ -236,6 +250,12 @@ class Thresholds:
                                "add it to the batch sizes or set primary_batch_size to one "
                                "of them")
 
+    def decision_lines(self) -> dict[str, float | None]:
+        """The benchmark settings that make it measure until these thresholds' speedup
+        intervals are decided (BenchmarkConfig.decide_speedup_p50 / _p99)."""
+        return {"decide_speedup_p50": self.vs_baseline.min_speedup_p50,
+                "decide_speedup_p99": self.vs_baseline.min_speedup_p99}
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data["objective"] = list(self.objective)
@@ -244,13 +264,13 @@ class Thresholds:
         return data
 
 
-def _validate(source: str, batch, unstable_latency, objective: tuple, groups: dict) -> None:
+def _validate(source: str, batch, inconclusive, objective: tuple, groups: dict) -> None:
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ServoptError(f"{source}: 'primary_batch_size' must be an integer >= 1, got "
                            f"{batch!r}")
-    if unstable_latency not in UNSTABLE_POLICIES:
-        raise ServoptError(f"{source}: 'unstable_latency' must be one of "
-                           f"{', '.join(UNSTABLE_POLICIES)}, got {unstable_latency!r}")
+    if inconclusive not in INCONCLUSIVE_POLICIES:
+        raise ServoptError(f"{source}: 'inconclusive' must be one of "
+                           f"{', '.join(INCONCLUSIVE_POLICIES)}, got {inconclusive!r}")
     if not objective:
         raise ServoptError(f"{source}: 'objective' is empty; list at least one of "
                            f"{', '.join(OBJECTIVES)}")
