@@ -41,11 +41,10 @@ def test_readers_without_a_path_read_the_packaged_files():
         ROOT / "configs" / "optimization.yaml")
 
 
-def test_unstable_latency_has_one_value_the_librarys():
+def test_the_inconclusive_policy_has_one_value_the_librarys():
     stated = yaml.safe_load(default_config("thresholds.yaml").read_text())
-    assert stated.get("unstable_latency", Thresholds().unstable_latency) == (
-        Thresholds().unstable_latency)
-    assert Thresholds.from_yaml().unstable_latency == Thresholds().unstable_latency
+    assert stated.get("inconclusive", Thresholds().inconclusive) == Thresholds().inconclusive
+    assert Thresholds.from_yaml().inconclusive == Thresholds().inconclusive
 
 
 def test_settings_round_trip_through_their_parameter_form():
