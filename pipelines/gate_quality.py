@@ -22,20 +22,16 @@ import json
 import shutil
 import statistics
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
-from components.core.benchmark.config import BenchmarkConfig, ModelSpec
-from components.core.benchmark.engines import resolve_model
-from components.core.benchmark.feeds import input_pools, read_signature
-from components.core.benchmark.machine import machine_info
-from components.core.benchmark.run import fill_batches, size_on_disk
-from components.core.benchmark.runtimes import engine_spec, plan_rows, runtime_info
-from components.core.benchmark.scheduler import interleaved_rounds
-from components.core.benchmark.schema import BASELINE, CANDIDATE, SCHEMA_VERSION, ModelResult
-from components.core.benchmark.worker import ProcessRunner
+from components.core.benchmark import (
+    BenchmarkConfig,
+    BenchmarkResult,
+    BenchmarkSession,
+    ModelSpec,
+    machine_info,
+)
 from components.core.gate import Thresholds, evaluate_gate
-from components.core.gate.metrics import batch_entry
 from components.core.requirements import cpu_flags
 
 NOISE, SLOWER = "copy", "slower"
@@ -64,59 +60,30 @@ def build_models(work: Path) -> dict[str, Path]:
     return paths
 
 
-class Workers:
+def open_session(paths: dict[str, Path], config: BenchmarkConfig) -> BenchmarkSession:
     """One worker per model, started and loaded once: every trial then measures them in
-    fresh interleaved rounds (warm-up, windows, stability) exactly as a benchmark run does.
-    Starting three TensorFlow processes costs ~2 min on this loaded 2-core machine, which
-    10 fresh benchmark runs could not afford."""
-
-    def __init__(self, paths: dict[str, Path], config: BenchmarkConfig, cleanup: ExitStack):
-        models = [ModelSpec(name, path) for name, path in paths.items()]
-        self.rows = plan_rows(models, {m.name: resolve_model(m.path) for m in models})
-        self.config = config
-        first = self.rows[0]
-        pools = input_pools(read_signature(first.path, first.runtime, config.signature),
-                            config.batch_sizes, config.input_pool, config.seed)
-        self.runners = {}
-        for row in self.rows:
-            runner = ProcessRunner(engine_spec(row, config))
-            cleanup.callback(runner.close)
-            self.runners[row.name] = runner
-        for runner in self.runners.values():
-            runner.load(pools[config.batch_sizes[0]][0])
-            for size, pool in pools.items():
-                runner.set_inputs(size, pool)
-
-    def benchmark(self) -> dict:
-        """One trial: interleaved rounds at each batch size, as metrics.json holds them."""
-        baseline = self.rows[0].name
-        results = {row.name: ModelResult(path=str(row.model.path),
-                                         role=BASELINE if row.name == baseline else CANDIDATE,
-                                         runtime=runtime_info(row, self.config),
-                                         size_bytes=size_on_disk(row.path))
-                   for row in self.rows}
-        series: dict = {name: {} for name in results}
-        for size in self.config.batch_sizes:
-            outcome = interleaved_rounds(self.runners, size, self.config)
-            for name, measured in outcome.series.items():
-                series[name][size] = measured
-        fill_batches(results, series, baseline)
-        return {"schema_version": SCHEMA_VERSION, "baseline": baseline,
-                "models": {name: result.to_dict() for name, result in results.items()}}
+    fresh interleaved rounds (warm-up, windows, stability) exactly as a benchmark run does
+    (BenchmarkSession, the benchmark library's hook for repeated trials). Starting three
+    TensorFlow processes costs ~2 min on this loaded 2-core machine, which 10 fresh
+    benchmark runs could not afford."""
+    return BenchmarkSession([ModelSpec(name, path) for name, path in paths.items()], config,
+                            progress=lambda line: print(line, flush=True))
 
 
-def one_run(workers: Workers, paths: dict[str, Path], thresholds: Thresholds) -> dict:
-    metrics = workers.benchmark()
+def one_run(session: BenchmarkSession, paths: dict[str, Path],
+            thresholds: Thresholds) -> dict:
+    metrics: BenchmarkResult = session.measure()
     decision = evaluate_gate(metrics, thresholds, {NOISE: paths[NOISE],
                                                    SLOWER: paths[SLOWER]})
     run = {}
     for name in (NOISE, SLOWER):
-        entry = batch_entry(metrics["models"][name], thresholds.primary_batch_size) or {}
+        entry = metrics.models[name].at(thresholds.primary_batch_size)
         result = decision.candidate(name)
-        run[name] = {"blocked": not result.passed, "speedup_p50": entry.get("speedup_p50"),
-                     "speedup_p99": entry.get("speedup_p99"), "stable": entry.get("stable"),
-                     "speedup_stable": entry.get("speedup_stable"),
-                     "windows": entry.get("windows"), "blocked_by": result.blocked_by}
+        run[name] = {"blocked": not result.passed,
+                     **{key: getattr(entry, key) if entry else None
+                        for key in ("speedup_p50", "speedup_p99", "stable",
+                                    "speedup_stable", "windows")},
+                     "blocked_by": result.blocked_by}
     return run
 
 
@@ -158,14 +125,12 @@ def main() -> None:
         batch_sizes=(thresholds.primary_batch_size,), concurrency=()).resolved()
     args.work.mkdir(parents=True, exist_ok=True)
     paths = build_models(args.work)
-    cleanup = ExitStack()
-    with cleanup:
-        workers = Workers(paths, settings, cleanup)
-        runs = trials(args.runs, workers, paths, thresholds, settings)
+    with open_session(paths, settings) as session:
+        runs = trials(args.runs, session, paths, thresholds, settings)
     report(runs, thresholds, args.out)
 
 
-def trials(count: int, workers: Workers, paths: dict[str, Path], thresholds: Thresholds,
+def trials(count: int, session: BenchmarkSession, paths: dict[str, Path], thresholds: Thresholds,
            settings: BenchmarkConfig) -> list[dict]:
     machine = machine_info()
     print(f"{count} runs on {machine.cpu_model}, {machine.cores} cores "
@@ -175,7 +140,7 @@ def trials(count: int, workers: Workers, paths: dict[str, Path], thresholds: Thr
     runs = []
     for index in range(count):
         start = time.monotonic()
-        run = one_run(workers, paths, thresholds)
+        run = one_run(session, paths, thresholds)
         runs.append(run)
         print(f"run {index + 1}: " + "; ".join(
             f"{name} x{run[name]['speedup_p50'] or 0:.3f} "

@@ -159,10 +159,10 @@ def benchmark_settings(batch_sizes: list, settings: dict | None, label_key: str,
     return BenchmarkConfig.from_dict(values, "benchmark_settings parameter")
 
 
-def headline_metrics(metrics: dict) -> dict[str, float]:
+def headline_metrics(result) -> dict[str, float]:
     """The benchmark's headline figures (components.core.benchmark.schema.headline_figures)
     that KFP's Metrics can show: the finite numbers."""
     from components.core.benchmark.schema import headline_figures
 
-    return {key: float(value) for key, value in headline_figures(metrics).items()
+    return {key: float(value) for key, value in headline_figures(result).items()
             if isinstance(value, int | float) and math.isfinite(value)}

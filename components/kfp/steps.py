@@ -113,7 +113,7 @@ def benchmark(model_uri: str, frozen_model: Input[Model], optimized_model: Input
     (out / METRICS_FILE).write_text(json.dumps(data, indent=2))
     write_report(result, out / REPORT_FILE)
     shutil.copyfile(out / REPORT_FILE, report.path)
-    for name, value in headline_metrics(data).items():
+    for name, value in headline_metrics(result).items():
         metrics.log_metric(name, value)
     failed = result.failed()
     for name, error in failed.items():

@@ -61,9 +61,8 @@ class Executor(Staged, base_beam_executor.BaseBeamExecutor):
         out_dir = Path(stage.output(output.uri))
         result.write_json(out_dir / METRICS_FILE)
         write_report(result, out_dir / REPORT_FILE)
-        metrics = result.to_dict()
-        set_custom_properties(output, {"baseline": metrics["baseline"],
-                                       "models": ",".join(metrics["models"]),
-                                       **headline_figures(metrics)})
+        set_custom_properties(output, {"baseline": result.baseline,
+                                       "models": ",".join(result.models),
+                                       **headline_figures(result)})
         for name, error in result.failed().items():
             logging.warning("ServingBenchmark: %s failed: %s", name, error)
