@@ -32,18 +32,15 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from components.core.benchmark.config import BenchmarkConfig, ModelSpec
-from components.core.benchmark.engines import resolve_model
-from components.core.benchmark.feeds import input_pools, read_signature
-from components.core.benchmark.machine import machine_info
-from components.core.benchmark.run import fill_batches, size_on_disk
-from components.core.benchmark.runtimes import engine_spec, plan_rows, runtime_info
-from components.core.benchmark.scheduler import interleaved_rounds
-from components.core.benchmark.schema import BASELINE, CANDIDATE, SCHEMA_VERSION, ModelResult
+from components.core.benchmark import (
+    BenchmarkConfig,
+    BenchmarkResult,
+    BenchmarkSession,
+    ModelSpec,
+    machine_info,
+)
 from components.core.benchmark.stats import INCONCLUSIVE, NOT_REGRESSED, REGRESSED
-from components.core.benchmark.worker import ProcessRunner
 from components.core.gate import Thresholds, evaluate_gate
-from components.core.gate.metrics import batch_entry
 from components.core.requirements import cpu_flags
 
 NOISE, SLOWER = "copy", "slower"
@@ -72,62 +69,31 @@ def build_models(work: Path) -> dict[str, Path]:
     return paths
 
 
-class Workers:
+def open_session(paths: dict[str, Path], config: BenchmarkConfig) -> BenchmarkSession:
     """One worker per model, started and loaded once: every trial then measures them in
-    fresh interleaved rounds (warm-up, windows, stability) exactly as a benchmark run does.
-    Starting three TensorFlow processes costs ~2 min on this loaded 2-core machine, which
-    10 fresh benchmark runs could not afford."""
-
-    def __init__(self, paths: dict[str, Path], config: BenchmarkConfig, cleanup: ExitStack):
-        models = [ModelSpec(name, path) for name, path in paths.items()]
-        self.rows = plan_rows(models, {m.name: resolve_model(m.path) for m in models})
-        self.config = config
-        first = self.rows[0]
-        pools = input_pools(read_signature(first.path, first.runtime, config.signature),
-                            config.batch_sizes, config.input_pool, config.seed)
-        self.runners = {}
-        for row in self.rows:
-            runner = ProcessRunner(engine_spec(row, config))
-            cleanup.callback(runner.close)
-            self.runners[row.name] = runner
-        for runner in self.runners.values():
-            runner.load(pools[config.batch_sizes[0]][0])
-            for size, pool in pools.items():
-                runner.set_inputs(size, pool)
-
-    def benchmark(self) -> dict:
-        """One trial: interleaved rounds at each batch size, as metrics.json holds them."""
-        baseline = self.rows[0].name
-        results = {row.name: ModelResult(path=str(row.model.path),
-                                         role=BASELINE if row.name == baseline else CANDIDATE,
-                                         runtime=runtime_info(row, self.config),
-                                         size_bytes=size_on_disk(row.path))
-                   for row in self.rows}
-        series: dict = {name: {} for name in results}
-        for size in self.config.batch_sizes:
-            outcome = interleaved_rounds(self.runners, size, self.config)
-            for name, measured in outcome.series.items():
-                series[name][size] = measured
-        fill_batches(results, series, baseline, self.config.confidence)
-        return {"schema_version": SCHEMA_VERSION, "baseline": baseline,
-                "models": {name: result.to_dict() for name, result in results.items()}}
+    fresh interleaved rounds (warm-up, windows, stability) exactly as a benchmark run does
+    (BenchmarkSession, the benchmark library's hook for repeated trials). Starting three
+    TensorFlow processes costs ~2 min on this loaded 2-core machine, which 10 fresh
+    benchmark runs could not afford."""
+    return BenchmarkSession([ModelSpec(name, path) for name, path in paths.items()], config,
+                            progress=lambda line: print(line, flush=True))
 
 
-def one_run(workers: Workers, paths: dict[str, Path], thresholds: Thresholds) -> dict:
-    metrics = workers.benchmark()
+def one_run(session: BenchmarkSession, paths: dict[str, Path],
+            thresholds: Thresholds) -> dict:
+    metrics: BenchmarkResult = session.measure()
     decision = evaluate_gate(metrics, thresholds, {NOISE: paths[NOISE],
                                                    SLOWER: paths[SLOWER]})
     run = {}
     for name in (NOISE, SLOWER):
-        entry = batch_entry(metrics["models"][name], thresholds.primary_batch_size) or {}
+        entry = metrics.models[name].at(thresholds.primary_batch_size)
         result = decision.candidate(name)
         [speedup] = [c for c in decision.checks_for(name)
                      if c.threshold == "vs_baseline.min_speedup_p50"]
         run[name] = {"outcome": speedup.outcome, "blocked": not result.passed,
-                     "speedup_p50": entry.get("speedup_p50"),
-                     "speedup_p50_interval": entry.get("speedup_p50_interval"),
-                     "windows": entry.get("windows"), "other_cpu": entry.get("other_cpu"),
-                     "busy_windows": entry.get("busy_windows"), "stable": entry.get("stable"),
+                     **{key: getattr(entry, key) if entry else None
+                        for key in ("speedup_p50", "speedup_p50_interval", "windows",
+                                    "other_cpu", "busy_windows", "stable")},
                      "blocked_by": result.blocked_by}
     return run
 
@@ -179,14 +145,12 @@ def main() -> None:
         **thresholds.decision_lines()).resolved()
     args.work.mkdir(parents=True, exist_ok=True)
     paths = build_models(args.work)
-    cleanup = ExitStack()
-    with cleanup:
-        workers = Workers(paths, settings, cleanup)
+    with open_session(paths, settings) as session, ExitStack() as spinners:
         for _ in range(args.busy):
             spinner = multiprocessing.get_context("spawn").Process(target=spin, daemon=True)
             spinner.start()
-            cleanup.callback(spinner.terminate)
-        runs = trials(args.runs, workers, paths, thresholds, settings)
+            spinners.callback(spinner.terminate)
+        runs = trials(args.runs, session, paths, thresholds, settings)
     report(runs, thresholds, args.out, args.busy)
 
 
@@ -196,7 +160,7 @@ def spin() -> None:
         pass
 
 
-def trials(count: int, workers: Workers, paths: dict[str, Path], thresholds: Thresholds,
+def trials(count: int, session: BenchmarkSession, paths: dict[str, Path], thresholds: Thresholds,
            settings: BenchmarkConfig) -> list[dict]:
     machine = machine_info()
     print(f"{count} runs on {machine.cpu_model}, {machine.cores} cores "
@@ -206,7 +170,7 @@ def trials(count: int, workers: Workers, paths: dict[str, Path], thresholds: Thr
     runs = []
     for index in range(count):
         start = time.monotonic()
-        run = one_run(workers, paths, thresholds)
+        run = one_run(session, paths, thresholds)
         runs.append(run)
         print(f"run {index + 1}: " + "; ".join(
             f"{name} x{run[name]['speedup_p50'] or 0:.3f} {_interval(run[name])} "
@@ -223,11 +187,10 @@ def _interval(run: dict) -> str:
 
 def report(runs: list[dict], thresholds: Thresholds, out: Path | None, busy: int) -> None:
     summary = summarize(runs)
-    for name, what in ((NOISE, "identical copy"), ("slower", "15% more work")):
-        counts = summary["copy" if name == NOISE else "slower"]
+    for key, what in (("copy", "identical copy"), ("slower", "15% more work")):
         print(f"{what}: " + "; ".join(
             f"{outcome} {c['count']}/{c['runs']} (95% CI {c['interval'][0]:.2f}-"
-            f"{c['interval'][1]:.2f})" for outcome, c in counts.items()))
+            f"{c['interval'][1]:.2f})" for outcome, c in summary[key].items()))
     print(f"speedup p50, copy: {summary['copy_speedup_p50']}; "
           f"slower: {summary['slower_speedup_p50']}; busy processes: {busy}")
     if out:

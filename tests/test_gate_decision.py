@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from components.core.benchmark.schema import BenchmarkResult
 from components.core.errors import ServoptError
 from components.core.gate import (
     GateBlocked,
@@ -50,7 +51,8 @@ def benchmark() -> dict:
     """A benchmark of the Trainer's model and two candidates, as metrics.json holds it."""
     return {
         "schema_version": 1,
-        "machine": {"cpu": "test"},
+        "machine": {"cpu_model": "test", "cores": 2, "tensorflow_version": "2.21.0",
+                    "python_version": "3.11", "platform": "linux"},
         "settings": {"batch_sizes": [1, 100]},
         "baseline": "trainer",
         "models": {
@@ -358,13 +360,16 @@ def test_a_threshold_whose_measurement_is_missing_blocks(candidates):
         "examples); cannot check min 0.9; or unset value.min_accuracy")
 
 
-def test_a_missing_speedup_blocks_and_is_never_recomputed(candidates):
-    """One source per figure: the benchmark's paired speedup, not a ratio of pooled p50s."""
+def test_a_missing_speedup_is_not_recomputed_and_blocks(candidates):
+    """One source per figure: the speedup is the benchmark's (the median of per-round
+    ratios); the gate never derives another one from the p50s."""
     metrics = benchmark()
     del metrics["models"]["quantized"]["batches"]["100"]["speedup_p50"]
     decision = gate(candidates, {"vs_baseline": {"min_speedup_p50": 1.5}}, metrics=metrics)
-    item = check(decision, "vs_baseline.min_speedup_p50", "quantized")
-    assert item.measured is None and not item.passed
+    found = check(decision, "vs_baseline.min_speedup_p50", "quantized")
+    assert found.measured is None and not found.passed
+    assert "not measured (the benchmark recorded no speedup" in found.reason
+    assert decision.chosen == "optimized"
 
 
 def test_the_baseline_itself_may_be_pushed_and_trivially_meets_the_baseline_thresholds(
@@ -438,7 +443,7 @@ def test_metrics_of_another_schema_are_refused(tmp_path, candidates):
     with pytest.raises(ServoptError, match=rf"{path}: not valid JSON"):
         load_metrics(path)
     path.write_text(json.dumps(benchmark()))
-    assert load_metrics(path) == benchmark()
+    assert load_metrics(path) == BenchmarkResult.from_dict(benchmark())  # typed
     with pytest.raises(ServoptError, match="no candidates given"):
         evaluate_gate(benchmark(), Thresholds(), {})
 

@@ -103,10 +103,12 @@ def secret_reading_model(tmp_path_factory, secret_file) -> Path:
 
 
 def metrics_for(*names: str) -> dict:
-    entry = {"role": "candidate", "error": None, "size_bytes": 1000,
+    entry = {"path": "", "role": "candidate", "error": None, "size_bytes": 1000,
              "batches": {"100": {"p50_ms": 1.0, "p99_ms": 1.2, "throughput": 1e5,
                                  "stable": True}}, "accuracy": None}
-    return {"schema_version": 1, "baseline": "trainer",
+    return {"schema_version": 1, "baseline": "trainer", "settings": {},
+            "machine": {"cpu_model": "test", "cores": 2, "tensorflow_version": "2.21.0",
+                        "python_version": "3.11", "platform": "linux"},
             "models": {name: dict(entry) for name in names}}
 
 

@@ -44,7 +44,9 @@ def row(version: str, runtime: str, p50: float, speedup: float | None,
 def metrics() -> dict:
     """A benchmark of the Trainer's model, a plain optimized SavedModel, a TFLite variant
     (two rows: its model.tflite and its saved_model.pb) and a bare .tflite file."""
-    return {"schema_version": 1, "baseline": "trainer", "models": {
+    return {"schema_version": 1, "baseline": "trainer", "settings": {},
+            "machine": {"cpu_model": "test", "cores": 2, "tensorflow_version": "2.21.0",
+                        "python_version": "3.11", "platform": "linux"}, "models": {
         "trainer": row("trainer", "tensorflow", 20.0, None, THREAD_FLAGS, role="baseline"),
         "optimized": row("optimized", "tensorflow", 15.0, 1.33, THREAD_FLAGS),
         "variant@tflite": row("variant", "tflite", 8.0, 2.5, TFLITE_FLAGS),
