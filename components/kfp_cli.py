@@ -22,9 +22,9 @@ def _thresholds(path: Path | None) -> dict | None:
     if path is None:
         return None
     from components.core.gate import Thresholds
-    from components.kfp.mapping import without_nulls
+    from components.kfp.mapping import parameter_value
 
-    return without_nulls(Thresholds.from_yaml(path).to_dict())
+    return parameter_value(Thresholds.from_yaml(path).to_dict())
 
 
 def _batch_sizes(text: str | None) -> list[int] | None:

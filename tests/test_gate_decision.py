@@ -12,6 +12,7 @@ import pytest
 from rich.console import Console
 
 from components.core.benchmark.schema import BenchmarkResult
+from components.core.config import deep_merge
 from components.core.errors import ServoptError
 from components.core.gate import (
     GateBlocked,
@@ -79,8 +80,15 @@ def candidates(two_signature_model) -> dict[str, Path]:
     return {"optimized": two_signature_model, "quantized": two_signature_model}
 
 
+# Every threshold off (null), so each test states the ones it checks; Thresholds()
+# holds the packaged defaults.
+NO_LIMITS = {group: {key: None for key in values} for group, values in
+             Thresholds().to_dict().items() if group in ("value", "vs_baseline", "vs_served")}
+
+
 def gate(candidates, thresholds=None, metrics=None, **kwargs) -> GateDecision:
-    return evaluate_gate(metrics or benchmark(), Thresholds.from_dict(thresholds or {}),
+    return evaluate_gate(metrics or benchmark(),
+                         Thresholds.from_dict(deep_merge(NO_LIMITS, thresholds or {})),
                          candidates, **kwargs)
 
 

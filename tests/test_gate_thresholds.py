@@ -44,11 +44,13 @@ def test_the_impossible_thresholds_file_asks_for_a_one_microsecond_p99():
     assert thresholds.vs_baseline == BaselineThresholds()
 
 
-def test_every_threshold_is_optional():
-    assert Thresholds.from_dict({}) == Thresholds()
+def test_absent_keys_take_the_defaults_and_null_turns_a_threshold_off():
+    assert Thresholds.from_dict({}) == Thresholds() == Thresholds.from_yaml()
     assert Thresholds.from_dict(None) == Thresholds()
-    assert Thresholds.from_dict({"value": None, "vs_served": {"max_p99_regression_pct": None}}
-                                ) == Thresholds()
+    assert Thresholds.from_dict({"value": None}) == Thresholds()
+    off = Thresholds.from_dict({"vs_served": {"max_p99_regression_pct": None}})
+    assert off.vs_served == ServedThresholds(max_p99_regression_pct=None)
+    assert off.vs_served.max_accuracy_regression == 0.01  # the others keep theirs
 
 
 def test_a_dict_and_the_dataclass_say_the_same_thing():

@@ -16,8 +16,9 @@ inside their containers, and the tests call them directly.
   model artifacts themselves and map names to *their* paths with `model_paths`.
 - KFP passes list and dict parameters through protobuf Struct, where every number is a
   float (100 arrives as 100.0): `whole_numbers` turns integral floats back into ints.
-  A parameter default cannot hold null: in the settings groups an empty string stands
-  for null (`quantizer: {tflite: ""}`: no TFLite variant).
+  A parameter default cannot hold null: in dict parameters (thresholds and settings) an
+  empty string stands for null (`quantizer: {tflite: ""}`: no TFLite variant;
+  `thresholds: {vs_baseline: {min_speedup_p50: ""}}`: not checked).
 """
 
 from __future__ import annotations
@@ -53,28 +54,46 @@ def whole_numbers(value: Any) -> Any:
     return value
 
 
-def without_nulls(value: Any) -> Any:
-    """A dict with every None removed (KFP parameter defaults cannot hold null; an absent
-    threshold or setting means the same as null)."""
+def parameter_value(value: Any) -> Any:
+    """A dict or list as a KFP parameter value: every null written as '' (KFP parameter
+    defaults cannot hold null, and dropping the key would bring its default back where
+    null turns a threshold or setting off)."""
+    if value is None:
+        return ""
     if isinstance(value, dict):
-        return {k: without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [without_nulls(v) for v in value]
+        return {k: parameter_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [parameter_value(v) for v in value]
     return value
+
+
+def from_parameter(value: Any) -> Any:
+    """A KFP dict or list parameter back as written: '' as null, whole numbers as ints."""
+    if isinstance(value, str) and value == "":
+        return None
+    if isinstance(value, dict):
+        return {k: from_parameter(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [from_parameter(v) for v in value]
+    return whole_numbers(value)
+
+
+def thresholds_from_parameter(value: dict | None):
+    from components.core.gate import Thresholds
+
+    return Thresholds.from_dict(from_parameter(value), source="thresholds parameter")
 
 
 def settings_parameter(settings) -> dict:
     """A settings group (components.core.config) as a KFP dict parameter: nulls as ''."""
-    return {key: "" if value is None else value for key, value in asdict(settings).items()}
+    return parameter_value(asdict(settings))
 
 
 def settings_from_parameter(name: str, value: dict | None):
     """The settings group `name` from its KFP dict parameter, validated."""
     from components.core.config import settings_from_dict
 
-    values = {key: None if item == "" else item
-              for key, item in whole_numbers(dict(value or {})).items()}
-    return settings_from_dict(name, values, f"{name} parameter")
+    return settings_from_dict(name, from_parameter(dict(value or {})), f"{name} parameter")
 
 
 def model_paths(model_uri: str, artifacts: Sequence[Any]) -> dict[str, str]:
@@ -149,7 +168,7 @@ def benchmark_settings(batch_sizes: list, settings: dict | None, label_key: str,
     configs/benchmark.yaml) plus the batch sizes and label key given on their own."""
     from components.core.benchmark.config import BenchmarkConfig
 
-    settings = whole_numbers(dict(settings or {}))
+    settings = from_parameter(dict(settings or {}))
     for key in OWN_PARAMETERS:
         if key in settings:
             raise ServoptError(f"benchmark_settings: '{key}' is a pipeline parameter of its "

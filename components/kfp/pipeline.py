@@ -49,10 +49,10 @@ from components.kfp.mapping import (
     OWN_PARAMETERS,
     PUSH_FILE,
     benchmark_settings,
+    parameter_value,
     settings_from_parameter,
     settings_parameter,
-    whole_numbers,
-    without_nulls,
+    thresholds_from_parameter,
 )
 
 PIPELINE_NAME = "servopt"
@@ -62,7 +62,7 @@ REQUIRED = ("model_uri", "eval_examples_uri", "push_destination")
 def default_thresholds(path: Path | None = None) -> dict:
     """A thresholds YAML (default: the packaged one), validated and complete, as a KFP
     parameter value."""
-    return without_nulls(Thresholds.from_yaml(path).to_dict())
+    return parameter_value(Thresholds.from_yaml(path).to_dict())
 
 
 def default_benchmark(path: Path | None = None) -> tuple[list[int], str, dict]:
@@ -70,7 +70,7 @@ def default_benchmark(path: Path | None = None) -> tuple[list[int], str, dict]:
     packaged one), as KFP parameter values."""
     settings = BenchmarkConfig.from_yaml(path).to_dict()
     own = {key: settings.pop(key) for key in OWN_PARAMETERS}
-    return own["batch_sizes"], own["label_key"] or "", without_nulls(settings)
+    return own["batch_sizes"], own["label_key"] or "", parameter_value(settings)
 
 
 DEFAULT_THRESHOLDS = default_thresholds()
@@ -183,9 +183,7 @@ def check_arguments(arguments: dict[str, Any]) -> None:
     if missing:
         raise ServoptError(f"missing pipeline argument(s) {', '.join(missing)}; the model, "
                            "the eval examples and the push destination are required")
-    thresholds = Thresholds.from_dict(whole_numbers(arguments.get("thresholds",
-                                                                  DEFAULT_THRESHOLDS)),
-                                      source="thresholds")
+    thresholds = thresholds_from_parameter(arguments.get("thresholds", DEFAULT_THRESHOLDS))
     settings = benchmark_settings(arguments.get("batch_sizes", DEFAULT_BATCH_SIZES),
                                   arguments.get("benchmark_settings",
                                                 DEFAULT_BENCHMARK_SETTINGS),

@@ -134,15 +134,18 @@ def gate(results: Input[Artifact], thresholds: dict, model_uri: str,
     from collections import namedtuple
     from pathlib import Path
 
-    from components.core.gate import Thresholds, evaluate_gate, load_metrics
-    from components.kfp.mapping import DECISION_FILE, METRICS_FILE, model_paths, whole_numbers
+    from components.core.gate import evaluate_gate, load_metrics
+    from components.kfp.mapping import (
+        DECISION_FILE,
+        METRICS_FILE,
+        model_paths,
+        thresholds_from_parameter,
+    )
 
     metrics = load_metrics(Path(results.path) / METRICS_FILE)
     candidates = model_paths(model_uri, [frozen_model, optimized_model, quantized_model,
                                          bfloat16_model, tflite_model])
-    result = evaluate_gate(metrics, Thresholds.from_dict(whole_numbers(thresholds),
-                                                         source="thresholds parameter"),
-                           candidates)
+    result = evaluate_gate(metrics, thresholds_from_parameter(thresholds), candidates)
     Path(decision.path).mkdir(parents=True, exist_ok=True)
     (Path(decision.path) / DECISION_FILE).write_text(json.dumps(result.to_dict(), indent=2))
     for line in result.summary_lines():

@@ -14,8 +14,13 @@ Three groups, each named after what it compares against:
   accuracy at most by an absolute amount. On the first push there is no served model and
   these checks are recorded as not applicable.
 
-Every threshold is optional: None means not checked. A threshold that is set but whose
-measurement is missing blocks the candidate (fail closed), with a reason saying so.
+Every threshold is optional: None (null in YAML) means not checked. The dataclasses'
+defaults are the one source of the default thresholds: the packaged
+configs/thresholds.yaml states exactly them (tests/test_packaged_defaults.py), so
+`Thresholds()`, PusherGate without thresholds and the KFP pipeline's default judge alike.
+A key left out of a YAML file or dict takes its default; null turns it off. A threshold
+that is set but whose measurement is missing blocks the candidate (fail closed), with a
+reason saying so.
 
 `server` describes the destination's TF Serving, so that each candidate is judged on the
 runtime that server will run it on (see checks.judged_row): `prefer_tflite_model` (its
@@ -88,7 +93,8 @@ class ValueThresholds:
     max_p50_ms: float | None = None  # upper bound, at the primary batch size
     max_p99_ms: float | None = None  # upper bound, at the primary batch size
     min_throughput: float | None = None  # lower bound, examples per second
-    max_size_mb: float | None = None  # upper bound on size on disk, MB = 10^6 bytes
+    # Upper bound on size on disk, MB = 10^6 bytes: a common serving platform limit.
+    max_size_mb: float | None = 500
     min_accuracy: float | None = None  # lower bound, fraction in [0, 1]
 
 
@@ -96,12 +102,12 @@ class ValueThresholds:
 class BaselineThresholds:
     """Changes against the Trainer's model in the same run (TFMA change thresholds)."""
 
-    max_accuracy_drop: float | None = None  # absolute: baseline - candidate accuracy
-    min_top1_agreement: float | None = None  # fraction of examples with the same argmax
+    max_accuracy_drop: float | None = 0.01  # absolute: baseline - candidate accuracy
+    min_top1_agreement: float | None = 0.99  # fraction of examples with the same argmax
     # Relative: baseline / candidate latency. Judged on the speedup's confidence interval:
-    # blocked when the whole interval is below (slower by more than 1 - min, with the
+    # blocked when the whole interval is below (0.95: slower by more than 5%, with the
     # benchmark's confidence), passed when it is wholly at or above, else inconclusive.
-    min_speedup_p50: float | None = None
+    min_speedup_p50: float | None = 0.95
     min_speedup_p99: float | None = None
 
 
@@ -109,8 +115,9 @@ class BaselineThresholds:
 class ServedThresholds:
     """Changes against the model currently served at the destination."""
 
-    max_p99_regression_pct: float | None = None  # relative: 100 * (cand - served) / served
-    max_accuracy_regression: float | None = None  # absolute: served - candidate accuracy
+    # Relative: 100 * (candidate - served) / served; p99 from another run varies.
+    max_p99_regression_pct: float | None = 20
+    max_accuracy_regression: float | None = 0.01  # absolute: served - candidate accuracy
 
 
 _LIMITS: dict[str, _Bound] = {
