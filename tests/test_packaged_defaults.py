@@ -61,7 +61,7 @@ def test_a_run_input_is_not_a_setting():
 
 def test_the_packaged_thresholds_yaml_states_exactly_the_librarys_defaults():
     stated = yaml.safe_load(default_config("thresholds.yaml").read_text())
-    assert stated == {**Thresholds().to_dict(), "unstable_latency": "allow"}
+    assert stated == Thresholds().to_dict()
     assert Thresholds.from_yaml() == Thresholds()
 
 
