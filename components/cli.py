@@ -114,9 +114,10 @@ def describe_command(model: str, as_json: bool) -> None:
 @main.command("optimize")
 @click.argument("model", type=click.Path())
 @click.argument("out", type=click.Path())
-@click.option("--steps", "steps_text", default="freeze,optimize,quantize=int8",
-              show_default=True,
-              help="Comma-separated steps: freeze, optimize[=pass+pass], "
+@click.option("--steps", "steps_text", default=None,
+              help="Comma-separated steps (default: freeze,optimize,quantize=MODE, MODE "
+                   "the quantizer's default, configs/optimization.yaml): freeze, "
+                   "optimize[=pass+pass], "
                    "quantize[=int8|float16|bfloat16], "
                    "tflite[=float32|float16|dynamic_int8|full_int8] (last).")
 @click.option("--passes", default=None,
@@ -136,13 +137,17 @@ def describe_command(model: str, as_json: bool) -> None:
                    "they read or write files, run Python or open the network. Without it "
                    "such a model is refused before anything runs it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def optimize_command(model: str, out: str, steps_text: str, passes: str | None,
+def optimize_command(model: str, out: str, steps_text: str | None, passes: str | None,
                      inputs_path: str | None, num_examples: int | None,
                      verify_each_step: bool, allowed_ops: str, as_json: bool) -> None:
     """Optimize MODEL and write a verified, servable SavedModel to OUT."""
     from components.core.optimize import DEFAULT_PASSES, PassResult, validate_passes
     from components.core.steps import OptimizeConfig, optimize_model, parse_steps
 
+    if steps_text is None:
+        from components.core.config import QuantizerSettings
+
+        steps_text = f"freeze,optimize,quantize={QuantizerSettings.mode}"
     steps = parse_steps(steps_text)
     chosen = validate_passes(p.strip() for p in passes.split(",")) if passes else DEFAULT_PASSES
     given = {"num_examples": num_examples} if num_examples is not None else {}

@@ -21,7 +21,7 @@ BLOCKED_EXIT = 1
 stdout = LazyConsole()
 
 
-def _served_metrics(path: Path) -> dict:
+def _served_metrics(path: Path):
     """One model's entry of a metrics.json (models.<name>), as the gate records at a push."""
     try:
         served = json.loads(path.read_text())
@@ -33,7 +33,9 @@ def _served_metrics(path: Path) -> dict:
         raise ServoptError(f"{path}: expected one model's metrics (the object under "
                            "models.<name> in a metrics.json, or the 'chosen_metrics' of "
                            "`servopt gate --json`), with its 'batches'")
-    return served
+    from components.core.benchmark.schema import ModelResult
+
+    return ModelResult.from_dict(served, str(path))
 
 
 @click.command("gate", cls=ServoptCommand)
@@ -70,7 +72,8 @@ def gate_command(metrics_json: Path, thresholds_path: Path, served_metrics: Path
     decision = evaluate_gate(metrics, thresholds, candidate_paths(metrics), served=served,
                              allowed_ops=allowed_ops)
     if as_json:
-        chosen = metrics["models"][decision.chosen] if decision.chosen else None
+        chosen = (metrics.models[decision.candidate(decision.chosen).row].to_dict()
+                  if decision.chosen else None)
         json.dump({**decision.to_dict(), "chosen_metrics": chosen}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:

@@ -22,9 +22,9 @@ def _thresholds(path: Path | None) -> dict | None:
     if path is None:
         return None
     from components.core.gate import Thresholds
-    from components.kfp.mapping import without_nulls
+    from components.kfp.mapping import parameter_value
 
-    return without_nulls(Thresholds.from_yaml(path).to_dict())
+    return parameter_value(Thresholds.from_yaml(path).to_dict())
 
 
 def _batch_sizes(text: str | None) -> list[int] | None:
@@ -45,6 +45,18 @@ def _benchmark(path: Path | None, batch_sizes: list[int] | None
 
     from_file, _, settings = default_benchmark(path)
     return batch_sizes or from_file, settings
+
+
+def _recipe(path: Path | None) -> dict:
+    """The settings groups (graph_optimizer, quantizer, verification) of an optimization
+    recipe YAML (configs/optimization.yaml's sections), as pipeline parameters."""
+    if path is None:
+        return {}
+    from components.core.config import SETTINGS_GROUPS, OptimizationRecipe
+    from components.kfp.mapping import settings_parameter
+
+    recipe = OptimizationRecipe.from_yaml(path)
+    return {name: settings_parameter(getattr(recipe, name)) for name in SETTINGS_GROUPS}
 
 
 def _parameters(items: tuple[str, ...]) -> dict:
@@ -94,6 +106,9 @@ _BENCHMARK_OPTIONS = [
                  help="Benchmark settings YAML (the keys of configs/benchmark.yaml)."),
     click.option("--thresholds", "thresholds_path", type=click.Path(path_type=Path),
                  default=None, help="Gate thresholds YAML (default: configs/thresholds.yaml)."),
+    click.option("--recipe", "recipe_path", type=click.Path(path_type=Path), default=None,
+                 help="Optimization recipe YAML: its graph_optimizer, quantizer and "
+                      "verification sections (default: configs/optimization.yaml)."),
 ]
 
 
@@ -117,7 +132,8 @@ def _benchmark_options(command):
 @_benchmark_options
 def run_local_command(model: str, examples: str, push_destination: str, pipeline_root: Path,
                       label_key: str | None, batch_sizes: str | None,
-                      benchmark_config: Path | None, thresholds_path: Path | None) -> None:
+                      benchmark_config: Path | None, thresholds_path: Path | None,
+                      recipe_path: Path | None) -> None:
     """Run the pipeline on this machine with kfp.local (each step in its own process)."""
     from components.core.gate import candidate_table
     from components.kfp.pipeline import run_local
@@ -125,7 +141,7 @@ def run_local_command(model: str, examples: str, push_destination: str, pipeline
     sizes, settings = _benchmark(benchmark_config, _batch_sizes(batch_sizes))
     run = run_local(model, examples, push_destination, pipeline_root,
                     label_key=label_key, thresholds=_thresholds(thresholds_path),
-                    batch_sizes=sizes, benchmark_settings=settings)
+                    batch_sizes=sizes, benchmark_settings=settings, **_recipe(recipe_path))
     stdout.print(candidate_table(run.gate_decision()))
     if run.pushed:
         stdout.print(f"pushed '{run.pushed['pushed_model_name']}' as version "
@@ -162,8 +178,8 @@ def submit_command(package: Path, host: str | None, vertex: bool, project: str |
                    examples: str | None, push_destination: str | None,
                    label_key: str | None, batch_sizes: str | None,
                    benchmark_config: Path | None, thresholds_path: Path | None,
-                   params: tuple[str, ...], run_name: str | None, experiment: str | None,
-                   service_account: str | None) -> None:
+                   recipe_path: Path | None, params: tuple[str, ...], run_name: str | None,
+                   experiment: str | None, service_account: str | None) -> None:
     """Submit a compiled PACKAGE to a KFP host (--host) or to Vertex AI (--vertex)."""
     from components.kfp.pipeline import submit
 
@@ -171,7 +187,7 @@ def submit_command(package: Path, host: str | None, vertex: bool, project: str |
     named = {"model_uri": model, "eval_examples_uri": examples,
              "push_destination": push_destination, "label_key": label_key,
              "thresholds": _thresholds(thresholds_path), "batch_sizes": sizes,
-             "benchmark_settings": settings}
+             "benchmark_settings": settings, **_recipe(recipe_path)}
     arguments = {**{k: v for k, v in named.items() if v is not None}, **_parameters(params)}
     run = submit(package, arguments, host=host, vertex=vertex, project=project,
                  region=region, pipeline_root=pipeline_root, run_name=run_name,

@@ -16,10 +16,12 @@ from typing import Any
 
 from absl import logging
 from tfx import types
+from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
 from components.core.model_io import SERVING_MODEL_DIR
-from components.core.steps import OptimizationReport, OptimizeConfig, Step, optimize_model
+from components.core.producers import ModelIdentity, Produced, produce, report_properties
+from components.core.steps import OptimizationReport, OptimizeConfig, Step
 from components.core.uris import Staging
 from components.core.verify import Reference
 
@@ -60,42 +62,33 @@ def serving_uri(artifact: types.Artifact) -> str:
 def record_report(artifact: types.Artifact, report: OptimizationReport,
                   source_uri: str) -> None:
     """Writes what was measured onto the output Model artifact's custom properties."""
-    after = report.after
-    verification = report.verification
-    properties: dict[str, Any] = {
-        "source_model_uri": source_uri,
-        "size_bytes_graph": after.size_bytes.graph,
-        "size_bytes_variables": after.size_bytes.variables,
-        "size_bytes_total": after.size_bytes.total,
-        "source_size_bytes_total": report.before.size_bytes.total,
-        "node_count": after.node_count,
-        "source_node_count": report.before.node_count,
-        "variable_count": after.variable_count,
-        "const_count": after.const_count,
-        "identity_count": after.identity_count,
-        "op_counts": json.dumps(after.op_counts),
-        "steps": json.dumps([{"step": r.step, "status": r.status, "reason": r.reason,
-                              "details": r.details} for r in report.steps]),
-        "steps_applied": ",".join(r.step for r in report.steps if r.status == "applied"),
-        "steps_skipped": ",".join(r.step for r in report.steps if r.status == "skipped"),
-        "verification_passed": int(verification.passed),
-        "verification_max_abs_diff": verification.max_abs_diff,
-        "verification_num_examples": verification.num_examples,
-        "verification_tolerance": verification.tolerance,
-    }
-    if verification.top1_agreement is not None:
-        properties["verification_top1_agreement"] = verification.top1_agreement
-    needs = report.requirements
-    properties |= {"serving_runtime": needs.runtime, "compute_precision": needs.precision,
-                   "serving_flags": " ".join(needs.server_flags),
-                   "required_cpu_features": ",".join(needs.cpu_features)}
-    tflite = report.steps[-1].tflite_verification if report.steps else None
-    if tflite is not None:
-        properties |= {"tflite_verification_passed": int(tflite.passed),
-                       "tflite_verification_max_abs_diff": tflite.max_abs_diff,
-                       "tflite_verification_top1_agreement": tflite.top1_agreement,
-                       "tflite_size_bytes": report.steps[-1].details["tflite_size_bytes"]}
-    set_custom_properties(artifact, properties)
+    set_custom_properties(artifact, report_properties(report, source_uri))
+
+
+def component_id(executor: base_executor.BaseExecutor, default: str) -> str:
+    """The producing component's id, as the orchestrator's pipeline node names it
+    (LocalDagRunner, BeamDagRunner, KubeflowDagRunner); `default` (the component's class
+    name, its default id) where the runner gives executors no node (Vertex's entrypoint)."""
+    context = getattr(executor, "_context", None)
+    node = getattr(context, "pipeline_node", None)
+    return node.node_info.id if node is not None and node.node_info.id else default
+
+
+def input_producer(executor: base_executor.BaseExecutor, key: str) -> str | None:
+    """The component that produced input `key`, from the pipeline node's input spec (the
+    orchestrator's record), or None where the runner gives executors no node."""
+    context = getattr(executor, "_context", None)
+    node = getattr(context, "pipeline_node", None)
+    if node is None or key not in node.inputs.inputs:
+        return None
+    channels = node.inputs.inputs[key].channels
+    return channels[0].producer_node_query.id or None if channels else None
+
+
+def artifact_properties(artifact: types.Artifact) -> dict[str, Any]:
+    """An artifact's custom properties as plain values (what the library reads)."""
+    return {key: artifact.get_custom_property(key)
+            for key in artifact.mlmd_artifact.custom_properties}
 
 
 def set_custom_properties(artifact: types.Artifact, properties: dict[str, Any]) -> None:
@@ -121,18 +114,25 @@ def with_examples(input_dict: dict[str, list[types.Artifact]], config: OptimizeC
 
 def run_model_step(input_dict: dict[str, list[types.Artifact]],
                    outputs: list[types.Artifact], step: Step, config: OptimizeConfig,
-                   stage: Staging, reference: Reference | None = None,
-                   require_applied: bool = False) -> OptimizationReport:
-    """Runs one library step from the input Model artifact into the output Model artifact."""
+                   stage: Staging, identity: ModelIdentity, reference: Reference | None = None,
+                   variant: bool = False) -> Produced:
+    """Runs one library step from the input Model artifact into the output Model artifact,
+    which records the model's identity and what was measured (or, for a `variant` that was
+    not produced, why)."""
     source = single(input_dict, MODEL_KEY)
     output = artifact_utils.get_single_instance(outputs)
-    report = optimize_model(stage.input(source.uri),
-                            Path(stage.output(output.uri)) / SERVING_MODEL_DIR, [step],
-                            with_examples(input_dict, config, stage), reference,
-                            require_applied)
+    produced = produce(stage.input(source.uri),
+                       Path(stage.output(output.uri)) / SERVING_MODEL_DIR, step,
+                       with_examples(input_dict, config, stage), reference, variant)
+    set_custom_properties(output, produced.properties(identity, step))
+    if produced.report is None:
+        logging.warning("%s: %s not produced: %s", identity.component, step,
+                        produced.skipped_reason)
+        return produced
+    report = produced.report
     record_report(output, report, stage.uri_of(report.source))
     for record in report.steps:
         logging.info("%s: %s %s", record.step, record.status, record.reason or "")
     logging.info("verification: %s", json.dumps(report.verification.to_dict()
                                                   | {"outputs": None}))
-    return report
+    return produced

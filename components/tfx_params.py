@@ -8,8 +8,9 @@ from typing import Any
 
 from tfx.types.component_spec import ExecutionParameter
 
+from components.core import producers
+from components.core.config import QuantizerSettings, settings_from_dict
 from components.core.steps import OptimizeConfig
-from components.core.verify import Tolerance
 
 VERIFICATION_PARAMETERS = {
     "num_examples": ExecutionParameter(type=int, optional=True),
@@ -28,24 +29,14 @@ def verification_parameters(num_examples: int | None, atol: float | None,
             "allowed_ops": json.dumps(sorted(allowed_ops)) if allowed_ops else None}
 
 
-def optimize_config(exec_properties: dict[str, Any], quantized: bool = False,
-                    **overrides: Any) -> OptimizeConfig:
-    """OptimizeConfig from exec_properties; atol/rtol apply to the step's own tolerance."""
-    defaults = OptimizeConfig()
-    base = defaults.quantized_tolerance if quantized else defaults.float32_tolerance
-    tolerance = Tolerance(
-        atol=_or(exec_properties.get("atol"), base.atol),
-        rtol=_or(exec_properties.get("rtol"), base.rtol),
-        min_top1_agreement=_or(exec_properties.get("min_top1_agreement"),
-                               base.min_top1_agreement))
-    key = "quantized_tolerance" if quantized else "float32_tolerance"
-    return OptimizeConfig(**{
-        **defaults.__dict__,
-        "num_examples": _or(exec_properties.get("num_examples"), defaults.num_examples),
-        key: tolerance,
-        "allowed_ops": tuple(json.loads(exec_properties.get("allowed_ops") or "[]")),
-        **{k: v for k, v in overrides.items() if v is not None}})
-
-
-def _or(value, default):
-    return default if value is None else value
+def optimize_config(exec_properties: dict[str, Any],
+                    quantizer: QuantizerSettings | None = None) -> OptimizeConfig:
+    """OptimizeConfig from exec_properties, through the settings groups the KFP steps and
+    the CLI use too; unset parameters take those groups' defaults."""
+    given = {"num_examples": exec_properties.get("num_examples")}
+    verification = settings_from_dict(
+        "verification", {k: v for k, v in given.items() if v is not None}, "parameters")
+    return producers.optimize_config(
+        verification, quantizer, atol=exec_properties.get("atol"),
+        rtol=exec_properties.get("rtol"),
+        allowed_ops=json.loads(exec_properties.get("allowed_ops") or "[]"))

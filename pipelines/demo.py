@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from components.core.benchmark.schema import BenchmarkResult
 from components.core.gate import GateDecision
-from components.core.gate.metrics import rows_of
 from components.quantizer.keys import VARIANT_OUTPUTS
 from pipelines.local_runner import (
     METADATA_FILE,
@@ -117,8 +117,9 @@ def _benchmark_metrics(result: DemoResult) -> dict:
 def _measured(metrics: dict, model: str, batch: int) -> tuple[str, str, str]:
     """p99, speedup and accuracy of `model`; a TFLite variant's two rows (its model.tflite
     and its saved_model.pb, see benchmark.runtimes) side by side, "tflite / pb"."""
-    rows = [_row_figures(entry, batch) for entry in rows_of(metrics, model).values()
-            if entry and not entry.get("error")] if metrics.get("models") else []
+    result = BenchmarkResult.from_dict(metrics) if metrics.get("models") else None
+    rows = [_row_figures(entry.to_dict(), batch) for entry in result.rows_of(model).values()
+            if not entry.error] if result else []
     if not rows:
         return ("", "", "")
     return tuple(" / ".join(figures) for figures in zip(*rows, strict=True))

@@ -44,7 +44,9 @@ def result() -> BenchmarkResult:
                        flops_per_example=None,
                        batches={1: _batch(0.9, speedup_p50=1.1, speedup_p99=1.0),
                                 100: _batch(11.0, stable=False, speedup_p50=2.0,
-                                            speedup_p99=1.9)},
+                                            speedup_p99=1.9, speedup_p50_interval=[1.9, 2.1],
+                                            confidence=0.95, other_cpu=0.3,
+                                            busy_windows=1)},
                        accuracy=AccuracyResult(0.965, 0.99, math.inf, 300))
     broken = ModelResult(path="/m/broken", role="candidate", size_bytes=10,
                          error="/m/broken/saved_model.pb: not a valid SavedModel <&>")
@@ -71,12 +73,13 @@ def test_metrics_json_has_exactly_the_documented_schema(result, tmp_path):
                   "accuracy"}
     batch_keys = {"p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms", "min_ms",
                   "max_ms", "throughput", "stable", "windows", "requests",
-                  "achieved_flops_per_s"}
+                  "achieved_flops_per_s", "other_cpu", "busy_windows"}
     for model in data["models"].values():
         assert set(model) == model_keys
     assert set(data["models"]["base"]["batches"]["100"]) == batch_keys
     assert set(data["models"]["<fast>"]["batches"]["100"]) == batch_keys | {
-        "speedup_p50", "speedup_p99", "speedup_stable"}
+        "speedup_p50", "speedup_p99", "speedup_stable", "speedup_p50_interval",
+        "speedup_p99_interval", "throughput_ratio", "throughput_ratio_interval", "confidence"}
     assert data["models"]["base"]["concurrency"][1] == {
         "concurrency": 2, "batch_size": 100, "throughput": 5200.0, "p50_ms": 38.0,
         "p99_ms": 51.0}
@@ -100,7 +103,8 @@ def test_another_schema_version_is_refused_with_what_to_do(result):
 def test_the_report_shows_machine_settings_tables_and_figures(result):
     page = render_report(result)
     for text in ("Test CPU @ 3GHz", "2.21.0", "2 / 2", "Batch size 1<", "Batch size 100<",
-                 "2.00×", "unstable", "-0.50 pt", "99.00%"):
+                 "2.00×", "[1.90, 2.10]", "others 30% CPU", "unstable", "-0.50 pt",
+                 "99.00%"):
         assert text in page, text
     assert page.count("data:image/png;base64,") == 4
     assert "<script" not in page and "http" not in page.replace("http-equiv", "")

@@ -1,6 +1,7 @@
 """The interleaving scheduler: rounds rotate A B C, B C A, each window after a few untimed
-re-warm requests, ratios are taken round by round, stability (of latency, or of the
-speedup) ends the rounds, and a failing model leaves the others measured.
+re-warm requests, ratios are taken round by round with their confidence intervals,
+stability (of latency, or of the speedup) or a decided speedup ends the rounds once the
+interval can reach its confidence, and a failing model leaves the others measured.
 
 These tests use a fake in-process runner (it returns scripted latencies and records the
 order of calls): what is under test is the scheduler, not a model.
@@ -8,14 +9,16 @@ order of calls): what is under test is the scheduler, not a model.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from components.core.benchmark.config import BenchmarkConfig
 from components.core.benchmark.measure import ConcurrencySample, WindowSample
 from components.core.benchmark.scheduler import (
+    compare,
     concurrency_sweep,
     interleaved_rounds,
-    speedups,
 )
 from components.core.errors import ServoptError
 
@@ -23,8 +26,10 @@ from components.core.errors import ServoptError
 class FakeRunner:
     """Window r of this model has every latency equal to `p50s[r]` (ms)."""
 
-    def __init__(self, name: str, p50s: list[float], calls: list, fail_at: int | None = None):
+    def __init__(self, name: str, p50s: list[float], calls: list, fail_at: int | None = None,
+                 other_cpu: float | None = None):
         self.name, self.p50s, self.calls, self.fail_at = name, p50s, calls, fail_at
+        self.other_cpu = other_cpu
         self.windows = 0
 
     def warmup(self, batch_size, requests):
@@ -34,10 +39,10 @@ class FakeRunner:
         self.calls.append(("window", self.name, batch_size))
         if self.fail_at is not None and self.windows == self.fail_at:
             raise ServoptError(f"{self.name}: the model crashed")
-        value = self.p50s[self.windows]
+        value = self.p50s[self.windows % len(self.p50s)]  # the script repeats
         self.windows += 1
         return WindowSample([value] * requests, duration_s=value * requests / 1e3,
-                            examples=batch_size * requests)
+                            examples=batch_size * requests, other_cpu=self.other_cpu)
 
     def concurrent(self, batch_size, clients, requests_per_client, seconds=None):
         self.calls.append(("concurrent", self.name, batch_size, clients))
@@ -46,8 +51,10 @@ class FakeRunner:
                                  batch_size * len(latencies))
 
 
+# Confidence 0.75: 3 rounds can reach it (min to max of 3 ratios), as the stability rule's 3.
 PLAN = BenchmarkConfig(warmup_requests=5, window_requests=4, window_seconds=None,
-                       rewarm_requests=2, max_windows=6, stability_percent=10)
+                       rewarm_requests=2, max_windows=6, stability_percent=10,
+                       confidence=0.75)
 
 
 def windows(calls: list) -> list[str]:
@@ -74,8 +81,11 @@ def test_speedup_is_computed_round_by_round_so_drift_cancels():
     runners = {"A": FakeRunner("A", [10.0 * d for d in drift], calls),
                "B": FakeRunner("B", [5.0 * d for d in drift], calls)}
     outcome = interleaved_rounds(runners, batch_size=1, plan=PLAN)
-    p50, p99 = speedups(outcome.series["A"], outcome.series["B"])
-    assert p50 == pytest.approx(2.0) and p99 == pytest.approx(2.0)
+    comparison = compare(outcome.series["A"], outcome.series["B"], PLAN.confidence)
+    assert comparison.speedup_p50.estimate == pytest.approx(2.0)
+    assert comparison.speedup_p99.estimate == pytest.approx(2.0)
+    assert comparison.speedup_p50.to_list() == pytest.approx([2.0, 2.0])  # no noise
+    assert comparison.throughput_ratio.estimate == pytest.approx(2.0)  # B: twice A's
 
 
 def test_rounds_go_on_until_max_windows_and_an_unsettled_model_is_reported_unstable():
@@ -130,3 +140,54 @@ def test_the_concurrency_sweep_interleaves_models_per_level():
     assert (point.batch_size, point.concurrency) == (8, 2)
     assert point.throughput == pytest.approx(8 * 2 * 4 / 1.0)
     assert point.p99_ms == pytest.approx(20.0)
+
+
+def test_rounds_go_on_until_the_interval_can_reach_its_confidence():
+    """Stable after 3 rounds, but a 95% interval needs 6 ratios (5 reach 93.75%)."""
+    calls: list = []
+    runners = {"A": FakeRunner("A", [10.0], calls), "B": FakeRunner("B", [5.0], calls)}
+    plan = BenchmarkConfig(window_requests=4, window_seconds=None, max_windows=10)
+    outcome = interleaved_rounds(runners, batch_size=1, plan=plan)
+    assert len(windows(calls)) == 12  # 6 rounds
+    interval = compare(outcome.series["A"], outcome.series["B"], 0.95).speedup_p50
+    assert interval.count == 6 and interval.coverage >= 0.95
+
+
+def test_with_a_decision_line_rounds_end_as_soon_as_every_interval_is_clear_of_it():
+    """B is 2x faster than the baseline whatever the noise: decided at the minimum."""
+    calls: list = []
+    runners = {"A": FakeRunner("A", [10.0, 12.0, 9.0], calls),
+               "B": FakeRunner("B", [5.0, 5.5, 4.5], calls)}
+    plan = dataclasses.replace(PLAN, decide_speedup_p50=0.95, max_windows=6)
+    interleaved_rounds(runners, batch_size=1, plan=plan)
+    assert len(windows(calls)) == 6  # 3 rounds: [1.8, 2.4] lies wholly above 0.95
+
+
+def test_an_undecided_interval_is_measured_past_max_windows_within_the_budget():
+    """B's ratio swings around the line 0.95: undecided. With no budget the rounds end at
+    max_windows; with one they go on (here until the script's 60 windows run out)."""
+    ratios = [0.9, 1.0]
+    calls: list = []
+    runners = {"A": FakeRunner("A", [10.0], calls),
+               "B": FakeRunner("B", [10.0 / r for r in ratios], calls)}
+    plan = dataclasses.replace(PLAN, decide_speedup_p50=0.95, decision_budget_s=0.0)
+    interleaved_rounds(runners, batch_size=1, plan=plan)
+    assert len(windows(calls)) == 2 * PLAN.max_windows
+
+    calls.clear()
+    runners = {"A": FakeRunner("A", [10.0], calls),
+               "B": FakeRunner("B", [10.0 / r for r in ratios], calls, fail_at=30)}
+    plan = dataclasses.replace(plan, decision_budget_s=60.0)
+    outcome = interleaved_rounds(runners, batch_size=1, plan=plan)
+    assert len([w for w in windows(calls) if w == "B"]) == 31  # went on until B failed
+    assert "B" in outcome.errors
+
+
+def test_each_window_records_how_busy_the_machine_was():
+    calls: list = []
+    runners = {"A": FakeRunner("A", [10.0], calls, other_cpu=0.5),
+               "B": FakeRunner("B", [5.0], calls, other_cpu=0.1)}
+    outcome = interleaved_rounds(runners, batch_size=1, plan=PLAN)
+    busy, quiet = outcome.series["A"].result(), outcome.series["B"].result()
+    assert (busy.other_cpu, busy.busy_windows) == (0.5, busy.windows)
+    assert (quiet.other_cpu, quiet.busy_windows) == (0.1, 0)

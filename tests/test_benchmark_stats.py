@@ -14,9 +14,15 @@ from components.core.benchmark.config import (
     parse_int_list,
 )
 from components.core.benchmark.stats import (
+    INCONCLUSIVE,
+    NOT_REGRESSED,
+    REGRESSED,
     is_stable,
-    paired_speedup,
+    judge_at_least,
+    median_interval,
+    paired_ratios,
     percentile,
+    rounds_for,
     spread,
     summarize,
 )
@@ -58,9 +64,33 @@ def test_speedup_is_the_median_of_per_round_ratios():
     # Both models slow down together round by round (drift): each round's ratio is 2.
     baseline = [10.0, 20.0, 40.0, 12.0]
     candidate = [5.0, 10.0, 20.0, 6.0]
-    assert paired_speedup(baseline, candidate) == pytest.approx(2.0)
-    assert paired_speedup([10.0, 10.0, 10.0], [5.0, 10.0, 20.0]) == pytest.approx(1.0)
-    assert paired_speedup([], []) is None
+    assert median_interval(paired_ratios(baseline, candidate), 0.5).estimate == \
+        pytest.approx(2.0)
+    ratios = paired_ratios([10.0, 10.0, 10.0], [5.0, 10.0, 20.0])
+    assert median_interval(ratios, 0.5).estimate == pytest.approx(1.0)
+    assert paired_ratios([10.0], [0.0]) == []  # a round without a usable window
+
+
+def test_the_median_interval_is_distribution_free_and_ignores_outliers_at_the_ends():
+    ratios = [1.00, 0.99, 1.01, 1.02, 0.98, 1.00, 1.01, 0.99, 1.00, 0.40]  # one busy round
+    interval = median_interval(ratios, 0.95)
+    # n = 10: the 2nd smallest and 2nd largest cover the median with 97.9% (1 - 2 * 11/1024)
+    assert (interval.low, interval.high) == (0.98, 1.01)  # the 0.40 falls outside
+    assert interval.coverage == pytest.approx(1 - 2 * 11 / 1024)
+    assert interval.estimate == pytest.approx(1.0)
+
+
+def test_too_few_rounds_give_no_interval_at_that_confidence():
+    assert rounds_for(0.95) == 6 and rounds_for(0.75) == 3
+    interval = median_interval([1.0, 1.1, 0.9, 1.0, 1.05], 0.95)  # 5 reach 93.75% only
+    assert interval.coverage == 0.0 and interval.to_list() == [None, None]
+    assert judge_at_least(*interval.to_list(), 0.95) == INCONCLUSIVE
+
+
+def test_three_outcomes_against_a_line():
+    assert judge_at_least(0.80, 0.90, 0.95) == REGRESSED  # wholly below
+    assert judge_at_least(0.95, 1.10, 0.95) == NOT_REGRESSED  # wholly at or above
+    assert judge_at_least(0.90, 1.00, 0.95) == INCONCLUSIVE  # straddles it
 
 
 def test_integer_lists_are_parsed_with_an_error_that_names_the_option():

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from components.cli import main
+from components.core.benchmark.schema import ModelResult
 from components.core.gate import versions
 from tests.test_gate_decision import benchmark, served_model
 
@@ -66,8 +67,8 @@ def test_json_carries_the_chosen_models_metrics_for_the_next_gate(metrics_json, 
     result = servopt("gate", metrics_json, "--thresholds", CONFIGS / "thresholds.yaml",
                      "--json")
     decision = json.loads(result.stdout)
-    assert decision["chosen_metrics"] == json.loads(metrics_json.read_text())["models"][
-        decision["chosen"]]
+    recorded = json.loads(metrics_json.read_text())["models"][decision["chosen"]]
+    assert decision["chosen_metrics"] == ModelResult.from_dict(recorded).to_dict()  # typed
     (tmp_path / "served.json").write_text(json.dumps(decision["chosen_metrics"]))
     again = servopt("gate", metrics_json, "--thresholds", CONFIGS / "thresholds.yaml",
                     "--served-metrics", tmp_path / "served.json")

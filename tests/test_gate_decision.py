@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from components.core.benchmark.schema import BenchmarkResult
+from components.core.config import deep_merge
 from components.core.errors import ServoptError
 from components.core.gate import (
     GateBlocked,
@@ -25,10 +27,15 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def batch(p50: float, p99: float, throughput: float, stable: bool = True, **extra) -> dict:
+    """A candidate's speedups get a 95% interval of +-3% unless `extra` gives one."""
+    intervals = {f"{key}_interval": [round(extra[key] * 0.97, 4), round(extra[key] * 1.03, 4)]
+                 for key in ("speedup_p50", "speedup_p99") if key in extra}
+    if intervals:
+        intervals["confidence"] = 0.95
     return {"p50_ms": p50, "p90_ms": p50 * 1.05, "p95_ms": p50 * 1.08, "p99_ms": p99,
             "mean_ms": p50, "std_ms": p50 * 0.02, "min_ms": p50 * 0.9, "max_ms": p99 * 1.2,
-            "throughput": throughput, "stable": stable, "windows": 3, "requests": 300,
-            **extra}
+            "throughput": throughput, "stable": stable, "windows": 8, "requests": 300,
+            **intervals, **extra}
 
 
 def model(role: str, size_mb: float, accuracy: float | None, top1: float | None,
@@ -45,7 +52,8 @@ def benchmark() -> dict:
     """A benchmark of the Trainer's model and two candidates, as metrics.json holds it."""
     return {
         "schema_version": 1,
-        "machine": {"cpu": "test"},
+        "machine": {"cpu_model": "test", "cores": 2, "tensorflow_version": "2.21.0",
+                    "python_version": "3.11", "platform": "linux"},
         "settings": {"batch_sizes": [1, 100]},
         "baseline": "trainer",
         "models": {
@@ -72,8 +80,15 @@ def candidates(two_signature_model) -> dict[str, Path]:
     return {"optimized": two_signature_model, "quantized": two_signature_model}
 
 
+# Every threshold off (null), so each test states the ones it checks; Thresholds()
+# holds the packaged defaults.
+NO_LIMITS = {group: {key: None for key in values} for group, values in
+             Thresholds().to_dict().items() if group in ("value", "vs_baseline", "vs_served")}
+
+
 def gate(candidates, thresholds=None, metrics=None, **kwargs) -> GateDecision:
-    return evaluate_gate(metrics or benchmark(), Thresholds.from_dict(thresholds or {}),
+    return evaluate_gate(metrics or benchmark(),
+                         Thresholds.from_dict(deep_merge(NO_LIMITS, thresholds or {})),
                          candidates, **kwargs)
 
 
@@ -97,9 +112,13 @@ THRESHOLD_CASES = [
     ("vs_baseline", "min_top1_agreement", 0.98, 0.995,
      "top-1 agreement with baseline 'trainer': 0.99 < min 0.995"),
     ("vs_baseline", "min_speedup_p50", 1.5, 3,
-     "p50 speedup over baseline 'trainer' at batch 100: 2.03x < min 3x"),
+     "p50 speedup over baseline 'trainer' at batch 100: 2.03x, 95% interval [1.969, 2.091] "
+     "over 8 rounds, wholly < min 3x: regressed (slower than the threshold allows, with 95% "
+     "confidence)"),
     ("vs_baseline", "min_speedup_p99", 1.5, 3,
-     "p99 speedup over baseline 'trainer' at batch 100: 2.17x < min 3x"),
+     "p99 speedup over baseline 'trainer' at batch 100: 2.17x, 95% interval [2.105, 2.235] "
+     "over 8 rounds, wholly < min 3x: regressed (slower than the threshold allows, with 95% "
+     "confidence)"),
     ("vs_served", "max_p99_regression_pct", 10, 2,
      "p99 latency at batch 100 vs the served model (11 -> 11.5 ms): +4.545% > max +2%"),
     ("vs_served", "max_accuracy_regression", 0.02, 0.005,
@@ -272,28 +291,71 @@ def test_blessings_must_be_true_when_given(candidates, model_blessed, infra_bles
         assert item.candidate is None and item.applicable is (given is not None)
 
 
-def test_unstable_latency_is_allowed_by_default_and_can_be_blocked(candidates):
+def test_a_speedup_is_judged_on_its_interval_with_three_outcomes(candidates):
     metrics = benchmark()
-    metrics["models"]["quantized"]["batches"]["100"]["stable"] = False
-    allowed = gate(candidates, metrics=metrics)
-    assert Thresholds().unstable_latency == "allow"  # the one default, the library's
+    entry = metrics["models"]["quantized"]["batches"]["100"]
+    thresholds = {"vs_baseline": {"min_speedup_p50": 0.95}}
+    for interval, outcome, passed in (([0.96, 1.04], "not regressed", True),
+                                      ([0.80, 0.90], "regressed", False),
+                                      ([0.91, 1.02], "inconclusive", False)):
+        entry.update(speedup_p50=0.97, speedup_p50_interval=interval)
+        item = check(gate(candidates, thresholds, metrics=metrics),
+                     "vs_baseline.min_speedup_p50", "quantized")
+        assert (item.outcome, item.passed, item.interval) == (outcome, passed, interval)
+    assert item.reason == (
+        "p50 speedup over baseline 'trainer' at batch 100: 0.97x, 95% interval [0.910, 1.020] "
+        "over 8 rounds, straddles min 0.95x, 11% wide: inconclusive, too noisy for the margin; "
+        "blocked by inconclusive: block; measure on a quieter machine or longer (the "
+        "benchmark's decision_budget_s), or set inconclusive: allow")
+
+
+def test_an_inconclusive_speedup_is_blocked_by_default_and_the_policy_can_allow_it(candidates):
+    metrics = benchmark()
+    metrics["models"]["quantized"]["batches"]["100"].update(
+        speedup_p50=0.97, speedup_p50_interval=[0.91, 1.02])
+    thresholds = {"vs_baseline": {"min_speedup_p50": 0.95}}
+    assert Thresholds().inconclusive == "block"  # the one default, the library's
+    assert gate(candidates, thresholds, metrics=metrics).chosen == "optimized"
+    allowed = gate(candidates, {**thresholds, "inconclusive": "allow"}, metrics=metrics)
     assert allowed.chosen == "quantized"
-    assert check(allowed, "stable_latency", "quantized").reason == (
-        "latency not stable at batch 100; allowed (unstable_latency: allow)")
-    blocked = gate(candidates, {"unstable_latency": "block"}, metrics=metrics)
-    assert blocked.chosen == "optimized"
-    assert check(blocked, "stable_latency", "quantized").reason.startswith(
-        "latency not stable at batch 100;")
+    assert check(allowed, "vs_baseline.min_speedup_p50", "quantized").reason.endswith(
+        "inconclusive, too noisy for the margin; allowed by inconclusive: allow")
 
 
-def test_a_settled_speedup_counts_as_stable_though_latency_moved_with_the_load(candidates):
+def test_a_speedup_without_an_interval_is_inconclusive(candidates):
+    """Too few rounds for the confidence (the benchmark writes [null, null]), or metrics
+    of a benchmark that recorded no intervals."""
     metrics = benchmark()
-    metrics["models"]["quantized"]["batches"]["100"].update(stable=False, speedup_stable=True)
-    decision = gate(candidates, {"unstable_latency": "block"}, metrics=metrics)
-    assert decision.chosen == "quantized"
-    assert check(decision, "stable_latency", "quantized").reason == (
-        "speedup over the baseline stable at batch 100 (its latency moved with the "
-        "machine's load)")
+    metrics["models"]["quantized"]["batches"]["100"]["speedup_p50_interval"] = [None, None]
+    del metrics["models"]["optimized"]["batches"]["100"]["speedup_p50_interval"]
+    decision = gate(candidates, {"vs_baseline": {"min_speedup_p50": 0.95}}, metrics=metrics)
+    for name in ("quantized", "optimized"):
+        item = check(decision, "vs_baseline.min_speedup_p50", name)
+        assert item.outcome == "inconclusive" and not item.passed
+        assert "no confidence interval (too few rounds" in item.reason
+
+
+def test_the_decision_says_when_load_may_distort_a_ranking_between_thread_counts(candidates):
+    """A busy machine slows the runtime with more threads more: a TFLite row (1 thread
+    per request) against a 2-thread Session. The check informs, it does not block."""
+    metrics = benchmark()
+    metrics["models"]["trainer"]["runtime"] = {
+        "runtime": "tensorflow", "version": "trainer", "server_flags": [],
+        "settings": {"intra_op_threads": 2, "inter_op_threads": 2}}
+    metrics["models"]["quantized"]["runtime"] = {
+        "runtime": "tensorflow", "version": "quantized", "server_flags": [],
+        "settings": {"threads_per_interpreter": 1}}
+    metrics["models"]["quantized"]["batches"]["100"].update(other_cpu=0.4, busy_windows=6)
+    metrics["models"]["optimized"]["batches"]["100"].update(other_cpu=0.05, busy_windows=0)
+    decision = gate(candidates, metrics=metrics)
+    busy = check(decision, "measurement", "quantized")
+    assert busy.passed and busy.measured == 0.4
+    assert busy.reason == (
+        "8 rounds at batch 100, latency stable; other processes took 40% of the CPU (median "
+        "per window), 6 of 8 windows busy (over 25%); the speedup may be distorted by that "
+        "load: it runs requests on 1 thread(s), the baseline on 2, and load slows the one "
+        "with more threads more; measure on a machine as quiet as the server will be")
+    assert "distorted" not in check(decision, "measurement", "optimized").reason
 
 
 def test_a_threshold_whose_measurement_is_missing_blocks(candidates):
@@ -306,12 +368,16 @@ def test_a_threshold_whose_measurement_is_missing_blocks(candidates):
         "examples); cannot check min 0.9; or unset value.min_accuracy")
 
 
-def test_a_missing_speedup_is_computed_from_the_baseline(candidates):
+def test_a_missing_speedup_is_not_recomputed_and_blocks(candidates):
+    """One source per figure: the speedup is the benchmark's (the median of per-round
+    ratios); the gate never derives another one from the p50s."""
     metrics = benchmark()
     del metrics["models"]["quantized"]["batches"]["100"]["speedup_p50"]
     decision = gate(candidates, {"vs_baseline": {"min_speedup_p50": 1.5}}, metrics=metrics)
-    assert check(decision, "vs_baseline.min_speedup_p50", "quantized").measured == (
-        pytest.approx(22.3 / 11.0))
+    found = check(decision, "vs_baseline.min_speedup_p50", "quantized")
+    assert found.measured is None and not found.passed
+    assert "not measured (the benchmark recorded no speedup" in found.reason
+    assert decision.chosen == "optimized"
 
 
 def test_the_baseline_itself_may_be_pushed_and_trivially_meets_the_baseline_thresholds(
@@ -356,7 +422,7 @@ def test_the_decision_is_recorded_as_json_with_every_check(candidates, tmp_path)
     assert p99 == {"threshold": "value.max_p99_ms", "candidate": "optimized",
                    "measured": 12.0, "limit": 11.8, "passed": False,
                    "reason": "p99 latency at batch 100: 12 ms > max 11.8 ms",
-                   "kind": "value", "applicable": True}
+                   "kind": "value", "applicable": True, "interval": None, "outcome": None}
     assert recorded["candidates"][1]["blocked_by"] == [
         "value.max_p99_ms: p99 latency at batch 100: 12 ms > max 11.8 ms"]
 
@@ -385,7 +451,7 @@ def test_metrics_of_another_schema_are_refused(tmp_path, candidates):
     with pytest.raises(ServoptError, match=rf"{path}: not valid JSON"):
         load_metrics(path)
     path.write_text(json.dumps(benchmark()))
-    assert load_metrics(path) == benchmark()
+    assert load_metrics(path) == BenchmarkResult.from_dict(benchmark())  # typed
     with pytest.raises(ServoptError, match="no candidates given"):
         evaluate_gate(benchmark(), Thresholds(), {})
 

@@ -19,6 +19,7 @@ from components.core.grappler import all_nodes
 from components.core.model_io import read_saved_model, read_serving_graph, write_serving_graph
 from components.core.safety import NOT_AN_ASSET, op_category
 from components.core.serving_session import ServingSession
+from tests.test_gate_decision import NO_LIMITS
 
 
 class _FileWritingModel(tf.Module):
@@ -103,11 +104,16 @@ def secret_reading_model(tmp_path_factory, secret_file) -> Path:
     return out
 
 
+SAFETY_ONLY = Thresholds.from_dict(NO_LIMITS)  # only the requirements (safety) are checked
+
+
 def metrics_for(*names: str) -> dict:
-    entry = {"role": "candidate", "error": None, "size_bytes": 1000,
+    entry = {"path": "", "role": "candidate", "error": None, "size_bytes": 1000,
              "batches": {"100": {"p50_ms": 1.0, "p99_ms": 1.2, "throughput": 1e5,
                                  "stable": True}}, "accuracy": None}
-    return {"schema_version": 1, "baseline": "trainer",
+    return {"schema_version": 1, "baseline": "trainer", "settings": {},
+            "machine": {"cpu_model": "test", "cores": 2, "tensorflow_version": "2.21.0",
+                        "python_version": "3.11", "platform": "linux"},
             "models": {name: dict(entry) for name in names}}
 
 
@@ -135,7 +141,7 @@ def test_a_model_that_runs_python_while_serving_is_found(python_model):
 def test_the_gate_blocks_an_unsafe_model_and_names_its_ops(file_writing_model,
                                                            two_signature_model):
     candidates = {"writer": file_writing_model, "normal": two_signature_model}
-    decision = evaluate_gate(metrics_for("writer", "normal"), Thresholds(), candidates)
+    decision = evaluate_gate(metrics_for("writer", "normal"), SAFETY_ONLY, candidates)
     assert decision.chosen == "normal"
     [safety] = [c for c in decision.checks if c.threshold == "safety" and c.candidate == "writer"]
     assert not safety.passed and safety.measured == ["WriteFile"]
@@ -145,9 +151,9 @@ def test_the_gate_blocks_an_unsafe_model_and_names_its_ops(file_writing_model,
 
 def test_an_allow_list_overrides_the_block(file_writing_model):
     candidates = {"writer": file_writing_model}
-    blocked = evaluate_gate(metrics_for("writer"), Thresholds(), candidates)
+    blocked = evaluate_gate(metrics_for("writer"), SAFETY_ONLY, candidates)
     assert not blocked.blessed
-    allowed = evaluate_gate(metrics_for("writer"), Thresholds(), candidates,
+    allowed = evaluate_gate(metrics_for("writer"), SAFETY_ONLY, candidates,
                             allowed_ops=["WriteFile"])
     assert allowed.blessed and allowed.chosen == "writer"
     [safety] = [c for c in allowed.checks if c.threshold == "safety"]
@@ -158,7 +164,7 @@ def test_an_allow_list_overrides_the_block(file_writing_model):
 
 
 def test_a_candidate_that_cannot_be_scanned_is_blocked(tmp_path):
-    decision = evaluate_gate(metrics_for("ghost"), Thresholds(), {"ghost": tmp_path / "nope"})
+    decision = evaluate_gate(metrics_for("ghost"), SAFETY_ONLY, {"ghost": tmp_path / "nope"})
     [safety] = [c for c in decision.checks if c.threshold == "safety"]
     assert not safety.passed
     assert safety.reason.startswith("cannot scan the model's ops: ") and "nope" in safety.reason
@@ -183,7 +189,7 @@ def test_a_table_filled_from_a_host_file_instead_of_an_asset_is_blocked(
     assert served["lines"].tolist() == [secret_file.read_bytes().strip()]
     scan = scan_ops(secret_reading_model)  # ...and the scan sees it
     assert scan.unsafe == {"InitializeTableFromTextFileV2": NOT_AN_ASSET}
-    decision = evaluate_gate(metrics_for("reader"), Thresholds(),
+    decision = evaluate_gate(metrics_for("reader"), SAFETY_ONLY,
                              {"reader": secret_reading_model})
     assert not decision.blessed
     [safety] = [c for c in decision.checks if c.threshold == "safety"]

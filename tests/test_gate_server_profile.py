@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from components.core.config import deep_merge
 from components.core.errors import ServoptError
 from components.core.gate import Thresholds, evaluate_gate, push_model
 from components.core.requirements import (
@@ -19,6 +20,7 @@ from components.core.requirements import (
     write_requirements,
 )
 from tests.model_zoo import tflite_variant
+from tests.test_gate_decision import NO_LIMITS
 
 TFLITE_FLAGS = ["--prefer_tflite_model=true", "--num_tflite_pools=2",
                 "--num_tflite_interpreters_per_pool=1"]
@@ -44,7 +46,9 @@ def row(version: str, runtime: str, p50: float, speedup: float | None,
 def metrics() -> dict:
     """A benchmark of the Trainer's model, a plain optimized SavedModel, a TFLite variant
     (two rows: its model.tflite and its saved_model.pb) and a bare .tflite file."""
-    return {"schema_version": 1, "baseline": "trainer", "models": {
+    return {"schema_version": 1, "baseline": "trainer", "settings": {},
+            "machine": {"cpu_model": "test", "cores": 2, "tensorflow_version": "2.21.0",
+                        "python_version": "3.11", "platform": "linux"}, "models": {
         "trainer": row("trainer", "tensorflow", 20.0, None, THREAD_FLAGS, role="baseline"),
         "optimized": row("optimized", "tensorflow", 15.0, 1.33, THREAD_FLAGS),
         "variant@tflite": row("variant", "tflite", 8.0, 2.5, TFLITE_FLAGS),
@@ -66,8 +70,8 @@ def model_dirs(two_signature_model, tmp_path_factory) -> dict[str, Path]:
 
 
 def gate(model_dirs, server: dict, names=("optimized", "variant"), data=None):
-    thresholds = Thresholds.from_dict({"vs_baseline": {"min_speedup_p50": 0.95},
-                                       "objective": ["p50_ms"], "server": server})
+    thresholds = Thresholds.from_dict(deep_merge(NO_LIMITS, {
+        "vs_baseline": {"min_speedup_p50": 0.95}, "objective": ["p50_ms"], "server": server}))
     return evaluate_gate(data or metrics(), thresholds, {n: model_dirs[n] for n in names})
 
 
@@ -103,8 +107,9 @@ def test_the_pushed_version_carries_model_tflite_when_the_flag_is_needed(model_d
 def test_a_bare_tflite_file_is_not_eligible_and_the_decision_says_why(model_dirs, tmp_path):
     bare = tmp_path / "edge.tflite"
     bare.write_bytes((model_dirs["variant"] / "model.tflite").read_bytes())
-    decision = evaluate_gate(metrics(), Thresholds.from_dict({"server": {
-        "prefer_tflite_model": True}}), {"edge": bare, "optimized": model_dirs["optimized"]})
+    decision = evaluate_gate(metrics(), Thresholds.from_dict(deep_merge(NO_LIMITS, {
+        "server": {"prefer_tflite_model": True}})),
+        {"edge": bare, "optimized": model_dirs["optimized"]})
     assert not decision.candidate("edge").passed
     assert any("server: a bare .tflite file: TF Serving serves TFLite only as model.tflite"
                in reason for reason in decision.candidate("edge").blocked_by)

@@ -28,7 +28,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_the_default_thresholds_file_reads_as_documented():
     thresholds = Thresholds.from_yaml(CONFIGS / "thresholds.yaml")
     assert thresholds.primary_batch_size == 100
-    assert thresholds.unstable_latency == "allow" == Thresholds().unstable_latency  # one default
+    assert thresholds.inconclusive == "block" == Thresholds().inconclusive  # one default
     assert thresholds.server == ServerProfile()  # TF Serving's defaults, this machine's CPU
     assert thresholds.objective == ("p99_ms", "size_bytes")
     assert thresholds.value == ValueThresholds(max_size_mb=500)
@@ -44,19 +44,21 @@ def test_the_impossible_thresholds_file_asks_for_a_one_microsecond_p99():
     assert thresholds.vs_baseline == BaselineThresholds()
 
 
-def test_every_threshold_is_optional():
-    assert Thresholds.from_dict({}) == Thresholds()
+def test_absent_keys_take_the_defaults_and_null_turns_a_threshold_off():
+    assert Thresholds.from_dict({}) == Thresholds() == Thresholds.from_yaml()
     assert Thresholds.from_dict(None) == Thresholds()
-    assert Thresholds.from_dict({"value": None, "vs_served": {"max_p99_regression_pct": None}}
-                                ) == Thresholds()
+    assert Thresholds.from_dict({"value": None}) == Thresholds()
+    off = Thresholds.from_dict({"vs_served": {"max_p99_regression_pct": None}})
+    assert off.vs_served == ServedThresholds(max_p99_regression_pct=None)
+    assert off.vs_served.max_accuracy_regression == 0.01  # the others keep theirs
 
 
 def test_a_dict_and_the_dataclass_say_the_same_thing():
-    data = {"primary_batch_size": 1, "unstable_latency": "allow", "objective": ["size_bytes"],
+    data = {"primary_batch_size": 1, "inconclusive": "allow", "objective": ["size_bytes"],
             "value": {"max_p99_ms": 5, "min_accuracy": 0.9},
             "vs_baseline": {"min_speedup_p99": 1.1},
             "vs_served": {"max_accuracy_regression": 0.02}}
-    expected = Thresholds(primary_batch_size=1, unstable_latency="allow",
+    expected = Thresholds(primary_batch_size=1, inconclusive="allow",
                           objective=("size_bytes",),
                           value=ValueThresholds(max_p99_ms=5, min_accuracy=0.9),
                           vs_baseline=BaselineThresholds(min_speedup_p99=1.1),
@@ -83,7 +85,9 @@ def test_a_single_objective_may_be_written_as_a_string():
     ("value: 5\n", r"'value' must be a mapping of thresholds, got int 5"),
     ("primary_batch_size: 0\n", r"'primary_batch_size' must be an integer >= 1, got 0"),
     ("primary_batch_size: '100'\n", r"'primary_batch_size' must be an integer, got str"),
-    ("unstable_latency: ignore\n", r"'unstable_latency' must be one of block, allow"),
+    ("inconclusive: ignore\n", r"'inconclusive' must be one of block, allow"),
+    ("unstable_latency: allow\n", r"'unstable_latency' was replaced by 'inconclusive' "
+                                  r"\(block \| allow\).*write 'inconclusive: allow'"),
     ("objective: [p99]\n", r"unknown objective 'p99' \(did you mean 'p99_ms'\?\)"),
     ("objective: []\n", r"'objective' is empty"),
     ("objective: [p99_ms, p99_ms]\n", r"lists a metric twice"),

@@ -20,11 +20,13 @@ from click.testing import CliRunner
 from kfp.local import io as kfp_io
 
 from components.cli import main
+from components.core.bf16 import bf16_unavailable_reason
+from components.core.config import QuantizerSettings
 from components.core.errors import ServoptError
 from components.core.gate import versions
 from components.kfp.local_conditions import evaluate_condition
-from components.kfp.mapping import MODEL_NAMES
 from components.kfp.pipeline import (
+    DEFAULT_SETTINGS,
     DEFAULT_THRESHOLDS,
     compile_pipeline,
     default_thresholds,
@@ -35,10 +37,15 @@ from pipelines.digits.example_gen import write_examples
 
 STEPS = ["freeze", "optimize", "quantize", "benchmark", "gate", "push"]
 PARAMETERS = {"model_uri", "eval_examples_uri", "push_destination", "label_key",
-              "thresholds", "batch_sizes", "benchmark_settings", "passes", "quantize_mode",
-              "keep_last"}
+              "thresholds", "batch_sizes", "benchmark_settings", "graph_optimizer", "quantizer",
+              "verification", "keep_last"}
 QUICK_BENCHMARK = {"concurrency": [], "window_requests": 10, "max_windows": 3,
                    "warmup_requests": 2}
+# The TFX pipeline's names: the baseline, then each candidate by its producer's identity.
+BF16 = [] if bf16_unavailable_reason() else ["Quantizer-bfloat16"]
+VERSIONS = ["trainer", "Freezer", "GraphOptimizer", "Quantizer", *BF16, "Quantizer-tflite"]
+ROWS = ["trainer", "Freezer", "GraphOptimizer", "Quantizer", *BF16,
+        "Quantizer-tflite@tflite", "Quantizer-tflite@tensorflow"]
 BLESSED_CONDITION = "inputs.parameter_values['pipelinechannel--gate-blessed'] == true"
 
 
@@ -87,6 +94,10 @@ def test_the_pipeline_takes_the_model_examples_destination_and_settings(compiled
     assert parameters["thresholds"]["defaultValue"] == default_thresholds()
     assert parameters["thresholds"]["defaultValue"]["vs_baseline"]["min_top1_agreement"] == 0.99
     assert parameters["batch_sizes"]["defaultValue"] == [1, 100]
+    # The Quantizer's settings, as the TFX Quantizer and configs/optimization.yaml have them.
+    quantizer = parameters["quantizer"]["defaultValue"]
+    assert quantizer == DEFAULT_SETTINGS["quantizer"]
+    assert quantizer["tflite"] == QuantizerSettings().tflite and quantizer["bfloat16"]
 
 
 def test_the_push_runs_only_when_the_gate_blesses_a_model(compiled):
@@ -124,43 +135,65 @@ def examples_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def blessed_run(seed_cnn_model, examples_dir, tmp_path_factory):
-    """configs/thresholds.yaml, read at batch 8: the trainer's model is a candidate too, so
-    at least one candidate passes and the gate blesses."""
+    """configs/thresholds.yaml, read at batch 8, with the server serving model.tflite as the
+    demo's does: the trainer's model is a candidate too, so at least one candidate passes
+    and the gate blesses. The Quantizer's settings are the defaults (all its variants)."""
     work = tmp_path_factory.mktemp("kfp_blessed")
     return run_local(seed_cnn_model, examples_dir, work / "serving", work / "pipeline_root",
                      label_key="label",
-                     thresholds={**DEFAULT_THRESHOLDS, "primary_batch_size": 8},
-                     batch_sizes=[8], benchmark_settings=QUICK_BENCHMARK)
+                     thresholds={**DEFAULT_THRESHOLDS, "primary_batch_size": 8,
+                                 "server": {"prefer_tflite_model": True}},
+                     batch_sizes=[8], benchmark_settings=QUICK_BENCHMARK,
+                     verification={"num_examples": 64})
 
 
-def test_local_run_writes_verified_frozen_optimized_and_quantized_models(blessed_run):
-    for model in (blessed_run.frozen, blessed_run.optimized, blessed_run.quantized):
-        assert (model / "saved_model.pb").is_file(), model
-    size = {name: blessed_run.metrics()["models"][name]["size_bytes"] for name in MODEL_NAMES}
-    assert size["frozen"] < 0.6 * size["trainer"]  # Keras 3 stores the weights twice
-    assert size["quantized"] < 0.35 * size["optimized"]  # int8 weights
+def test_local_run_writes_the_tfx_quantizers_variants_verified(blessed_run):
+    models = blessed_run.models
+    for key in ("frozen_model", "optimized_model", "quantized_model", "tflite_model"):
+        assert (models[key] / "saved_model.pb").is_file(), key
+        assert blessed_run.model_metadata[key]["verification_passed"] == 1
+    assert (models["tflite_model"] / "model.tflite").is_file()
+    tflite = blessed_run.model_metadata["tflite_model"]
+    assert tflite["servopt_component"] == "Quantizer" and tflite["servopt_variant"] == "tflite"
+    assert tflite["serving_flags"] == "--prefer_tflite_model=true"
+    assert tflite["tflite_verification_top1_agreement"] >= 0.99
+    bf16 = blessed_run.model_metadata["bfloat16_model"]
+    reason = bf16_unavailable_reason()
+    assert bf16["produced"] == (0 if reason else 1)
+    if reason:  # this CPU: recorded, nothing published, as the TFX Quantizer does
+        assert reason in bf16["skipped_reason"]
+    size = {name: blessed_run.metrics()["models"][name]["size_bytes"] for name in VERSIONS[:4]}
+    assert size["Freezer"] < 0.6 * size["trainer"]  # Keras 3 stores the weights twice
+    assert size["Quantizer"] < 0.35 * size["GraphOptimizer"]  # int8 weights
 
 
-def test_the_benchmark_measures_every_model_by_name_and_shows_the_headline(blessed_run):
+def test_the_benchmark_measures_every_variant_by_the_tfx_name(blessed_run):
     metrics = blessed_run.metrics()
     assert metrics["baseline"] == "trainer"
-    assert list(metrics["models"]) == list(MODEL_NAMES)
+    assert list(metrics["models"]) == ROWS
     for name, model in metrics["models"].items():
         assert model["error"] is None, name
         assert model["batches"]["8"]["p99_ms"] >= model["batches"]["8"]["p50_ms"] > 0
         assert model["accuracy"]["accuracy"] > 0.9
+    assert metrics["models"]["Quantizer-tflite@tflite"]["runtime"]["runtime"] == "tflite"
     assert (blessed_run.results / "report.html").is_file()
     headline = blessed_run.headline
-    for name in MODEL_NAMES:
+    for name in ROWS:
         assert headline[f"{name}_p50_ms_batch8"] > 0 and headline[f"{name}_p99_ms_batch8"] > 0
         assert headline[f"{name}_size_bytes"] > 0
-    assert headline["quantized_speedup_p50_batch8"] > 0
-    assert headline["quantized_top1_agreement"] >= 0.99
+    assert headline["Quantizer_speedup_p50_batch8"] > 0
+    assert headline["Quantizer_top1_agreement"] >= 0.99
 
 
-def test_a_blessed_gate_pushes_its_choice_as_a_new_tf_serving_version(blessed_run):
+def test_the_gate_judges_every_variant_and_a_blessed_gate_pushes_its_choice(blessed_run):
     decision = blessed_run.decision
-    assert decision["blessed"] and decision["chosen"] in MODEL_NAMES
+    assert [c["name"] for c in sorted(decision["candidates"], key=lambda c: c["name"])] == (
+        sorted(VERSIONS))
+    judged = {c["name"]: c["row"] for c in decision["candidates"]}
+    assert judged["Quantizer-tflite"] == "Quantizer-tflite@tflite"  # prefer_tflite_model
+    assert {c["candidate"] for c in decision["checks"]
+            if c["threshold"] == "vs_baseline.min_speedup_p50"} == set(VERSIONS)
+    assert decision["blessed"] and decision["chosen"] in VERSIONS
     assert decision["first_push"] and decision["primary_batch_size"] == 8
     pushed = blessed_run.pushed
     assert pushed["pushed_model_name"] == decision["chosen"]
@@ -177,10 +210,14 @@ def test_run_local_cli_with_failing_thresholds_pushes_nothing(seed_cnn_model, ex
     thresholds.write_text("primary_batch_size: 8\nvalue:\n  max_p99_ms: 0.001\n")
     quick = tmp_path / "quick.yaml"
     quick.write_text(yaml.safe_dump(QUICK_BENCHMARK))
+    recipe = tmp_path / "recipe.yaml"  # the variants off: the Quantizer's weights only
+    recipe.write_text("quantizer: {bfloat16: false, tflite: null}\n"
+                      "verification: {num_examples: 64}\n")
     serving = tmp_path / "serving"
     result = kfp("run-local", "--model", str(seed_cnn_model), "--examples", str(examples_dir),
                  "--push-destination", str(serving), "--thresholds", str(thresholds),
                  "--batch-sizes", "8", "--benchmark-config", str(quick),
+                 "--recipe", str(recipe),
                  "--pipeline-root", str(tmp_path / "root"))
     assert result.exit_code == 0, result.output
     assert "nothing pushed" in result.stdout
@@ -190,7 +227,7 @@ def test_run_local_cli_with_failing_thresholds_pushes_nothing(seed_cnn_model, ex
     assert not decision["blessed"] and decision["chosen"] is None
     too_slow = {c["candidate"] for c in decision["checks"]
                 if c["threshold"] == "value.max_p99_ms" and not c["passed"]}
-    assert too_slow == set(MODEL_NAMES)
+    assert too_slow == {"trainer", "Freezer", "GraphOptimizer", "Quantizer"}  # no variants
     assert not list((tmp_path / "root").glob("*/*/push"))  # the push step never ran
 
 

@@ -20,7 +20,8 @@ from typing import Any
 from components.core.errors import ServoptError
 from components.core.optimize import DEFAULT_PASSES, validate_passes
 from components.core.quantize import DEFAULT_MIN_ELEMENTS, MODES
-from components.core.tflite import TFLITE_MODES
+from components.core.tflite import validate_mode
+from components.core.verify import QUANTIZED_TOLERANCE
 from components.core.yaml_io import parse_yaml
 
 
@@ -63,8 +64,9 @@ def fill_dataclass(cls, values: dict[str, Any], source: Path | str, where: str):
     if unknown:
         raise ServoptError(f"{source}: unknown key '{where}.{unknown[0]}'; known keys: "
                            f"{', '.join(fields)}")
+    defaults = cls()
     for key, value in values.items():
-        default = getattr(cls(), key)
+        default = getattr(defaults, key)
         if value is not None and default is not None and not _same_kind(value, default):
             raise ServoptError(f"{source}: '{where}.{key}' must be "
                                f"{type(default).__name__}, got {value!r}")
@@ -81,23 +83,71 @@ def _same_kind(value: Any, default: Any) -> bool:
     return isinstance(value, type(default))
 
 
+# One dataclass per settings group: its defaults are the only ones. The CLI, the TFX
+# components, the KFP components and the packaged optimization.yaml (which states exactly
+# these values; tests/test_packaged_defaults.py) all start from them.
+
 @dataclass
 class GraphOptimizerSettings:
     passes: list[str] = field(default_factory=lambda: list(DEFAULT_PASSES))
 
+    def __post_init__(self) -> None:
+        try:
+            validate_passes(self.passes)
+        except ServoptError as err:
+            raise ServoptError(f"graph_optimizer.passes: {err}") from None
+
 
 @dataclass
 class QuantizerSettings:
-    mode: str = "int8"
+    mode: str = "int8"  # weight storage; compute stays fp32
     min_elements: int = DEFAULT_MIN_ELEMENTS
-    min_top1_agreement: float = 0.99
+    # Classifiers must keep this share of decisions, or nothing is published.
+    min_top1_agreement: float = QUANTIZED_TOLERANCE.min_top1_agreement
     bfloat16: bool = True  # skipped, with the reason recorded, on CPUs without bf16 units
     tflite: str | None = "dynamic_int8"
+
+    def __post_init__(self) -> None:
+        """The one validation of these settings (the TFX Quantizer, the KFP quantize step
+        and the YAML reader all build this dataclass)."""
+        if self.mode not in MODES:
+            raise ServoptError(f"quantizer.mode must be one of {', '.join(MODES)} (bfloat16 "
+                               f"compute is `bfloat16: true`), got {self.mode!r}")
+        if self.tflite is not None:
+            try:
+                validate_mode(self.tflite)
+            except ServoptError as err:
+                raise ServoptError(f"quantizer.tflite: {err}, or null for none") from None
+        if not 0.0 <= self.min_top1_agreement <= 1.0 or self.min_elements < 1:
+            raise ServoptError("quantizer.min_top1_agreement must be in [0, 1] and "
+                               "quantizer.min_elements >= 1, got "
+                               f"{self.min_top1_agreement!r} and {self.min_elements!r}")
 
 
 @dataclass
 class VerificationSettings:
-    num_examples: int = 256
+    num_examples: int = 256  # inputs every produced model is verified on
+
+    def __post_init__(self) -> None:
+        if self.num_examples < 1:
+            raise ServoptError(f"verification.num_examples must be >= 1, got "
+                               f"{self.num_examples!r}")
+
+
+SETTINGS_GROUPS = {"graph_optimizer": GraphOptimizerSettings, "quantizer": QuantizerSettings,
+                   "verification": VerificationSettings}
+
+
+def settings_from_dict(name: str, values: dict[str, Any] | None, source: Path | str):
+    """The settings group `name` from a mapping of its keys (a YAML section, a KFP or TFX
+    parameter): absent keys take the defaults; errors name `source` and the key."""
+    cls = SETTINGS_GROUPS[name]
+    try:
+        return fill_dataclass(cls, dict(values or {}), source, name)
+    except ServoptError as err:
+        text = str(err)
+        raise ServoptError(text if text.startswith(f"{source}:") else f"{source}: {text}"
+                           ) from None
 
 
 @dataclass
@@ -113,25 +163,8 @@ class OptimizationRecipe:
     @classmethod
     def from_dict(cls, data: dict[str, Any], path: str | Path) -> OptimizationRecipe:
         """The recipe's sections of `data` (other sections are other readers' business)."""
-        recipe = cls(
-            graph_optimizer=fill_dataclass(GraphOptimizerSettings,
-                                           section(data, "graph_optimizer", path), path,
-                                           "graph_optimizer"),
-            quantizer=fill_dataclass(QuantizerSettings, section(data, "quantizer", path),
-                                     path, "quantizer"),
-            verification=fill_dataclass(VerificationSettings,
-                                        section(data, "verification", path), path,
-                                        "verification"))
-        try:
-            validate_passes(recipe.graph_optimizer.passes)
-        except ServoptError as err:
-            raise ServoptError(f"{path}: graph_optimizer.passes: {err}") from None
-        for key, modes in (("mode", MODES), ("tflite", TFLITE_MODES)):
-            value = getattr(recipe.quantizer, key)
-            if value is not None and value not in modes:
-                raise ServoptError(f"{path}: quantizer.{key} must be one of {modes}, got "
-                                   f"{value!r}")
-        return recipe
+        return cls(**{name: settings_from_dict(name, section(data, name, path), path)
+                      for name in SETTINGS_GROUPS})
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

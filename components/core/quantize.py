@@ -79,7 +79,7 @@ def _quantized_nodes(node: node_def_pb2.NodeDef, weights: np.ndarray, mode: str
             multiply]
 
 
-def quantize_weights(graph: ServingGraph, mode: str = "int8",
+def quantize_weights(graph: ServingGraph, mode: str,
                      min_elements: int = DEFAULT_MIN_ELEMENTS) -> QuantizeResult:
     if mode not in MODES:
         raise ServoptError(f"unknown quantization mode {mode!r}; known modes: "

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from components.core.bf16 import BF16_REQUIREMENTS, to_bfloat16
+from components.core.config import QuantizerSettings, VerificationSettings
 from components.core.describe import ModelDescription, describe
 from components.core.errors import ServoptError, StepSkipped, VerificationError
 from components.core.freeze import VARIABLE_OPS, freeze
@@ -30,7 +31,7 @@ from components.core.model_io import (
     write_serving_graph,
 )
 from components.core.optimize import DEFAULT_PASSES, optimize, validate_passes
-from components.core.quantize import DEFAULT_MIN_ELEMENTS, MODES, quantize_weights
+from components.core.quantize import MODES, quantize_weights
 from components.core.requirements import (
     ServingRequirements,
     read_requirements,
@@ -70,10 +71,10 @@ class Step:
 @dataclass(frozen=True)
 class OptimizeConfig:
     passes: tuple[str, ...] = DEFAULT_PASSES
-    quantize_min_elements: int = DEFAULT_MIN_ELEMENTS
+    quantize_min_elements: int = QuantizerSettings.min_elements
     float32_tolerance: Tolerance = FLOAT32_TOLERANCE
     quantized_tolerance: Tolerance = QUANTIZED_TOLERANCE
-    num_examples: int = 256
+    num_examples: int = VerificationSettings.num_examples
     batch_size: int = 32
     seed: int = 0
     examples: Path | None = None  # real verification inputs: TFRecords or .npz
@@ -150,8 +151,8 @@ def _quantize_step(model_dir: Path, argument: str | None, config: OptimizeConfig
     if argument == BFLOAT16_MODE:
         graph, details = to_bfloat16(_frozen_graph(model_dir, details, reference))
         return _StepOutput(graph, config.quantized_tolerance, details, BF16_REQUIREMENTS)
-    result = quantize_weights(_frozen_graph(model_dir, details, reference), argument or "int8",
-                              config.quantize_min_elements)
+    result = quantize_weights(_frozen_graph(model_dir, details, reference),
+                              argument or QuantizerSettings.mode, config.quantize_min_elements)
     details.update(mode=result.mode, tensors_quantized=result.tensors_quantized,
                    weight_bytes_before=result.weight_bytes_before,
                    weight_bytes_after=result.weight_bytes_after)

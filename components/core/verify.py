@@ -92,7 +92,7 @@ def is_classifier_output(values: np.ndarray) -> bool:
 class Reference:
     """The source model's outputs on a fixed set of inputs, to compare candidates with."""
 
-    def __init__(self, source_dir: Path, num_examples: int = 256, batch_size: int = 32,
+    def __init__(self, source_dir: Path, num_examples: int, batch_size: int = 32,
                  seed: int = 0, examples: Path | None = None, keep_session: bool = False):
         """Inputs come from `examples` (TFRecords of tf.Example, or .npz) for each signature
         they fit, and are generated from the signature otherwise. With `keep_session`, the

@@ -9,9 +9,10 @@ from tfx.dsl.components.base import base_executor
 
 from components.core.errors import ServoptError
 from components.core.optimize import validate_passes
+from components.core.producers import GRAPH_OPTIMIZER, ModelIdentity
 from components.core.steps import Step
 from components.core.uris import Staging
-from components.tfx_adapter import Artifacts, Staged, run_model_step
+from components.tfx_adapter import Artifacts, Staged, component_id, run_model_step
 from components.tfx_params import optimize_config
 
 
@@ -25,4 +26,4 @@ class Executor(Staged, base_executor.BaseExecutor):
                                f"{exec_properties['passes']!r}") from None
         run_model_step(input_dict, output_dict["optimized_model"],
                        Step("optimize", "+".join(passes)), optimize_config(exec_properties),
-                       stage)
+                       stage, ModelIdentity(component_id(self, GRAPH_OPTIMIZER)))

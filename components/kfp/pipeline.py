@@ -13,10 +13,16 @@ a TFX Examples artifact: its eval split) and a TF Serving model base directory t
 - `run_local` runs it here, for real, with kfp.local's SubprocessRunner in this
   environment (each step in its own Python process, artifacts under `pipeline_root`).
 
-Defaults: `thresholds` is the packaged configs/thresholds.yaml; `batch_sizes`,
-`label_key` and `benchmark_settings` come from the packaged configs/benchmark.yaml, read
-through BenchmarkConfig (nulls dropped: KFP parameters cannot hold null, and an absent key
-means the same). The gate's checks against the model served now
+The model-producing steps offer what the TFX components do, under the same names: the
+Quantizer's weight-quantized model and its bfloat16 and TFLite variants, with the settings
+groups `graph_optimizer`, `quantizer` and `verification` (components.core.config, the
+sections of configs/optimization.yaml; null written as '').
+
+Defaults: the settings groups' dataclasses; `thresholds` is the packaged
+configs/thresholds.yaml (= Thresholds()); `batch_sizes`, `label_key` and
+`benchmark_settings` come from the packaged configs/benchmark.yaml, read through
+BenchmarkConfig (nulls dropped: KFP parameters cannot hold null, and an absent key means
+the same). The gate's checks against the model served now
 (`vs_served`) need ML Metadata's history of pushes, which only the TFX pipelines have:
 here every push is judged as a first push, and the decision says so.
 """
@@ -31,6 +37,7 @@ from kfp import dsl
 from kfp.dsl import HTML, Artifact, Metrics, Model
 
 from components.core.benchmark.config import BenchmarkConfig
+from components.core.config import SETTINGS_GROUPS
 from components.core.errors import ServoptError, first_line
 from components.core.gate import GateDecision, Thresholds
 from components.core.yaml_io import parse_yaml
@@ -42,8 +49,10 @@ from components.kfp.mapping import (
     OWN_PARAMETERS,
     PUSH_FILE,
     benchmark_settings,
-    whole_numbers,
-    without_nulls,
+    parameter_value,
+    settings_from_parameter,
+    settings_parameter,
+    thresholds_from_parameter,
 )
 
 PIPELINE_NAME = "servopt"
@@ -53,7 +62,7 @@ REQUIRED = ("model_uri", "eval_examples_uri", "push_destination")
 def default_thresholds(path: Path | None = None) -> dict:
     """A thresholds YAML (default: the packaged one), validated and complete, as a KFP
     parameter value."""
-    return without_nulls(Thresholds.from_yaml(path).to_dict())
+    return parameter_value(Thresholds.from_yaml(path).to_dict())
 
 
 def default_benchmark(path: Path | None = None) -> tuple[list[int], str, dict]:
@@ -61,17 +70,22 @@ def default_benchmark(path: Path | None = None) -> tuple[list[int], str, dict]:
     packaged one), as KFP parameter values."""
     settings = BenchmarkConfig.from_yaml(path).to_dict()
     own = {key: settings.pop(key) for key in OWN_PARAMETERS}
-    return own["batch_sizes"], own["label_key"] or "", without_nulls(settings)
+    return own["batch_sizes"], own["label_key"] or "", parameter_value(settings)
 
 
 DEFAULT_THRESHOLDS = default_thresholds()
 DEFAULT_BATCH_SIZES, DEFAULT_LABEL_KEY, DEFAULT_BENCHMARK_SETTINGS = default_benchmark()
+DEFAULT_SETTINGS = {name: settings_parameter(cls()) for name, cls in SETTINGS_GROUPS.items()}
+MODEL_OUTPUTS = ("frozen_model", "optimized_model", "quantized_model", "bfloat16_model",
+                 "tflite_model")
 
 
 class PipelineOutputs(NamedTuple):
-    frozen: Model
-    optimized: Model
-    quantized: Model
+    frozen_model: Model
+    optimized_model: Model
+    quantized_model: Model
+    bfloat16_model: Model  # `produced` 0 in its metadata where it could not be made
+    tflite_model: Model
     results: Artifact  # metrics.json and report.html
     headline: Metrics  # the benchmark's headline figures
     report: HTML  # the benchmark's report
@@ -90,16 +104,21 @@ def build_pipeline(image: str = steps.IMAGE):
                          thresholds: dict = DEFAULT_THRESHOLDS,
                          batch_sizes: list = DEFAULT_BATCH_SIZES,
                          benchmark_settings: dict = DEFAULT_BENCHMARK_SETTINGS,
-                         passes: str = "", quantize_mode: str = "int8",
+                         graph_optimizer: dict = DEFAULT_SETTINGS["graph_optimizer"],
+                         quantizer: dict = DEFAULT_SETTINGS["quantizer"],
+                         verification: dict = DEFAULT_SETTINGS["verification"],
                          keep_last: int = 0) -> PipelineOutputs:
-        frozen = steps.freeze(model_uri=model_uri, eval_examples_uri=eval_examples_uri)
-        optimized = steps.optimize(model=frozen.outputs["frozen"],
-                                   eval_examples_uri=eval_examples_uri, passes=passes)
-        quantized = steps.quantize(model=optimized.outputs["optimized"],
-                                   eval_examples_uri=eval_examples_uri, mode=quantize_mode)
-        models = {"frozen": frozen.outputs["frozen"],
-                  "optimized": optimized.outputs["optimized"],
-                  "quantized": quantized.outputs["quantized"]}
+        frozen = steps.freeze(model_uri=model_uri, eval_examples_uri=eval_examples_uri,
+                              verification=verification)
+        optimized = steps.optimize(model=frozen.outputs["frozen_model"],
+                                   eval_examples_uri=eval_examples_uri,
+                                   graph_optimizer=graph_optimizer, verification=verification)
+        quantized = steps.quantize(model=optimized.outputs["optimized_model"],
+                                   eval_examples_uri=eval_examples_uri, quantizer=quantizer,
+                                   verification=verification)
+        models = {"frozen_model": frozen.outputs["frozen_model"],
+                  "optimized_model": optimized.outputs["optimized_model"],
+                  **{key: quantized.outputs[key] for key in MODEL_OUTPUTS[2:]}}
         measured = steps.benchmark(model_uri=model_uri, **models,
                                    eval_examples_uri=eval_examples_uri, label_key=label_key,
                                    batch_sizes=batch_sizes,
@@ -115,7 +134,7 @@ def build_pipeline(image: str = steps.IMAGE):
             tasks.append(pushed)
         for task in tasks:
             task.set_container_image(image)
-        return PipelineOutputs(models["frozen"], models["optimized"], models["quantized"],
+        return PipelineOutputs(*(models[key] for key in MODEL_OUTPUTS),
                                measured.outputs["results"], measured.outputs["metrics"],
                                measured.outputs["report"], gate.outputs["decision"])
 
@@ -164,9 +183,7 @@ def check_arguments(arguments: dict[str, Any]) -> None:
     if missing:
         raise ServoptError(f"missing pipeline argument(s) {', '.join(missing)}; the model, "
                            "the eval examples and the push destination are required")
-    thresholds = Thresholds.from_dict(whole_numbers(arguments.get("thresholds",
-                                                                  DEFAULT_THRESHOLDS)),
-                                      source="thresholds")
+    thresholds = thresholds_from_parameter(arguments.get("thresholds", DEFAULT_THRESHOLDS))
     settings = benchmark_settings(arguments.get("batch_sizes", DEFAULT_BATCH_SIZES),
                                   arguments.get("benchmark_settings",
                                                 DEFAULT_BENCHMARK_SETTINGS),
@@ -174,6 +191,8 @@ def check_arguments(arguments: dict[str, Any]) -> None:
                                   arguments["eval_examples_uri"])
     settings.for_run().validate()
     thresholds.check_batch_sizes(settings.batch_sizes, "thresholds")
+    for name in SETTINGS_GROUPS:
+        settings_from_parameter(name, arguments.get(name, DEFAULT_SETTINGS[name]))
 
 
 # ---------------------------------------------------------------- local run
@@ -183,9 +202,8 @@ class LocalRun:
     """What a local run produced, at its paths under the pipeline root."""
 
     run_dir: Path
-    frozen: Path
-    optimized: Path
-    quantized: Path
+    models: dict[str, Path]  # output name (frozen_model, ..., tflite_model) -> its path
+    model_metadata: dict[str, dict]  # output name -> what its producer recorded
     results: Path  # directory: metrics.json, report.html
     headline: dict[str, float]  # the benchmark's Output[Metrics], as the KFP UI shows it
     decision: dict  # decision.json
@@ -222,7 +240,8 @@ def run_local(model_uri: str | Path, eval_examples_uri: str | Path,
     """Runs the pipeline here with kfp.local (SubprocessRunner, this environment).
 
     optional: the pipeline's other parameters (label_key, thresholds, batch_sizes,
-    benchmark_settings, passes, quantize_mode, keep_last); None takes the default.
+    benchmark_settings, graph_optimizer, quantizer, verification, keep_last); None takes
+    the default.
     kfp 2.16's local runner cannot evaluate conditions (every condition counts as false),
     so the run uses components.kfp.local_conditions to evaluate the push's condition.
     """
@@ -254,8 +273,10 @@ def run_local(model_uri: str | Path, eval_examples_uri: str | Path,
     outputs = {name: Path(artifact.path) for name, artifact in task.outputs.items()}
     run_dir = outputs["decision"].parent.parent  # <root>/<run>/gate/decision
     pushed = sorted(run_dir.rglob(f"push/pushed/{PUSH_FILE}"))
-    return LocalRun(run_dir=run_dir, frozen=outputs["frozen"], optimized=outputs["optimized"],
-                    quantized=outputs["quantized"], results=outputs["results"],
+    return LocalRun(run_dir=run_dir, models={key: outputs[key] for key in MODEL_OUTPUTS},
+                    model_metadata={key: dict(task.outputs[key].metadata)
+                                    for key in MODEL_OUTPUTS},
+                    results=outputs["results"],
                     headline=dict(task.outputs["headline"].metadata),
                     decision=json.loads((outputs["decision"] / DECISION_FILE).read_text()),
                     pushed=json.loads(pushed[0].read_text()) if pushed else None,

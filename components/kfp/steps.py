@@ -6,8 +6,10 @@ the project's image (see Dockerfile; env SERVOPT_IMAGE at import, default
 `servopt:0.1.0`), which has the package installed, hence `install_kfp_package=False`
 (and `kfp.local.SubprocessRunner(use_venv=False)` runs them in this very environment).
 
-Models are named `trainer` (the model the pipeline was given, the baseline), `frozen`,
-`optimized` and `quantized` everywhere (components.kfp.mapping). Each task sees artifacts
+Models are named as in the TFX pipeline: `trainer` (the model the pipeline was given, the
+baseline), `Freezer`, `GraphOptimizer`, `Quantizer`, `Quantizer-bfloat16`,
+`Quantizer-tflite` (components.kfp.mapping, from the identity each producing step records
+in its artifacts' metadata); outputs have the TFX components' output names. Each task sees artifacts
 at its own local paths, so the gate and the push receive the model artifacts as inputs
 and use their own paths; the paths recorded in metrics.json are the benchmark task's and
 are never used by another task. Model artifacts hold the SavedModel at the artifact's root
@@ -29,73 +31,57 @@ def servopt_component(func):
 
 
 @servopt_component
-def freeze(model_uri: str, eval_examples_uri: str, frozen: Output[Model]):
-    """Freezes the SavedModel at `model_uri` (any layout servopt resolves)."""
-    from pathlib import Path
+def freeze(model_uri: str, eval_examples_uri: str, verification: dict,
+           frozen_model: Output[Model]):
+    """Freezer: freezes the SavedModel at `model_uri` (any layout servopt resolves)."""
+    from components.core.producers import FREEZER
+    from components.core.steps import Step
+    from components.kfp.mapping import produce_outputs
 
-    from components.core.steps import OptimizeConfig, optimize_model, parse_steps
-    from components.kfp.mapping import local_path
-
-    examples = local_path(eval_examples_uri)
-    config = OptimizeConfig(examples=Path(examples) if examples else None)
-    report = optimize_model(local_path(model_uri), frozen.path, parse_steps("freeze"), config)
-    frozen.metadata.update({"size_bytes_total": report.after.size_bytes.total,
-                            "node_count": report.after.node_count,
-                            "variable_count": report.after.variable_count,
-                            "verification_max_abs_diff": report.verification.max_abs_diff})
+    produce_outputs(FREEZER, model_uri, eval_examples_uri, {"frozen_model": frozen_model},
+                    verification, {"frozen_model": Step("freeze")})
 
 
 @servopt_component
-def optimize(model: Input[Model], eval_examples_uri: str, passes: str,
-             optimized: Output[Model]):
-    """Grappler passes (comma-separated names; empty: all) on a frozen model."""
-    from pathlib import Path
+def optimize(model: Input[Model], eval_examples_uri: str, graph_optimizer: dict,
+             verification: dict, optimized_model: Output[Model]):
+    """GraphOptimizer: the passes of `graph_optimizer` (GraphOptimizerSettings)."""
+    from components.core.producers import GRAPH_OPTIMIZER
+    from components.core.steps import Step
+    from components.kfp.mapping import produce_outputs, settings_from_parameter
 
-    from components.core.optimize import DEFAULT_PASSES, validate_passes
-    from components.core.steps import OptimizeConfig, Step, optimize_model
-    from components.kfp.mapping import local_path
-
-    names = [name.strip() for name in passes.split(",") if name.strip()]
-    chosen = validate_passes(names) if names else list(DEFAULT_PASSES)
-    examples = local_path(eval_examples_uri)
-    config = OptimizeConfig(examples=Path(examples) if examples else None)
-    report = optimize_model(model.path, optimized.path, [Step("optimize", "+".join(chosen))],
-                            config)
-    optimized.metadata.update({"size_bytes_total": report.after.size_bytes.total,
-                               "node_count": report.after.node_count,
-                               "passes": ",".join(chosen),
-                               "verification_max_abs_diff":
-                                   report.verification.max_abs_diff})
+    passes = settings_from_parameter("graph_optimizer", graph_optimizer).passes
+    produce_outputs(GRAPH_OPTIMIZER, model.path, eval_examples_uri,
+                    {"optimized_model": optimized_model}, verification,
+                    {"optimized_model": Step("optimize", "+".join(passes))})
 
 
 @servopt_component
-def quantize(model: Input[Model], eval_examples_uri: str, mode: str,
-             quantized: Output[Model]):
-    """int8 / float16 weights or bfloat16 compute, verified (top-1 agreement for
-    classifiers); a mode that cannot apply here (bf16 without bf16 units) fails the task
-    with the reason instead of passing an unchanged model on as quantized."""
-    from pathlib import Path
+def quantize(model: Input[Model], eval_examples_uri: str, quantizer: dict,
+             verification: dict, quantized_model: Output[Model],
+             bfloat16_model: Output[Model], tflite_model: Output[Model]):
+    """Quantizer, with the TFX Quantizer's outputs and settings (QuantizerSettings):
+    int8 / float16 weights (fails the task if it leaves the tolerance), and the bfloat16
+    and TFLite variants, each recorded as not produced, with the reason, when it cannot
+    apply here (bf16 without bf16 units) or leaves the tolerance."""
+    from components.core.producers import QUANTIZER, quantizer_steps
+    from components.kfp.mapping import produce_outputs, settings_from_parameter
 
-    from components.core.steps import OptimizeConfig, Step, optimize_model
-    from components.kfp.mapping import local_path
-
-    examples = local_path(eval_examples_uri)
-    config = OptimizeConfig(examples=Path(examples) if examples else None)
-    report = optimize_model(model.path, quantized.path, [Step("quantize", mode)], config,
-                            require_applied=True)
-    quantized.metadata.update({"size_bytes_total": report.after.size_bytes.total,
-                               "node_count": report.after.node_count,
-                               "mode": mode,
-                               "verification_top1_agreement":
-                                   report.verification.top1_agreement})
+    settings = settings_from_parameter("quantizer", quantizer)
+    produce_outputs(QUANTIZER, model.path, eval_examples_uri,
+                    {"quantized_model": quantized_model, "bfloat16_model": bfloat16_model,
+                     "tflite_model": tflite_model},
+                    verification, quantizer_steps(settings), settings)
 
 
 @servopt_component
-def benchmark(model_uri: str, frozen: Input[Model], optimized: Input[Model],
-              quantized: Input[Model], eval_examples_uri: str, label_key: str,
+def benchmark(model_uri: str, frozen_model: Input[Model], optimized_model: Input[Model],
+              quantized_model: Input[Model], bfloat16_model: Input[Model],
+              tflite_model: Input[Model], eval_examples_uri: str, label_key: str,
               batch_sizes: list, benchmark_settings: dict, results: Output[Artifact],
               metrics: Output[Metrics], report: Output[HTML]):
-    """The ServingBenchmark: `trainer` (the baseline) and the three candidates side by side.
+    """The ServingBenchmark: `trainer` (the baseline) and every produced candidate side by
+    side (a TFLite variant on both of its runtimes).
 
     results: a directory with metrics.json (the gate's input) and report.html.
     metrics: the headline figures, shown in the KFP / Vertex AI UI. report: the HTML page.
@@ -116,8 +102,8 @@ def benchmark(model_uri: str, frozen: Input[Model], optimized: Input[Model],
 
     examples = local_path(eval_examples_uri)
     settings = settings_for(batch_sizes, benchmark_settings, label_key, examples)
-    paths = model_paths(model_uri, {"frozen": frozen.path, "optimized": optimized.path,
-                                    "quantized": quantized.path})
+    paths = model_paths(model_uri, [frozen_model, optimized_model, quantized_model,
+                                    bfloat16_model, tflite_model])
     result = run_benchmark([ModelSpec(name, Path(path)) for name, path in paths.items()],
                            settings.for_run(Path(examples) if examples else None),
                            progress=lambda line: print(f"ServingBenchmark: {line}", flush=True))
@@ -127,7 +113,7 @@ def benchmark(model_uri: str, frozen: Input[Model], optimized: Input[Model],
     (out / METRICS_FILE).write_text(json.dumps(data, indent=2))
     write_report(result, out / REPORT_FILE)
     shutil.copyfile(out / REPORT_FILE, report.path)
-    for name, value in headline_metrics(data).items():
+    for name, value in headline_metrics(result).items():
         metrics.log_metric(name, value)
     failed = result.failed()
     for name, error in failed.items():
@@ -137,8 +123,10 @@ def benchmark(model_uri: str, frozen: Input[Model], optimized: Input[Model],
 
 
 @servopt_component
-def gate(results: Input[Artifact], thresholds: dict, model_uri: str, frozen: Input[Model],
-         optimized: Input[Model], quantized: Input[Model], decision: Output[Artifact]
+def gate(results: Input[Artifact], thresholds: dict, model_uri: str,
+         frozen_model: Input[Model], optimized_model: Input[Model],
+         quantized_model: Input[Model], bfloat16_model: Input[Model],
+         tflite_model: Input[Model], decision: Output[Artifact]
          ) -> NamedTuple("GateOutputs", [("blessed", bool), ("chosen", str), ("reason", str)]):
     """Checks every benchmarked model (each at this task's own path: the safety scan reads
     it) against the thresholds and chooses the one to push; decision.json records why."""
@@ -146,15 +134,18 @@ def gate(results: Input[Artifact], thresholds: dict, model_uri: str, frozen: Inp
     from collections import namedtuple
     from pathlib import Path
 
-    from components.core.gate import Thresholds, evaluate_gate, load_metrics
-    from components.kfp.mapping import DECISION_FILE, METRICS_FILE, model_paths, whole_numbers
+    from components.core.gate import evaluate_gate, load_metrics
+    from components.kfp.mapping import (
+        DECISION_FILE,
+        METRICS_FILE,
+        model_paths,
+        thresholds_from_parameter,
+    )
 
     metrics = load_metrics(Path(results.path) / METRICS_FILE)
-    candidates = model_paths(model_uri, {"frozen": frozen.path, "optimized": optimized.path,
-                                         "quantized": quantized.path})
-    result = evaluate_gate(metrics, Thresholds.from_dict(whole_numbers(thresholds),
-                                                         source="thresholds parameter"),
-                           candidates)
+    candidates = model_paths(model_uri, [frozen_model, optimized_model, quantized_model,
+                                         bfloat16_model, tflite_model])
+    result = evaluate_gate(metrics, thresholds_from_parameter(thresholds), candidates)
     Path(decision.path).mkdir(parents=True, exist_ok=True)
     (Path(decision.path) / DECISION_FILE).write_text(json.dumps(result.to_dict(), indent=2))
     for line in result.summary_lines():
@@ -166,8 +157,10 @@ def gate(results: Input[Artifact], thresholds: dict, model_uri: str, frozen: Inp
 
 
 @servopt_component
-def push(chosen: str, model_uri: str, frozen: Input[Model], optimized: Input[Model],
-         quantized: Input[Model], push_destination: str, eval_examples_uri: str,
+def push(chosen: str, model_uri: str, frozen_model: Input[Model],
+         optimized_model: Input[Model], quantized_model: Input[Model],
+         bfloat16_model: Input[Model], tflite_model: Input[Model], push_destination: str,
+         eval_examples_uri: str,
          keep_last: int, pushed: Output[Artifact]
          ) -> NamedTuple("PushOutputs", [("pushed_version", int), ("pushed_destination", str)]):
     """Publishes the chosen model (from this task's own inputs) as a new TF Serving version
@@ -180,8 +173,8 @@ def push(chosen: str, model_uri: str, frozen: Input[Model], optimized: Input[Mod
     from components.core.gate import push_model
     from components.kfp.mapping import PUSH_FILE, chosen_path, local_path, model_paths
 
-    paths = model_paths(model_uri, {"frozen": frozen.path, "optimized": optimized.path,
-                                    "quantized": quantized.path})
+    paths = model_paths(model_uri, [frozen_model, optimized_model, quantized_model,
+                                    bfloat16_model, tflite_model])
     examples = local_path(eval_examples_uri)
     result = push_model(chosen_path(paths, chosen), push_destination,
                         keep_last=keep_last or None, warmup_examples=examples or None)

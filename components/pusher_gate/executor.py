@@ -97,7 +97,7 @@ class Executor(Staged, base_executor.BaseExecutor):
             "pushed_destination": result.path, "pushed_base_directory": destination,
             "pushed_model_name": decision.chosen, "pushed_model_uri": decision.chosen_path,
             "pushed_metrics": json.dumps(
-                metrics["models"][decision.candidate(decision.chosen).row]),
+                metrics.models[decision.candidate(decision.chosen).row].to_dict()),
             "warmup_requests": result.warmup_requests, "decision": decision.reason})
 
 

@@ -24,15 +24,14 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.core.errors import ServoptError
-from components.core.quantize import MODES
-from components.core.tflite import TFLITE_MODES
+from components.core.config import QuantizerSettings
+from components.core.producers import QUANTIZED_OUTPUT, QUANTIZER_OUTPUTS, quantizer_steps
 from components.quantizer import executor
 from components.tfx_params import VERIFICATION_PARAMETERS, verification_parameters
 
 
 class QuantizerSpec(ComponentSpec):
-    PARAMETERS = {
+    PARAMETERS = {  # the fields of QuantizerSettings, resolved (defaults filled in)
         "mode": ExecutionParameter(type=str),
         "min_elements": ExecutionParameter(type=int, optional=True),
         "min_top1_agreement": ExecutionParameter(type=float, optional=True),
@@ -44,24 +43,27 @@ class QuantizerSpec(ComponentSpec):
         "model": ChannelParameter(type=standard_artifacts.Model),
         "examples": ChannelParameter(type=standard_artifacts.Examples, optional=True),
     }
-    OUTPUTS = {
-        "quantized_model": ChannelParameter(type=standard_artifacts.Model),
-        "bfloat16_model": ChannelParameter(type=standard_artifacts.Model, optional=True),
-        "tflite_model": ChannelParameter(type=standard_artifacts.Model, optional=True),
-    }
+    OUTPUTS = {key: ChannelParameter(type=standard_artifacts.Model,
+                                     optional=key != QUANTIZED_OUTPUT)
+               for key in QUANTIZER_OUTPUTS}
+
+
+_DEFAULTS = QuantizerSettings()
 
 
 class Quantizer(base_component.BaseComponent):
     SPEC_CLASS = QuantizerSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
-    def __init__(self, model: types.BaseChannel, mode: str = "int8",
-                 examples: types.BaseChannel | None = None, min_elements: int | None = None,
-                 min_top1_agreement: float | None = None, bfloat16: bool = False,
-                 tflite: str | None = None, num_examples: int | None = None,
-                 atol: float | None = None, rtol: float | None = None,
-                 allowed_ops: list[str] | None = None):
-        """Args:
+    def __init__(self, model: types.BaseChannel, mode: str = _DEFAULTS.mode,
+                 examples: types.BaseChannel | None = None,
+                 min_elements: int = _DEFAULTS.min_elements,
+                 min_top1_agreement: float = _DEFAULTS.min_top1_agreement,
+                 bfloat16: bool = _DEFAULTS.bfloat16, tflite: str | None = _DEFAULTS.tflite,
+                 num_examples: int | None = None, atol: float | None = None,
+                 rtol: float | None = None, allowed_ops: list[str] | None = None):
+        """Args (defaults: components.core.config.QuantizerSettings, the same as the
+        `quantizer` section of configs/optimization.yaml and the KFP pipeline's):
           model: a Model channel; a model that still has variables is frozen first.
           mode: 'int8' (per-channel symmetric) or 'float16' weights; compute stays fp32.
           examples: Examples to verify on and calibrate with (eval split).
@@ -69,18 +71,19 @@ class Quantizer(base_component.BaseComponent):
           min_top1_agreement: classifier outputs must keep this share of decisions.
           bfloat16: also emit `bfloat16_model` (skipped on CPUs without bf16 units).
           tflite: also emit `tflite_model` in this mode: 'float32', 'float16',
-            'dynamic_int8' or 'full_int8'.
+            'dynamic_int8' or 'full_int8'; None: no TFLite variant.
           num_examples, atol, rtol: verification settings (configs/optimization.yaml).
           allowed_ops: unsafe op types the model may run while verified (default none).
         """
-        if mode not in MODES:
-            raise ServoptError(f"Quantizer mode={mode!r}: use one of {MODES}")
-        if tflite is not None and tflite not in TFLITE_MODES:
-            raise ServoptError(f"Quantizer tflite={tflite!r}: use one of {TFLITE_MODES}")
+        settings = QuantizerSettings(mode=mode, min_elements=min_elements,
+                                     min_top1_agreement=min_top1_agreement,
+                                     bfloat16=bool(bfloat16), tflite=tflite)  # validates
+        outputs = quantizer_steps(settings)
         super().__init__(spec=QuantizerSpec(
-            model=model, examples=examples, mode=mode, min_elements=min_elements,
-            min_top1_agreement=min_top1_agreement, bfloat16=int(bfloat16), tflite=tflite,
-            quantized_model=types.Channel(type=standard_artifacts.Model),
-            bfloat16_model=types.Channel(type=standard_artifacts.Model) if bfloat16 else None,
-            tflite_model=types.Channel(type=standard_artifacts.Model) if tflite else None,
+            model=model, examples=examples, mode=settings.mode,
+            min_elements=settings.min_elements,
+            min_top1_agreement=settings.min_top1_agreement, bfloat16=int(settings.bfloat16),
+            tflite=settings.tflite,
+            **{key: types.Channel(type=standard_artifacts.Model) if key in outputs else None
+               for key in QUANTIZER_OUTPUTS},
             **verification_parameters(num_examples, atol, rtol, allowed_ops)))

@@ -1,3 +1,6 @@
-"""The Quantizer's variant outputs and the short name each gets in benchmarks and reports."""
+"""The Quantizer's variant outputs and the short name each gets in benchmarks and reports
+(defined once, in components.core.producers)."""
 
-VARIANT_OUTPUTS = {"bfloat16_model": "bfloat16", "tflite_model": "tflite"}
+from components.core.producers import VARIANT_OUTPUTS
+
+__all__ = ["VARIANT_OUTPUTS"]

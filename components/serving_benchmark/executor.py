@@ -14,12 +14,14 @@ from tfx.types import artifact_utils
 from components.core.benchmark import ModelSpec, run_benchmark, write_report
 from components.core.benchmark.config import BenchmarkConfig
 from components.core.benchmark.schema import headline_figures
+from components.core.producers import ModelIdentity, was_produced
 from components.core.uris import Staging
-from components.quantizer.keys import VARIANT_OUTPUTS
 from components.serving_benchmark.keys import CANDIDATE_KEYS
 from components.tfx_adapter import (
     Artifacts,
     Staged,
+    artifact_properties,
+    input_producer,
     optional_single,
     serving_uri,
     set_custom_properties,
@@ -30,18 +32,12 @@ METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
 
 
-def model_name(artifact: types.Artifact) -> str:
-    """The producing component's id: '.../pipeline_root/Freezer/frozen_model/7' -> Freezer;
-    a variant output gets its kind: '.../Quantizer/tflite_model/7' -> Quantizer-tflite."""
-    component = artifact.producer_component or Path(artifact.uri).parent.parent.name
-    variant = VARIANT_OUTPUTS.get(Path(artifact.uri).parent.name)
-    return f"{component}-{variant}" if variant else component
-
-
-def was_produced(artifact: types.Artifact) -> bool:
-    """False for a variant the Quantizer recorded as not produced (`produced=0`)."""
-    return not (artifact.has_custom_property("produced")
-                and artifact.get_int_custom_property("produced") == 0)
+def model_name(artifact: types.Artifact, producer: str | None, key: str) -> str:
+    """The name a model gets in the metrics: the identity its producer recorded on the
+    artifact (`Quantizer-tflite`), else the component that produced it as the pipeline
+    node's inputs record it (a Trainer's model), else the input key."""
+    identity = ModelIdentity.from_properties(artifact_properties(artifact))
+    return identity.name if identity else producer or key
 
 
 class Executor(Staged, base_beam_executor.BaseBeamExecutor):
@@ -52,10 +48,11 @@ class Executor(Staged, base_beam_executor.BaseBeamExecutor):
                                              "the settings parameter")
         examples = optional_single(input_dict, "examples")
         baseline = single(input_dict, "baseline_model")
-        candidates = [a for key in CANDIDATE_KEYS for a in input_dict.get(key, [])
-                      if was_produced(a)]
-        models = [ModelSpec(model_name(a), Path(stage.input(serving_uri(a))))
-                  for a in [baseline, *candidates]]
+        inputs = [("baseline_model", baseline)] + [
+            (key, a) for key in CANDIDATE_KEYS for a in input_dict.get(key, [])
+            if was_produced(artifact_properties(a))]
+        models = [ModelSpec(model_name(a, input_producer(self, key), key),
+                            Path(stage.input(serving_uri(a)))) for key, a in inputs]
         config = settings.for_run(Path(stage.input(examples.uri)) if examples else None,
                                   self._beam_pipeline_args or ())
         result = run_benchmark(models, config, progress=lambda line: logging.info("%s", line))
@@ -64,9 +61,8 @@ class Executor(Staged, base_beam_executor.BaseBeamExecutor):
         out_dir = Path(stage.output(output.uri))
         result.write_json(out_dir / METRICS_FILE)
         write_report(result, out_dir / REPORT_FILE)
-        metrics = result.to_dict()
-        set_custom_properties(output, {"baseline": metrics["baseline"],
-                                       "models": ",".join(metrics["models"]),
-                                       **headline_figures(metrics)})
+        set_custom_properties(output, {"baseline": result.baseline,
+                                       "models": ",".join(result.models),
+                                       **headline_figures(result)})
         for name, error in result.failed().items():
             logging.warning("ServingBenchmark: %s failed: %s", name, error)

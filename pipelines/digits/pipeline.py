@@ -9,10 +9,13 @@ Settings: configs/ (see pipelines/digits/config.py), overlaid by an optional use
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from tfx.orchestration import metadata, pipeline
 
+from components.core.benchmark.config import BenchmarkConfig
+from components.core.gate.thresholds import Thresholds
 from components.freezer import Freezer
 from components.graph_optimizer import GraphOptimizer
 from components.pusher_gate import PusherGate, served_model_resolver
@@ -23,6 +26,14 @@ from pipelines.digits.example_gen import DigitsExampleGen
 from pipelines.digits.trainer import DigitsTrainer
 
 PIPELINE_NAME = "digits"
+
+
+def _deciding(settings: BenchmarkConfig, thresholds: Thresholds) -> BenchmarkConfig:
+    """The benchmark measures until the gate's speedup thresholds are decided (see
+    scheduler), unless its own settings name other lines."""
+    lines = {key: value for key, value in thresholds.decision_lines().items()
+             if getattr(settings, key) is None}
+    return dataclasses.replace(settings, **lines)
 
 
 def create_pipeline(pipeline_root: Path | str, metadata_path: Path | None,
@@ -56,7 +67,7 @@ def create_pipeline(pipeline_root: Path | str, metadata_path: Path | None,
                     quantizer.outputs["quantized_model"],
                     *(quantizer.outputs[key] for key in ("bfloat16_model", "tflite_model")
                       if key in quantizer.outputs)],
-        examples=examples, settings=config.benchmark)
+        examples=examples, settings=_deciding(config.benchmark, config.thresholds))
     served = served_model_resolver(str(serving_dir)) if served_model_lookup else None
     gate = PusherGate(benchmark=benchmark.outputs["benchmark"],
                       thresholds=config.thresholds, push_destination=str(serving_dir),

@@ -44,6 +44,7 @@ _EXPORTS = {
     "BACKENDS": "config", "BenchmarkConfig": "config", "ModelSpec": "config",
     "TFServingOptions": "config", "name_models": "config", "parse_int_list": "config",
     "render_report": "report", "write_report": "report", "run_benchmark": "run",
+    "BenchmarkSession": "run", "machine_info": "machine",
     "SCHEMA_VERSION": "schema", "AccuracyResult": "schema", "BatchResult": "schema",
     "BenchmarkResult": "schema", "ConcurrencyResult": "schema", "MachineInfo": "schema",
     "ModelResult": "schema",

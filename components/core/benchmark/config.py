@@ -75,6 +75,16 @@ class BenchmarkConfig:
     rewarm_requests: int = 3
     max_windows: int = 10
     stability_percent: float = 10.0
+    # Every speedup carries a distribution-free interval of this confidence (see stats);
+    # rounds go on until it can be reached (at least 6 rounds for 0.95).
+    confidence: float = 0.95
+    # The speedups the gate decides at (its vs_baseline.min_speedup_p50 / _p99): a
+    # candidate whose interval still straddles one after max_windows rounds is measured
+    # for more rounds, for at most decision_budget_s seconds per batch size, so that the
+    # gate gets an answer instead of "inconclusive". None: stop as the stability rule says.
+    decide_speedup_p50: float | None = None
+    decide_speedup_p99: float | None = None
+    decision_budget_s: float = 60.0
     intra_op_threads: int | None = None  # None: every core, as TF Serving's default
     inter_op_threads: int | None = None
     # TFLite rows, as TF Serving's flags set them: --num_tflite_pools (None: the cores,
@@ -95,7 +105,10 @@ class BenchmarkConfig:
 
     def validate(self) -> None:
         """Raises ServoptError for the first setting that cannot work."""
-        from components.core.benchmark.stats import STABILITY_WINDOWS  # numpy: when used
+        from components.core.benchmark.stats import (  # numpy: when used
+            STABILITY_WINDOWS,
+            rounds_for,
+        )
 
         if self.backend == "tflite":
             raise ServoptError("there is no tflite backend any more: each model runs on its "
@@ -119,6 +132,19 @@ class BenchmarkConfig:
                                f"(got {self.max_windows})")
         if not self.stability_percent > 0:
             raise ServoptError(f"stability_percent must be > 0 (got {self.stability_percent})")
+        if not 0.5 <= self.confidence < 1:
+            raise ServoptError(f"confidence must be >= 0.5 and < 1 (got {self.confidence})")
+        if self.max_windows < rounds_for(self.confidence):
+            raise ServoptError(f"max_windows must be >= {rounds_for(self.confidence)}: an "
+                               f"interval of confidence {self.confidence:g} needs that many "
+                               f"rounds (got {self.max_windows})")
+        for key in ("decide_speedup_p50", "decide_speedup_p99"):
+            value = getattr(self, key)
+            if value is not None and not value > 0:
+                raise ServoptError(f"{key} must be > 0 or null (got {value})")
+        if self.decision_budget_s < 0:
+            raise ServoptError(f"decision_budget_s must be >= 0 (got "
+                               f"{self.decision_budget_s})")
         if any(t is not None and t < 1 for t in (self.intra_op_threads,
                                                  self.inter_op_threads)):
             raise ServoptError("intra_op_threads and inter_op_threads must be >= 1 (got "

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from components.core.benchmark.engines import Engine, Feeds
+from components.core.benchmark.load import CpuMeter
 from components.core.errors import ServoptError
 
 
@@ -31,6 +32,7 @@ class WindowSample:
     latencies_ms: list[float]
     duration_s: float
     examples: int
+    other_cpu: float | None = None  # share of the machine other processes used (see load)
 
 
 @dataclass
@@ -92,6 +94,7 @@ class LocalRunner:
         engine = self._engine()
         latencies: list[float] = []
         clock = time.perf_counter
+        meter = CpuMeter.start()
         start = clock()
         deadline = start + seconds if seconds else None
         while (len(latencies) < requests) if deadline is None else (
@@ -101,7 +104,8 @@ class LocalRunner:
             engine.run(feeds)
             latencies.append((clock() - before) * 1e3)
         duration = clock() - start
-        return WindowSample(latencies, duration, batch_size * len(latencies))
+        return WindowSample(latencies, duration, batch_size * len(latencies),
+                            meter.other_share())
 
     def concurrent(self, batch_size: int, clients: int, requests_per_client: int,
                    seconds: float | None = None) -> ConcurrencySample:

@@ -79,11 +79,20 @@ def _num(value: float | None, unit: str = "") -> str:
     return f"{value:.3g} {unit}".strip()
 
 
-def _ratio(value: float | None) -> str:
+def _ratio(value: float | None, interval: list | None = None) -> str:
+    """A speedup, with its confidence interval beneath where the benchmark has one."""
     if value is None:
         return '<span class="muted">–</span>'
     css = "up" if value >= 1.05 else "down" if value <= 0.95 else ""
-    return f'<span class="{css}">{value:.2f}×</span>'
+    low, high = interval or (None, None)
+    bounds = ("" if low is None or high is None
+              else f'<br><span class="muted">[{low:.2f}, {high:.2f}]</span>')
+    return f'<span class="{css}">{value:.2f}×</span>{bounds}'
+
+
+def _load(share: float | None) -> str:
+    """Other processes' share of the CPU while the windows ran (see benchmark.load)."""
+    return "" if share is None else f", others {share:.0%} CPU"
 
 
 def _pct(value: float | None) -> str:
@@ -167,9 +176,9 @@ def _batch_table(result: BenchmarkResult, size: int) -> str:
         rows.append(
             f"{_name(name, m)}<td>{_ms(b.p50_ms)}</td><td>{_ms(b.p90_ms)}</td>"
             f"<td>{_ms(b.p99_ms)}</td><td>{_num(b.throughput)}/s</td>"
-            f"<td>{stable} <span class=\"muted\">{b.windows}×</span></td>"
-            f"<td>{_ratio(b.speedup_p50) if candidate else ''}</td>"
-            f"<td>{_ratio(b.speedup_p99) if candidate else ''}</td>"
+            f"<td>{stable} <span class=\"muted\">{b.windows}×{_load(b.other_cpu)}</span></td>"
+            f"<td>{_ratio(b.speedup_p50, b.speedup_p50_interval) if candidate else ''}</td>"
+            f"<td>{_ratio(b.speedup_p99, b.speedup_p99_interval) if candidate else ''}</td>"
             f"<td>{_num(b.achieved_flops_per_s)}</td>"
             f"<td>{_pct(value)}</td><td>{delta}</td><td>{agreement}</td>")
     head = ("<tr><th>model</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th>"

@@ -35,9 +35,9 @@ from components.core.benchmark.machine import machine_info
 from components.core.benchmark.runtimes import Row, engine_spec, plan_rows, runtime_info
 from components.core.benchmark.scheduler import (
     Series,
+    compare,
     concurrency_sweep,
     interleaved_rounds,
-    speedups,
 )
 from components.core.benchmark.schema import (
     BASELINE,
@@ -117,106 +117,165 @@ def _resolve_and_scan(models: Sequence[ModelSpec], config: BenchmarkConfig,
     return resolved
 
 
+class BenchmarkSession:
+    """The models of one benchmark, planned, started and loaded once, then measured by
+    `measure()` as often as asked: each call is a fresh run of interleaved rounds at every
+    batch size (warm-up, windows, stability, speedups over the baseline), exactly as
+    `run_benchmark` measures them, without starting the workers again. For repeated
+    trials (pipelines/gate_quality.py: starting the TensorFlow workers costs minutes on a
+    loaded 2-core machine); `run_benchmark` is one session measured once.
+
+    The session plans everything `run_benchmark` describes (validation, the safety scan,
+    rows, signatures, inputs) before it starts a worker; use it as a context manager, so
+    the workers are closed whatever happens.
+    """
+
+    def __init__(self, models: Sequence[ModelSpec], config: BenchmarkConfig | None = None,
+                 progress: Progress | None = None):
+        config = (config or BenchmarkConfig()).resolved()
+        self.config, self.say = config, progress or (lambda message: None)
+        config.validate()
+        if not models:
+            raise ServoptError("no models given; pass the baseline model first, then "
+                               "candidates")
+        if len({m.name for m in models}) != len(models):
+            raise ServoptError(f"model names repeat: {[m.name for m in models]}; name each "
+                               "model once")
+        self.models = list(models)
+        self.errors: dict[str, str] = {}
+        self._failed_sizes: dict[str, int] = {}
+        resolved = _resolve_and_scan(models, config, self.errors, self._failed_sizes)
+        usable = [m for m in models if m.name in resolved]
+        if config.backend == "tfserving":  # the live server picks the runtime
+            rows = [Row(m.name, m, "tensorflow", resolved[m.name].saved_model, True, False)
+                    for m in usable]
+        else:
+            rows = plan_rows(usable, resolved)
+        self.rows = {row.name: row for row in rows}
+        if config.backend == "tfserving" and not config.tfserving.host:
+            from components.core.benchmark.tfserving import find_server
+
+            find_server(config.tfserving.binary)
+        if config.label_key is not None:
+            check_label_key(config.examples, config.label_key)
+        self.baseline = next((r.name for r in rows if r.model is models[0]), models[0].name)
+        self.signatures: dict[str, ModelSignature] = {}
+        for name, row in self.rows.items():
+            try:
+                self.signatures[name] = read_signature(row.path, row.runtime, config.signature)
+            except ServoptError as err:
+                self.errors[name] = str(err)
+        self.pools: dict[int, list] = {}
+        if self.signatures:
+            reference = next(iter(self.signatures.values()))
+            self.pools = input_pools(reference, config.batch_sizes, config.input_pool,
+                                     config.seed, config.examples)
+        self._cleanup = contextlib.ExitStack()
+        self.runners: dict = {}
+        self._loaded: dict[str, tuple[float, float]] = {}
+
+    def __enter__(self) -> BenchmarkSession:
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._cleanup.close()
+
+    def _start(self) -> None:
+        """One worker per healthy row, then each loaded alone (undisturbed load time)."""
+        if not self.pools:
+            return
+        first_batch = self.pools[self.config.batch_sizes[0]][0]
+        healthy = {name: row for name, row in self.rows.items() if name in self.signatures}
+        self.say(f"starting {len(healthy)} {self.config.backend} worker(s)")
+        self.runners = _start_runners(healthy, self.signatures, self.config, self.errors,
+                                      self._cleanup)
+        for name, runner in list(self.runners.items()):
+            self.say(f"loading {name}")
+            try:
+                loaded = runner.load(first_batch)
+                for size, pool in self.pools.items():
+                    runner.set_inputs(size, pool)
+            except ServoptError as err:
+                self.errors[name] = str(err)
+                self.runners.pop(name).close()  # free its memory now; closing twice is fine
+                continue
+            self._loaded[name] = (loaded.load_time_s, loaded.first_request_ms)
+
+    def _results(self) -> dict[str, ModelResult]:
+        """A fresh result per row (and per model that could not be used), in the models'
+        order, failed ones included."""
+        config, results = self.config, {}
+        for index, model in enumerate(self.models):
+            role = BASELINE if index == 0 else CANDIDATE
+            model_rows = [row for row in self.rows.values() if row.model is model]
+            if not model_rows:  # unusable: reported with its error, never run
+                results[model.name] = ModelResult(
+                    path=str(model.path), role=role,
+                    size_bytes=self._failed_sizes.get(model.name))
+            for row in model_rows:
+                results[row.name] = ModelResult(
+                    path=str(model.path), role=role,
+                    runtime=(None if config.backend == "tfserving"
+                             else runtime_info(row, config)),
+                    size_bytes=size_on_disk(row.path, skip_tflite=row.beside_tflite))
+        for name, (load_time_s, first_request_ms) in self._loaded.items():
+            results[name].load_time_s = load_time_s
+            results[name].first_request_ms = first_request_ms
+        return results
+
+    def measure(self) -> BenchmarkResult:
+        """One run of interleaved rounds at every batch size: latency, throughput,
+        stability and each candidate's speedups, with the models' sizes and load times."""
+        results = self._results()
+        series: dict[str, dict[int, Series]] = {name: {} for name in self.rows}
+        for size in self.config.batch_sizes if self.runners else ():
+            self.say(f"measuring batch size {size}: {', '.join(self.runners)} in "
+                     "interleaved rounds")
+            outcome = interleaved_rounds(self.runners, size, self.config)
+            for name, measured in outcome.series.items():
+                series[name][size] = measured
+            _drop_failed(self.runners, outcome.errors, self.errors, f"at batch size {size}")
+        fill_batches(results, series, self.baseline, self.config.confidence)
+        for name, result in results.items():
+            result.error = self.errors.get(name)
+        return BenchmarkResult(machine=machine_info(), settings=self.config,
+                               baseline=self.baseline, models=results)
+
+    def sweep_and_memory(self, result: BenchmarkResult) -> None:
+        """The concurrency sweep and each worker's peak memory, into `result`."""
+        config = self.config
+        if config.concurrency and self.runners:
+            self.say(f"concurrency sweep {list(config.concurrency)}")
+            sweep, failed = concurrency_sweep(self.runners, config.batch_sizes,
+                                              config.concurrency, config)
+            for name, points in sweep.items():
+                result.models[name].concurrency = points
+            _drop_failed(self.runners, failed, self.errors, "in the concurrency sweep")
+        for name, runner in self.runners.items():
+            with contextlib.suppress(ServoptError):
+                result.models[name].peak_memory_bytes = runner.peak_memory_bytes()
+        for name, model in result.models.items():
+            model.error = self.errors.get(name)
+
+
 def run_benchmark(models: Sequence[ModelSpec], config: BenchmarkConfig | None = None,
                   progress: Progress | None = None) -> BenchmarkResult:
     """Benchmarks `models` (the first is the baseline) and returns every measurement."""
-    config = (config or BenchmarkConfig()).resolved()
-    say = progress or (lambda message: None)
-    config.validate()
-    if not models:
-        raise ServoptError("no models given; pass the baseline model first, then candidates")
-    if len({m.name for m in models}) != len(models):
-        raise ServoptError(f"model names repeat: {[m.name for m in models]}; name each "
-                           "model once")
-    errors: dict[str, str] = {}
-    failed_sizes: dict[str, int] = {}
-    resolved = _resolve_and_scan(models, config, errors, failed_sizes)
-    usable = [m for m in models if m.name in resolved]
-    if config.backend == "tfserving":  # the live server picks the runtime
-        rows = [Row(m.name, m, "tensorflow", resolved[m.name].saved_model, True, False)
-                for m in usable]
-    else:
-        rows = plan_rows(usable, resolved)
-    by_name = {row.name: row for row in rows}
-    if config.backend == "tfserving" and not config.tfserving.host:
-        from components.core.benchmark.tfserving import find_server
-
-        find_server(config.tfserving.binary)
-    if config.label_key is not None:
-        check_label_key(config.examples, config.label_key)
-    results: dict[str, ModelResult] = {}
-    for index, model in enumerate(models):  # in the models' order, failed ones included
-        role = BASELINE if index == 0 else CANDIDATE
-        model_rows = [row for row in rows if row.model is model]
-        if not model_rows:  # unusable: reported with its error, never run
-            results[model.name] = ModelResult(path=str(model.path), role=role,
-                                              size_bytes=failed_sizes.get(model.name))
-        for row in model_rows:
-            results[row.name] = ModelResult(
-                path=str(model.path), role=role,
-                runtime=None if config.backend == "tfserving" else runtime_info(row, config),
-                size_bytes=size_on_disk(row.path, skip_tflite=row.beside_tflite))
-    baseline = next((r.name for r in rows if r.model is models[0]), models[0].name)
-
-    signatures: dict[str, ModelSignature] = {}
-    for name, row in by_name.items():
-        try:
-            signatures[name] = read_signature(row.path, row.runtime, config.signature)
-        except ServoptError as err:
-            errors[name] = str(err)
-    series: dict[str, dict[int, Series]] = {name: {} for name in by_name}
-    if signatures:
-        reference = next(iter(signatures.values()))
-        pools = input_pools(reference, config.batch_sizes, config.input_pool, config.seed,
-                            config.examples)
-        _measure(by_name, signatures, pools, config, results, series, errors, say)
-    for name, result in results.items():
-        result.error = errors.get(name)
-    fill_batches(results, series, baseline)
-    _count_flops(by_name, results, config, say)
-    if config.examples is not None:
-        _accuracy(by_name, results, baseline, config, say)
-    return BenchmarkResult(machine=machine_info(), settings=config,
-                           baseline=baseline, models=results)
-
-
-def _measure(rows: dict[str, Row], signatures: dict[str, ModelSignature],
-             pools: dict[int, list], config: BenchmarkConfig, results: dict[str, ModelResult],
-             series: dict[str, dict[int, Series]], errors: dict[str, str],
-             say: Progress) -> None:
-    first_batch = pools[config.batch_sizes[0]][0]
-    healthy = {name: row for name, row in rows.items() if name in signatures}
-    say(f"starting {len(healthy)} {config.backend} worker(s)")
-    with contextlib.ExitStack() as cleanup:
-        runners = _start_runners(healthy, signatures, config, errors, cleanup)
-        for name, runner in list(runners.items()):  # one at a time: load time is undisturbed
-            say(f"loading {name}")
-            try:
-                loaded = runner.load(first_batch)
-                for size, pool in pools.items():
-                    runner.set_inputs(size, pool)
-            except ServoptError as err:
-                errors[name] = str(err)
-                runners.pop(name).close()  # free its memory now; closing twice is harmless
-                continue
-            results[name].load_time_s = loaded.load_time_s
-            results[name].first_request_ms = loaded.first_request_ms
-        for size in config.batch_sizes:
-            say(f"measuring batch size {size}: {', '.join(runners)} in interleaved rounds")
-            outcome = interleaved_rounds(runners, size, config)
-            for name, measured in outcome.series.items():
-                series[name][size] = measured
-            _drop_failed(runners, outcome.errors, errors, f"at batch size {size}")
-        if config.concurrency:
-            say(f"concurrency sweep {list(config.concurrency)}")
-            sweep, failed = concurrency_sweep(runners, config.batch_sizes, config.concurrency,
-                                              config)
-            for name, points in sweep.items():
-                results[name].concurrency = points
-            _drop_failed(runners, failed, errors, "in the concurrency sweep")
-        for name, runner in runners.items():
-            with contextlib.suppress(ServoptError):
-                results[name].peak_memory_bytes = runner.peak_memory_bytes()
+    with BenchmarkSession(models, config, progress) as session:
+        result = session.measure()
+        session.sweep_and_memory(result)
+    _count_flops(session.rows, result.models, session.config, session.say)
+    if session.config.examples is not None:
+        _accuracy(session.rows, result.models, session.baseline, session.config, session.say)
+    return result
 
 
 def _drop_failed(runners: dict, failed: dict[str, str], errors: dict[str, str],
@@ -229,14 +288,23 @@ def _drop_failed(runners: dict, failed: dict[str, str], errors: dict[str, str],
 
 
 def fill_batches(results: dict[str, ModelResult], series: dict[str, dict[int, Series]],
-                 baseline: str) -> None:
-    """Each model's statistics per batch size, and a candidate's speedups over `baseline`."""
+                 baseline: str, confidence: float) -> None:
+    """Each model's statistics per batch size, and a candidate's speedups over `baseline`
+    with their `confidence` intervals."""
     for name, by_size in series.items():
         for size, measured in by_size.items():
             batch = measured.result()
             if name != baseline and size in series[baseline]:
-                batch.speedup_p50, batch.speedup_p99 = speedups(series[baseline][size], measured)
                 batch.speedup_stable = measured.speedup_stable(series[baseline][size])
+                comparison = compare(series[baseline][size], measured, confidence)
+                if comparison is not None:
+                    batch.speedup_p50 = comparison.speedup_p50.estimate
+                    batch.speedup_p99 = comparison.speedup_p99.estimate
+                    batch.throughput_ratio = comparison.throughput_ratio.estimate
+                    batch.speedup_p50_interval = comparison.speedup_p50.to_list()
+                    batch.speedup_p99_interval = comparison.speedup_p99.to_list()
+                    batch.throughput_ratio_interval = comparison.throughput_ratio.to_list()
+                    batch.confidence = confidence
             results[name].batches[size] = batch
 
 

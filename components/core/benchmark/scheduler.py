@@ -6,13 +6,23 @@ per round and comparing the windows of the same round cancels it. The speedup of
 candidate is the median over rounds of baseline_p50[round] / candidate_p50[round] (the
 same for p99).
 
-Rounds continue until every model is stable (the p50 of its last 3 windows within the
-stability percentage), or every candidate's *speedup* is (its ratio to the baseline in
-each of the last 3 rounds within the stability percentage), or `max_windows` rounds were
-measured; a model that never settled is reported `stable: false`. The second rule is
-what settles on a shared machine: other tenants' load moves every model's latency
-together, so absolute latency may never settle while the comparison the gate reads has.
-A model that fails is dropped from the following rounds and its error kept; the others go on.
+Every speedup comes with a confidence interval over its per-round ratios (see
+stats.median_interval), so rounds go on at least until the interval can reach the
+configured confidence (6 rounds for 95%). Then:
+
+- when the gate's decision lines are given (`decide_speedup_p50` / `_p99`: the speedups
+  it blocks below), rounds end as soon as every candidate's interval lies wholly on one
+  side of each line: the question the gate asks is answered. One that still straddles a
+  line after `max_windows` rounds is measured on, for at most `decision_budget_s` seconds,
+  and the gate reports what is still inconclusive then;
+- otherwise rounds end when every model is stable (the p50 of its last 3 windows within
+  the stability percentage), or every candidate's *speedup* is (its ratio to the baseline
+  in each of the last 3 rounds within the stability percentage), or at `max_windows`. The
+  second rule is what settles on a shared machine: other tenants' load moves every
+  model's latency together, so absolute latency may never settle while the comparison has.
+
+A model that never settled is reported `stable: false`. A model that fails is dropped
+from the following rounds and its error kept; the others go on.
 
 Rounds rotate the order (A B C, B C A, C A B, ...): on a machine with few cores a
 window is disturbed by the model measured just before it (its threads still spinning,
@@ -27,17 +37,24 @@ steady state, not the wake-up after the switch.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from components.core.benchmark.config import BenchmarkConfig
+from components.core.benchmark.load import BUSY_SHARE
 from components.core.benchmark.measure import ConcurrencySample, WindowSample
 from components.core.benchmark.schema import BatchResult, ConcurrencyResult
 from components.core.benchmark.stats import (
+    INCONCLUSIVE,
+    Interval,
     is_stable,
-    paired_speedup,
+    judge_at_least,
+    median_interval,
+    paired_ratios,
     percentile,
+    rounds_for,
     summarize,
 )
 from components.core.errors import ServoptError
@@ -70,6 +87,15 @@ class Series:
         return [percentile(w.latencies_ms, 99) for w in self.windows]
 
     @property
+    def throughputs(self) -> list[float]:
+        return [w.examples / w.duration_s if w.duration_s else 0.0 for w in self.windows]
+
+    @property
+    def other_cpu(self) -> list[float]:
+        """Each window's share of the machine other processes took (where known)."""
+        return [w.other_cpu for w in self.windows if w.other_cpu is not None]
+
+    @property
     def stable(self) -> bool:
         return is_stable(self.p50s, self.stability_percent)
 
@@ -84,9 +110,12 @@ class Series:
         summary = summarize(latencies)
         duration = sum(w.duration_s for w in self.windows)
         examples = sum(w.examples for w in self.windows)
+        shares = self.other_cpu
         return BatchResult(**vars(summary), throughput=examples / duration if duration else 0.0,
                            stable=self.stable, windows=len(self.windows),
-                           requests=len(latencies))
+                           requests=len(latencies),
+                           other_cpu=percentile(shares, 50) if shares else None,
+                           busy_windows=sum(share > BUSY_SHARE for share in shares))
 
 
 @dataclass
@@ -108,7 +137,11 @@ def interleaved_rounds(runners: dict[str, Runner], batch_size: int, plan: Benchm
             del active[name]
     series = {name: Series(batch_size, plan.stability_percent)
               for name in active}
-    for round_index in range(plan.max_windows):
+    minimum = rounds_for(plan.confidence)
+    deciding = plan.decide_speedup_p50 is not None or plan.decide_speedup_p99 is not None
+    overtime_ends: float | None = None
+    round_index = 0
+    while active:
         order = list(active.items())
         shift = round_index % len(order) if order else 0
         for name, runner in order[shift:] + order[:shift]:
@@ -120,8 +153,19 @@ def interleaved_rounds(runners: dict[str, Runner], batch_size: int, plan: Benchm
             except ServoptError as err:
                 errors[name] = str(err)
                 del active[name], series[name]
-        if all(series[name].stable for name in active) or _speedups_settled(series):
+        round_index += 1
+        if round_index < minimum:
+            continue
+        if deciding:
+            if _decided(series, plan):
+                break
+        elif all(series[name].stable for name in active) or _speedups_settled(series):
             break
+        if round_index >= plan.max_windows:
+            now = time.monotonic()
+            overtime_ends = overtime_ends or now + plan.decision_budget_s
+            if not deciding or now >= overtime_ends:
+                break
     return RoundsOutcome(series, errors)
 
 
@@ -131,10 +175,38 @@ def _speedups_settled(series: dict[str, Series]) -> bool:
     return bool(candidates) and all(c.speedup_stable(baseline) for c in candidates)
 
 
-def speedups(baseline: Series, candidate: Series) -> tuple[float | None, float | None]:
-    """(speedup_p50, speedup_p99): medians of the per-round ratios baseline/candidate."""
-    return (paired_speedup(baseline.p50s, candidate.p50s),
-            paired_speedup(baseline.p99s, candidate.p99s))
+def _decided(series: dict[str, Series], plan: BenchmarkConfig) -> bool:
+    """Every candidate's speedup interval lies wholly on one side of each decision line."""
+    if not series:
+        return True
+    baseline, *candidates = series.values()
+    comparisons = [compare(baseline, candidate, plan.confidence) for candidate in candidates]
+    return all(judge_at_least(*interval.to_list(), line) != INCONCLUSIVE
+               for c in comparisons if c is not None
+               for interval, line in ((c.speedup_p50, plan.decide_speedup_p50),
+                                      (c.speedup_p99, plan.decide_speedup_p99))
+               if line is not None)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A candidate against the baseline, round by round: medians of the per-round ratios
+    with their confidence intervals. Speedups are baseline / candidate latency (above 1:
+    the candidate is faster); the throughput ratio is candidate / baseline."""
+
+    speedup_p50: Interval
+    speedup_p99: Interval
+    throughput_ratio: Interval
+
+
+def compare(baseline: Series, candidate: Series, confidence: float) -> Comparison | None:
+    """None when the two share no round with a usable measurement."""
+    ratios = (paired_ratios(baseline.p50s, candidate.p50s),
+              paired_ratios(baseline.p99s, candidate.p99s),
+              paired_ratios(candidate.throughputs, baseline.throughputs))
+    if not all(ratios):
+        return None
+    return Comparison(*(median_interval(values, confidence) for values in ratios))
 
 
 def concurrency_sweep(runners: dict[str, Runner], batch_sizes: Sequence[int],

@@ -1,7 +1,8 @@
 """The benchmark's result and its metrics.json form (schema_version 1), and its one reader.
 
-Other components (the PusherGate, the TFX executor, `servopt gate`) read metrics.json
-through `load_metrics`, so the key names here are a contract: change them only with a new
+Other components (the PusherGate, the KFP gate step, `servopt gate`) read metrics.json
+through `load_metrics`, which returns the typed `BenchmarkResult`: no reader indexes the
+JSON itself. The key names here are a contract: change them only with a new
 `SCHEMA_VERSION`. A model that failed has `error` set and null for what could not be
 measured. `settings` holds the run's BenchmarkConfig (`to_dict`), threads resolved.
 """
@@ -41,9 +42,20 @@ class BatchResult(LatencySummary):
     windows: int
     requests: int
     achieved_flops_per_s: float | None = None
-    speedup_p50: float | None = None  # candidates only: median per-round ratio
+    # Share of the machine's CPU other processes took per window (median), and the windows
+    # where it passed load.BUSY_SHARE; None where unknown (not Linux, a remote server).
+    other_cpu: float | None = None
+    busy_windows: int | None = None
+    # Candidates only: medians of the per-round ratios to the baseline, each with its
+    # confidence interval [low, high] ([null, null]: too few rounds for `confidence`).
+    speedup_p50: float | None = None
     speedup_p99: float | None = None
     speedup_stable: bool | None = None  # the per-round p50 ratio of the last 3 rounds settled
+    speedup_p50_interval: list[float | None] | None = None
+    speedup_p99_interval: list[float | None] | None = None
+    throughput_ratio: float | None = None  # candidate / baseline throughput
+    throughput_ratio_interval: list[float | None] | None = None
+    confidence: float | None = None
 
     def to_dict(self, role: str) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self)
@@ -57,7 +69,9 @@ class BatchResult(LatencySummary):
         return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
 
 
-_CANDIDATE_ONLY = ("speedup_p50", "speedup_p99", "speedup_stable")
+_CANDIDATE_ONLY = ("speedup_p50", "speedup_p99", "speedup_stable", "speedup_p50_interval",
+                   "speedup_p99_interval", "throughput_ratio", "throughput_ratio_interval",
+                   "confidence")
 
 
 @dataclass
@@ -105,6 +119,18 @@ class ModelResult:
     concurrency: list[ConcurrencyResult] = field(default_factory=list)
     accuracy: AccuracyResult | None = None
 
+    def at(self, batch_size: int) -> BatchResult | None:
+        """The measurements at `batch_size`, None where it was not measured."""
+        return self.batches.get(batch_size)
+
+    def accuracy_value(self, key: str) -> float | None:
+        """`accuracy`, `top1_agreement` or `max_abs_diff`; None when not measured."""
+        return getattr(self.accuracy, key) if self.accuracy else None
+
+    def runtime_name(self) -> str | None:
+        """"tensorflow" or "tflite"; None when a live TF Serving chose (tfserving)."""
+        return self.runtime.runtime if self.runtime else None
+
     def to_dict(self) -> dict:
         return {
             "path": self.path, "role": self.role, "error": self.error,
@@ -120,7 +146,18 @@ class ModelResult:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> ModelResult:
+    def from_dict(cls, data: dict, source: str = "metrics") -> ModelResult:
+        """One model's entry of metrics.json (also what the gate records for a pushed
+        model); a malformed one is refused naming `source`."""
+        try:
+            return cls._from_dict(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ServoptError(f"{source}: not a benchmark result of one model "
+                               f"({type(err).__name__}: {err}); pass what the "
+                               "ServingBenchmark wrote") from None
+
+    @classmethod
+    def _from_dict(cls, data: dict) -> ModelResult:
         accuracy, runtime = data.get("accuracy"), data.get("runtime")
         return cls(
             path=data["path"], role=data["role"], error=data.get("error"),
@@ -142,6 +179,21 @@ class BenchmarkResult:
     baseline: str
     models: dict[str, ModelResult]  # in command-line order, the baseline first
 
+    def version_of(self, row: str) -> str:
+        """The model (version) a row measured: a TFLite variant has two rows,
+        `NAME@tflite` and `NAME@tensorflow`, of one version NAME."""
+        runtime = self.models[row].runtime
+        return runtime.version if runtime else row
+
+    def rows_of(self, version: str) -> dict[str, ModelResult]:
+        """Row name -> result of every row that measured `version`, in benchmark order."""
+        return {row: model for row, model in self.models.items()
+                if self.version_of(row) == version}
+
+    def paths(self) -> dict[str, str]:
+        """Version -> the model path the benchmark measured, for every version."""
+        return {self.version_of(row): model.path for row, model in self.models.items()}
+
     @property
     def candidates(self) -> list[str]:
         return [name for name, model in self.models.items() if model.role == CANDIDATE]
@@ -162,11 +214,21 @@ class BenchmarkResult:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "metrics") -> BenchmarkResult:
+        """The one parser of metrics.json's form, checked (a malformed one is refused with
+        `source` named)."""
         validate_metrics(data, source)
-        return cls(machine=MachineInfo(**data["machine"]),
-                   settings=BenchmarkConfig.from_dict(data["settings"], source, "settings"),
-                   baseline=data["baseline"],
-                   models={name: ModelResult.from_dict(m) for name, m in data["models"].items()})
+        try:
+            machine = MachineInfo(**data["machine"])
+        except (KeyError, TypeError) as err:
+            raise ServoptError(f"{source}: 'machine' is not what the benchmark records "
+                               f"({type(err).__name__}: {err}); run the benchmark "
+                               "again") from None
+        return cls(machine=machine,
+                   settings=BenchmarkConfig.from_dict(data.get("settings") or {}, source,
+                                                      "settings"),
+                   baseline=data.get("baseline"),
+                   models={name: ModelResult.from_dict(m, f"{source}: models.{name}")
+                           for name, m in data["models"].items()})
 
     def write_json(self, path: str | os.PathLike) -> Path:
         target = Path(path)
@@ -179,11 +241,12 @@ class BenchmarkResult:
 
     @classmethod
     def read_json(cls, path: str | os.PathLike) -> BenchmarkResult:
-        return cls.from_dict(load_metrics(path), str(path))
+        return load_metrics(path)
 
 
-def load_metrics(path: str | os.PathLike) -> dict:
-    """metrics.json as a dict, checked to be a benchmark result of this schema version."""
+def load_metrics(path: str | os.PathLike) -> BenchmarkResult:
+    """The one reader of metrics.json: the typed result, checked to be a benchmark result
+    of this schema version."""
     path = Path(path)
     try:
         metrics = json.loads(path.read_text())
@@ -195,8 +258,7 @@ def load_metrics(path: str | os.PathLike) -> dict:
     except json.JSONDecodeError as err:
         raise ServoptError(f"{path}: not valid JSON (line {err.lineno}: {err.msg}); run the "
                            "benchmark again") from None
-    validate_metrics(metrics, str(path))
-    return metrics
+    return BenchmarkResult.from_dict(metrics, str(path))
 
 
 def validate_metrics(metrics, source: str = "metrics") -> None:
@@ -213,21 +275,21 @@ def validate_metrics(metrics, source: str = "metrics") -> None:
         raise ServoptError(f"{source}: no 'models' object; not a ServingBenchmark result")
 
 
-def headline_figures(metrics: dict) -> dict[str, float | int | str | None]:
-    """The figures worth a glance, from metrics.json: per model its size and error, per
-    batch size p50, p99, throughput, stability and (candidates) speedup; accuracy, top-1
-    agreement and largest difference against the baseline when examples were given.
-    The TFX artifact's custom properties and the KFP UI's Metrics both show these."""
+def headline_figures(result: BenchmarkResult) -> dict[str, float | int | str | None]:
+    """The figures worth a glance: per model its size and error, per batch size p50, p99,
+    throughput, stability and (candidates) speedup; accuracy, top-1 agreement and largest
+    difference against the baseline when examples were given. The TFX artifact's custom
+    properties and the KFP UI's Metrics both show these."""
     figures: dict[str, float | int | str | None] = {}
-    for name, model in metrics["models"].items():
-        figures[f"{name}_size_bytes"] = model.get("size_bytes")
-        figures[f"{name}_error"] = model.get("error")
-        for size, batch in (model.get("batches") or {}).items():
+    for name, model in result.models.items():
+        figures[f"{name}_size_bytes"] = model.size_bytes
+        figures[f"{name}_error"] = model.error
+        for size, batch in sorted(model.batches.items()):
             for key in ("p50_ms", "p99_ms", "throughput", "speedup_p50", "speedup_p99"):
-                figures[f"{name}_{key}_batch{size}"] = batch.get(key)
-            figures[f"{name}_stable_batch{size}"] = int(bool(batch.get("stable")))
+                figures[f"{name}_{key}_batch{size}"] = _finite(getattr(batch, key))
+            figures[f"{name}_stable_batch{size}"] = int(bool(batch.stable))
         for key in ("accuracy", "top1_agreement", "max_abs_diff"):
-            figures[f"{name}_{key}"] = (model.get("accuracy") or {}).get(key)
+            figures[f"{name}_{key}"] = _finite(model.accuracy_value(key))
     return figures
 
 

@@ -7,6 +7,7 @@ spreads by at most the stability percentage (spread = max/min - 1).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -65,5 +66,93 @@ def is_stable(window_p50s: Sequence[float], stability_percent: float,
 def paired_speedup(baseline: Sequence[float], candidate: Sequence[float]) -> float | None:
     """Median over rounds of baseline[r] / candidate[r]: latencies measured in the same
     round share the machine's state at that time, so drift cancels in each ratio."""
-    ratios = [b / c for b, c in zip(baseline, candidate, strict=False) if c > 0]
+    ratios = paired_ratios(baseline, candidate)
     return float(np.median(ratios)) if ratios else None
+
+
+# --- confidence ------------------------------------------------------------------------
+# A speedup is the median of per-round ratios (baseline / candidate, paired by round so
+# drift cancels). Its confidence interval is the distribution-free one for a median: the
+# k-th smallest and k-th largest of n ratios cover the true median with probability
+# 1 - 2 P(Binomial(n, 1/2) < k). Why not a t-interval on log-ratios: on shared machines a
+# window now and then collides with another process, and such outliers widen a t-interval
+# and move its centre, while the order-statistic interval ignores k - 1 of them at each end,
+# assumes no distribution, and brackets the very figure the gate reads (the median).
+# The price: 95% needs at least 6 rounds (5 reach only 93.75%).
+
+REGRESSED = "regressed"
+NOT_REGRESSED = "not regressed"
+INCONCLUSIVE = "inconclusive"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A median and its confidence interval; `coverage` is the interval's exact coverage
+    (at least the confidence asked for), 0.0 when too few values can reach it."""
+
+    estimate: float
+    low: float
+    high: float
+    coverage: float
+    count: int
+
+    @property
+    def width_percent(self) -> float:
+        """The interval's width relative to its estimate, in percent."""
+        if not self.estimate or math.isinf(self.high):
+            return math.inf
+        return 100.0 * (self.high - self.low) / self.estimate
+
+    def to_list(self) -> list[float | None]:
+        """[low, high] for JSON; [null, null] when too few values to know anything."""
+        return [self.low, self.high] if self.coverage else [None, None]
+
+
+def _binomial_cdf_half(n: int, k: int) -> float:
+    """P(Binomial(n, 1/2) <= k)."""
+    return sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
+
+
+def rounds_for(confidence: float) -> int:
+    """The fewest values whose median interval (min to max) reaches `confidence`."""
+    n = 1
+    while 1.0 - 2.0 * 0.5 ** n < confidence:
+        n += 1
+    return n
+
+
+def median_interval(values: Sequence[float], confidence: float) -> Interval:
+    """The median of `values` and its distribution-free `confidence` interval."""
+    data = sorted(float(v) for v in values)
+    n = len(data)
+    if n == 0:
+        raise ValueError("interval of no values")
+    estimate = float(np.median(data))
+    best = 0
+    for k in range(1, n // 2 + 1):
+        if 1.0 - 2.0 * _binomial_cdf_half(n, k - 1) >= confidence:
+            best = k
+        else:
+            break
+    if best == 0:  # too few values: nothing is known at this confidence
+        return Interval(estimate, 0.0, math.inf, 0.0, n)
+    coverage = 1.0 - 2.0 * _binomial_cdf_half(n, best - 1)
+    return Interval(estimate, data[best - 1], data[n - best], coverage, n)
+
+
+def paired_ratios(numerators: Sequence[float], denominators: Sequence[float]) -> list[float]:
+    """numerator[r] / denominator[r] for every round r with a positive denominator."""
+    return [a / b for a, b in zip(numerators, denominators, strict=False) if b > 0]
+
+
+def judge_at_least(low: float | None, high: float | None, line: float) -> str:
+    """A figure whose interval is [low, high] must not fall below `line` (e.g. a speedup
+    of 0.95): regressed when the whole interval is below it, not regressed when it is
+    wholly at or above it, inconclusive when it straddles it or is unknown (None)."""
+    if low is None or high is None:
+        return INCONCLUSIVE
+    if high < line:
+        return REGRESSED
+    if low >= line:
+        return NOT_REGRESSED
+    return INCONCLUSIVE

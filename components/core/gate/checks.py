@@ -1,5 +1,10 @@
 """The checks on one candidate: each returns `Check`s with the measured value, the limit
-and a reason that states both."""
+and a reason that states both. They read the typed benchmark result (ModelResult,
+BatchResult) and compute no figure the benchmark recorded: a figure it did not record is
+"not measured", and a threshold set on it blocks (fail closed).
+
+To add a check: a function (name, model, context) -> Check | list[Check] here, listed in
+gate._candidate_checks."""
 
 from __future__ import annotations
 
@@ -7,14 +12,12 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from components.core.benchmark.load import BUSY_SHARE
+from components.core.benchmark.schema import BASELINE, BatchResult, BenchmarkResult, ModelResult
+from components.core.benchmark.stats import NOT_REGRESSED, REGRESSED, judge_at_least
 from components.core.errors import ServoptError
 from components.core.gate.decision import CHANGE, REQUIREMENT, VALUE, Check, fmt
-from components.core.gate.metrics import (
-    accuracy_value,
-    batch_entry,
-    measured_batch_sizes,
-    rows_of,
-)
+from components.core.gate.metrics import measured_batch_sizes
 from components.core.gate.thresholds import ServerProfile, Thresholds
 from components.core.model_io import resolve_saved_model_dir
 from components.core.requirements import (
@@ -36,9 +39,9 @@ class Context:
 
     thresholds: Thresholds
     baseline_name: str | None
-    baseline: dict | None  # the baseline's metrics, None when it has no usable result
+    baseline: ModelResult | None  # None when it has no usable result
     baseline_problem: str | None  # why `baseline` is None
-    served: dict | None  # metrics of the model served now; None on the first push
+    served: ModelResult | None  # the model served now, as measured; None on a first push
 
     @property
     def batch(self) -> int:
@@ -50,38 +53,39 @@ class JudgedRow:
     """The benchmark row a candidate is judged by: the runtime the server will use."""
 
     name: str  # the row's name in the metrics
-    model: dict | None  # its metrics; None when the benchmark has no row for the version
+    model: ModelResult | None  # None when the benchmark has no row for the version
     problem: str | None = None  # why the server cannot run the version as measured
 
     @property
     def runtime(self) -> str | None:
-        return ((self.model or {}).get("runtime") or {}).get("runtime")
+        return self.model.runtime_name() if self.model else None
 
     @property
     def server_flags(self) -> list[str]:
-        return list(((self.model or {}).get("runtime") or {}).get("server_flags") or [])
+        runtime = self.model.runtime if self.model else None
+        return list(runtime.server_flags) if runtime else []
 
 
-def judged_row(version: str, metrics: dict, server: ServerProfile) -> JudgedRow:
+def judged_row(version: str, metrics: BenchmarkResult, server: ServerProfile) -> JudgedRow:
     """TF Serving serves `model.tflite` only with --prefer_tflite_model=true, and falls
     back to `saved_model.pb` otherwise (saved_model_bundle_factory.cc): the row of that
     runtime decides."""
-    rows = rows_of(metrics, version)
+    rows = metrics.rows_of(version)
     if not rows:
         return JudgedRow(version, None)
-    by_runtime = {(m.get("runtime") or {}).get("runtime"): (n, m) for n, m in rows.items()}
+    by_runtime = {m.runtime_name(): (n, m) for n, m in rows.items()}
     if server.prefer_tflite_model and TFLITE_RUNTIME in by_runtime:
         name, model = by_runtime[TFLITE_RUNTIME]
     elif TENSORFLOW_RUNTIME in by_runtime or None in by_runtime:
         return JudgedRow(*by_runtime.get(TENSORFLOW_RUNTIME) or by_runtime[None])
     else:
         name, model = by_runtime[TFLITE_RUNTIME]
-        if model["runtime"].get("servable", True):
+        if model.runtime.servable:
             return JudgedRow(name, model, "the server runs its saved_model.pb "
                              "(server.prefer_tflite_model: false), which the benchmark did "
                              f"not measure (only '{name}'); benchmark it again or set "
                              "server.prefer_tflite_model: true")
-    if not model["runtime"].get("servable", True):
+    if not model.runtime.servable:
         return JudgedRow(name, model, "a bare .tflite file: TF Serving serves TFLite only "
                          "as model.tflite in a SavedModel version directory; put it beside "
                          "the saved_model.pb it was converted from")
@@ -134,20 +138,20 @@ def _some(flags: set[str]) -> str:
                                           f"{len(flags)} flags, none of them")
 
 
-def benchmark_problem(name: str, model: dict | None, batch_size: int) -> str | None:
+def benchmark_problem(name: str, model: ModelResult | None, batch_size: int) -> str | None:
     """Why the benchmark result of `name` cannot be used, or None if it can."""
     if model is None:
         return f"no benchmark result for '{name}' in the metrics; benchmark every candidate"
-    if model.get("error"):
-        return f"the benchmark of '{name}' failed: {model['error']}"
-    if batch_entry(model, batch_size) is None:
-        measured = ", ".join(measured_batch_sizes(model)) or "none"
+    if model.error:
+        return f"the benchmark of '{name}' failed: {model.error}"
+    if model.at(batch_size) is None:
+        measured = ", ".join(map(str, measured_batch_sizes(model))) or "none"
         return (f"no benchmark result at the primary batch size {batch_size} (measured: "
                 f"{measured}); benchmark that batch size or change primary_batch_size")
     return None
 
 
-def benchmark_check(name: str, model: dict | None, batch_size: int,
+def benchmark_check(name: str, model: ModelResult | None, batch_size: int,
                     row: str | None = None) -> Check:
     """`row`: the benchmark row judged for candidate `name` (default: its own name)."""
     problem = benchmark_problem(row or name, model, batch_size)
@@ -174,67 +178,71 @@ def safety_check(name: str, model_dir: str, allowed_ops: Iterable[str]) -> Check
     return Check("safety", name, [], allowed, True, reason, kind=REQUIREMENT)
 
 
-def stability_check(name: str, model: dict, context: Context) -> Check:
-    entry = batch_entry(model, context.batch)
-    stable = entry.get("stable")
-    policy = context.thresholds.unstable_latency
-    limit = f"unstable_latency: {policy}"
-    if stable is True:
-        return Check("stable_latency", name, True, limit, True,
-                     f"latency stable at batch {context.batch}", kind=REQUIREMENT)
-    if entry.get("speedup_stable") is True:  # what the change thresholds read has settled
-        return Check("stable_latency", name, True, limit, True,
-                     f"speedup over the baseline stable at batch {context.batch} (its "
-                     "latency moved with the machine's load)", kind=REQUIREMENT)
-    what = "latency not stable" if stable is False else "latency stability not recorded"
-    if policy == "allow":
-        return Check("stable_latency", name, stable, limit, True,
-                     f"{what} at batch {context.batch}; allowed (unstable_latency: allow)",
-                     kind=REQUIREMENT)
-    return Check("stable_latency", name, stable, limit, False,
-                 f"{what} at batch {context.batch}; rerun the benchmark on a quieter "
-                 "machine or with more windows, or set unstable_latency: allow",
+def measurement_check(name: str, model: ModelResult, context: Context) -> Check:
+    """How the figures judged were measured: rounds, stability and the machine's load.
+    It informs and never blocks: the speedups' intervals carry the noise. What load can
+    bias, and intervals cannot show, is the ranking between runtimes with different
+    thread counts (see benchmark.load); the reason says so when it may have."""
+    entry = model.at(context.batch)
+    parts = [f"{entry.windows} rounds at batch {context.batch}, latency "
+             + ("stable" if entry.stable else "not stable")]
+    if entry.other_cpu is not None:
+        parts.append(f"other processes took {entry.other_cpu:.0%} of the CPU (median per "
+                     f"window), {entry.busy_windows} of {entry.windows} windows busy (over "
+                     f"{BUSY_SHARE:.0%})")
+    mine, theirs = _threads(model), _threads(context.baseline)
+    if entry.busy_windows and mine and theirs and mine != theirs:
+        parts.append(f"the speedup may be distorted by that load: it runs requests on {mine} "
+                     f"thread(s), the baseline on {theirs}, and load slows the one with more "
+                     "threads more; measure on a machine as quiet as the server will be")
+    return Check("measurement", name, entry.other_cpu, BUSY_SHARE, True, "; ".join(parts),
                  kind=REQUIREMENT)
 
 
-def value_checks(name: str, model: dict, context: Context) -> list[Check]:
+def _threads(model: ModelResult | None) -> int | None:
+    """Threads one request runs on: a TFLite interpreter's one, or the Session's pool."""
+    settings = model.runtime.settings if model is not None and model.runtime else {}
+    return settings.get("threads_per_interpreter") or settings.get("intra_op_threads")
+
+
+def value_checks(name: str, model: ModelResult, context: Context) -> list[Check]:
     limits = context.thresholds.value
-    batch = batch_entry(model, context.batch)
-    size = model.get("size_bytes")
+    batch = model.at(context.batch)
+    size = model.size_bytes
     at = f"at batch {context.batch}"
     checks = [
-        _bound("value.max_p50_ms", name, f"p50 latency {at}", batch.get("p50_ms"),
+        _bound("value.max_p50_ms", name, f"p50 latency {at}", batch.p50_ms,
                limits.max_p50_ms, upper=True, unit=" ms"),
-        _bound("value.max_p99_ms", name, f"p99 latency {at}", batch.get("p99_ms"),
+        _bound("value.max_p99_ms", name, f"p99 latency {at}", batch.p99_ms,
                limits.max_p99_ms, upper=True, unit=" ms"),
-        _bound("value.min_throughput", name, f"throughput {at}", batch.get("throughput"),
+        _bound("value.min_throughput", name, f"throughput {at}", batch.throughput,
                limits.min_throughput, upper=False, unit=" examples/s"),
         _bound("value.max_size_mb", name, "size", None if size is None else size / MB,
                limits.max_size_mb, upper=True, unit=" MB"),
-        _bound("value.min_accuracy", name, "accuracy", accuracy_value(model, "accuracy"),
+        _bound("value.min_accuracy", name, "accuracy", model.accuracy_value("accuracy"),
                limits.min_accuracy, upper=False,
                missing="the benchmark recorded no accuracy: give it labelled eval examples"),
     ]
     return [c for c in checks if c is not None]
 
 
-def baseline_checks(name: str, model: dict, context: Context) -> list[Check]:
+def baseline_checks(name: str, model: ModelResult, context: Context) -> list[Check]:
     limits = context.thresholds.vs_baseline
     wanted = {k: v for k, v in vars(limits).items() if v is not None}
     if not wanted:
         return []
     base = context.baseline_name
-    is_baseline = name == base or model.get("role") == "baseline"
+    is_baseline = name == base or model.role == BASELINE
     if not is_baseline and context.baseline is None:
         return [Check(f"vs_baseline.{key}", name, None, limit, False,
                       f"cannot compare with the baseline: {context.baseline_problem}",
                       kind=CHANGE) for key, limit in wanted.items()]
-    batch = batch_entry(model, context.batch)
+    batch = model.at(context.batch)
     itself = " (the baseline itself)" if is_baseline else ""
     checks = []
     if limits.max_accuracy_drop is not None:
-        own = accuracy_value(model, "accuracy")
-        reference = own if is_baseline else accuracy_value(context.baseline, "accuracy")
+        own = model.accuracy_value("accuracy")
+        reference = own if is_baseline else context.baseline.accuracy_value("accuracy")
         drop = None if own is None or reference is None else reference - own
         if is_baseline:
             drop = 0.0
@@ -245,7 +253,7 @@ def baseline_checks(name: str, model: dict, context: Context) -> list[Check]:
             missing="the benchmark recorded no accuracy for it or the baseline: give it "
                     "labelled eval examples"))
     if limits.min_top1_agreement is not None:
-        agreement = 1.0 if is_baseline else accuracy_value(model, "top1_agreement")
+        agreement = 1.0 if is_baseline else model.accuracy_value("top1_agreement")
         checks.append(_bound(
             "vs_baseline.min_top1_agreement", name, f"top-1 agreement with baseline '{base}'",
             agreement, limits.min_top1_agreement, upper=False, kind=CHANGE, suffix=itself,
@@ -253,18 +261,56 @@ def baseline_checks(name: str, model: dict, context: Context) -> list[Check]:
     for quantile, limit in (("p50", limits.min_speedup_p50), ("p99", limits.min_speedup_p99)):
         if limit is None:
             continue
-        speedup = 1.0 if is_baseline else batch.get(f"speedup_{quantile}")
-        if speedup is None and not is_baseline:
-            speedup = _ratio(batch_entry(context.baseline, context.batch) or {},
-                             batch, f"{quantile}_ms")
-        checks.append(_bound(
-            f"vs_baseline.min_speedup_{quantile}", name,
-            f"{quantile} speedup over baseline '{base}' at batch {context.batch}", speedup,
-            limit, upper=False, unit="x", kind=CHANGE, suffix=itself))
+        label = f"{quantile} speedup over baseline '{base}' at batch {context.batch}"
+        if is_baseline:
+            checks.append(_bound(f"vs_baseline.min_speedup_{quantile}", name, label, 1.0,
+                                 limit, upper=False, unit="x", kind=CHANGE, suffix=itself))
+        else:
+            checks.append(_speedup_check(quantile, name, label, batch, limit, context))
     return checks
 
 
-def served_checks(name: str, model: dict, context: Context) -> list[Check]:
+def _speedup_check(quantile: str, name: str, label: str, batch: BatchResult, limit: float,
+                   context: Context) -> Check:
+    """A speedup threshold decided on the speedup's confidence interval: regressed (the
+    whole interval below the limit) blocks, not regressed (wholly at or above) passes,
+    inconclusive is decided by the `inconclusive` policy; the reason shows the interval.
+    The speedup is the benchmark's (the median of per-round ratios), never recomputed."""
+    threshold = f"vs_baseline.min_speedup_{quantile}"
+    speedup = getattr(batch, f"speedup_{quantile}")
+    if speedup is None:
+        return _bound(threshold, name, label, None, limit, upper=False, unit="x", kind=CHANGE,
+                      missing="the benchmark recorded no speedup for it at this batch size")
+    low, high = getattr(batch, f"speedup_{quantile}_interval") or (None, None)
+    outcome = judge_at_least(low, high, limit)
+    if low is None or high is None:
+        interval = ("no confidence interval (too few rounds for the confidence, or metrics "
+                    "of a benchmark that recorded none)")
+    else:
+        interval = (f"{batch.confidence:.0%} interval [{low:.3f}, {high:.3f}] over "
+                    f"{batch.windows} rounds")
+    policy = context.thresholds.inconclusive
+    if outcome == NOT_REGRESSED:
+        passed, verdict = True, f"wholly >= min {fmt(limit, 'x')}: not regressed"
+    elif outcome == REGRESSED:
+        passed, verdict = False, (f"wholly < min {fmt(limit, 'x')}: regressed (slower than "
+                                  f"the threshold allows, with {batch.confidence:.0%} "
+                                  "confidence)")
+    else:
+        passed = policy == "allow"
+        width = ("" if low is None or high is None
+                 else f", {100 * (high - low) / speedup:.0f}% wide")
+        verdict = (f"straddles min {fmt(limit, 'x')}{width}: inconclusive, too noisy for the "
+                   f"margin; {'allowed' if passed else 'blocked'} by inconclusive: {policy}")
+        if not passed:
+            verdict += ("; measure on a quieter machine or longer (the benchmark's "
+                        "decision_budget_s), or set inconclusive: allow")
+    return Check(threshold, name, speedup, limit, passed,
+                 f"{label}: {fmt(speedup, 'x')}, {interval}, {verdict}", kind=CHANGE,
+                 interval=[low, high], outcome=outcome)
+
+
+def served_checks(name: str, model: ModelResult, context: Context) -> list[Check]:
     limits = context.thresholds.vs_served
     wanted = {k: v for k, v in vars(limits).items() if v is not None}
     if context.served is None:
@@ -273,8 +319,8 @@ def served_checks(name: str, model: dict, context: Context) -> list[Check]:
     served = context.served
     checks = []
     if limits.max_p99_regression_pct is not None:
-        own = batch_entry(model, context.batch).get("p99_ms")
-        reference = (batch_entry(served, context.batch) or {}).get("p99_ms")
+        own = model.at(context.batch).p99_ms
+        reference = served.at(context.batch).p99_ms if served.at(context.batch) else None
         regression = (None if own is None or not reference
                       else 100.0 * (own - reference) / reference)
         label = f"p99 latency at batch {context.batch} vs the served model"
@@ -285,7 +331,7 @@ def served_checks(name: str, model: dict, context: Context) -> list[Check]:
             limits.max_p99_regression_pct, upper=True, unit="%", kind=CHANGE, signed=True,
             missing=f"the served model's metrics have no p99 at batch {context.batch}"))
     if limits.max_accuracy_regression is not None:
-        own, reference = accuracy_value(model, "accuracy"), accuracy_value(served, "accuracy")
+        own, reference = model.accuracy_value("accuracy"), served.accuracy_value("accuracy")
         regression = None if own is None or reference is None else reference - own
         label = "accuracy regression vs the served model"
         if regression is not None:
@@ -295,12 +341,6 @@ def served_checks(name: str, model: dict, context: Context) -> list[Check]:
             limits.max_accuracy_regression, upper=True, kind=CHANGE,
             missing="no accuracy recorded for the candidate or the served model"))
     return checks
-
-
-def _ratio(reference: dict, own: dict, key: str) -> float | None:
-    if not reference.get(key) or not own.get(key):
-        return None
-    return reference[key] / own[key]
 
 
 def _bound(threshold: str, candidate: str, label: str, measured: float | None,

@@ -33,6 +33,10 @@ class Check:
     reason: str
     kind: str = VALUE
     applicable: bool = True
+    # Checks decided on a confidence interval (the speedups): the interval [low, high] of
+    # `measured` and the outcome, "regressed", "not regressed" or "inconclusive".
+    interval: list[float | None] | None = None
+    outcome: str | None = None
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """`evaluate_gate`: decide which candidate, if any, may be pushed.
 
-Every candidate is checked (benchmark result present, safe ops, stable latency, value
+Every candidate is checked (benchmark result present, safe ops, how it was measured, value
 thresholds, changes against the baseline and the served model) and so is the run
 (model and infra blessings, when given). Among the candidates that pass everything, the
 objective picks one: the metrics it lists, in order, each with its own direction (lower
@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from components.core.benchmark.schema import validate_metrics
+from components.core.benchmark.schema import BenchmarkResult, ModelResult
 from components.core.errors import ServoptError
 from components.core.gate.checks import (
     Context,
@@ -23,12 +23,12 @@ from components.core.gate.checks import (
     benchmark_check,
     benchmark_problem,
     judged_row,
+    measurement_check,
     model_requirements,
     safety_check,
     served_checks,
     server_check,
     serving_flags,
-    stability_check,
     value_checks,
 )
 from components.core.gate.decision import (
@@ -38,7 +38,7 @@ from components.core.gate.decision import (
     GateDecision,
     fmt,
 )
-from components.core.gate.metrics import accuracy_value, batch_entry
+from components.core.gate.metrics import typed_metrics, typed_model
 from components.core.gate.thresholds import (
     ACCURACY_OBJECTIVES,
     BATCH_OBJECTIVES,
@@ -48,31 +48,30 @@ from components.core.gate.thresholds import (
 from components.core.requirements import ServingRequirements
 
 
-def evaluate_gate(metrics: dict, thresholds: Thresholds | dict,
-                  candidates: Mapping[str, str | Path], served: dict | None = None,
+def evaluate_gate(metrics: BenchmarkResult | dict, thresholds: Thresholds | dict,
+                  candidates: Mapping[str, str | Path],
+                  served: ModelResult | dict | None = None,
                   model_blessed: bool | None = None, infra_blessed: bool | None = None,
                   allowed_ops: Iterable[str] = ()) -> GateDecision:
     """Checks every candidate and chooses the one to push.
 
-    metrics: the ServingBenchmark's result (metrics.json as a dict), holding the baseline
-        and every candidate. thresholds: a Thresholds, or a dict shaped like its YAML.
+    metrics: the ServingBenchmark's result (`load_metrics`; a dict in metrics.json's form
+        is parsed by the same schema), holding the baseline and every candidate.
+    thresholds: a Thresholds, or a dict shaped like its YAML.
     candidates: name in metrics -> model directory (any layout the library resolves).
-    served: the per-model metrics of the model served now (recorded at its push), None
-        on the first push. model_blessed / infra_blessed: the Evaluator's and
+    served: the model served now, as measured (one model's result, recorded at its
+        push), None on the first push. model_blessed / infra_blessed: the Evaluator's and
         InfraValidator's verdicts; None when not given, else they must be True.
     allowed_ops: op types the safety scan accepts although they are unsafe.
     """
     if isinstance(thresholds, dict):
         thresholds = Thresholds.from_dict(thresholds, source="thresholds parameter")
-    validate_metrics(metrics)
+    metrics = typed_metrics(metrics)
     if not candidates:
         raise ServoptError("no candidates given to the gate; pass at least one model")
-    if served is not None and not isinstance(served, dict):
-        raise ServoptError(f"served: expected the served model's metrics as a dict, got "
-                           f"{type(served).__name__}")
-    models = metrics["models"]
-    baseline_name = metrics.get("baseline")
-    baseline = models.get(baseline_name) if baseline_name else None
+    served = typed_model(served, "served")
+    baseline_name = metrics.baseline
+    baseline = metrics.models.get(baseline_name) if baseline_name else None
     baseline_problem = (benchmark_problem(baseline_name, baseline,
                                           thresholds.primary_batch_size)
                         if baseline_name else "the metrics name no baseline")
@@ -91,7 +90,7 @@ def evaluate_gate(metrics: dict, thresholds: Thresholds | dict,
     results = []
     for name, model_dir in candidates.items():
         failed = [c for c in checks if c.candidate in (name, None) and not c.passed]
-        model = rows[name].model or {}
+        model = rows[name].model
         results.append(CandidateResult(
             name=name, path=str(model_dir), passed=not failed,
             blocked_by=[f"{c.threshold}: {c.reason}" for c in failed],
@@ -128,7 +127,7 @@ def _candidate_checks(name: str, model_dir: str, row: JudgedRow,
               safety_check(name, model_dir, allowed_ops)]
     if not checks[0].passed:  # nothing measured to check thresholds on
         return checks
-    return (checks + [stability_check(name, model, context)]
+    return (checks + [measurement_check(name, model, context)]
             + value_checks(name, model, context) + baseline_checks(name, model, context)
             + served_checks(name, model, context))
 
@@ -149,15 +148,18 @@ def _blessing_checks(model_blessed: bool | None, infra_blessed: bool | None) -> 
     return checks
 
 
-def _objective_value(model: dict, key: str, batch_size: int, is_baseline: bool
-                     ) -> float | None:
+def _objective_value(model: ModelResult | None, key: str, batch_size: int,
+                     is_baseline: bool) -> float | None:
+    if model is None:
+        return None
     if key in BATCH_OBJECTIVES:
-        return (batch_entry(model, batch_size) or {}).get(key)
+        batch = model.at(batch_size)
+        return getattr(batch, key) if batch else None
     if key in ACCURACY_OBJECTIVES:
         if key == "top1_agreement" and is_baseline:
             return 1.0
-        return accuracy_value(model, key)
-    return model.get(key)
+        return model.accuracy_value(key)
+    return getattr(model, key)
 
 
 def _rank_key(result: CandidateResult, objective: tuple[str, ...]) -> tuple:

@@ -1,51 +1,49 @@
-"""What the gate reads from the ServingBenchmark's metrics (metrics.json, schema_version 1;
-read and checked by components.core.benchmark.schema.load_metrics).
+"""What the gate reads from the ServingBenchmark: the typed `BenchmarkResult` of
+components.core.benchmark.schema (metrics.json read by `load_metrics`, the one reader;
+a dict in metrics.json's form is parsed by the same schema). One source per figure: the
+gate reads every figure the benchmark recorded and computes none of them again.
 
-The gate reads, per model: `role`, `error`, `size_bytes` and the other model-level
-measurements, `batches[<batch size>]` (latency percentiles, throughput, `stable`,
+Per model (`ModelResult`): `role`, `error`, `size_bytes` and the other model-level
+measurements, `at(batch size)` (latency percentiles, throughput, `stable`,
 `speedup_p50` / `speedup_p99` for candidates) and `accuracy` (`accuracy`,
-`top1_agreement`). A served model's metrics, as recorded at its push, have the same
-per-model shape.
+`top1_agreement`). A served model's metrics, as recorded at its push, are one
+`ModelResult`.
 
 A model may have several rows: a TFLite variant is measured as `NAME@tflite` and
-`NAME@tensorflow`, each with `runtime` (`runtime`, `version`: NAME, `settings`,
-`server_flags`, `servable`). Candidates are named by version; metrics without `runtime`
-(older ones, or the tfserving backend) have one row per model, under its name.
+`NAME@tensorflow`, each with its `runtime` (`version`: NAME). Candidates are named by
+version (`BenchmarkResult.version_of`); rows without `runtime` (the tfserving backend)
+are one per model, under its name.
 """
 
 from __future__ import annotations
 
-
-def batch_entry(model: dict, batch_size: int) -> dict | None:
-    """The measurements at `batch_size` (keys are strings in JSON; ints are accepted too)."""
-    batches = model.get("batches") or {}
-    entry = batches.get(str(batch_size), batches.get(batch_size))
-    return entry if isinstance(entry, dict) else None
+from components.core.benchmark.schema import BenchmarkResult, ModelResult
+from components.core.errors import ServoptError
 
 
-def measured_batch_sizes(model: dict) -> list[str]:
-    return sorted((str(b) for b in (model.get("batches") or {})), key=_numeric_first)
+def typed_metrics(metrics: BenchmarkResult | dict) -> BenchmarkResult:
+    """The benchmark's result; a dict (metrics.json's form) is parsed by the schema."""
+    if isinstance(metrics, BenchmarkResult):
+        return metrics
+    if isinstance(metrics, dict):
+        return BenchmarkResult.from_dict(metrics)
+    raise ServoptError(f"metrics: expected the benchmark's result, got "
+                       f"{type(metrics).__name__}")
 
 
-def accuracy_value(model: dict, key: str) -> float | None:
-    accuracy = model.get("accuracy")
-    return accuracy.get(key) if isinstance(accuracy, dict) else None
+def typed_model(model: ModelResult | dict | None, source: str) -> ModelResult | None:
+    """One model's result (the served model's, as recorded at its push), or None."""
+    if model is None or isinstance(model, ModelResult):
+        return model
+    if isinstance(model, dict):
+        return ModelResult.from_dict(model, source)
+    raise ServoptError(f"{source}: expected one model's metrics, got {type(model).__name__}")
 
 
-def _numeric_first(text: str):
-    return (0, int(text), "") if text.isdigit() else (1, 0, text)
-
-
-def version_of(row_name: str, model: dict) -> str:
-    return (model.get("runtime") or {}).get("version") or row_name
-
-
-def rows_of(metrics: dict, version: str) -> dict[str, dict]:
-    """Row name -> metrics of every row that measured `version`, in benchmark order."""
-    return {name: model for name, model in metrics["models"].items()
-            if version_of(name, model) == version}
-
-
-def candidate_paths(metrics: dict) -> dict[str, str]:
+def candidate_paths(metrics: BenchmarkResult) -> dict[str, str]:
     """Version name -> model path, for every model the benchmark measured."""
-    return {version_of(name, model): model["path"] for name, model in metrics["models"].items()}
+    return metrics.paths()
+
+
+def measured_batch_sizes(model: ModelResult) -> list[int]:
+    return sorted(model.batches)

@@ -14,8 +14,13 @@ Three groups, each named after what it compares against:
   accuracy at most by an absolute amount. On the first push there is no served model and
   these checks are recorded as not applicable.
 
-Every threshold is optional: None means not checked. A threshold that is set but whose
-measurement is missing blocks the candidate (fail closed), with a reason saying so.
+Every threshold is optional: None (null in YAML) means not checked. The dataclasses'
+defaults are the one source of the default thresholds: the packaged
+configs/thresholds.yaml states exactly them (tests/test_packaged_defaults.py), so
+`Thresholds()`, PusherGate without thresholds and the KFP pipeline's default judge alike.
+A key left out of a YAML file or dict takes its default; null turns it off. A threshold
+that is set but whose measurement is missing blocks the candidate (fail closed), with a
+reason saying so.
 
 `server` describes the destination's TF Serving, so that each candidate is judged on the
 runtime that server will run it on (see checks.judged_row): `prefer_tflite_model` (its
@@ -34,11 +39,19 @@ from pathlib import Path
 from components.core.errors import ServoptError
 from components.core.yaml_io import parse_yaml
 
-UNSTABLE_POLICIES = ("block", "allow")
-# "allow": on shared 2-core machines neither latency nor speedup settles within 10% over
-# 3 windows (README, "Gate decision quality"), while the paired speedup tells a 15%
-# regression from noise; the instability is still recorded in every decision.
-DEFAULT_UNSTABLE_LATENCY = "allow"
+INCONCLUSIVE_POLICIES = ("block", "allow")
+# A speedup threshold is decided on the speedup's confidence interval (see checks): a
+# candidate whose interval straddles the line even after the benchmark measured on is
+# "inconclusive", and this policy decides it. "block": push nothing the measurement cannot
+# vouch for (fail closed, like a threshold whose measurement is missing).
+DEFAULT_INCONCLUSIVE = "block"
+# Keys of earlier versions -> what to write instead.
+_REPLACED_KEYS = {
+    "unstable_latency": "'unstable_latency' was replaced by 'inconclusive' (block | allow): "
+                        "speedups now carry confidence intervals, and the policy decides a "
+                        "candidate whose interval straddles the threshold; write "
+                        "'inconclusive: allow' (or block) instead",
+}
 
 # Objective keys: where the value lives in a model's metrics, and whether lower is better.
 BATCH_OBJECTIVES = {"p50_ms": True, "p90_ms": True, "p95_ms": True, "p99_ms": True,
@@ -80,7 +93,8 @@ class ValueThresholds:
     max_p50_ms: float | None = None  # upper bound, at the primary batch size
     max_p99_ms: float | None = None  # upper bound, at the primary batch size
     min_throughput: float | None = None  # lower bound, examples per second
-    max_size_mb: float | None = None  # upper bound on size on disk, MB = 10^6 bytes
+    # Upper bound on size on disk, MB = 10^6 bytes: a common serving platform limit.
+    max_size_mb: float | None = 500
     min_accuracy: float | None = None  # lower bound, fraction in [0, 1]
 
 
@@ -88,18 +102,22 @@ class ValueThresholds:
 class BaselineThresholds:
     """Changes against the Trainer's model in the same run (TFMA change thresholds)."""
 
-    max_accuracy_drop: float | None = None  # absolute: baseline - candidate accuracy
-    min_top1_agreement: float | None = None  # fraction of examples with the same argmax
-    min_speedup_p50: float | None = None  # relative: baseline p50 / candidate p50
-    min_speedup_p99: float | None = None  # relative: baseline p99 / candidate p99
+    max_accuracy_drop: float | None = 0.01  # absolute: baseline - candidate accuracy
+    min_top1_agreement: float | None = 0.99  # fraction of examples with the same argmax
+    # Relative: baseline / candidate latency. Judged on the speedup's confidence interval:
+    # blocked when the whole interval is below (0.95: slower by more than 5%, with the
+    # benchmark's confidence), passed when it is wholly at or above, else inconclusive.
+    min_speedup_p50: float | None = 0.95
+    min_speedup_p99: float | None = None
 
 
 @dataclass(frozen=True)
 class ServedThresholds:
     """Changes against the model currently served at the destination."""
 
-    max_p99_regression_pct: float | None = None  # relative: 100 * (cand - served) / served
-    max_accuracy_regression: float | None = None  # absolute: served - candidate accuracy
+    # Relative: 100 * (candidate - served) / served; p99 from another run varies.
+    max_p99_regression_pct: float | None = 20
+    max_accuracy_regression: float | None = 0.01  # absolute: served - candidate accuracy
 
 
 _LIMITS: dict[str, _Bound] = {
@@ -158,7 +176,7 @@ class Thresholds:
     """Everything the gate checks, and how it chooses among candidates that pass."""
 
     primary_batch_size: int = DEFAULT_PRIMARY_BATCH_SIZE
-    unstable_latency: str = DEFAULT_UNSTABLE_LATENCY  # or "block" unstable latency
+    inconclusive: str = DEFAULT_INCONCLUSIVE  # or "allow" a speedup the interval cannot decide
     objective: tuple[str, ...] = DEFAULT_OBJECTIVE  # best first by these keys, in order
     value: ValueThresholds = field(default_factory=ValueThresholds)
     vs_baseline: BaselineThresholds = field(default_factory=BaselineThresholds)
@@ -166,7 +184,7 @@ class Thresholds:
     server: ServerProfile = field(default_factory=ServerProfile)
 
     def __post_init__(self) -> None:
-        _validate("thresholds", self.primary_batch_size, self.unstable_latency,
+        _validate("thresholds", self.primary_batch_size, self.inconclusive,
                   self.objective, {name: getattr(self, name) for name in _GROUPS})
 
     @classmethod
@@ -178,6 +196,9 @@ class Thresholds:
         if not isinstance(data, dict):
             raise ServoptError(f"{source}: expected a mapping of threshold groups, got "
                                f"{_kind(data)}; see configs/thresholds.yaml")
+        for key, message in _REPLACED_KEYS.items():
+            if key in data:
+                raise ServoptError(f"{source}: {message}")
         top = {f.name for f in fields(cls)}
         _reject_unknown(data, top, source, "")
         groups = {}
@@ -203,9 +224,9 @@ class Thresholds:
         if isinstance(batch, bool) or not isinstance(batch, int):
             raise ServoptError(f"{source}: 'primary_batch_size' must be an integer, got "
                                f"{_kind(batch)}")
-        unstable = data.get("unstable_latency", DEFAULT_UNSTABLE_LATENCY)
-        _validate(source, batch, unstable, tuple(objective), groups)  # errors name `source`
-        return cls(primary_batch_size=batch, unstable_latency=unstable,
+        inconclusive = data.get("inconclusive", DEFAULT_INCONCLUSIVE)
+        _validate(source, batch, inconclusive, tuple(objective), groups)  # errors name source
+        return cls(primary_batch_size=batch, inconclusive=inconclusive,
                    objective=tuple(objective),
                    server=ServerProfile.from_dict(data.get("server"), source), **groups)
 
@@ -236,6 +257,12 @@ class Thresholds:
                                "add it to the batch sizes or set primary_batch_size to one "
                                "of them")
 
+    def decision_lines(self) -> dict[str, float | None]:
+        """The benchmark settings that make it measure until these thresholds' speedup
+        intervals are decided (BenchmarkConfig.decide_speedup_p50 / _p99)."""
+        return {"decide_speedup_p50": self.vs_baseline.min_speedup_p50,
+                "decide_speedup_p99": self.vs_baseline.min_speedup_p99}
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data["objective"] = list(self.objective)
@@ -244,13 +271,13 @@ class Thresholds:
         return data
 
 
-def _validate(source: str, batch, unstable_latency, objective: tuple, groups: dict) -> None:
+def _validate(source: str, batch, inconclusive, objective: tuple, groups: dict) -> None:
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ServoptError(f"{source}: 'primary_batch_size' must be an integer >= 1, got "
                            f"{batch!r}")
-    if unstable_latency not in UNSTABLE_POLICIES:
-        raise ServoptError(f"{source}: 'unstable_latency' must be one of "
-                           f"{', '.join(UNSTABLE_POLICIES)}, got {unstable_latency!r}")
+    if inconclusive not in INCONCLUSIVE_POLICIES:
+        raise ServoptError(f"{source}: 'inconclusive' must be one of "
+                           f"{', '.join(INCONCLUSIVE_POLICIES)}, got {inconclusive!r}")
     if not objective:
         raise ServoptError(f"{source}: 'objective' is empty; list at least one of "
                            f"{', '.join(OBJECTIVES)}")

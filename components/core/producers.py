@@ -1,0 +1,173 @@
+"""What every model-producing adapter shares (the TFX executors, the KFP steps): the
+settings groups turned into an OptimizeConfig, the Quantizer's outputs, and the record a
+produced model carries on its artifact (who made it, what was measured).
+
+A model's identity travels on its artifact as properties (TFX custom properties, KFP
+artifact metadata) that the producer sets and the consumers (ServingBenchmark, the gate,
+the push) read: `servopt_component` (the producing component: Freezer, GraphOptimizer,
+Quantizer) and `servopt_variant` (a Quantizer variant: bfloat16, tflite). Its name in
+benchmarks and decisions is `<component>` or `<component>-<variant>`. A variant that
+could not be produced has `produced` = 0 and its `skipped_reason`, and is passed over.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from components.core.config import QuantizerSettings, VerificationSettings
+from components.core.errors import StepSkipped, VerificationError
+from components.core.steps import (
+    BFLOAT16_MODE,
+    OptimizationReport,
+    OptimizeConfig,
+    Step,
+    optimize_model,
+)
+from components.core.verify import Reference, Tolerance
+
+COMPONENT_PROPERTY = "servopt_component"
+VARIANT_PROPERTY = "servopt_variant"
+PRODUCED_PROPERTY = "produced"
+
+# The component names the TFX components have by default; the KFP steps use the same.
+FREEZER, GRAPH_OPTIMIZER, QUANTIZER = "Freezer", "GraphOptimizer", "Quantizer"
+# The Quantizer's outputs (TFX output keys and KFP output names alike).
+QUANTIZED_OUTPUT = "quantized_model"
+VARIANT_OUTPUTS = {"bfloat16_model": "bfloat16", "tflite_model": "tflite"}  # -> variant
+QUANTIZER_OUTPUTS = (QUANTIZED_OUTPUT, *VARIANT_OUTPUTS)
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which component made a model, and which of its variants it is."""
+
+    component: str
+    variant: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.component}-{self.variant}" if self.variant else self.component
+
+    def properties(self) -> dict[str, str]:
+        return {COMPONENT_PROPERTY: self.component,
+                **({VARIANT_PROPERTY: self.variant} if self.variant else {})}
+
+    @classmethod
+    def from_properties(cls, properties: Mapping[str, Any]) -> ModelIdentity | None:
+        """The identity a producer recorded, or None for a model from elsewhere."""
+        component = properties.get(COMPONENT_PROPERTY)
+        if not component:
+            return None
+        return cls(str(component), properties.get(VARIANT_PROPERTY) or None)
+
+
+def was_produced(properties: Mapping[str, Any]) -> bool:
+    """False for a variant recorded as not produced (`produced` = 0)."""
+    return int(properties.get(PRODUCED_PROPERTY, 1)) != 0
+
+
+def optimize_config(verification: VerificationSettings | None = None,
+                    quantizer: QuantizerSettings | None = None, *,
+                    examples: Path | None = None, atol: float | None = None,
+                    rtol: float | None = None, allowed_ops=()) -> OptimizeConfig:
+    """The library's OptimizeConfig for the settings groups. With `quantizer`, atol, rtol
+    and its min_top1_agreement set the quantized tolerance, else atol and rtol set the
+    float32 one."""
+    verification = verification or VerificationSettings()
+    defaults = OptimizeConfig()
+    key = "quantized_tolerance" if quantizer else "float32_tolerance"
+    base: Tolerance = getattr(defaults, key)
+    tolerance = Tolerance(
+        atol=base.atol if atol is None else atol, rtol=base.rtol if rtol is None else rtol,
+        min_top1_agreement=(quantizer.min_top1_agreement if quantizer
+                            else base.min_top1_agreement))
+    return replace(defaults, num_examples=verification.num_examples, examples=examples,
+                   allowed_ops=tuple(allowed_ops), **{key: tolerance},
+                   **({"quantize_min_elements": quantizer.min_elements} if quantizer else {}))
+
+
+def quantizer_steps(settings: QuantizerSettings) -> dict[str, Step]:
+    """Output name -> the library step that makes it, for the outputs `settings` asks for."""
+    steps = {QUANTIZED_OUTPUT: Step("quantize", settings.mode)}
+    if settings.bfloat16:
+        steps["bfloat16_model"] = Step("quantize", BFLOAT16_MODE)
+    if settings.tflite:
+        steps["tflite_model"] = Step("tflite", settings.tflite)
+    return steps
+
+
+def output_identity(component: str, output: str) -> ModelIdentity:
+    return ModelIdentity(component, VARIANT_OUTPUTS.get(output))
+
+
+@dataclass
+class Produced:
+    """One output of a producing step: its report, or why it was not produced."""
+
+    report: OptimizationReport | None
+    skipped_reason: str | None = None
+
+    def properties(self, identity: ModelIdentity, step: Step) -> dict[str, Any]:
+        if self.report is not None:
+            return {**identity.properties(), PRODUCED_PROPERTY: 1}
+        return {**identity.properties(), PRODUCED_PROPERTY: 0,
+                "skipped_reason": self.skipped_reason, "variant": str(step)}
+
+
+def produce(source, out, step: Step, config: OptimizeConfig,
+            reference: Reference | None = None, variant: bool = False) -> Produced:
+    """Runs `step` from `source` into `out`. A variant (`variant`) that does not apply or
+    leaves the tolerance is recorded as not produced, nothing is published; any other
+    output that leaves the tolerance fails."""
+    if not variant:
+        return Produced(optimize_model(source, out, [step], config, reference))
+    try:
+        return Produced(optimize_model(source, out, [step], config, reference,
+                                       require_applied=True))
+    except (StepSkipped, VerificationError) as not_produced:
+        return Produced(None, str(not_produced))
+
+
+def report_properties(report: OptimizationReport, source_uri: str) -> dict[str, Any]:
+    """What was measured of a produced model, as artifact properties (TFX custom
+    properties, KFP metadata)."""
+    after = report.after
+    verification = report.verification
+    properties: dict[str, Any] = {
+        "source_model_uri": source_uri,
+        "size_bytes_graph": after.size_bytes.graph,
+        "size_bytes_variables": after.size_bytes.variables,
+        "size_bytes_total": after.size_bytes.total,
+        "source_size_bytes_total": report.before.size_bytes.total,
+        "node_count": after.node_count,
+        "source_node_count": report.before.node_count,
+        "variable_count": after.variable_count,
+        "const_count": after.const_count,
+        "identity_count": after.identity_count,
+        "op_counts": json.dumps(after.op_counts),
+        "steps": json.dumps([{"step": r.step, "status": r.status, "reason": r.reason,
+                              "details": r.details} for r in report.steps]),
+        "steps_applied": ",".join(r.step for r in report.steps if r.status == "applied"),
+        "steps_skipped": ",".join(r.step for r in report.steps if r.status == "skipped"),
+        "verification_passed": int(verification.passed),
+        "verification_max_abs_diff": verification.max_abs_diff,
+        "verification_num_examples": verification.num_examples,
+        "verification_tolerance": verification.tolerance,
+    }
+    if verification.top1_agreement is not None:
+        properties["verification_top1_agreement"] = verification.top1_agreement
+    needs = report.requirements
+    properties |= {"serving_runtime": needs.runtime, "compute_precision": needs.precision,
+                   "serving_flags": " ".join(needs.server_flags),
+                   "required_cpu_features": ",".join(needs.cpu_features)}
+    tflite = report.steps[-1].tflite_verification if report.steps else None
+    if tflite is not None:
+        properties |= {"tflite_verification_passed": int(tflite.passed),
+                       "tflite_verification_max_abs_diff": tflite.max_abs_diff,
+                       "tflite_verification_top1_agreement": tflite.top1_agreement,
+                       "tflite_size_bytes": report.steps[-1].details["tflite_size_bytes"]}
+    return {key: value for key, value in properties.items() if value is not None}
