@@ -30,8 +30,11 @@ THREAD_FLAGS = ["--tensorflow_intra_op_parallelism=2", "--tensorflow_inter_op_pa
 def batch(p50: float, speedup: float | None = None) -> dict:
     return {"p50_ms": p50, "p90_ms": p50, "p95_ms": p50, "p99_ms": p50 * 1.1,
             "mean_ms": p50, "std_ms": 0.1, "min_ms": p50, "max_ms": p50 * 1.2,
-            "throughput": 100_000 / p50, "stable": True, "windows": 3, "requests": 30,
-            "speedup_p50": speedup, "speedup_p99": speedup}
+            "throughput": 100_000 / p50, "stable": True, "windows": 8, "requests": 30,
+            "speedup_p50": speedup, "speedup_p99": speedup, "confidence": 0.95,
+            **{f"speedup_{q}_interval": None if speedup is None else [speedup * 0.97,
+                                                                     speedup * 1.03]
+               for q in ("p50", "p99")}}
 
 
 def row(version: str, runtime: str, p50: float, speedup: float | None,
