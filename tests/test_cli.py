@@ -116,6 +116,6 @@ def test_the_onednn_banner_is_dropped_and_its_warning_is_kept():
               "them off, set the environment variable `TF_ENABLE_ONEDNN_OPTS=0`.\n")
     warning = ("W0000 00:00:1796235104.668884    6159 port.cc:148] TF_ENABLE_ONEDNN_OPTS is "
                "not set to either '0', 'false', '1', or 'true'. Using the default setting: "
-               "0\n")
+               "false\n")
     error = "E0000 00:00:1796235104.668884    6159 some_op.cc:12] a real error\n"
     assert without_noise(banner + warning + error) == warning + error
