@@ -133,6 +133,7 @@ def blessed_run(seed_cnn_model, examples_dir, tmp_path_factory):
                      batch_sizes=[8], benchmark_settings=QUICK_BENCHMARK)
 
 
+@pytest.mark.e2e
 def test_local_run_writes_verified_frozen_optimized_and_quantized_models(blessed_run):
     for model in (blessed_run.frozen, blessed_run.optimized, blessed_run.quantized):
         assert (model / "saved_model.pb").is_file(), model
@@ -141,6 +142,7 @@ def test_local_run_writes_verified_frozen_optimized_and_quantized_models(blessed
     assert size["quantized"] < 0.35 * size["optimized"]  # int8 weights
 
 
+@pytest.mark.e2e
 def test_the_benchmark_measures_every_model_by_name_and_shows_the_headline(blessed_run):
     metrics = blessed_run.metrics()
     assert metrics["baseline"] == "trainer"
@@ -158,6 +160,7 @@ def test_the_benchmark_measures_every_model_by_name_and_shows_the_headline(bless
     assert headline["quantized_top1_agreement"] >= 0.99
 
 
+@pytest.mark.e2e
 def test_a_blessed_gate_pushes_its_choice_as_a_new_tf_serving_version(blessed_run):
     decision = blessed_run.decision
     assert decision["blessed"] and decision["chosen"] in MODEL_NAMES
@@ -171,6 +174,7 @@ def test_a_blessed_gate_pushes_its_choice_as_a_new_tf_serving_version(blessed_ru
     assert (version_dir / "assets.extra" / "tf_serving_warmup_requests").is_file()
 
 
+@pytest.mark.e2e
 def test_run_local_cli_with_failing_thresholds_pushes_nothing(seed_cnn_model, examples_dir,
                                                               tmp_path):
     thresholds = tmp_path / "impossible.yaml"

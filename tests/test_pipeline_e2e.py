@@ -18,6 +18,8 @@ from components.core.gate import versions
 from pipelines.local_runner import run_pipeline
 from pipelines.mlmd_summary import custom_properties, latest_run_id, open_store, run_executions
 
+pytestmark = pytest.mark.e2e  # a whole TFX pipeline, several times
+
 COMPONENTS = ["DigitsExampleGen", "DigitsTrainer", "Freezer", "GraphOptimizer", "Quantizer",
               "ServingBenchmark", "PusherGate"]
 # (consumer, its input key, producer, the producer's output key)
