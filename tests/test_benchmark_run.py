@@ -80,7 +80,8 @@ def benchmark_run(seed_cnn_model, optimized_model, broken_models, digits_example
         f"base={seed_cnn_model}", f"opt={optimized_model}", str(corrupted), str(no_variables),
         "--batch-sizes", "1,100", "--concurrency", "1,2", *QUICK,
         "--examples", str(digits_examples), "--label-key", "label",
-        "--json", str(out / "metrics.json"), "--report", str(out / "report.html")])
+        "--json", str(out / "metrics.json"), "--report", str(out / "report.html")],
+        env={"COLUMNS": "80"})  # its output redirected, as into a CI log
     return result, json.loads((out / "metrics.json").read_text()), out / "report.html"
 
 
@@ -173,6 +174,20 @@ def test_models_that_cannot_load_have_an_error_and_the_others_are_measured(bench
     assert result.exit_code == 0, result.output  # only candidates failed: a warning each
     warnings = [line for line in result.stderr.splitlines() if "warning" in line]
     assert len(warnings) == 2 and "'corrupted' could not be measured" in warnings[0]
+
+
+@pytest.mark.e2e
+def test_the_printed_tables_fit_80_columns_and_keep_every_number(benchmark_run):
+    from tests.test_cli_output import assert_readable
+
+    result, metrics, _ = benchmark_run
+    assert result.exit_code == 0, result.output
+    numbers = [f"{b['p50_ms']:.2f}" for m in metrics["models"].values()
+               for b in m["batches"].values()]
+    numbers += [f"{b['speedup_p50']:.2f}x" for m in metrics["models"].values()
+                for b in m["batches"].values() if b.get("speedup_p50")]
+    assert numbers
+    assert_readable(result.stdout, 80, numbers, log=True)
 
 
 @pytest.mark.e2e
