@@ -201,6 +201,7 @@ def test_the_report_is_one_self_contained_html_page(benchmark_run):
     assert "no_variables" in page and "cannot load this model" in page
 
 
+@pytest.mark.e2e
 def test_a_baseline_that_cannot_load_fails_the_command_with_one_line(broken_models, tmp_path):
     corrupted, _ = broken_models
     result = CliRunner().invoke(benchmark_command, [str(corrupted), "--batch-sizes", "1",
