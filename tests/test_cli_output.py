@@ -150,3 +150,16 @@ def test_cells_are_text_not_markup():
     assert "[bold]x[/bold]" in terminal(table, 80)
     with pytest.raises(ValueError, match="2 cells for 1 columns"):
         table.add_row("a", "b")
+
+
+def test_the_gates_tables_in_terminals_of_any_width(two_signature_model):
+    from components.core.gate import candidate_table, decision_table
+    from tests.test_gate_decision import gate
+
+    decision = gate({"optimized": two_signature_model, "quantized": two_signature_model},
+                    {"value": {"max_p99_ms": 11.8}})
+    for table in (candidate_table(decision), decision_table(decision)):
+        for width in (200, 80, 40):
+            text = terminal(table, width)
+            assert_readable(text, width, ["12", "11.8"], log=False)
+            assert "FAIL" in text or "blocked" in text
