@@ -25,7 +25,7 @@ from components.core.benchmark.config import (
 from components.core.errors import ServoptError
 
 if TYPE_CHECKING:
-    from rich.table import Table
+    from components.core.table import Cell, Table
 
 stdout = LazyConsole()
 stderr = LazyConsole(stderr=True)
@@ -40,27 +40,31 @@ def _with_default(text: str, value) -> str:
     return f"{text} (default: {shown})".lstrip()
 
 
-def _stable(flag: bool) -> str:
-    return "[green]yes[/]" if flag else "[yellow]no[/]"
+def _stable(flag: bool) -> Cell:
+    from components.core.table import Cell
+
+    return Cell("yes", "green") if flag else Cell("no", "yellow")
 
 
-def _speedup(value: float | None) -> str:
+def _speedup(value: float | None) -> Cell:
+    from components.core.table import Cell
+
     if value is None:
-        return ""
-    color = "green" if value >= 1.05 else "red" if value <= 0.95 else "default"
-    return f"[{color}]{value:.2f}x[/]"
+        return Cell("")
+    return Cell(f"{value:.2f}x", "green" if value >= 1.05 else "red" if value <= 0.95 else "")
 
 
 def _results_table(result) -> Table:
-    from rich.table import Table
+    from components.core.table import Column, Table
 
     table = Table(title=f"latency (ms), throughput (examples/s), speedup vs "
                         f"{result.baseline}: {result.settings.backend}, "
-                        f"{result.machine.cores} cores, TF {result.machine.tensorflow_version}")
-    table.add_column("model", no_wrap=True)
-    table.add_column("runtime", no_wrap=True)
-    for column in ("batch", "p50", "p90", "p99", "ex/s", "stable", "x p50", "x p99"):
-        table.add_column(column, justify="right", no_wrap=True)
+                        f"{result.machine.cores} cores, TF {result.machine.tensorflow_version}",
+                  columns=(Column("model"), Column("runtime"),
+                           *(Column(c, numeric=True) for c in (
+                               "batch", "p50", "p90", "p99", "ex/s", "stable", "x p50",
+                               "x p99"))),
+                  key_columns=3)
     for size in result.settings.batch_sizes:
         for name, model in result.models.items():
             batch = model.batches.get(size)
@@ -79,15 +83,13 @@ def _fmt(value, spec: str, scale: float = 1.0) -> str:
 
 
 def _models_table(result) -> Table:
-    from rich.table import Table
+    from components.core.table import Cell, Column, Table
 
-    table = Table(title="per model")
-    table.add_column("model", no_wrap=True)
-    for column in ("size MB", "load s", "1st request ms", "peak MB", "MFLOP/example"):
-        table.add_column(column, justify="right")
+    table = Table(title="per model", columns=(Column("model"), *(Column(c, numeric=True) for c in (
+        "size MB", "load s", "1st request ms", "peak MB", "MFLOP/example"))))
     for name, m in result.models.items():
         if m.error and not m.batches:
-            table.add_row(name, _fmt(m.size_bytes, ".2f", 1e6), "[red]failed[/]")
+            table.add_row(name, _fmt(m.size_bytes, ".2f", 1e6), Cell("failed", "red"))
             continue
         table.add_row(name, _fmt(m.size_bytes, ".2f", 1e6), _fmt(m.load_time_s, ".2f"),
                       _fmt(m.first_request_ms, ".1f"), _fmt(m.peak_memory_bytes, ".0f", 1e6),
@@ -96,16 +98,15 @@ def _models_table(result) -> Table:
 
 
 def _accuracy_table(result) -> Table | None:
-    from rich.table import Table
+    from components.core.table import Column, Table
 
     measured = {n: m.accuracy for n, m in result.models.items() if m.accuracy is not None}
     if not measured:
         return None
     table = Table(title=f"accuracy ({next(iter(measured.values())).num_examples} examples; "
-                        f"agreement and difference against {result.baseline})")
-    table.add_column("model", no_wrap=True)
-    for column in ("accuracy", "top-1 agreement", "max abs diff"):
-        table.add_column(column, justify="right")
+                        f"agreement and difference against {result.baseline})",
+                  columns=(Column("model"), *(Column(c, numeric=True) for c in (
+                      "accuracy", "top-1 agreement", "max abs diff"))))
     for name, a in measured.items():
         table.add_row(name, _fmt(a.accuracy, ".2%"), _fmt(a.top1_agreement, ".2%"),
                       _fmt(a.max_abs_diff, ".2e"))

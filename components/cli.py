@@ -18,7 +18,7 @@ from components.cli_support import LazyConsole, ServoptGroup, op_list
 from components.core.requirements import TFLITE_MODEL_FILE
 
 if TYPE_CHECKING:
-    from rich.table import Table
+    from components.core.table import Table
 
 stdout = LazyConsole()
 stderr = LazyConsole(stderr=True)
@@ -38,38 +38,33 @@ def _print_json(data: dict) -> None:
     sys.stdout.write("\n")
 
 
-def _description_table(title: str, *descriptions) -> Table:
-    from rich.table import Table
+def _description_table(description) -> Table:
+    from components.core.table import Column, Table
 
-    table = Table(title=title)
-    table.add_column("")
-    for d in descriptions:
-        table.add_column(d.path if len(descriptions) == 1 else "", justify="right")
-    rows = [
-        ("signatures", lambda d: ", ".join(d.signatures)),
-        ("nodes", lambda d: str(d.node_count)),
-        ("Const", lambda d: str(d.const_count)),
-        ("variables", lambda d: str(d.variable_count)),
-        ("Identity", lambda d: str(d.identity_count)),
-        ("graph size", lambda d: _mb(d.size_bytes.graph)),
-        ("variables size", lambda d: _mb(d.size_bytes.variables)),
-        ("total size", lambda d: _mb(d.size_bytes.total)),
-    ]
-    for label, value in rows:
-        table.add_row(label, *(value(d) for d in descriptions))
+    table = Table(title=f"servopt describe: {description.path}",
+                  columns=(Column(""), Column("", numeric=True)), show_header=False)
+    table.add_row("signatures", ", ".join(description.signatures))
+    for label, value in (("nodes", description.node_count),
+                         ("Const", description.const_count),
+                         ("variables", description.variable_count),
+                         ("Identity", description.identity_count),
+                         ("graph size", _mb(description.size_bytes.graph)),
+                         ("variables size", _mb(description.size_bytes.variables)),
+                         ("total size", _mb(description.size_bytes.total))):
+        table.add_row(label, str(value))
     return table
 
 
 def _stages_table(report) -> Table:
     """One row per stage: the source, then the model each applied step produced."""
-    from rich.table import Table
+    from components.core.table import Column, Table
 
-    table = Table(title=f"servopt optimize: {report.source} -> {report.output}")
-    for column in ("stage", "nodes", "variables", "size", "max abs diff", "top-1 agreement"):
-        table.add_column(column, justify="left" if column == "stage" else "right")
+    table = Table(title=f"servopt optimize: {report.source} -> {report.output}",
+                  columns=(Column("stage"), *(Column(c, numeric=True) for c in (
+                      "nodes", "variables", "size", "max abs diff", "top-1 agreement"))))
     before = report.before
     table.add_row("source", str(before.node_count), str(before.variable_count),
-                  _mb(before.size_bytes.total), "", "")
+                  _mb(before.size_bytes.total))
     for record in report.steps:
         if record.status != "applied":
             continue
@@ -77,7 +72,7 @@ def _stages_table(report) -> Table:
         table.add_row(record.step, str(model.node_count), str(model.variable_count),
                       _mb(model.size_bytes.total), *_check_cells(record.verification))
         if record.tflite_verification is not None:
-            table.add_row(f"  {TFLITE_MODEL_FILE}", "", "",
+            table.add_row(f"{record.step}: {TFLITE_MODEL_FILE}", "", "",
                           _mb(record.details["tflite_size_bytes"]),
                           *_check_cells(record.tflite_verification))
     return table
@@ -102,13 +97,15 @@ def describe_command(model: str, as_json: bool) -> None:
     if as_json:
         _print_json(description.to_dict())
         return
-    stdout.print(_description_table("servopt describe", description))
+    from components.core.table import Paragraph
+
+    stdout.print(_description_table(description))
     for name, sig in description.signatures.items():
         ins = ", ".join(f"{k}:{t.dtype}{t.shape}" for k, t in sig.inputs.items())
         outs = ", ".join(f"{k}:{t.dtype}{t.shape}" for k, t in sig.outputs.items())
-        stdout.print(f"[bold]{name}[/]({ins}) -> {outs}")
+        stdout.print(Paragraph(f"{name}({ins}) -> {outs}"))
     top = list(description.op_counts.items())[:10]
-    stdout.print("top ops: " + ", ".join(f"{op} {n}" for op, n in top))
+    stdout.print(Paragraph("top ops: " + ", ".join(f"{op} {n}" for op, n in top)))
 
 
 @main.command("optimize")
@@ -160,19 +157,21 @@ def optimize_command(model: str, out: str, steps_text: str | None, passes: str |
     if as_json:
         _print_json(report.to_dict())
         return
+    from components.core.table import Paragraph
+
     stdout.print(_stages_table(report))
     for record in report.steps:
         if record.status == "skipped":
-            stdout.print(f"  {record.step}: skipped: {record.reason}")
+            stdout.print(Paragraph(f"  {record.step}: skipped: {record.reason}"))
         for result in record.details.get("passes", []):
-            stdout.print(f"  {PassResult(**result).summary()}")
+            stdout.print(Paragraph(f"  {PassResult(**result).summary()}"))
     if report.requirements.server_flags or report.requirements.cpu_features:
         needs = report.requirements
-        stdout.print(f"serve with: {' '.join(needs.server_flags) or 'default flags'}"
-                     + (f"; needs a CPU with {' or '.join(needs.cpu_features)}"
-                        if needs.cpu_features else ""))
-    stdout.print(f"verified on {report.verification.num_examples} inputs; written to "
-                 f"{report.output}")
+        stdout.print(Paragraph(f"serve with: {' '.join(needs.server_flags) or 'default flags'}"
+                               + (f"; needs a CPU with {' or '.join(needs.cpu_features)}"
+                                  if needs.cpu_features else "")))
+    stdout.print(Paragraph(f"verified on {report.verification.num_examples} inputs; written "
+                           f"to {report.output}"))
 
 
 @main.command("demo")
@@ -189,6 +188,7 @@ def demo_command(workdir: Path, runner: str, config_path: Path | None, verbose: 
     import components.core.tf_setup  # noqa: F401  (before TFX imports TensorFlow loudly)
 
     from components.core.gate import candidate_table
+    from components.core.table import Paragraph
     from pipelines.demo import gate_decision, push_summary, run_demo, stage_table
     from pipelines.digits.config import load_pipeline_config
 
@@ -198,10 +198,9 @@ def demo_command(workdir: Path, runner: str, config_path: Path | None, verbose: 
     decision = gate_decision(result)
     if decision is not None:
         stdout.print(candidate_table(decision))
-    stdout.print(push_summary(result))
-    stdout.print(f"ML Metadata:   {result.metadata_path}")
-    stdout.print(f"artifacts:     {result.pipeline_root}")
-    stdout.print(f"TF Serving:    {result.serving_dir}")
+    for line in (push_summary(result), f"ML Metadata:   {result.metadata_path}",
+                 f"artifacts:     {result.pipeline_root}", f"TF Serving:    {result.serving_dir}"):
+        stdout.print(Paragraph(line))
 
 
 def _register_commands() -> None:

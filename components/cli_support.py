@@ -14,19 +14,19 @@ from components.core.errors import ServoptError, first_line
 
 
 class LazyConsole:
-    """A rich Console made on first use, so that `--help` does not import rich."""
+    """A rich Console made when used, so that `--help` does not import rich. Made anew for
+    each use: its width ($COLUMNS, the terminal's, else 80) and whether it writes to a
+    terminal decide how components.core.table lays tables out, and both are read when a
+    Console is made."""
 
     def __init__(self, stderr: bool = False) -> None:
         self._stderr = stderr
-        self._console = None
 
     def get(self):
-        """The rich Console itself (for APIs that want one, such as Progress)."""
-        if self._console is None:
-            from rich.console import Console
+        """A rich Console (for APIs that want one, such as Progress)."""
+        from rich.console import Console
 
-            self._console = Console(stderr=self._stderr)
-        return self._console
+        return Console(stderr=self._stderr)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.get(), name)

@@ -77,9 +77,11 @@ def gate_command(metrics_json: Path, thresholds_path: Path, served_metrics: Path
         json.dump({**decision.to_dict(), "chosen_metrics": chosen}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
+        from components.core.table import Paragraph
+
         stdout.print(candidate_table(decision))
         for line in decision.summary_lines():
-            stdout.print(line, highlight=False)
+            stdout.print(Paragraph(line))
     if not decision.blessed:
         sys.exit(BLOCKED_EXIT)
 
@@ -109,10 +111,11 @@ def push_command(model: Path, destination: str, keep_last: int | None,
         json.dump(result.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
-    stdout.print(f"pushed {model} as version {result.version} to {result.path}",
-                 highlight=False)
+    from components.core.table import Paragraph
+
+    stdout.print(Paragraph(f"pushed {model} as version {result.version} to {result.path}"))
     if result.warmup_requests:
-        stdout.print(f"warm-up requests: {result.warmup_requests}", highlight=False)
+        stdout.print(Paragraph(f"warm-up requests: {result.warmup_requests}"))
     if result.removed_versions:
-        stdout.print(f"removed versions (keep_last={keep_last}): "
-                     f"{', '.join(map(str, result.removed_versions))}", highlight=False)
+        stdout.print(Paragraph(f"removed versions (keep_last={keep_last}): "
+                               f"{', '.join(map(str, result.removed_versions))}"))

@@ -15,10 +15,10 @@ from pathlib import Path
 from absl import logging as absl_logging
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from components.core.benchmark.schema import BenchmarkResult
 from components.core.gate import GateDecision
+from components.core.table import Column, Table
 from components.quantizer.keys import VARIANT_OUTPUTS
 from pipelines.local_runner import (
     METADATA_FILE,
@@ -135,12 +135,13 @@ def _row_figures(entry: dict, batch: int) -> tuple[str, str, str]:
 
 
 def stage_table(result: DemoResult, batch: int = 100) -> Table:
-    table = Table(title="digits pipeline: what each stage produced (from ML Metadata)")
+    table = Table(title="digits pipeline: what each stage produced (from ML Metadata)",
+                  columns=(Column("stage"), Column("run"),
+                           *(Column(c, numeric=True) for c in ("size", "nodes", "variables")),
+                           Column("verification"),
+                           *(Column(c, numeric=True) for c in (
+                               f"p99 @{batch}", f"speedup p50 @{batch}", "accuracy"))))
     metrics = _benchmark_metrics(result)
-    columns = ("stage", "run", "size", "nodes", "variables", "verification",
-               f"p99 @{batch}", f"speedup p50 @{batch}", "accuracy")
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("stage", "run") else "right")
     for record in result.executions:
         key = MODEL_STAGES.get(record.component)
         if key is None or key not in record.outputs:

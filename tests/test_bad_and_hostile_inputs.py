@@ -104,6 +104,7 @@ def benchmark_with_bad_candidates(two_signature_model, tmp_path_factory):
     return result, metrics, target
 
 
+@pytest.mark.e2e  # a benchmark run: a TensorFlow worker process per model
 def test_an_unusable_candidate_is_reported_and_the_baseline_still_measured(
         benchmark_with_bad_candidates):
     result, metrics, _ = benchmark_with_bad_candidates

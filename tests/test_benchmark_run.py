@@ -80,10 +80,12 @@ def benchmark_run(seed_cnn_model, optimized_model, broken_models, digits_example
         f"base={seed_cnn_model}", f"opt={optimized_model}", str(corrupted), str(no_variables),
         "--batch-sizes", "1,100", "--concurrency", "1,2", *QUICK,
         "--examples", str(digits_examples), "--label-key", "label",
-        "--json", str(out / "metrics.json"), "--report", str(out / "report.html")])
+        "--json", str(out / "metrics.json"), "--report", str(out / "report.html")],
+        env={"COLUMNS": "80"})  # its output redirected, as into a CI log
     return result, json.loads((out / "metrics.json").read_text()), out / "report.html"
 
 
+@pytest.mark.e2e
 def test_metrics_hold_latency_percentiles_throughput_and_stability_per_batch_size(
         benchmark_run):
     _, metrics, _ = benchmark_run
@@ -101,6 +103,7 @@ def test_metrics_hold_latency_percentiles_throughput_and_stability_per_batch_siz
             > metrics["models"]["base"]["batches"]["1"]["throughput"])
 
 
+@pytest.mark.e2e
 def test_the_candidate_has_a_speedup_per_batch_size_and_the_baseline_none(benchmark_run):
     _, metrics, _ = benchmark_run
     for size in ("1", "100"):
@@ -111,6 +114,7 @@ def test_the_candidate_has_a_speedup_per_batch_size_and_the_baseline_none(benchm
           [metrics["models"]["opt"]["batches"][s]["speedup_p50"] for s in ("1", "100")])
 
 
+@pytest.mark.e2e
 def test_the_settings_and_the_machine_are_recorded(benchmark_run):
     _, metrics, _ = benchmark_run
     machine = metrics["machine"]
@@ -125,6 +129,7 @@ def test_the_settings_and_the_machine_are_recorded(benchmark_run):
     assert machine["cpu_model"] and machine["python_version"].startswith("3.11")
 
 
+@pytest.mark.e2e
 def test_load_time_first_request_memory_size_and_flops_are_measured(benchmark_run):
     _, metrics, _ = benchmark_run
     base, opt = metrics["models"]["base"], metrics["models"]["opt"]
@@ -140,6 +145,7 @@ def test_load_time_first_request_memory_size_and_flops_are_measured(benchmark_ru
     assert all(p["throughput"] > 0 and p["p99_ms"] >= p["p50_ms"] for p in base["concurrency"])
 
 
+@pytest.mark.e2e
 def test_accuracy_is_measured_on_the_labelled_examples(benchmark_run, seed_cnn_model,
                                                        digits_examples):
     """Checked against an independent count: the model run directly on the same digits."""
@@ -155,6 +161,7 @@ def test_accuracy_is_measured_on_the_labelled_examples(benchmark_run, seed_cnn_m
     assert opt["top1_agreement"] >= 0.99 and opt["max_abs_diff"] < 1e-3
 
 
+@pytest.mark.e2e
 def test_models_that_cannot_load_have_an_error_and_the_others_are_measured(benchmark_run):
     result, metrics, _ = benchmark_run
     corrupted, no_variables = metrics["models"]["corrupted"], metrics["models"]["no_variables"]
@@ -169,6 +176,21 @@ def test_models_that_cannot_load_have_an_error_and_the_others_are_measured(bench
     assert len(warnings) == 2 and "'corrupted' could not be measured" in warnings[0]
 
 
+@pytest.mark.e2e
+def test_the_printed_tables_fit_80_columns_and_keep_every_number(benchmark_run):
+    from tests.test_cli_output import assert_readable
+
+    result, metrics, _ = benchmark_run
+    assert result.exit_code == 0, result.output
+    numbers = [f"{b['p50_ms']:.2f}" for m in metrics["models"].values()
+               for b in m["batches"].values()]
+    numbers += [f"{b['speedup_p50']:.2f}x" for m in metrics["models"].values()
+                for b in m["batches"].values() if b.get("speedup_p50")]
+    assert numbers
+    assert_readable(result.stdout, 80, numbers, log=True)
+
+
+@pytest.mark.e2e
 def test_the_report_is_one_self_contained_html_page(benchmark_run):
     _, _, report = benchmark_run
     page = report.read_text()
@@ -179,6 +201,7 @@ def test_the_report_is_one_self_contained_html_page(benchmark_run):
     assert "no_variables" in page and "cannot load this model" in page
 
 
+@pytest.mark.e2e
 def test_a_baseline_that_cannot_load_fails_the_command_with_one_line(broken_models, tmp_path):
     corrupted, _ = broken_models
     result = CliRunner().invoke(benchmark_command, [str(corrupted), "--batch-sizes", "1",
@@ -217,6 +240,7 @@ def test_flops_are_counted_alike_for_the_source_and_its_fused_optimized_graph(
     assert optimized == pytest.approx(source, rel=0.02)  # _FusedConv2D counted like Conv2D
 
 
+@pytest.mark.e2e
 def test_tflite_models_are_measured_in_the_tflite_interpreter(seed_cnn_model, digits_examples,
                                                              tmp_path):
     converter = tf.lite.TFLiteConverter.from_saved_model(str(seed_cnn_model))
@@ -239,6 +263,7 @@ def test_tflite_models_are_measured_in_the_tflite_interpreter(seed_cnn_model, di
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_two_consecutive_runs_give_speedups_within_10_percent(seed_cnn_model, optimized_model):
     config = BenchmarkConfig(batch_sizes=(1, 100), concurrency=())
     models = [ModelSpec("base", seed_cnn_model), ModelSpec("opt", optimized_model)]

@@ -49,6 +49,7 @@ def metrics(seed_cnn_model, variant, bare_tflite, tmp_path_factory) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.e2e
 def test_a_tflite_variant_is_measured_on_both_serving_paths_in_one_run(metrics):
     models = metrics["models"]
     assert list(models) == ["base", "variant@tflite", "variant@tensorflow", "fp32"]
@@ -60,6 +61,7 @@ def test_a_tflite_variant_is_measured_on_both_serving_paths_in_one_run(metrics):
     assert all(m["error"] is None for m in models.values())
 
 
+@pytest.mark.e2e
 def test_each_row_records_the_tensorflow_model_server_flags_that_select_its_runtime(metrics):
     models, cores = metrics["models"], available_cores()  # TF Serving's default for both
     tflite = models["variant@tflite"]["runtime"]
@@ -76,6 +78,7 @@ def test_each_row_records_the_tensorflow_model_server_flags_that_select_its_runt
     assert bare["servable"] is False and bare["server_flags"] == []  # TF Serving can't serve it
 
 
+@pytest.mark.e2e
 def test_every_candidate_row_has_a_speedup_at_every_batch_size(metrics):
     for name, model in metrics["models"].items():
         for size in ("1", "100"):
@@ -84,6 +87,7 @@ def test_every_candidate_row_has_a_speedup_at_every_batch_size(metrics):
             assert speedup is None or speedup > 0
 
 
+@pytest.mark.e2e
 def test_each_row_is_sized_and_counted_by_what_its_runtime_loads(metrics, variant):
     models = metrics["models"]
     assert models["variant@tflite"]["size_bytes"] == (variant / "model.tflite").stat().st_size

@@ -328,6 +328,7 @@ def stand_in_server(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("protocol", ["grpc", "rest"])
 def test_the_tfserving_backend_starts_a_server_per_model_and_measures_it(
         stand_in_server, seed_cnn_model, tmp_path, protocol):

@@ -86,13 +86,36 @@ def test_a_verification_failure_exits_3_and_publishes_nothing(seed_cnn_model, tm
     assert list(tmp_path.iterdir()) == []  # no output, no staging directory left behind
 
 
-def test_the_installed_command_prints_no_traceback(tmp_path):
+# TF_ENABLE_ONEDNN_OPTS=1 makes TensorFlow start as it does by default on CPUs with
+# AVX512_VNNI / AVX512_BF16 / AMX (tensorflow/core/util/port.cc, DefaultOneDnnPolicy), where
+# it logs "oneDNN custom operations are on ..." at import; this machine has none of them.
+@pytest.mark.parametrize("onednn", ["default", "1"], ids=["onednn-default", "onednn-on"])
+def test_the_installed_command_prints_no_traceback(tmp_path, onednn):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop("TF_ENABLE_ONEDNN_OPTS", None)
+    if onednn != "default":
+        env["TF_ENABLE_ONEDNN_OPTS"] = onednn
     done = subprocess.run([sys.executable, "-m", "components.cli", "describe",
                            str(tmp_path / "missing")], capture_output=True, text=True, env=env)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     # One line: TensorFlow's start-up (cudart_stub, cuInit on a machine without CUDA,
-    # the CPU-instructions banner) is not shown.
+    # the CPU-instructions banner, the oneDNN banner) is not shown.
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("servopt: error: ")
+
+
+def test_the_onednn_banner_is_dropped_and_its_warning_is_kept():
+    """The banner's exact text (TF 2.21, port.cc) is start-up noise; the warning TF logs
+    beside it for a malformed TF_ENABLE_ONEDNN_OPTS, and any other line, are not."""
+    from components.core.tf_setup import without_noise
+
+    banner = ("I0000 00:00:1796235104.668884    6159 port.cc:153] oneDNN custom operations "
+              "are on. You may see slightly different numerical results due to "
+              "floating-point round-off errors from different computation orders. To turn "
+              "them off, set the environment variable `TF_ENABLE_ONEDNN_OPTS=0`.\n")
+    warning = ("W0000 00:00:1796235104.668884    6159 port.cc:148] TF_ENABLE_ONEDNN_OPTS is "
+               "not set to either '0', 'false', '1', or 'true'. Using the default setting: "
+               "false\n")
+    error = "E0000 00:00:1796235104.668884    6159 some_op.cc:12] a real error\n"
+    assert without_noise(banner + warning + error) == warning + error

@@ -29,6 +29,8 @@ from components.quantizer import executor as quantizer_executor
 from components.serving_benchmark import executor as benchmark_executor
 from pipelines.digits.example_gen import write_examples
 
+pytestmark = pytest.mark.e2e  # the five executors in a row, the benchmark's workers too
+
 ROOT = "ram://pipeline_root"
 QUICK = BenchmarkConfig(batch_sizes=(8,), concurrency=(), warmup_requests=2,
                         window_requests=10, max_windows=3, label_key="label")

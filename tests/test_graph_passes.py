@@ -27,7 +27,9 @@ AFFINE = ("Mul", "Add", "AddV2", "Sub", "RealDiv", "FusedBatchNorm", "FusedBatch
 ACTIVATIONS = ("Relu", "Relu6")
 
 
-@pytest.fixture(scope="module", params=["demo_cnn_model", "resnet50_model", "mobilenet_model"])
+@pytest.fixture(scope="module", params=[
+    "demo_cnn_model", *(pytest.param(m, marks=pytest.mark.e2e)
+                        for m in ("resnet50_model", "mobilenet_model"))])
 def optimized(request, tmp_path_factory):
     model: Path = request.getfixturevalue(request.param)
     out = tmp_path_factory.mktemp(request.param) / "optimized"

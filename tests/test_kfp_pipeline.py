@@ -147,6 +147,7 @@ def blessed_run(seed_cnn_model, examples_dir, tmp_path_factory):
                      verification={"num_examples": 64})
 
 
+@pytest.mark.e2e
 def test_local_run_writes_the_tfx_quantizers_variants_verified(blessed_run):
     models = blessed_run.models
     for key in ("frozen_model", "optimized_model", "quantized_model", "tflite_model"):
@@ -167,6 +168,7 @@ def test_local_run_writes_the_tfx_quantizers_variants_verified(blessed_run):
     assert size["Quantizer"] < 0.35 * size["GraphOptimizer"]  # int8 weights
 
 
+@pytest.mark.e2e
 def test_the_benchmark_measures_every_variant_by_the_tfx_name(blessed_run):
     metrics = blessed_run.metrics()
     assert metrics["baseline"] == "trainer"
@@ -185,6 +187,7 @@ def test_the_benchmark_measures_every_variant_by_the_tfx_name(blessed_run):
     assert headline["Quantizer_top1_agreement"] >= 0.99
 
 
+@pytest.mark.e2e
 def test_the_gate_judges_every_variant_and_a_blessed_gate_pushes_its_choice(blessed_run):
     decision = blessed_run.decision
     assert [c["name"] for c in sorted(decision["candidates"], key=lambda c: c["name"])] == (
@@ -204,6 +207,7 @@ def test_the_gate_judges_every_variant_and_a_blessed_gate_pushes_its_choice(bles
     assert (version_dir / "assets.extra" / "tf_serving_warmup_requests").is_file()
 
 
+@pytest.mark.e2e
 def test_run_local_cli_with_failing_thresholds_pushes_nothing(seed_cnn_model, examples_dir,
                                                               tmp_path):
     thresholds = tmp_path / "impossible.yaml"

@@ -14,7 +14,8 @@ from components.core.serving_session import ServingSession
 from components.core.steps import OptimizeConfig, optimize_model, parse_steps
 from tests import model_zoo
 
-MODELS = ["seed_cnn_model", "mobilenet_model", "example_vocab_model", "two_signature_model"]
+MODELS = ["seed_cnn_model", pytest.param("mobilenet_model", marks=pytest.mark.e2e),
+          "example_vocab_model", "two_signature_model"]
 
 
 def _inputs_file(model: Path) -> Path | None:

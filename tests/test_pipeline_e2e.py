@@ -18,6 +18,8 @@ from components.core.gate import versions
 from pipelines.local_runner import run_pipeline
 from pipelines.mlmd_summary import custom_properties, latest_run_id, open_store, run_executions
 
+pytestmark = pytest.mark.e2e  # a whole TFX pipeline, several times
+
 COMPONENTS = ["DigitsExampleGen", "DigitsTrainer", "Freezer", "GraphOptimizer", "Quantizer",
               "ServingBenchmark", "PusherGate"]
 # (consumer, its input key, producer, the producer's output key)
@@ -38,7 +40,8 @@ def executions_of_latest_run(workdir: Path):
 
 
 def demo(workdir: Path, *args: str) -> str:
-    result = CliRunner().invoke(main, ["demo", "--workdir", str(workdir), *args])
+    result = CliRunner().invoke(main, ["demo", "--workdir", str(workdir), *args],
+                                env={"COLUMNS": "80"})  # redirected, as into a CI log
     assert result.exit_code == 0, result.output
     return result.stdout
 
@@ -65,6 +68,19 @@ def test_demo_lays_out_mlmd_pipeline_root_and_serving_dir_under_the_workdir(work
     assert (workdir / "metadata.sqlite").is_file()
     assert (workdir / "pipeline_root" / "Quantizer").is_dir()
     assert "metadata.sqlite" in stdout and "PusherGate" in stdout
+
+
+def test_the_demos_tables_fit_80_columns_and_keep_every_number(workdir):
+    from tests.test_cli_output import assert_readable
+
+    executions = executions_of_latest_run(workdir)
+    sizes = [f"{custom_properties(e.outputs[key][0])['size_bytes_total'] / 1e6:.2f} MB"
+             for component, key in (("Freezer", "frozen_model"),
+                                    ("GraphOptimizer", "optimized_model"))
+             for e in [executions[component]]]
+    stdout = (workdir / "first_stdout.txt").read_text()
+    assert_readable(stdout, 80, sizes, log=True)
+    assert "digits pipeline: what each stage produced" in stdout
 
 
 def test_one_execution_per_component(workdir):

@@ -30,6 +30,7 @@ def run(args: list, cwd: Path, env: dict | None = None, timeout: int = 1800) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_the_installed_wheel_runs_the_five_components_outside_the_repository(tmp_path):
     if not Path(UV[0]).exists() and not shutil.which(UV[0]):
         pytest.skip("uv is not installed (pip install uv); the test builds and installs with it")

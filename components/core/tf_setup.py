@@ -3,9 +3,18 @@ it before any `tensorflow.*` module (ruff's isort section `tf-setup` keeps it fi
 
 TensorFlow's C++ runtime writes to stderr at import and at its first look for a GPU,
 before its log level applies: on a machine without CUDA, `cudart_stub ... Could not find
-cuda drivers`, `failed call to cuInit`, the CPU-instructions banner. Both happen here, with
-stderr captured; known start-up noise is dropped, every other line (a real warning) is
-written back, and on a failed import everything is shown.
+cuda drivers`, `failed call to cuInit`, the CPU-instructions banner, and on CPUs where
+oneDNN is on (AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX: the default there) the oneDNN
+banner. Both happen here, with stderr captured; known start-up noise is dropped, every
+other line (a real warning) is written back, and on a failed import everything is shown.
+
+TF_CPP_MIN_LOG_LEVEL does not hide these lines: TF 2.21 logs through absl, and absl
+writes every message logged before `absl::InitializeLog()` (which TF never calls) to
+stderr ("WARNING: All log messages before absl::InitializeLog() is called are written to
+STDERR"). Measured: `TF_ENABLE_ONEDNN_OPTS=1 TF_CPP_MIN_LOG_LEVEL=3 python -c "import
+tensorflow"` still prints the oneDNN banner (twice, seconds apart, both while `import tensorflow`
+runs). Turning oneDNN off (`TF_ENABLE_ONEDNN_OPTS=0`, the banner's
+own advice) would change what runs (bf16 needs oneDNN), so the line is filtered instead.
 """
 
 import contextlib
@@ -23,6 +32,10 @@ STARTUP_NOISE = re.compile(
     r"|cudart_stub\.cc:\d+\] Could not find cuda drivers"
     r"|cuda_platform\.cc:\d+\] failed call to cuInit"
     r"|cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized"
+    # tensorflow/core/util/port.cc, IsMklEnabled(): LOG(INFO) when
+    # DefaultOneDnnPolicy() or TF_ENABLE_ONEDNN_OPTS turns oneDNN on. Only this INFO
+    # line: its LOG(WARNING) for a malformed TF_ENABLE_ONEDNN_OPTS is still shown.
+    r"|port\.cc:\d+\] oneDNN custom operations are on\. "
     r"|^To enable the following instructions: .* rebuild TensorFlow")
 
 
@@ -68,4 +81,4 @@ def _import_tensorflow():
 tf = _import_tensorflow()
 tf.get_logger().setLevel("ERROR")
 
-__all__ = ["STARTUP_NOISE", "quiet_stderr", "tf"]
+__all__ = ["STARTUP_NOISE", "quiet_stderr", "tf", "without_noise"]
