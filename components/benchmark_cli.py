@@ -55,6 +55,8 @@ def _speedup(value: float | None) -> Cell:
 
 
 def _results_table(result) -> Table:
+    """`CI x p50`: the speedup's confidence interval (the benchmark's `confidence`)."""
+    from components.core.benchmark.stats import interval_text
     from components.core.table import Column, Table
 
     table = Table(title=f"latency (ms), throughput (examples/s), speedup vs "
@@ -63,7 +65,7 @@ def _results_table(result) -> Table:
                   columns=(Column("model"), Column("runtime"),
                            *(Column(c, numeric=True) for c in (
                                "batch", "p50", "p90", "p99", "ex/s", "stable", "x p50",
-                               "x p99"))),
+                               "CI x p50", "x p99"))),
                   key_columns=3)
     for size in result.settings.batch_sizes:
         for name, model in result.models.items():
@@ -74,6 +76,7 @@ def _results_table(result) -> Table:
                           str(size), f"{batch.p50_ms:.2f}", f"{batch.p90_ms:.2f}",
                           f"{batch.p99_ms:.2f}", f"{batch.throughput:,.0f}",
                           _stable(batch.stable), _speedup(batch.speedup_p50),
+                          interval_text(batch.speedup_p50_interval),
                           _speedup(batch.speedup_p99))
     return table
 

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from components.core.benchmark.schema import BenchmarkResult
+from components.core.benchmark.stats import interval_text
 from components.core.gate import GateDecision
 from components.core.table import Column, Table
 from components.quantizer.keys import VARIANT_OUTPUTS
@@ -130,8 +131,10 @@ def _row_figures(entry: dict, batch: int) -> tuple[str, str, str]:
     p99 = f"{measured['p99_ms']:.2f} ms" if measured.get("p99_ms") is not None else ""
     speedup = measured.get("speedup_p50")
     accuracy = (entry.get("accuracy") or {}).get("accuracy")
-    return (p99, f"{speedup:.2f}x" if speedup else "baseline" if entry["role"] == "baseline"
-            else "", f"{accuracy:.1%}" if accuracy is not None else "")
+    interval = interval_text(measured.get("speedup_p50_interval"))
+    return (p99, f"{speedup:.2f}x {interval}".strip() if speedup
+            else "baseline" if entry["role"] == "baseline" else "",
+            f"{accuracy:.1%}" if accuracy is not None else "")
 
 
 def stage_table(result: DemoResult, batch: int = 100) -> Table:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from components.core.benchmark import plots
 from components.core.benchmark.schema import BenchmarkResult, ModelResult
+from components.core.benchmark.stats import interval_text
 from components.core.errors import ServoptError
 
 CSS = """
@@ -84,9 +85,8 @@ def _ratio(value: float | None, interval: list | None = None) -> str:
     if value is None:
         return '<span class="muted">–</span>'
     css = "up" if value >= 1.05 else "down" if value <= 0.95 else ""
-    low, high = interval or (None, None)
-    bounds = ("" if low is None or high is None
-              else f'<br><span class="muted">[{low:.2f}, {high:.2f}]</span>')
+    bounds = interval_text(interval)
+    bounds = f'<br><span class="muted">{bounds}</span>' if bounds else ""
     return f'<span class="{css}">{value:.2f}×</span>{bounds}'
 
 

@@ -108,6 +108,12 @@ class Interval:
         return [self.low, self.high] if self.coverage else [None, None]
 
 
+def interval_text(interval: Sequence[float | None] | None) -> str:
+    """'[0.97, 1.04]' for a recorded [low, high]; '' where there is none."""
+    low, high = interval or (None, None)
+    return "" if low is None or high is None else f"[{low:.2f}, {high:.2f}]"
+
+
 def _binomial_cdf_half(n: int, k: int) -> float:
     """P(Binomial(n, 1/2) <= k)."""
     return sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
