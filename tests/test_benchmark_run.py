@@ -27,7 +27,7 @@ from components.core.steps import optimize_model, parse_steps
 from pipelines.digits.model import digits_28x28
 
 QUICK = ["--warmup-requests", "5", "--window-seconds", "0", "--window-requests", "20",
-         "--max-windows", "4"]
+         "--max-windows", "6"]
 NUM_EXAMPLES = 300
 BATCH_KEYS = {"p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms",
               "throughput", "stable", "windows", "requests", "achieved_flops_per_s"}
@@ -121,7 +121,7 @@ def test_the_settings_and_the_machine_are_recorded(benchmark_run):
     expected = {
         "backend": "session", "batch_sizes": [1, 100], "concurrency": [1, 2],
         "warmup_requests": 5, "window_requests": 20, "window_seconds": None,
-        "max_windows": 4, "stability_percent": 10.0, "intra_op_threads": machine["cores"],
+        "max_windows": 6, "stability_percent": 10.0, "intra_op_threads": machine["cores"],
         "inter_op_threads": machine["cores"], "signature": "serving_default",
         "tflite_pools": machine["cores"], "tflite_interpreters_per_pool": 1}
     assert {key: metrics["settings"][key] for key in expected} == expected
@@ -250,7 +250,7 @@ def test_tflite_models_are_measured_in_the_tflite_interpreter(seed_cnn_model, di
     (tmp_path / "int8" / "model.tflite").write_bytes(converter.convert())
     config = BenchmarkConfig(batch_sizes=(1, 16), concurrency=(1, 2),
                              warmup_requests=5, window_requests=20, window_seconds=None,
-                             max_windows=4, examples=digits_examples, label_key="label")
+                             max_windows=6, examples=digits_examples, label_key="label")
     result = run_benchmark([ModelSpec("fp32", tmp_path / "fp32.tflite"),
                             ModelSpec("int8", tmp_path / "int8")], config)
     assert result.failed() == {}

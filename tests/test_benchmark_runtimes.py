@@ -23,7 +23,7 @@ from components.core.errors import ServoptError
 from components.core.requirements import requirements_path
 from tests.model_zoo import tflite_bytes, tflite_variant
 
-QUICK = ["--warmup-requests", "3", "--window-seconds", "0.2", "--max-windows", "3",
+QUICK = ["--warmup-requests", "3", "--window-seconds", "0.2", "--max-windows", "6",
          "--concurrency", "1"]
 
 

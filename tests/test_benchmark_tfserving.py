@@ -192,7 +192,7 @@ def test_live_tensorflow_model_server(seed_cnn_model, protocol):
     from components.core.benchmark.run import run_benchmark
 
     config = BenchmarkConfig(backend="tfserving", batch_sizes=(1, 8), concurrency=(1, 2),
-                             warmup_requests=5, window_requests=20, max_windows=4,
+                             warmup_requests=5, window_requests=20, max_windows=6,
                              tfserving=TFServingOptions(protocol=protocol))
     result = run_benchmark([ModelSpec("base", seed_cnn_model),
                             ModelSpec("again", seed_cnn_model)], config)
@@ -341,7 +341,7 @@ def test_the_tfserving_backend_starts_a_server_per_model_and_measures_it(
     shutil.copytree(seed_cnn_model, no_variables)
     shutil.rmtree(no_variables / "variables")
     config = BenchmarkConfig(backend="tfserving", batch_sizes=(1, 8), concurrency=(1, 2),
-                             warmup_requests=3, window_requests=10, max_windows=3,
+                             warmup_requests=3, window_requests=10, max_windows=6,
                              tfserving=TFServingOptions(protocol=protocol))
     result = run_benchmark([ModelSpec("base", seed_cnn_model),
                             ModelSpec("again", seed_cnn_model),

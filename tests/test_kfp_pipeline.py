@@ -39,7 +39,7 @@ STEPS = ["freeze", "optimize", "quantize", "benchmark", "gate", "push"]
 PARAMETERS = {"model_uri", "eval_examples_uri", "push_destination", "label_key",
               "thresholds", "batch_sizes", "benchmark_settings", "graph_optimizer", "quantizer",
               "verification", "keep_last"}
-QUICK_BENCHMARK = {"concurrency": [], "window_requests": 10, "max_windows": 3,
+QUICK_BENCHMARK = {"concurrency": [], "window_requests": 10, "max_windows": 6,
                    "warmup_requests": 2}
 # The TFX pipeline's names: the baseline, then each candidate by its producer's identity.
 BF16 = [] if bf16_unavailable_reason() else ["Quantizer-bfloat16"]

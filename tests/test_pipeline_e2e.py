@@ -218,7 +218,7 @@ def test_the_pipeline_runs_with_local_dag_runner(tmp_path):
     config.write_text("trainer: {epochs: 1}\nverification: {num_examples: 64}\n"
                       "quantizer: {tflite: null, min_top1_agreement: 0.9}\n"
                       "benchmark: {batch_sizes: [8], concurrency: [], window_requests: 10,"
-                      " max_windows: 3, warmup_requests: 2}\n"
+                      " max_windows: 6, warmup_requests: 2}\n"
                       "thresholds: {primary_batch_size: 8}\n")
     run_pipeline(tmp_path / "work", runner="local", config_path=config)
     executions = executions_of_latest_run(tmp_path / "work")
