@@ -163,7 +163,7 @@ def test_a_signature_outside_the_primary_subgraph_is_refused(two_signature_model
     content = converter_tflite_bytes(two_signature_model)
     interpreter = tf.lite.Interpreter(model_content=content)
     signatures = {}
-    for key, listed in interpreter.get_signature_list().items():
+    for key in interpreter.get_signature_list():
         runner = interpreter.get_signature_runner(key)
         signature = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
         for alias, detail in runner.get_input_details().items():
