@@ -94,7 +94,8 @@ def record_report(artifact: types.Artifact, report: OptimizationReport,
         properties |= {"tflite_verification_passed": int(tflite.passed),
                        "tflite_verification_max_abs_diff": tflite.max_abs_diff,
                        "tflite_verification_top1_agreement": tflite.top1_agreement,
-                       "tflite_size_bytes": report.steps[-1].details["tflite_size_bytes"]}
+                       "tflite_size_bytes": report.steps[-1].details["tflite_size_bytes"],
+                       "tflite_lacks_signatures": json.dumps(needs.lacks_signatures)}
     set_custom_properties(artifact, properties)
 
 
