@@ -194,6 +194,31 @@ def test_each_signature_answers_with_its_own_outputs_like_the_saved_model(
     assert served["value"].shape == (7, 1)
 
 
+def test_signatures_computing_the_same_function_are_converted_once(seed_cnn_model,
+                                                                  tmp_path):
+    """Keras exports `serve` and `serving_default`, the same function over two
+    placeholders. TF Serving runs the whole primary subgraph on every request, so they
+    share one computation: both keys name the same tensors and answer like the model."""
+    from tests.model_zoo import tflite_bytes
+
+    path = tmp_path / "model.tflite"
+    path.write_bytes(tflite_bytes(seed_cnn_model, int8=False))
+    session = TfLiteSession(path)
+    assert sorted(session.signatures) == ["serve", "serving_default"]
+    assert len(session._inputs) == 1 and len(session._outputs) == 1  # one computation
+    serve, default = session.signatures["serve"], session.signatures["serving_default"]
+    assert [i.name for i in serve.inputs.values()] == [i.name for i in default.inputs.values()]
+    images = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)
+    with ServingSession(seed_cnn_model) as source:
+        for key in ("serve", "serving_default"):
+            expected = source.run(key, {"image": images})
+            served = session.run(key, {"image": images})
+            assert set(served) == set(expected)
+            for output in served:
+                np.testing.assert_allclose(served[output], expected[output], rtol=1e-4,
+                                           atol=1e-5)
+
+
 # --- verification ------------------------------------------------------------------------
 
 def test_a_model_tflite_without_metadata_fails_verification_with_the_reason(

@@ -26,6 +26,7 @@ refuses the variant unless the thresholds name the signatures clients need.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tempfile
 import warnings
@@ -192,13 +193,78 @@ class _Combined:
     signature: meta_graph_pb2.SignatureDef
     tensor_of: dict[str, str]  # combined key -> the SavedModel's tensor name
     feeds: dict[str, tuple[str, str]]  # combined input key -> (signature, input key)
+    same_as: dict[str, str]  # signature -> an earlier one computing the same function
+
+
+def _structural_hashes(graph_def: graph_pb2.GraphDef, placeholders: dict[str, str]
+                       ) -> dict[str, str]:
+    """node name -> a hash of what it computes: its op, attrs and inputs' hashes, with the
+    signature inputs in `placeholders` (node -> key:dtype) hashed by key, not by name."""
+    nodes = {node.name: node for node in graph_def.node}
+    hashes: dict[str, str] = {}
+    for root in nodes:
+        stack = [root]
+        while stack:
+            name = stack[-1]
+            if name in hashes:
+                stack.pop()
+                continue
+            node = nodes[name]
+            sources = [i.lstrip("^").split(":")[0] for i in node.input]
+            pending = [n for n in sources if n in nodes and n not in hashes]
+            if pending and name not in placeholders:
+                stack.extend(pending)
+                continue
+            stack.pop()
+            digest = hashlib.sha256()
+            if name in placeholders:
+                digest.update(f"input {placeholders[name]}".encode())
+            else:
+                digest.update(node.op.encode())
+                for key in sorted(k for k in node.attr if not k.startswith("_")):
+                    digest.update(key.encode())
+                    digest.update(node.attr[key].SerializeToString(deterministic=True))
+                for given in node.input:
+                    source, _, port = given.lstrip("^").partition(":")
+                    digest.update(f"{given[:1] == '^'}{hashes.get(source, source)}:{port}"
+                                  .encode())
+            hashes[name] = digest.hexdigest()
+    return hashes
+
+
+def _duplicates(graph: ServingGraph, names: list[str]) -> dict[str, str]:
+    """Signatures that compute the same function as an earlier one (same input and output
+    keys; e.g. Keras's `serve` and `serving_default`): converted once, since TF Serving
+    runs the whole primary subgraph on every request."""
+    def shape(signature: meta_graph_pb2.SignatureDef) -> tuple:
+        inputs = {info.name.split(":")[0]: f"{alias}:{info.dtype}"
+                  for alias, info in signature.inputs.items()}
+        hashes = _structural_hashes(graph.graph_def, inputs)
+        outputs = []
+        for alias in sorted(signature.outputs):
+            node, _, port = signature.outputs[alias].name.partition(":")
+            outputs.append((alias, hashes.get(node, node), port or "0"))
+        return tuple(sorted(inputs.values())), tuple(outputs)
+
+    seen: dict[tuple, str] = {}
+    same_as = {}
+    for name in names:
+        key = shape(graph.signatures[name])
+        if key in seen:
+            same_as[name] = seen[key]
+        else:
+            seen[key] = name
+    return same_as
 
 
 def _combine(graph: ServingGraph, names: list[str]) -> _Combined:
     combined = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
     key_of: dict[tuple[str, str], str] = {}  # (kind, tensor name) -> combined key
     tensor_of, feeds = {}, {}
+    same_as = _duplicates(graph, names)
     for name in names:
+        if name in same_as:
+            continue
         signature = graph.signatures[name]
         for kind, infos, target in (("i", signature.inputs, combined.inputs),
                                     ("o", signature.outputs, combined.outputs)):
@@ -211,14 +277,15 @@ def _combine(graph: ServingGraph, names: list[str]) -> _Combined:
                     tensor_of[key] = info.name
                     if kind == "i":
                         feeds[key] = (name, alias)
-    return _Combined(combined, tensor_of, feeds)
+    return _Combined(combined, tensor_of, feeds, same_as)
 
 
 def _serving_flatbuffer(flatbuffer: bytes, graph: ServingGraph, names: list[str],
                         combined: _Combined) -> bytes:
     """The converted combined function as TF Serving serves it: its primary subgraph's
     inputs and outputs named as the SavedModel's tensors, the SignatureDef table and
-    `signature_defs_metadata` holding the SavedModel's signatures `names`."""
+    `signature_defs_metadata` holding the SavedModel's signatures `names` (a duplicate
+    signature names the tensors of the one it duplicates)."""
     model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
     table = model.signatureDefs[0]
     if len(model.signatureDefs) != 1 or table.subgraphIndex != 0:
@@ -228,24 +295,27 @@ def _serving_flatbuffer(flatbuffer: bytes, graph: ServingGraph, names: list[str]
     tensors = model.subgraphs[0].tensors
     for key, tensor_name in combined.tensor_of.items():
         tensors[index_of[key]].name = tensor_name.encode()
-    key_of = {(kind, info.name): key for kind, infos in (("i", combined.signature.inputs),
-                                                         ("o", combined.signature.outputs))
-              for key, info in infos.items()}
-    model.signatureDefs = []
+    index_by_tensor = {combined.tensor_of[key]: index for key, index in index_of.items()}
+    model.signatureDefs, metadata = [], {}
     for name in names:
+        served = meta_graph_pb2.SignatureDef()
+        served.CopyFrom(graph.signatures[name])
+        computed = graph.signatures[combined.same_as.get(name, name)]
         entry = schema.SignatureDefT()
         entry.signatureKey, entry.subgraphIndex = name.encode(), 0
         entry.inputs, entry.outputs = [], []
-        for kind, infos, maps in (("i", graph.signatures[name].inputs, entry.inputs),
-                                  ("o", graph.signatures[name].outputs, entry.outputs)):
+        for infos, computed_infos, maps in ((served.inputs, computed.inputs, entry.inputs),
+                                            (served.outputs, computed.outputs,
+                                             entry.outputs)):
             for alias in sorted(infos):
+                infos[alias].name = computed_infos[alias].name
                 tensor_map = schema.TensorMapT()
                 tensor_map.name = alias.encode()
-                tensor_map.tensorIndex = index_of[key_of[kind, infos[alias].name]]
+                tensor_map.tensorIndex = index_by_tensor[infos[alias].name]
                 maps.append(tensor_map)
         model.signatureDefs.append(entry)
-    return with_signature_defs_metadata(pack_model(model),
-                                        {name: graph.signatures[name] for name in names})
+        metadata[name] = served
+    return with_signature_defs_metadata(pack_model(model), metadata)
 
 
 def _write_source(scratch: str, graph: ServingGraph, names: list[str]
