@@ -342,6 +342,19 @@ def test_served_from_saved_model_pb_it_serves_every_signature(demo_cnn_model, de
     assert decision.signatures == ["serving_default", "serving_examples"]
 
 
+def test_the_gate_refuses_an_old_variant_without_metadata_with_a_clear_message(
+        two_signature_model, two_signature_variant, tmp_path):
+    old = _without_metadata(two_signature_variant, two_signature_model, tmp_path / "old")
+    decision = evaluate_gate(_metrics(two_signature_model, old),
+                             {"server": {"prefer_tflite_model": True},
+                              "required_signatures": ["serving_default"]}, {"variant": old})
+    assert not decision.blessed
+    [reason] = [r for r in decision.candidate("variant").blocked_by
+                if r.startswith("signatures:")]
+    assert "has no signature_defs_metadata" in reason
+    assert "create the TFLite variant again" in reason
+
+
 @pytest.mark.parametrize("value, message", [
     ([], "must be a non-empty list"), ("", "must be a non-empty list"),
     ([1], "must be a non-empty list"), (["a", "a"], "lists a signature twice"),

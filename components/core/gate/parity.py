@@ -37,9 +37,7 @@ THRESHOLD = "signatures"
 
 
 def saved_model_signatures(path: str | Path) -> list[str]:
-    model_dir = resolve_saved_model_dir(path)
-    return sorted(serving_signatures(serving_meta_graph(read_saved_model(model_dir),
-                                                        model_dir)))
+    return sorted(_saved_model_signature_defs(path))
 
 
 def baseline_signatures(metrics: dict) -> list[str] | None:
@@ -51,16 +49,38 @@ def baseline_signatures(metrics: dict) -> list[str] | None:
         return None
 
 
-def served_signatures(model_dir: str | Path, runtime: str | None) -> list[str]:
-    """What TF Serving serves from the version on `runtime`: model.tflite's signatures
-    as TfLiteSession resolves them, or saved_model.pb's."""
-    if runtime == TFLITE_RUNTIME:
-        path = Path(model_dir)
-        path = path if path.suffix == ".tflite" else resolve_saved_model_dir(path) / (
-            TFLITE_MODEL_FILE)
-        with TfLiteSession(path) as session:
-            return sorted(session.signatures)
-    return saved_model_signatures(model_dir)
+def _saved_model_signature_defs(path: str | Path) -> dict:
+    model_dir = resolve_saved_model_dir(path)
+    return serving_signatures(serving_meta_graph(read_saved_model(model_dir), model_dir))
+
+
+def served_signatures(model_dir: str | Path, runtime: str | None) -> dict:
+    """What TF Serving serves from the version on `runtime`: model.tflite's signatures as
+    TfLiteSession resolves them (refused without signature_defs_metadata: then TF Serving
+    serves only a generated signature, not the model's API), or saved_model.pb's."""
+    if runtime != TFLITE_RUNTIME:
+        return _saved_model_signature_defs(model_dir)
+    path = Path(model_dir)
+    path = path if path.suffix == ".tflite" else resolve_saved_model_dir(path) / (
+        TFLITE_MODEL_FILE)
+    with TfLiteSession(path) as session:
+        if session.generated:
+            [generated] = session.signatures.values()
+            raise ServoptError(
+                f"{path} has no signature_defs_metadata (made before servopt wrote it), so "
+                "TF Serving serves only a generated 'serving_default' with inputs "
+                f"{sorted(generated.inputs)} and outputs {sorted(generated.outputs)}; "
+                "create the TFLite variant again")
+        return dict(session.signatures)
+
+
+def _key_mismatches(served: dict, source: dict) -> list[str]:
+    """Signatures served under other input/output keys than the SavedModel's."""
+    return [f"'{name}' has inputs {sorted(sig.inputs)} and outputs {sorted(sig.outputs)}, "
+            f"saved_model.pb {sorted(source[name].inputs)} and {sorted(source[name].outputs)}"
+            for name, sig in sorted(served.items()) if name in source and (
+                set(sig.inputs) != set(source[name].inputs)
+                or set(sig.outputs) != set(source[name].outputs))]
 
 
 def signature_parity_check(name: str, model_dir: str | Path, runtime: str | None,
@@ -69,16 +89,24 @@ def signature_parity_check(name: str, model_dir: str | Path, runtime: str | None
     """The check, and the signatures the candidate serves on `runtime` ([] if unknown)."""
     where = "model.tflite" if runtime == TFLITE_RUNTIME else "saved_model.pb"
     try:
-        served = served_signatures(model_dir, runtime)
+        signature_defs = served_signatures(model_dir, runtime)
+        served = sorted(signature_defs)
         if required is None:
             source = "the baseline's" if baseline is not None else "its source's"
             needed = baseline if baseline is not None else saved_model_signatures(model_dir)
         else:
             source, needed = "required_signatures", list(required)
+        mismatched = (_key_mismatches(signature_defs, _saved_model_signature_defs(model_dir))
+                      if runtime == TFLITE_RUNTIME else [])
     except ServoptError as err:
         return Check(THRESHOLD, name, None, list(required or []), False,
                      f"cannot tell which signatures TF Serving serves from its {where}: "
                      f"{err}", kind=REQUIREMENT), []
+    if mismatched:
+        return Check(THRESHOLD, name, served, needed, False,
+                     f"its {where} serves signatures under other keys than its "
+                     f"saved_model.pb: {'; '.join(mismatched)}; create the TFLite variant "
+                     "again", kind=REQUIREMENT), served
     missing = [s for s in needed if s not in served]
     if not missing:
         return Check(THRESHOLD, name, served, needed, True,
