@@ -276,7 +276,18 @@ def tflite_variant(saved_model: Path, out: Path, int8: bool = True) -> Path:
 
 
 def tflite_bytes(saved_model: Path, int8: bool = True) -> bytes:
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-    if int8:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic-range int8 weights
-    return converter.convert()
+    """model.tflite as the Quantizer writes it (every signature that converts, in the
+    primary subgraph, with signature_defs_metadata): dynamic-range int8 or float32."""
+    from components.core.freeze import freeze
+    from components.core.tflite import convert_signatures
+    from components.core.verify import Reference
+
+    reference = Reference(saved_model, num_examples=16, batch_size=16)
+    mode = "dynamic_int8" if int8 else "float32"
+    return convert_signatures(freeze(saved_model).graph, mode, reference).flatbuffer
+
+
+def converter_tflite_bytes(saved_model: Path) -> bytes:
+    """The TFLite converter's own output, without signature_defs_metadata (what servopt
+    wrote before TF Serving's signature rules were modelled)."""
+    return tf.lite.TFLiteConverter.from_saved_model(str(saved_model)).convert()

@@ -243,11 +243,13 @@ def test_flops_are_counted_alike_for_the_source_and_its_fused_optimized_graph(
 @pytest.mark.e2e
 def test_tflite_models_are_measured_in_the_tflite_interpreter(seed_cnn_model, digits_examples,
                                                              tmp_path):
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(seed_cnn_model))
-    (tmp_path / "fp32.tflite").write_bytes(converter.convert())
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic-range int8 weights
-    (tmp_path / "int8").mkdir()
-    (tmp_path / "int8" / "model.tflite").write_bytes(converter.convert())
+    """As the Quantizer converts them (signature_defs_metadata: TF Serving serves the
+    SavedModel's keys, so the eval examples' `image` feature feeds them)."""
+    from tests.model_zoo import tflite_bytes
+
+    (tmp_path / "fp32.tflite").write_bytes(tflite_bytes(seed_cnn_model, int8=False))
+    (tmp_path / "int8").mkdir()  # dynamic-range int8 weights
+    (tmp_path / "int8" / "model.tflite").write_bytes(tflite_bytes(seed_cnn_model))
     config = BenchmarkConfig(batch_sizes=(1, 16), concurrency=(1, 2),
                              warmup_requests=5, window_requests=20, window_seconds=None,
                              max_windows=6, examples=digits_examples, label_key="label")

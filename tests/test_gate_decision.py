@@ -262,7 +262,7 @@ def test_a_candidate_missing_from_the_benchmark_is_blocked_with_a_clear_reason(
     }
     for name in candidates:  # no threshold is checked on numbers that are not there
         assert {c.threshold for c in decision.checks_for(name) if c.candidate} == {
-            "benchmark", "server", "safety"}
+            "benchmark", "server", "safety", "signatures"}  # the last three read files
 
 
 def test_a_blocked_candidate_does_not_stop_another_from_being_pushed(two_signature_model):

@@ -1,9 +1,10 @@
 """Quantizer compute variants: TFLite inside the SavedModel and bf16 compute.
 
 A TFLite variant is the fp32 SavedModel plus `model.tflite` in the same directory (TF
-Serving serves the latter with --prefer_tflite_model=true): builtin ops only, every
-convertible signature under its own name and keys, the rest left to saved_model.pb with
-the converter's reason, both runtimes verified against the source.
+Serving serves the latter alone with --prefer_tflite_model=true): builtin ops only, every
+convertible signature under its own name and keys as TF Serving's TfLiteSession resolves
+them, the rest recorded as signatures the variant lacks, with the converter's reason;
+both runtimes verified against the source.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from components.core.requirements import (
     read_requirements,
 )
 from components.core.steps import OptimizeConfig, optimize_model, parse_steps
-from components.core.tflite import TFLITE_MODES, TFLiteRunner, tflite_file
+from components.core.tflite import TFLITE_MODES, tflite_file
+from components.core.tflite_session import TfLiteSession
 
 
 def _inputs(model):
@@ -51,19 +53,24 @@ def test_tflite_variant_records_the_flag_tf_serving_needs(tflite_variant):
     assert report.requirements == requirements
 
 
-def test_tflite_signature_keeps_its_name_and_keys_and_parsing_stays_on_saved_model(
+def test_tflite_signature_keeps_its_name_and_keys_and_the_parsing_one_is_recorded_as_lacking(
         tflite_variant):
-    """The image signature converts; tf.Example parsing has no builtin op, so it stays."""
+    """The image signature converts and TF Serving serves it under the SavedModel's name
+    and keys; tf.Example parsing has no builtin op: TF Serving would not serve it from
+    model.tflite at all, and the variant says so."""
     _, out, report = tflite_variant
-    runner = TFLiteRunner(tflite_file(out))
-    assert runner.signatures == ["serving_default"]
+    session = TfLiteSession(tflite_file(out))
+    assert not session.generated and list(session.signatures) == ["serving_default"]
     saved = read_serving_graph(out).signatures["serving_default"]
-    listed = runner.interpreter.get_signature_list()["serving_default"]
-    assert sorted(listed["inputs"]) == sorted(saved.inputs)
-    assert sorted(listed["outputs"]) == sorted(saved.outputs)
+    served = session.signatures["serving_default"]
+    assert sorted(served.inputs) == sorted(saved.inputs)
+    assert sorted(served.outputs) == sorted(saved.outputs)
     skipped = report.steps[-1].details["tflite_skipped_signatures"]
     assert set(skipped) == {"serving_examples"}
     assert "ParseExampleV2" in skipped["serving_examples"]
+    requirements = read_requirements(out)
+    assert set(requirements.lacks_signatures) == {"serving_examples"}
+    assert "not served from model.tflite" in requirements.note
 
 
 def test_tflite_runs_a_whole_batch_and_keeps_the_decisions(tflite_variant, demo_cnn_model):
@@ -71,7 +78,7 @@ def test_tflite_runs_a_whole_batch_and_keeps_the_decisions(tflite_variant, demo_
     check = report.steps[-1].tflite_verification
     assert check.passed and check.top1_agreement >= 0.99
     images = np.load(_inputs(demo_cnn_model))["image"][:16]
-    outputs = TFLiteRunner(tflite_file(out)).run("serving_default", {"image": images})
+    outputs = TfLiteSession(tflite_file(out)).run("serving_default", {"image": images})
     assert outputs["probabilities"].shape == (16, 10)
 
 
@@ -79,7 +86,9 @@ def test_full_int8_computes_in_int8(tflite_variant):
     mode, out, _ = tflite_variant
     if mode != "full_int8":
         pytest.skip("full_int8 only")
-    details = TFLiteRunner(tflite_file(out)).interpreter.get_tensor_details()
+    import tensorflow as tf
+
+    details = tf.lite.Interpreter(str(tflite_file(out))).get_tensor_details()
     int8 = [d for d in details if d["dtype"] == np.int8]
     assert len(int8) > len(details) / 2
 

@@ -169,5 +169,6 @@ def report_properties(report: OptimizationReport, source_uri: str) -> dict[str, 
         properties |= {"tflite_verification_passed": int(tflite.passed),
                        "tflite_verification_max_abs_diff": tflite.max_abs_diff,
                        "tflite_verification_top1_agreement": tflite.top1_agreement,
-                       "tflite_size_bytes": report.steps[-1].details["tflite_size_bytes"]}
+                       "tflite_size_bytes": report.steps[-1].details["tflite_size_bytes"],
+                       "tflite_lacks_signatures": json.dumps(needs.lacks_signatures)}
     return {key: value for key, value in properties.items() if value is not None}

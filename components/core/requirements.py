@@ -9,7 +9,11 @@ from there. A model without the file needs nothing special: TensorFlow runtime, 
 
 Layout of a TFLite variant (what TF Serving's `--prefer_tflite_model` serves):
     <version>/saved_model.pb    fp32 graph, served without the flag
-    <version>/model.tflite      served with the flag; same signature names and keys
+    <version>/model.tflite      served with the flag, ALONE (saved_model_bundle_factory.cc
+                                loads no saved_model.pb then): the signatures in its
+                                signature_defs_metadata, under the SavedModel's names and
+                                keys; `lacks_signatures` lists the source's signatures it
+                                does not serve, and why
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ class ServingRequirements:
     server_flags: tuple[str, ...] = ()  # tensorflow_model_server flags that select it
     environment: dict[str, str] = field(default_factory=dict)  # e.g. TF_ENABLE_ONEDNN_OPTS
     note: str = ""
+    # tflite: source signatures model.tflite does not serve -> why (the gate's parity check)
+    lacks_signatures: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,7 +61,8 @@ class ServingRequirements:
                    cpu_features=tuple(data.get("cpu_features", ())),
                    server_flags=tuple(data.get("server_flags", ())),
                    environment=dict(data.get("environment", {})),
-                   note=data.get("note", ""))
+                   note=data.get("note", ""),
+                   lacks_signatures=dict(data.get("lacks_signatures", {})))
 
     def cpu_supported(self, cpu_flags: set[str]) -> bool:
         return not self.cpu_features or bool(set(self.cpu_features) & cpu_flags)

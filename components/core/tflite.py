@@ -1,20 +1,32 @@
 """TFLite inside the SavedModel, for TF Serving's TFLite runtime.
 
 TF Serving started with `--prefer_tflite_model=true` serves `model.tflite` from the
-SavedModel version directory (its TfLiteSession: builtin ops only, no Flex, signatures
-read from the TFLite model) and serves `saved_model.pb` from the same directory without
-the flag. So a TFLite variant is the fp32 SavedModel plus `model.tflite`, both verified.
+SavedModel version directory and nothing else of it (see tflite_session: builtin ops,
+signatures only from the `signature_defs_metadata` entry, only the primary subgraph
+runs); without the flag it serves `saved_model.pb`. So a TFLite variant is the fp32
+SavedModel plus `model.tflite`, both verified, the latter through the TfLiteSession model.
+
+Every convertible signature is converted into ONE function, so that the primary subgraph
+computes all of them (TF Serving runs no other subgraph); its input and output tensors
+are renamed to the SavedModel's tensor names, and `signature_defs_metadata` holds the
+SavedModel's SignatureDefs of those signatures (keys, method names, tensor names) as TF
+Serving reads them. The converter's SignatureDef table is rewritten to the same
+signatures (for LiteRT's signature runners; TF Serving does not read it).
 
 Modes: `float32` (plain conversion), `float16` (fp16 weights), `dynamic_int8` (int8
 weights, activations quantized at run time), `full_int8` (int8 weights and activations,
 calibrated on the verification inputs: the eval split when Examples are given). Inputs and
 outputs stay float32, so the same Predict requests work on both paths. A signature that
-does not convert with builtin ops (e.g. tf.Example parsing) is left out with the
-converter's reason; TF Serving then serves it only from saved_model.pb.
+does not convert with builtin ops (e.g. tf.Example parsing: TF Serving registers TFLite's
+custom ParseExample op, but TensorFlow here has no kernel for it, so the result could not
+be verified) is left out with the converter's reason and recorded as a signature the
+variant lacks: a version served from model.tflite does not serve it at all, and the gate
+refuses the variant unless the thresholds name the signatures clients need.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tempfile
 import warnings
@@ -25,6 +37,9 @@ from pathlib import Path
 from components.core.tf_setup import quiet_stderr, tf
 
 import numpy as np
+from tensorflow.core.framework import graph_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow.lite.python import schema_py_generated as schema
 
 from components.core.errors import ServoptError, StepSkipped
 from components.core.model_io import ServingGraph, write_serving_graph
@@ -36,12 +51,19 @@ from components.core.requirements import (
 )
 from components.core.rewrite import CannotUnfuse, unfuse
 from components.core.serving_session import first_line
+from components.core.tflite_session import (
+    TfLiteSession,
+    TfLiteSessionError,
+    pack_model,
+    with_signature_defs_metadata,
+)
 from components.core.verify import Reference, Tolerance, VerificationResult, compare_outputs
 
 TFLITE_MODES = ("float32", "float16", "dynamic_int8", "full_int8")
 TFLITE_PRECISION = {"float32": "float32", "float16": "float16-weights",
                     "dynamic_int8": "int8-dynamic-range", "full_int8": "int8"}
 CALIBRATION_BATCHES = 100  # representative samples (batch 1 each) for full_int8
+_COMBINED = "servopt_all"  # the one function every converted signature is converted in
 
 
 @dataclass
@@ -52,10 +74,12 @@ class TFLiteConversion:
     skipped_signatures: dict[str, str] = field(default_factory=dict)  # name -> reason
 
     def requirements(self) -> ServingRequirements:
-        skipped = "; ".join(f"'{k}' served from saved_model.pb only: {v}"
-                            for k, v in self.skipped_signatures.items())
+        lacks = "; ".join(f"'{k}' is not served from model.tflite (TF Serving does not fall "
+                          f"back to saved_model.pb): {v}"
+                          for k, v in self.skipped_signatures.items())
         return ServingRequirements(runtime=TFLITE_RUNTIME, precision=TFLITE_PRECISION[self.mode],
-                                   server_flags=(PREFER_TFLITE_FLAG,), note=skipped)
+                                   server_flags=(PREFER_TFLITE_FLAG,), note=lacks,
+                                   lacks_signatures=dict(self.skipped_signatures))
 
 
 def validate_mode(mode: str) -> str:
@@ -68,7 +92,8 @@ def validate_mode(mode: str) -> str:
 # --- conversion ------------------------------------------------------------------------
 
 def _converter(model_dir: Path, signatures: list[str], mode: str,
-               representative: Reference | None):
+               representative: Reference | None, feeds: dict | None = None):
+    """`feeds`: for the combined function, its input key -> (signature, input key)."""
     converter = tf.lite.TFLiteConverter.from_saved_model(str(model_dir),
                                                          signature_keys=signatures)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex
@@ -78,64 +103,223 @@ def _converter(model_dir: Path, signatures: list[str], mode: str,
         converter.target_spec.supported_types = [tf.float16]
     if mode == "full_int8":
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.representative_dataset = lambda: _calibration_samples(representative,
-                                                                        signatures)
+        converter.representative_dataset = lambda: _calibration_samples(
+            representative, signatures, feeds)
     return converter
 
 
-def _calibration_samples(reference: Reference, signatures: list[str]) -> Iterator:
-    """(signature, inputs) samples of batch 1, drawn from the verification inputs."""
-    for name in signatures:
-        count = 0
-        for feed in reference.inputs[name]:
-            for i in range(len(next(iter(feed.values())))):
+def _rows(reference: Reference, name: str) -> Iterator[dict[str, np.ndarray]]:
+    """The verification inputs of signature `name`, one example (batch 1) at a time."""
+    for feed in reference.inputs[name]:
+        for i in range(len(next(iter(feed.values())))):
+            yield {k: v[i:i + 1] for k, v in feed.items()}
+
+
+def _calibration_samples(reference: Reference, signatures: list[str],
+                         feeds: dict | None) -> Iterator:
+    """(signature, inputs) samples of batch 1, drawn from the verification inputs; for
+    the combined function, each sample takes every input from its source signature."""
+    if feeds is None:
+        for name in signatures:
+            for count, row in enumerate(_rows(reference, name)):
                 if count == CALIBRATION_BATCHES:
                     break
-                count += 1
-                yield name, {k: v[i:i + 1] for k, v in feed.items()}
+                yield name, row
+        return
+    sources = {name for name, _ in feeds.values()}
+    rows = {name: list(_rows(reference, name))[:CALIBRATION_BATCHES] for name in sources}
+    for i in range(min(len(r) for r in rows.values())):
+        yield signatures[0], {key: rows[name][i][input_key]
+                              for key, (name, input_key) in feeds.items()}
 
 
 def _convert(model_dir: Path, signatures: list[str], mode: str,
-             reference: Reference | None) -> bytes:
+             reference: Reference | None, feeds: dict | None = None) -> bytes:
     with warnings.catch_warnings(), quiet_stderr(replay_on_error=False):  # MLIR dumps
         warnings.simplefilter("ignore")
-        return _converter(model_dir, signatures, mode, reference).convert()
+        return _converter(model_dir, signatures, mode, reference, feeds).convert()
+
+
+@dataclass
+class _Combined:
+    """Every converted signature as one function: its SignatureDef, and for each of its
+    input (output) keys the SavedModel tensor name it stands for."""
+
+    signature: meta_graph_pb2.SignatureDef
+    tensor_of: dict[str, str]  # combined key -> the SavedModel's tensor name
+    feeds: dict[str, tuple[str, str]]  # combined input key -> (signature, input key)
+    same_as: dict[str, str]  # signature -> an earlier one computing the same function
+
+
+def _structural_hashes(graph_def: graph_pb2.GraphDef, placeholders: dict[str, str]
+                       ) -> dict[str, str]:
+    """node name -> a hash of what it computes: its op, attrs and inputs' hashes, with the
+    signature inputs in `placeholders` (node -> key:dtype) hashed by key, not by name."""
+    nodes = {node.name: node for node in graph_def.node}
+    hashes: dict[str, str] = {}
+    for root in nodes:
+        stack = [root]
+        while stack:
+            name = stack[-1]
+            if name in hashes:
+                stack.pop()
+                continue
+            node = nodes[name]
+            sources = [i.lstrip("^").split(":")[0] for i in node.input]
+            pending = [n for n in sources if n in nodes and n not in hashes]
+            if pending and name not in placeholders:
+                stack.extend(pending)
+                continue
+            stack.pop()
+            digest = hashlib.sha256()
+            if name in placeholders:
+                digest.update(f"input {placeholders[name]}".encode())
+            else:
+                digest.update(node.op.encode())
+                for key in sorted(k for k in node.attr if not k.startswith("_")):
+                    digest.update(key.encode())
+                    digest.update(node.attr[key].SerializeToString(deterministic=True))
+                for given in node.input:
+                    source, _, port = given.lstrip("^").partition(":")
+                    digest.update(f"{given[:1] == '^'}{hashes.get(source, source)}:{port}"
+                                  .encode())
+            hashes[name] = digest.hexdigest()
+    return hashes
+
+
+def _duplicates(graph: ServingGraph, names: list[str]) -> dict[str, str]:
+    """Signatures that compute the same function as an earlier one (same input and output
+    keys; e.g. Keras's `serve` and `serving_default`): converted once, since TF Serving
+    runs the whole primary subgraph on every request."""
+    def shape(signature: meta_graph_pb2.SignatureDef) -> tuple:
+        inputs = {info.name.split(":")[0]: f"{alias}:{info.dtype}"
+                  for alias, info in signature.inputs.items()}
+        hashes = _structural_hashes(graph.graph_def, inputs)
+        outputs = []
+        for alias in sorted(signature.outputs):
+            node, _, port = signature.outputs[alias].name.partition(":")
+            outputs.append((alias, hashes.get(node, node), port or "0"))
+        return tuple(sorted(inputs.values())), tuple(outputs)
+
+    seen: dict[tuple, str] = {}
+    same_as = {}
+    for name in names:
+        key = shape(graph.signatures[name])
+        if key in seen:
+            same_as[name] = seen[key]
+        else:
+            seen[key] = name
+    return same_as
+
+
+def _combine(graph: ServingGraph, names: list[str]) -> _Combined:
+    combined = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
+    key_of: dict[tuple[str, str], str] = {}  # (kind, tensor name) -> combined key
+    tensor_of, feeds = {}, {}
+    same_as = _duplicates(graph, names)
+    for name in names:
+        if name in same_as:
+            continue
+        signature = graph.signatures[name]
+        for kind, infos, target in (("i", signature.inputs, combined.inputs),
+                                    ("o", signature.outputs, combined.outputs)):
+            for alias in sorted(infos):
+                info = infos[alias]
+                if (kind, info.name) not in key_of:
+                    key = f"{kind}{len(target)}"
+                    key_of[kind, info.name] = key
+                    target[key].CopyFrom(info)
+                    tensor_of[key] = info.name
+                    if kind == "i":
+                        feeds[key] = (name, alias)
+    return _Combined(combined, tensor_of, feeds, same_as)
+
+
+def _serving_flatbuffer(flatbuffer: bytes, graph: ServingGraph, names: list[str],
+                        combined: _Combined) -> bytes:
+    """The converted combined function as TF Serving serves it: its primary subgraph's
+    inputs and outputs named as the SavedModel's tensors, the SignatureDef table and
+    `signature_defs_metadata` holding the SavedModel's signatures `names` (a duplicate
+    signature names the tensors of the one it duplicates)."""
+    model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    table = model.signatureDefs[0]
+    if len(model.signatureDefs) != 1 or table.subgraphIndex != 0:
+        raise ServoptError("the TFLite converter did not put the combined signature in the "
+                           "primary subgraph, the only one TF Serving runs")
+    index_of = {m.name.decode(): m.tensorIndex for m in [*table.inputs, *table.outputs]}
+    tensors = model.subgraphs[0].tensors
+    for key, tensor_name in combined.tensor_of.items():
+        tensors[index_of[key]].name = tensor_name.encode()
+    index_by_tensor = {combined.tensor_of[key]: index for key, index in index_of.items()}
+    model.signatureDefs, metadata = [], {}
+    for name in names:
+        served = meta_graph_pb2.SignatureDef()
+        served.CopyFrom(graph.signatures[name])
+        computed = graph.signatures[combined.same_as.get(name, name)]
+        entry = schema.SignatureDefT()
+        entry.signatureKey, entry.subgraphIndex = name.encode(), 0
+        entry.inputs, entry.outputs = [], []
+        for infos, computed_infos, maps in ((served.inputs, computed.inputs, entry.inputs),
+                                            (served.outputs, computed.outputs,
+                                             entry.outputs)):
+            for alias in sorted(infos):
+                infos[alias].name = computed_infos[alias].name
+                tensor_map = schema.TensorMapT()
+                tensor_map.name = alias.encode()
+                tensor_map.tensorIndex = index_by_tensor[infos[alias].name]
+                maps.append(tensor_map)
+        model.signatureDefs.append(entry)
+        metadata[name] = served
+    return with_signature_defs_metadata(pack_model(model), metadata)
+
+
+def _write_source(scratch: str, graph: ServingGraph, names: list[str]
+                  ) -> tuple[_Combined, Path]:
+    """The (unfused) graph as a SavedModel that also holds the combined function."""
+    combined = _combine(graph, names)
+    source = Path(scratch) / f"model-{len(names)}"
+    source.mkdir()
+    write_serving_graph(ServingGraph(
+        graph.graph_def, {**graph.signatures, _COMBINED: combined.signature},
+        graph.tags, graph.init_op, graph.asset_file_defs), source)
+    return combined, source
 
 
 def convert_signatures(graph: ServingGraph, mode: str, reference: Reference
                        ) -> TFLiteConversion:
-    """Converts every signature that converts with builtin ops; skips if none does."""
+    """Converts every signature that converts with builtin ops, all in the primary
+    subgraph, with `signature_defs_metadata`; skips if none converts."""
     validate_mode(mode)
     names = [n for n in graph.signatures if n in reference.inputs]
+    skipped: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="servopt-tflite-") as scratch:
-        source = Path(scratch) / "model"
-        source.mkdir()
         try:  # Grappler's fused ops are TF-internal: the converter reads standard ops
-            standard = unfuse(graph.graph_def)
+            standard = graph.with_graph(unfuse(graph.graph_def))
         except CannotUnfuse as err:
             raise StepSkipped(f"{err} for TFLite") from None
-        write_serving_graph(graph.with_graph(standard), source)
+        combined, source = _write_source(scratch, standard, names)
         try:
-            return TFLiteConversion(_convert(source, names, mode, reference), mode, names)
+            flatbuffer = _convert(source, [_COMBINED], mode, reference, combined.feeds)
         except Exception:  # the converter raises many types; find the signatures that fail
-            pass
-        converted, skipped = [], {}
-        for name in names:
+            for name in names:
+                try:
+                    _convert(source, [name], mode, reference)
+                except Exception as err:  # ConverterError, ValueError, RuntimeError, ...
+                    skipped[name] = _converter_reason(err)
+            names = [n for n in names if n not in skipped]
+            if not names:
+                reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+                raise StepSkipped(f"no signature converts to TFLite {mode} with builtin ops "
+                                  f"(TF Serving's TfLiteSession has no Flex ops): {reasons}"
+                                  ) from None
+            combined, source = _write_source(scratch, standard, names)
             try:
-                _convert(source, [name], mode, reference)
-                converted.append(name)
-            except Exception as err:  # ConverterError, ValueError, RuntimeError, ...
-                skipped[name] = _converter_reason(err)
-        if not converted:
-            reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items())
-            raise StepSkipped(f"no signature converts to TFLite {mode} with builtin ops "
-                              f"(TF Serving's TfLiteSession has no Flex ops): {reasons}")
-        try:
-            flatbuffer = _convert(source, converted, mode, reference)
-        except Exception as err:
-            raise StepSkipped(f"TFLite {mode} conversion failed: {_converter_reason(err)}"
-                              ) from None
-    return TFLiteConversion(flatbuffer, mode, converted, skipped)
+                flatbuffer = _convert(source, [_COMBINED], mode, reference, combined.feeds)
+            except Exception as err:
+                raise StepSkipped(f"TFLite {mode} conversion failed: "
+                                  f"{_converter_reason(err)}") from None
+    return TFLiteConversion(_serving_flatbuffer(flatbuffer, graph, names, combined), mode,
+                            names, skipped)
 
 
 def _converter_reason(err: Exception) -> str:
@@ -147,28 +331,44 @@ def _converter_reason(err: Exception) -> str:
     return first_line(err)[:300]
 
 
-# --- running ---------------------------------------------------------------------------
-
-class TFLiteRunner:
-    """Runs the signatures of a .tflite model with tf.lite.Interpreter, a batch per call."""
-
-    def __init__(self, path: Path, threads: int | None = None):
-        with warnings.catch_warnings():  # tf.lite.Interpreter's move to ai_edge_litert
-            warnings.simplefilter("ignore")
-            self.interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
-        self.signatures = list(self.interpreter.get_signature_list())
-
-    def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        runner = self.interpreter.get_signature_runner(signature)
-        return runner(**inputs)  # resizes the inputs to the batch given
-
+# --- running, as TF Serving runs it -------------------------------------------------
 
 def verify_tflite(path: Path, reference: Reference, tolerance: Tolerance,
                   signatures: list[str]) -> VerificationResult:
-    runner = TFLiteRunner(path)
-    produced = {name: [runner.run(name, feed) for feed in reference.inputs[name]]
-                for name in signatures}
-    return compare_outputs(reference, produced, tolerance, signatures)
+    """Runs `signatures` of the model.tflite at `path` the way TF Serving's TfLiteSession
+    would (see tflite_session) and compares with the source. Fails, with the reason, where
+    TF Serving would not serve a signature under the source's name and keys."""
+    try:
+        session = TfLiteSession(path)
+    except TfLiteSessionError as err:
+        return _failed(reference, tolerance, f"TF Serving would not load it: {err}")
+    if session.generated:
+        return _failed(reference, tolerance, (
+            f"{path} has no signature_defs_metadata, so TF Serving would serve only a "
+            f"generated 'serving_default' with keys {_keys(session.signatures)}, not the "
+            "SavedModel's signatures; convert it again with this version of servopt"))
+    produced, problems = {}, []
+    for name in signatures:
+        try:
+            produced[name] = [session.run(name, feed) for feed in reference.inputs[name]]
+        except TfLiteSessionError as err:
+            problems.append(f"signature '{name}': {err}")
+    result = compare_outputs(reference, produced, tolerance, signatures)
+    if problems:
+        result.failures[:0] = problems
+        result.passed = False
+    return result
+
+
+def _keys(signatures: dict[str, meta_graph_pb2.SignatureDef]) -> str:
+    signature = next(iter(signatures.values()))
+    return f"inputs {sorted(signature.inputs)}, outputs {sorted(signature.outputs)}"
+
+
+def _failed(reference: Reference, tolerance: Tolerance, reason: str) -> VerificationResult:
+    return VerificationResult(num_examples=reference.num_examples, max_abs_diff=float("inf"),
+                              top1_agreement=None, tolerance=tolerance.describe(),
+                              passed=False, failures=[reason])
 
 
 def tflite_file(model_dir: Path) -> Path:

@@ -51,6 +51,7 @@ class Executor(Staged, base_executor.BaseExecutor):
         destination = exec_properties["push_destination"]
 
         metrics = load_metrics(Path(stage.input(benchmark.uri)) / METRICS_FILE)
+        allowed_ops = json.loads(exec_properties.get("allowed_ops") or "[]")
         uris = candidate_paths(metrics)  # by version (a TFLite variant has two rows): URIs
         decision = evaluate_gate(
             metrics, Thresholds.from_dict(json.loads(exec_properties["thresholds"])),
@@ -58,7 +59,7 @@ class Executor(Staged, base_executor.BaseExecutor):
             served=_served_metrics(input_dict),
             model_blessed=_blessed(input_dict, "model_blessing"),
             infra_blessed=_blessed(input_dict, "infra_blessing"),
-            allowed_ops=json.loads(exec_properties.get("allowed_ops") or "[]"))
+            allowed_ops=allowed_ops)
         decision = _with_uris(decision, uris)
         for line in decision.summary_lines():
             logging.info("PusherGate: %s", line)
@@ -88,7 +89,7 @@ class Executor(Staged, base_executor.BaseExecutor):
         result = push_model(stage.input(decision.chosen_path), destination,
                             keep_last=exec_properties.get("keep_last"),
                             warmup_examples=stage.input(examples.uri) if examples else None,
-                            allowed_ops=json.loads(exec_properties.get("allowed_ops") or "[]"))
+                            serving_runtime=decision.runtime, allowed_ops=allowed_ops)
         logging.info("PusherGate: pushed %s as version %d to %s", decision.chosen,
                      result.version, result.path)
         logging.info("PusherGate: serve it with: %s", decision.serving_command())

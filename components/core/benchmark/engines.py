@@ -7,14 +7,15 @@ Which engine runs a model is the runtime TF Serving would use for it, chosen per
   serving_session): loaded into a `tf.compat.v1.Session`, signature tensors fed and fetched
   via `make_callable`, thread pools set explicitly.
 - `TfLiteSessionEngine` (runtime "tflite"): a `.tflite` model the way TF Serving's
-  TfLiteSession runs `model.tflite` under `--prefer_tflite_model=true`. Modelled on
-  tensorflow/serving (commit 9d981c5, servables/tensorflow/tflite_session.cc and
-  tflite_interpreter_pool.cc), not on the Python interpreter's defaults:
-  * `--num_tflite_pools` interpreters (default: the schedulable CPUs, server.h), each built
-    with `num_threads = 1` ("a single thread to reduce contention across sessions") and a
-    1-thread CpuBackendContext; a request takes a free interpreter (blocking while all are
-    busy) and runs its whole batch on it: the input tensor is resized to the request's
-    shape, so float batches are never padded (fixed-size reuse applies to string inputs).
+  TfLiteSession runs `model.tflite` under `--prefer_tflite_model=true`: through
+  `components.core.tflite_session.TfLiteSession`, the one model of that runtime (its
+  signatures, Predict rules, ops and 1-thread interpreters, each rule cited there), not
+  the Python interpreter's signature runners. On top of it, from tensorflow/serving
+  (commit 9d981c5, servables/tensorflow/tflite_session.cc, tflite_interpreter_pool.cc):
+  * `--num_tflite_pools` interpreters (default: the schedulable CPUs, server.h); a request
+    takes a free interpreter (blocking while all are busy) and runs its whole batch on
+    it: the input tensor is resized to the request's shape, so float batches are never
+    padded (fixed-size reuse applies to string inputs).
   * ops resolved by `tflite::ops::builtin::BuiltinOpResolver`, whose default delegate is
     XNNPACK (TF Serving's .bazelrc builds it in); no Flex ops. The Python interpreter's
     default resolver applies the same XNNPACK delegate, here with 1 thread.
@@ -29,15 +30,11 @@ Which engine runs a model is the runtime TF Serving would use for it, chosen per
 from __future__ import annotations
 
 import math
-import queue
-import warnings
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
-
-from components.core.tf_setup import tf
 
 import numpy as np
 from tensorflow.core.protobuf import meta_graph_pb2
@@ -45,7 +42,8 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from components.core.errors import ServoptError
 from components.core.model_io import resolve_saved_model_dir
 from components.core.requirements import TENSORFLOW_RUNTIME, TFLITE_RUNTIME, has_tflite_model
-from components.core.serving_session import ServingSession, first_line
+from components.core.serving_session import ServingSession
+from components.core.tflite_session import TfLiteSession
 
 Feeds = Mapping[str, np.ndarray]
 RUNTIMES = (TENSORFLOW_RUNTIME, TFLITE_RUNTIME)
@@ -120,35 +118,15 @@ class SessionEngine:
         self.session.close()
 
 
-def _interpreter(path: Path, threads: int | None = None):
-    with warnings.catch_warnings():  # tf.lite.Interpreter warns that LiteRT replaces it
-        warnings.simplefilter("ignore")
-        try:
-            return tf.lite.Interpreter(model_path=str(path), num_threads=threads)
-        except (ValueError, RuntimeError) as err:
-            raise ServoptError(f"{path}: the TFLite interpreter cannot load this model: "
-                               f"{first_line(err)}; convert the model again") from None
-
-
-def _signature_runner(interpreter, path: Path, signature: str):
-    available = sorted(interpreter.get_signature_list())
-    if signature not in available:
-        raise ServoptError(f"{path}: no signature '{signature}' (has {available}); convert "
-                           "with TFLiteConverter.from_saved_model to keep signatures")
-    return interpreter.get_signature_runner(signature)
-
-
 class TfLiteSessionEngine:
-    """A pool of 1-thread interpreters, used the way TF Serving's TfLiteSession uses its
-    pool (see the module docstring). Concurrent client threads each take a free one."""
+    """A TfLiteSession with `pools` 1-thread interpreters, used the way TF Serving uses
+    it (see the module docstring). Concurrent client threads each take a free one."""
 
     def __init__(self, path: Path, signature: str, pools: int = 1,
                  interpreters_per_pool: int = 1):
         self.path, self.signature = Path(path), signature
-        self._free: queue.Queue = queue.Queue()
-        for _ in range(max(1, pools)):
-            self._free.put(_signature_runner(_interpreter(self.path, threads=1), self.path,
-                                             signature))
+        self.session = TfLiteSession(self.path, pools)
+        self.session.signature(signature)  # an unknown signature fails at load time
         self.max_execution_batch = (math.ceil(TFLITE_INITIAL_BATCH_SIZE / interpreters_per_pool)
                                     if interpreters_per_pool > 1 else None)
         # The scheduler's batch threads: created once, so they stay warm between requests.
@@ -156,14 +134,7 @@ class TfLiteSessionEngine:
                          if self.max_execution_batch else None)
 
     def _invoke(self, feeds: Feeds) -> dict[str, np.ndarray]:
-        runner = self._free.get()
-        try:
-            return runner(**feeds)  # resizes the inputs to this batch, as TF Serving does
-        except (ValueError, RuntimeError) as err:
-            raise ServoptError(f"{self.path}: the TFLite interpreter failed to run the "
-                               f"model: {first_line(err)}") from None
-        finally:
-            self._free.put(runner)
+        return self.session.run(self.signature, feeds)
 
     def run(self, feeds: Feeds) -> dict[str, np.ndarray]:
         size = len(next(iter(feeds.values())))
@@ -177,7 +148,7 @@ class TfLiteSessionEngine:
     def close(self) -> None:
         if self._threads is not None:
             self._threads.shutdown(wait=False)
-        self._free = queue.Queue()
+        self.session.close()
 
 
 def make_engine(spec: EngineSpec) -> Engine:
@@ -189,17 +160,13 @@ def make_engine(spec: EngineSpec) -> Engine:
 
 
 def tflite_signature(path: Path, signature: str) -> meta_graph_pb2.SignatureDef:
-    """A `.tflite` model's signature as a SignatureDef (batch dimension unknown), so that
-    inputs are built for it exactly as for a SavedModel."""
-    runner = _signature_runner(_interpreter(path), path, signature)
-    proto = meta_graph_pb2.SignatureDef()
-    for kind, details in (("inputs", runner.get_input_details()),
-                          ("outputs", runner.get_output_details())):
-        for key, detail in details.items():
-            info = getattr(proto, kind)[key]
-            info.name = detail["name"]
-            info.dtype = tf.dtypes.as_dtype(detail["dtype"]).as_datatype_enum
-            dims = list(detail.get("shape_signature", detail["shape"]))
-            for index, size in enumerate(dims):
-                info.tensor_shape.dim.add().size = -1 if index == 0 else int(size)
+    """A `.tflite` model's signature as TF Serving resolves it, batch dimension unknown,
+    so that inputs are built for it exactly as for a SavedModel."""
+    with TfLiteSession(path) as session:
+        proto = meta_graph_pb2.SignatureDef()
+        proto.CopyFrom(session.signature(signature))
+    for infos in (proto.inputs, proto.outputs):
+        for info in infos.values():
+            if info.tensor_shape.dim:
+                info.tensor_shape.dim[0].size = -1
     return proto

@@ -49,6 +49,8 @@ class CandidateResult:
     row: str | None = None  # the benchmark row it was judged by (the server's runtime)
     server_flags: list[str] = field(default_factory=list)  # what serving it needs
     environment: dict[str, str] = field(default_factory=dict)  # e.g. TF_ENABLE_ONEDNN_OPTS
+    signatures: list[str] = field(default_factory=list)  # served on the judged runtime
+    runtime: str | None = None  # the runtime the server runs it on (its judged row's)
 
 
 @dataclass
@@ -65,6 +67,8 @@ class GateDecision:
     thresholds: dict = field(default_factory=dict)
     server_flags: list[str] = field(default_factory=list)  # the chosen one's, to serve it
     environment: dict[str, str] = field(default_factory=dict)
+    signatures: list[str] = field(default_factory=list)  # what the pushed version serves
+    runtime: str | None = None  # the runtime the server runs it on: warm-ups replay there
 
     def checks_for(self, candidate: str) -> list[Check]:
         """Checks that decide `candidate`: its own and the run-wide ones."""
@@ -114,6 +118,9 @@ class GateDecision:
         lines += [f"  {reason}: {', '.join(names)}" for reason, names in
                   not_applicable.items()]
         if self.blessed:
+            if self.signatures:
+                lines.append(f"  '{self.chosen}' serves signatures: "
+                             f"{', '.join(self.signatures)}")
             lines.append(f"  serve '{self.chosen}' with: {self.serving_command()}")
         return lines
 

@@ -39,6 +39,7 @@ from components.core.gate.decision import (
     fmt,
 )
 from components.core.gate.metrics import typed_metrics, typed_model
+from components.core.gate.parity import baseline_signatures, signature_parity_check
 from components.core.gate.thresholds import (
     ACCURACY_OBJECTIVES,
     BATCH_OBJECTIVES,
@@ -82,9 +83,14 @@ def evaluate_gate(metrics: BenchmarkResult | dict, thresholds: Thresholds | dict
     checks = _blessing_checks(model_blessed, infra_blessed)
     rows = {name: judged_row(name, metrics, thresholds.server) for name in candidates}
     requirements = {name: model_requirements(str(path)) for name, path in candidates.items()}
+    needed = baseline_signatures(metrics) if thresholds.required_signatures is None else None
+    signatures = {}
     for name, model_dir in candidates.items():
         checks += _candidate_checks(name, str(model_dir), rows[name], requirements[name],
                                     context, allowed)
+        parity, signatures[name] = signature_parity_check(
+            name, model_dir, rows[name].runtime, thresholds.required_signatures, needed)
+        checks.append(parity)
     run_wide_failures = [c for c in checks if c.candidate is None and not c.passed]
 
     results = []
@@ -98,7 +104,8 @@ def evaluate_gate(metrics: BenchmarkResult | dict, thresholds: Thresholds | dict
                                              rows[name].name == baseline_name)
                        for key in thresholds.objective},
             row=rows[name].name, server_flags=serving_flags(rows[name], requirements[name]),
-            environment=dict(requirements[name].environment)))
+            environment=dict(requirements[name].environment), signatures=signatures[name],
+            runtime=rows[name].runtime))
     passing = sorted((r for r in results if r.passed),
                      key=lambda r: _rank_key(r, thresholds.objective))
     blocked = [r for r in results if not r.passed]
@@ -115,7 +122,9 @@ def evaluate_gate(metrics: BenchmarkResult | dict, thresholds: Thresholds | dict
         checks=checks,
         thresholds=thresholds.to_dict(),
         server_flags=chosen.server_flags if chosen else [],
-        environment=chosen.environment if chosen else {})
+        environment=chosen.environment if chosen else {},
+        signatures=chosen.signatures if chosen else [],
+        runtime=chosen.runtime if chosen else None)
 
 
 def _candidate_checks(name: str, model_dir: str, row: JudgedRow,

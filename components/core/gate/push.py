@@ -49,7 +49,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from components.core.errors import ServoptError, first_line
-from components.core.gate.warmup import WARMUP_DIR, WARMUP_FILE, warmup_logs, write_warmup_file
+from components.core.gate.warmup import (
+    WARMUP_DIR,
+    WARMUP_FILE,
+    read_warmup_file,
+    replay_warmup,
+    warmup_logs,
+    write_warmup_file,
+)
 from components.core.model_io import (
     SAVED_MODEL_PB,
     SAVED_MODEL_PBTXT,
@@ -82,7 +89,8 @@ class PushResult:
 def push_model(model_dir: str | Path, base_dir: str | Path, keep_last: int | None = None,
                warmup_examples: str | Path | None = None, *,
                model_name: str | None = None, warmup_signature: str = "serving_default",
-               warmup_batch_sizes: Sequence[int] = (1,), allowed_ops: Iterable[str] = (),
+               warmup_batch_sizes: Sequence[int] = (1,),
+               serving_runtime: str | None = None, allowed_ops: Iterable[str] = (),
                clock: Callable[[], float] = time.time) -> PushResult:
     """Publishes the SavedModel at `model_dir` (any layout the library resolves) as a new
     version under `base_dir`, or under `base_dir/model_name` when a model name is given.
@@ -92,6 +100,10 @@ def push_model(model_dir: str | Path, base_dir: str | Path, keep_last: int | Non
     warm-up requests from, one Predict request per size in `warmup_batch_sizes`.
     allowed_ops: op types the safety scan refuses that the model may run anyway: TF
     Serving runs what is pushed, so push scans it first (and refuses symlinks out of it).
+    The warm-ups the version will carry (written here, or already in the model) are
+    replayed first through `serving_runtime` ("tflite": model.tflite, as the destination
+    runs it with --prefer_tflite_model=true; "tensorflow"; None: every runtime the version
+    has); one that fails stops the push (warmup.replay_warmup).
     """
     if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(
             keep_last, int) or keep_last < 1):
@@ -100,7 +112,10 @@ def push_model(model_dir: str | Path, base_dir: str | Path, keep_last: int | Non
     source = resolve_saved_model_dir(model_dir)
     refuse_unsafe(source, allowed_ops, "to push it (TF Serving would run it)")
     logs = (warmup_logs(source, warmup_examples, warmup_signature, warmup_batch_sizes,
-                        model_name) if warmup_examples is not None else [])
+                        model_name, serving_runtime) if warmup_examples is not None else [])
+    carried = source / WARMUP_DIR / WARMUP_FILE
+    replay_warmup(source, logs or (read_warmup_file(carried) if carried.is_file() else []),
+                  serving_runtime, allowed_ops)
     if "://" in str(base_dir):
         return _push_url(source, str(base_dir), model_name, keep_last, logs, clock)
     target = Path(base_dir) / model_name if model_name else Path(base_dir)

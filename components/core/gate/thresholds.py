@@ -22,6 +22,10 @@ A key left out of a YAML file or dict takes its default; null turns it off. A th
 that is set but whose measurement is missing blocks the candidate (fail closed), with a
 reason saying so.
 
+`required_signatures`: the signatures clients call, which the pushed version must serve
+on the runtime the server runs it on (see parity.py: a version served from model.tflite
+serves only model.tflite's signatures). Default (null): every signature of the baseline.
+
 `server` describes the destination's TF Serving, so that each candidate is judged on the
 runtime that server will run it on (see checks.judged_row): `prefer_tflite_model` (its
 `--prefer_tflite_model` flag: serve `model.tflite` where a version holds one), the CPU
@@ -182,10 +186,12 @@ class Thresholds:
     vs_baseline: BaselineThresholds = field(default_factory=BaselineThresholds)
     vs_served: ServedThresholds = field(default_factory=ServedThresholds)
     server: ServerProfile = field(default_factory=ServerProfile)
+    required_signatures: tuple[str, ...] | None = None  # None: the baseline's signatures
 
     def __post_init__(self) -> None:
         _validate("thresholds", self.primary_batch_size, self.inconclusive,
                   self.objective, {name: getattr(self, name) for name in _GROUPS})
+        _signature_names(self.required_signatures, "thresholds")
 
     @classmethod
     def from_dict(cls, data: dict | None, source: str = "thresholds") -> Thresholds:
@@ -228,7 +234,9 @@ class Thresholds:
         _validate(source, batch, inconclusive, tuple(objective), groups)  # errors name source
         return cls(primary_batch_size=batch, inconclusive=inconclusive,
                    objective=tuple(objective),
-                   server=ServerProfile.from_dict(data.get("server"), source), **groups)
+                   server=ServerProfile.from_dict(data.get("server"), source),
+                   required_signatures=_signature_names(data.get("required_signatures"),
+                                                        source), **groups)
 
     @classmethod
     def from_yaml(cls, path: str | Path | None = None) -> Thresholds:
@@ -268,7 +276,26 @@ class Thresholds:
         data["objective"] = list(self.objective)
         if self.server.cpu_features is not None:
             data["server"]["cpu_features"] = list(self.server.cpu_features)
+        if self.required_signatures is not None:
+            data["required_signatures"] = list(self.required_signatures)
         return data
+
+
+def _signature_names(names, source: str) -> tuple[str, ...] | None:
+    """`required_signatures`: null, or a non-empty list of distinct signature names."""
+    if names is None:
+        return None
+    if isinstance(names, str):
+        names = [names]
+    if (not isinstance(names, list | tuple) or not names
+            or not all(isinstance(n, str) and n.strip() for n in names)):
+        raise ServoptError(f"{source}: 'required_signatures' must be a non-empty list of "
+                           "signature names (e.g. [serving_default]) or null for every "
+                           f"signature of the baseline, got {_kind(names)}")
+    if len(set(names)) != len(names):
+        raise ServoptError(f"{source}: 'required_signatures' lists a signature twice: "
+                           f"{list(names)}")
+    return tuple(names)
 
 
 def _validate(source: str, batch, inconclusive, objective: tuple, groups: dict) -> None:
