@@ -23,7 +23,6 @@ from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 from components.core.errors import ServoptError, first_line
 from components.core.examples import batches_for_signature
-from components.core.safety import refuse_unsafe
 from components.core.model_io import read_saved_model, serving_meta_graph, serving_signatures
 from components.core.requirements import (
     TENSORFLOW_RUNTIME,
@@ -31,6 +30,7 @@ from components.core.requirements import (
     TFLITE_RUNTIME,
     has_tflite_model,
 )
+from components.core.safety import refuse_unsafe
 from components.core.serving_session import ServingSession
 from components.core.tflite_session import DEFAULT_SIGNATURE, TfLiteSession
 
