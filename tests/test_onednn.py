@@ -371,6 +371,8 @@ def test_the_gate_serves_a_bf16_variant_only_on_bf16_cpus_and_with_onednn_on(
 
     from components.core.gate import Thresholds, evaluate_gate
     from components.core.requirements import write_requirements
+    from components.core.config import deep_merge
+    from tests.test_gate_decision import NO_LIMITS
     from tests.test_gate_server_profile import THREAD_FLAGS, metrics, row
 
     bf16 = tmp_path / "bf16"
@@ -381,8 +383,8 @@ def test_the_gate_serves_a_bf16_variant_only_on_bf16_cpus_and_with_onednn_on(
     models = {"optimized": two_signature_model, "bf16": bf16}
 
     def decide(cpu_features):
-        thresholds = Thresholds.from_dict({"objective": ["p50_ms"],
-                                           "server": {"cpu_features": cpu_features}})
+        thresholds = Thresholds.from_dict(deep_merge(NO_LIMITS, {
+            "objective": ["p50_ms"], "server": {"cpu_features": cpu_features}}))
         return evaluate_gate(data, thresholds, models)
 
     assert decide(["avx2", "fma", "avx512_vnni"]).chosen == "optimized"  # oneDNN, no bf16
