@@ -369,9 +369,9 @@ def test_the_gate_serves_a_bf16_variant_only_on_bf16_cpus_and_with_onednn_on(
     """The recorded requirements against the server profile (see test_gate_server_profile)."""
     import shutil
 
+    from components.core.config import deep_merge
     from components.core.gate import Thresholds, evaluate_gate
     from components.core.requirements import write_requirements
-    from components.core.config import deep_merge
     from tests.test_gate_decision import NO_LIMITS
     from tests.test_gate_server_profile import THREAD_FLAGS, metrics, row
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from tensorflow.core.protobuf import meta_graph_pb2
 
+from components.core.config import deep_merge
 from components.core.errors import ServoptError, VerificationError
 from components.core.gate import Thresholds, evaluate_gate, push_model, read_warmup_file
 from components.core.gate.warmup import replay_warmup, warmup_logs
@@ -32,6 +33,7 @@ from components.core.tflite_session import (
 )
 from components.core.verify import Reference, Tolerance
 from tests.model_zoo import converter_tflite_bytes
+from tests.test_gate_decision import NO_LIMITS
 from tests.test_gate_server_profile import batch
 
 
@@ -304,16 +306,25 @@ def _metrics(baseline: Path, variant: Path) -> dict:
                             "server_flags": flags, "servable": True},
                 "batches": {"100": batch(10.0, None if role == "baseline" else 1.0)},
                 "concurrency": [], "accuracy": None}
-    return {"schema_version": 1, "baseline": "trainer", "models": {
+    return {"schema_version": 1, "baseline": "trainer", "settings": {},
+            "machine": {"cpu_model": "test", "cores": 2, "tensorflow_version": "2.21.0",
+                        "python_version": "3.11", "platform": "linux"}, "models": {
         "trainer": row("trainer", baseline, "tensorflow", [], role="baseline"),
         "variant@tflite": row("variant", variant, "tflite", ["--prefer_tflite_model=true"]),
         "variant@tensorflow": row("variant", variant, "tensorflow",
                                   ["--prefer_tflite_model=false"])}}
 
 
+def _gate(metrics: dict, thresholds: dict, candidates: dict):
+    """The gate with only the thresholds given (the default ones need measurements these
+    hand-written rows do not have)."""
+    return evaluate_gate(metrics, Thresholds.from_dict(deep_merge(NO_LIMITS, thresholds)),
+                         candidates)
+
+
 def test_the_gate_refuses_a_tflite_variant_lacking_a_baseline_signature(demo_cnn_model,
                                                                         demo_variant):
-    decision = evaluate_gate(_metrics(demo_cnn_model, demo_variant),
+    decision = _gate(_metrics(demo_cnn_model, demo_variant),
                              {"server": {"prefer_tflite_model": True}},
                              {"variant": demo_variant})
     assert not decision.blessed
@@ -326,7 +337,7 @@ def test_the_gate_refuses_a_tflite_variant_lacking_a_baseline_signature(demo_cnn
 
 def test_required_signatures_lets_it_through_and_the_decision_names_what_it_serves(
         demo_cnn_model, demo_variant):
-    decision = evaluate_gate(_metrics(demo_cnn_model, demo_variant),
+    decision = _gate(_metrics(demo_cnn_model, demo_variant),
                              {"server": {"prefer_tflite_model": True},
                               "required_signatures": ["serving_default"]},
                              {"variant": demo_variant})
@@ -336,7 +347,7 @@ def test_required_signatures_lets_it_through_and_the_decision_names_what_it_serv
 
 
 def test_served_from_saved_model_pb_it_serves_every_signature(demo_cnn_model, demo_variant):
-    decision = evaluate_gate(_metrics(demo_cnn_model, demo_variant), {},
+    decision = _gate(_metrics(demo_cnn_model, demo_variant), {},
                              {"variant": demo_variant})
     assert decision.blessed
     assert decision.signatures == ["serving_default", "serving_examples"]
@@ -345,7 +356,7 @@ def test_served_from_saved_model_pb_it_serves_every_signature(demo_cnn_model, de
 def test_the_gate_refuses_an_old_variant_without_metadata_with_a_clear_message(
         two_signature_model, two_signature_variant, tmp_path):
     old = _without_metadata(two_signature_variant, two_signature_model, tmp_path / "old")
-    decision = evaluate_gate(_metrics(two_signature_model, old),
+    decision = _gate(_metrics(two_signature_model, old),
                              {"server": {"prefer_tflite_model": True},
                               "required_signatures": ["serving_default"]}, {"variant": old})
     assert not decision.blessed
