@@ -63,10 +63,3 @@ class CpuMeter:
         others = (machine - self.machine) - (_own_seconds() - self.own)
         return min(1.0, max(0.0, others / (wall * (os.cpu_count() or 1))))
 
-
-def load_average() -> float | None:
-    """The 1-minute load average (runnable processes), None where unknown."""
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return None

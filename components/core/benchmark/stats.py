@@ -96,13 +96,6 @@ class Interval:
     coverage: float
     count: int
 
-    @property
-    def width_percent(self) -> float:
-        """The interval's width relative to its estimate, in percent."""
-        if not self.estimate or math.isinf(self.high):
-            return math.inf
-        return 100.0 * (self.high - self.low) / self.estimate
-
     def to_list(self) -> list[float | None]:
         """[low, high] for JSON; [null, null] when too few values to know anything."""
         return [self.low, self.high] if self.coverage else [None, None]
