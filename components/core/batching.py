@@ -1,0 +1,41 @@
+"""TF Serving's server-side batching (`--enable_batching`): its parameters.
+
+tensorflow/serving `servables/tensorflow/session_bundle_config.proto` (BatchingParameters):
+the shared batch scheduler's options (max_batch_size, batch_timeout_micros,
+max_enqueued_batches, num_batch_threads) and BatchingSession's allowed_batch_sizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+BATCHING_PARAMS_FILE = "batching_params.pbtxt"  # bundle_factory_util.cc kBatchingParamsFilename
+
+
+@dataclass(frozen=True)
+class BatchingParameters:
+    max_batch_size: int
+    batch_timeout_micros: int
+    num_batch_threads: int
+    max_enqueued_batches: int
+    allowed_batch_sizes: tuple[int, ...] = ()
+
+    def label(self) -> str:
+        return f"batching<={self.max_batch_size},{self.batch_timeout_micros}us"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["allowed_batch_sizes"] = list(self.allowed_batch_sizes)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BatchingParameters:
+        return cls(**{**data, "allowed_batch_sizes": tuple(data.get("allowed_batch_sizes", ()))})
+
+
+def batching_flags(params: BatchingParameters | None) -> list[str]:
+    """The tensorflow_model_server flags that turn on `params` for one model (main.cc)."""
+    if params is None:
+        return []
+    return ["--enable_batching", "--enable_per_model_batching_parameters"]
