@@ -23,8 +23,8 @@ from components.core.errors import ServoptError
 from components.core.requirements import requirements_path
 from tests.model_zoo import tflite_bytes, tflite_variant
 
-QUICK = ["--warmup-requests", "3", "--window-seconds", "0.2", "--max-windows", "6",
-         "--concurrency", "1"]
+QUICK = ["--search-budget", "0", "--warmup-requests", "3", "--window-seconds", "0.2",
+         "--max-windows", "6", "--concurrency", "1"]
 
 
 @pytest.fixture(scope="module")
