@@ -20,6 +20,7 @@ from components.core.batching import (
     read_batching_params,
     server_batching_file,
     write_batching_params,
+    write_server_batching_file,
 )
 from components.core.benchmark.engines import EngineSpec, SessionEngine, make_engine
 from components.core.benchmark.measure import LocalRunner
@@ -143,6 +144,14 @@ def test_write_and_read_the_version_directorys_file(tmp_path):
         write_batching_params(tmp_path, BatchingParameters(16, allowed_batch_sizes=(4, 8)))
     assert read_batching_params(tmp_path) == params  # the refused one wrote nothing
     assert read_batching_params(tmp_path / "missing") is None  # not batched
+
+
+def test_write_the_servers_file_only_where_needed(tmp_path):
+    server_file = tmp_path / "batching_parameters.pbtxt"
+    assert write_server_batching_file(server_file, BatchingParameters(16)) is None
+    assert not server_file.exists()
+    assert write_server_batching_file(server_file, BatchingParameters(16, 0, 3)) == server_file
+    assert BatchingParameters.parse_pbtxt(server_file.read_text()).num_batch_threads == 3
 
 
 def test_candidates_follow_the_batching_guide():

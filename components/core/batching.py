@@ -220,21 +220,31 @@ def batching_flags(params: BatchingParameters | None,
     return flags
 
 
-def write_batching_params(version_dir: Path, params: BatchingParameters) -> Path:
-    """`batching_params.pbtxt` in the version directory, written atomically (a server
-    polling the directory never reads half a file)."""
-    params.validate()
-    version_dir = Path(version_dir)
-    target = version_dir / BATCHING_PARAMS_FILE
-    fd, tmp = tempfile.mkstemp(prefix=f".{BATCHING_PARAMS_FILE}.", dir=version_dir)
+def _write_atomically(target: Path, text: str) -> Path:
+    """`text` at `target` via a rename: a server polling the directory never reads half
+    a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "w") as handle:
-            handle.write(params.to_pbtxt())
+            handle.write(text)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def write_batching_params(version_dir: Path, params: BatchingParameters) -> Path:
+    """`batching_params.pbtxt` in the version directory (atomic)."""
+    params.validate()
+    return _write_atomically(Path(version_dir) / BATCHING_PARAMS_FILE, params.to_pbtxt())
+
+
+def write_server_batching_file(path: Path, params: BatchingParameters) -> Path | None:
+    """The server-wide `--batching_parameters_file` at `path` where `params` need one
+    (`server_batching_file`); None where TF's default thread pool is asked for."""
+    text = server_batching_file(params.validate())
+    return _write_atomically(Path(path), text) if text is not None else None
 
 
 def read_batching_params(version_dir: Path) -> BatchingParameters | None:
