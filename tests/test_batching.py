@@ -25,6 +25,7 @@ from components.core.batching import (
 from components.core.benchmark.engines import EngineSpec, SessionEngine, make_engine
 from components.core.benchmark.measure import LocalRunner
 from components.core.errors import ServoptError
+from components.core.serving_session import BatchCounts
 from tests.model_zoo import word_examples
 
 # tensorflow/serving g3doc/serving_config.md "Batching Configuration", verbatim.
@@ -318,3 +319,26 @@ def test_a_tf1_model_with_ref_variables_and_a_table_is_batched(tf1_vocab_model):
     finally:
         engine.close()
         plain_engine.close()
+
+
+def test_both_signatures_of_the_demo_model_are_batched(demo_cnn_model):
+    # The demo's model: an image signature and a serialized tf.Example one (parsed inside
+    # the batched function), sharing every weight.
+    from components.core.tf_setup import tf
+
+    images = np.load(demo_cnn_model.parent / "demo_cnn-inputs.npz")["image"][:5]
+    examples = np.array([tf.train.Example(features=tf.train.Features(feature={
+        "image": tf.train.Feature(float_list=tf.train.FloatList(value=image.ravel()))}))
+        .SerializeToString() for image in images], dtype=object)
+    params = BatchingParameters(8, 0, 1, 10, (4, 8))
+    for signature, feeds in (("serving_default", {"image": images}),
+                             ("serving_examples", {"examples": examples})):
+        plain_engine = SessionEngine(demo_cnn_model, signature, 1, 1)
+        engine = SessionEngine(demo_cnn_model, signature, 1, 1, batching=params,
+                               count_batches=True)
+        try:
+            _assert_same(engine.run(feeds), plain_engine.run(feeds))
+            assert engine.batch_counts() == BatchCounts(batches=1, examples=8)
+        finally:
+            engine.close()
+            plain_engine.close()
