@@ -342,3 +342,22 @@ def test_both_signatures_of_the_demo_model_are_batched(demo_cnn_model):
         finally:
             engine.close()
             plain_engine.close()
+
+
+def test_the_benchmark_worker_runs_a_batching_spec_under_concurrent_clients(seed_cnn_model):
+    from components.core.benchmark.worker import ProcessRunner
+
+    spec = EngineSpec("tensorflow", str(seed_cnn_model), "serving_default", 1, 1,
+                      batching=BatchingParameters(4, 1000, 1, 4))
+    runner = ProcessRunner(spec)
+    try:
+        images = _images(seed_cnn_model, 4)
+        runner.load({"image": images[:1]})
+        runner.set_inputs(1, [{"image": images[i:i + 1]} for i in range(4)])
+        sample = runner.concurrent(1, clients=4, requests_per_client=3)
+        assert len(sample.latencies_ms) == 12 and sample.examples == 12
+        with pytest.raises(ServoptError, match="Task size 5 is larger"):
+            runner.set_inputs(5, [{"image": _images(seed_cnn_model, 5)}])
+            runner.warmup(5, 1)
+    finally:
+        runner.close()
