@@ -18,6 +18,7 @@ from components.core.batching import (
     batching_candidates,
     batching_flags,
     read_batching_params,
+    schedulable_cpus,
     server_batching_file,
     write_batching_params,
     write_server_batching_file,
@@ -156,11 +157,15 @@ def test_write_the_servers_file_only_where_needed(tmp_path):
 
 
 def test_candidates_follow_the_batching_guide():
-    candidates = batching_candidates(cores=2, clients=8, request_batch=1)
+    cores = schedulable_cpus()
+    candidates = batching_candidates(cores=cores, clients=8, request_batch=1)
     assert 3 <= len(candidates) <= 4
     assert len(set(candidates)) == len(candidates)
     assert {c.batch_timeout_micros for c in candidates} == {0, 1000, 5000}
     assert all(c.num_batch_threads is None for c in candidates)  # TF's default: the cores
+    assert all(c.batch_threads == cores for c in candidates)
+    fewer = batching_candidates(cores=cores + 1, clients=8)
+    assert all(c.num_batch_threads == cores + 1 for c in fewer)
     assert {c.max_batch_size for c in candidates} == {8, 4}
     single = batching_candidates(cores=2, clients=1, request_batch=100)
     assert all(c.max_batch_size >= 100 for c in single)  # a request is never refused

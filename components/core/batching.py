@@ -260,15 +260,16 @@ def batching_candidates(cores: int, clients: int, request_batch: int = 1
                         ) -> list[BatchingParameters]:
     """A few settings worth measuring at `clients` concurrent requests of `request_batch`
     examples, from TF Serving's batching guide (batching/README.md "CPU-only: One
-    Approach"): num_batch_threads = the cores (TF's default, so left out), max_batch_size
+    Approach"): num_batch_threads = `cores` (left out where that is TF's default, every
+    schedulable CPU, so no server-wide file is needed), max_batch_size
     high (here every request in flight: more can never form), batch_timeout_micros 0, then
     1-10 ms; and max_batch_size at half of that ("use max_batch_size * 2 client threads",
     session_bundle_config.proto), so one batch fills while another runs.
     max_enqueued_batches = clients: no request in flight is ever turned away."""
-    del cores  # the default thread count is the cores; kept for the caller's clarity
     everything = max(1, clients) * request_batch
     half = max(request_batch, everything // 2)
-    common = {"max_enqueued_batches": max(1, clients)}
+    common = {"max_enqueued_batches": max(1, clients),
+              "num_batch_threads": None if cores == schedulable_cpus() else cores}
     candidates = [BatchingParameters(max_batch_size=everything, batch_timeout_micros=0, **common),
                   BatchingParameters(max_batch_size=everything, batch_timeout_micros=1000,
                                      **common),
