@@ -195,3 +195,38 @@ def test_the_cli_searches_and_prints_the_table(demo_cnn_model, tmp_path):
     assert "interpreters_per_pool=10" in result.output
     assert load_metrics(out).search.contenders
 
+
+
+@pytest.mark.e2e
+def test_batching_is_judged_with_concurrent_clients_and_a_winner_measured_like_any_row(
+        seed_cnn_model, tmp_path, monkeypatch):
+    """TF Serving's --enable_batching merges requests in flight: the batching settings of
+    its guide are compared with the contender's under the sweep's largest number of
+    clients (TF's BatchFunction op, the same scheduler), and recorded as concurrency
+    points; the one that wins is then measured one client at a time like every row."""
+    import shutil
+
+    monkeypatch.setattr(search, "KNOBS", tuple(k for k in search.KNOBS
+                                               if k.name == "batching"))
+    copy = shutil.copytree(seed_cnn_model, tmp_path / "copy")
+    settings = dataclasses.replace(SETTINGS, batch_sizes=(1, 8), concurrency=(1, 4),
+                                   search_budget_s=600)
+    with BenchmarkSession([ModelSpec("base", seed_cnn_model), ModelSpec("copy", copy)],
+                          settings) as session:
+        result = session.measure()
+        searcher = search.ConfigurationSearch(session, result)
+        result.search = searcher.run()
+    (step,) = result.search.steps
+    assert step.knob == "batching" and len(step.rows) >= 3
+    for name in step.rows:
+        model = result.models[name]
+        assert model.runtime.configuration["batching"]["max_batch_size"] >= 8
+        assert "--enable_batching" in model.runtime.server_flags
+        (point,) = model.concurrency
+        assert point.concurrency == 4 and point.batch_size == 8 and point.throughput > 0
+    best = result.search.best["copy"]
+    if best != "copy":
+        assert step.outcomes["copy"].startswith("chose batching=")
+        assert all(result.models[best].at(size) for size in (1, 8))
+    else:
+        assert step.outcomes["copy"].startswith("kept")

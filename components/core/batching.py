@@ -133,11 +133,11 @@ class BatchingParameters:
         return self
 
     def label(self) -> str:
-        parts = [f"batching<={self.max_batch_size}", f"{self.batch_timeout_micros}us"]
+        parts = [f"batching={self.max_batch_size}", f"timeout_us={self.batch_timeout_micros}"]
         if self.num_batch_threads is not None:
             parts.append(f"threads={self.num_batch_threads}")
         if self.allowed_batch_sizes:
-            parts.append("sizes=" + "/".join(map(str, self.allowed_batch_sizes)))
+            parts.append("sizes=" + "-".join(map(str, self.allowed_batch_sizes)))
         if self.enable_large_batch_splitting:
             parts.append(f"split={self.execution_batch_limit}")
         return ",".join(parts)

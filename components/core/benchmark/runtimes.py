@@ -111,7 +111,8 @@ def engine_spec(row: Row, settings: BenchmarkConfig) -> EngineSpec:
                       intra_op_threads=config.intra_op_threads,
                       inter_op_threads=config.inter_op_threads,
                       tflite_pools=config.tflite_pools,
-                      tflite_interpreters_per_pool=config.tflite_interpreters_per_pool)
+                      tflite_interpreters_per_pool=config.tflite_interpreters_per_pool,
+                      mixed_precision=config.mixed_precision, batching=config.batching)
 
 
 def runtime_info(row: Row, settings: BenchmarkConfig) -> RuntimeInfo:

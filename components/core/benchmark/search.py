@@ -32,6 +32,13 @@ from its source (see serving_config and engines):
   where waking threads costs more than the work.
 - `mixed_precision` (`--mixed_precision=bfloat16`): only on CPUs with bf16 units, for
   float32 models; its accuracy is measured again (it changes the numbers).
+- `batching` (`--enable_batching` with the version's `batching_params.pbtxt`): merges
+  concurrent requests (TF's BatchFunction op, the same shared batch scheduler, see
+  batch_function), so it is judged with the concurrency sweep's largest number of
+  clients sending requests at once, at the search batch size; the settings tried come
+  from TF Serving's batching guide (batching.batching_candidates). A batching setting that
+  wins is then measured like every row (one client at a time, every batch size), the
+  figures the gate reads; its gain under concurrent clients is in its `concurrency`.
 """
 
 from __future__ import annotations
@@ -43,12 +50,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from components.core.batching import batching_candidates
 from components.core.benchmark.config import BenchmarkConfig, available_cores
+from components.core.benchmark.engines import TFLITE_INITIAL_BATCH_SIZE
+from components.core.benchmark.measure import WindowSample
 from components.core.benchmark.runtimes import Row, engine_spec, runtime_info
 from components.core.benchmark.scheduler import Series, compare, interleaved_rounds
 from components.core.benchmark.schema import (
     CANDIDATE,
     BenchmarkResult,
+    ConcurrencyResult,
     ModelResult,
     SearchRecord,
     SearchStep,
@@ -64,7 +75,6 @@ from components.core.requirements import (
 )
 from components.core.serving_config import ServingConfig
 
-TFLITE_INITIAL_BATCH_SIZE = 500  # tflite_interpreter_pool.h: internal::kInitialBatchSize
 # Knobs that change the model's numbers: rows with them get their accuracy measured.
 NUMERIC_KNOBS = ("mixed_precision",)
 # Seconds to start a step's workers (each imports TensorFlow), for the budget estimate.
@@ -77,6 +87,12 @@ class Knob:
     runtime: str
     # (current config, row, settings) -> (values to try, why nothing is tried)
     values: Callable[[ServingConfig, Row, BenchmarkConfig], tuple[list, str]]
+    concurrent: bool = False  # judged with concurrent clients (search_clients)
+
+
+def search_clients(settings: BenchmarkConfig) -> int:
+    """Clients at once for the knobs judged under concurrency: the sweep's largest."""
+    return max(settings.concurrency, default=1)
 
 
 def _interpreter_counts(config: ServingConfig, row: Row, settings: BenchmarkConfig
@@ -113,12 +129,52 @@ def _mixed_precision(config: ServingConfig, row: Row, settings: BenchmarkConfig
     return ([] if config.mixed_precision else ["bfloat16"]), "already on"
 
 
+def _batching(config: ServingConfig, row: Row, settings: BenchmarkConfig
+              ) -> tuple[list, str]:
+    clients = search_clients(settings)
+    if config.batching is not None:
+        return [], "already on"
+    if clients < 2:
+        return [], ("batching merges concurrent requests, and the concurrency sweep has no "
+                    "level above 1 client (benchmark.concurrency)")
+    return batching_candidates(available_cores(), clients, max(settings.batch_sizes)), ""
+
+
+def _batching(config: ServingConfig, row: Row, settings: BenchmarkConfig
+              ) -> tuple[list, str]:
+    clients = search_clients(settings)
+    if config.batching is not None:
+        return [], "already on"
+    if clients < 2:
+        return [], ("batching merges concurrent requests, and the concurrency sweep has no "
+                    "level above 1 client (benchmark.concurrency)")
+    return batching_candidates(available_cores(), clients, max(settings.batch_sizes)), ""
+
+
 KNOBS = (
     Knob("tflite_interpreters_per_pool", TFLITE_RUNTIME, _interpreter_counts),
     Knob("intra_op_threads", TENSORFLOW_RUNTIME, _thread_counts("intra_op_threads")),
     Knob("inter_op_threads", TENSORFLOW_RUNTIME, _thread_counts("inter_op_threads")),
     Knob("mixed_precision", TENSORFLOW_RUNTIME, _mixed_precision),
+    Knob("batching", TENSORFLOW_RUNTIME, _batching, concurrent=True),
 )
+
+
+class ConcurrentClients:
+    """A runner whose measurement windows are `clients` clients sending requests at once
+    (LocalRunner.concurrent), so interleaved rounds can compare runners under load."""
+
+    def __init__(self, runner, clients: int):
+        self.runner, self.clients = runner, clients
+
+    def warmup(self, batch_size: int, requests: int) -> None:
+        self.runner.warmup(batch_size, requests)
+
+    def window(self, batch_size: int, requests: int, seconds: float | None = None
+               ) -> WindowSample:
+        sample = self.runner.concurrent(batch_size, self.clients,
+                                        max(1, requests // self.clients), seconds)
+        return WindowSample(sample.latencies_ms, sample.duration_s, sample.examples)
 
 
 def objective_value(model: ModelResult, objective: str, batch_size: int) -> float | None:
@@ -233,8 +289,15 @@ class ConfigurationSearch:
         runners |= started
         plan = dataclasses.replace(settings, max_windows=rounds_for(settings.confidence),
                                    decide_speedup_p50=None, decide_speedup_p99=None)
-        outcome = interleaved_rounds(runners, self.batch, plan)
-        self._record(new_rows, outcome.series, self.batch, outcome.errors)
+        if knob.concurrent:
+            clients = search_clients(settings)
+            runners = {name: ConcurrentClients(runner, clients)
+                       for name, runner in runners.items()}
+            outcome = interleaved_rounds(runners, self.batch, plan)
+            self._record_concurrent(new_rows, outcome.series, clients, outcome.errors)
+        else:
+            outcome = interleaved_rounds(runners, self.batch, plan)
+            self._record(new_rows, outcome.series, self.batch, outcome.errors)
         for contender, rows in plans.items():
             incumbent = self.best[contender]
             outcomes[contender] = self._choose(contender, incumbent, rows, outcome.series)
@@ -276,20 +339,22 @@ class ConfigurationSearch:
                 f"{_label(incumbent)} at batch {self.batch} ({described})")
 
     def _complete(self) -> None:
-        """The best searched rows at the other batch sizes, with the baseline."""
+        """The best searched rows at every batch size they lack (one client at a time, as
+        every row), with the baseline."""
         rows = [self.session.rows[name] for name in self.best.values()
                 if name in self.extra_runners]
-        others = [size for size in self.settings.batch_sizes if size != self.batch]
-        if rows and others:
+        plan = dataclasses.replace(self.settings,
+                                   max_windows=rounds_for(self.settings.confidence),
+                                   decide_speedup_p50=None, decide_speedup_p99=None)
+        for size in self.settings.batch_sizes:
+            lacking = [row for row in rows if self.result.models[row.name].at(size) is None]
+            if not lacking:
+                continue
             runners = {self.session.baseline: self.session.runners[self.session.baseline],
-                       **{row.name: self.extra_runners[row.name] for row in rows}}
-            plan = dataclasses.replace(self.settings,
-                                       max_windows=rounds_for(self.settings.confidence),
-                                       decide_speedup_p50=None, decide_speedup_p99=None)
-            for size in others:
-                self.session.say(f"configuration search: the best settings at batch {size}")
-                outcome = interleaved_rounds(runners, size, plan)
-                self._record(rows, outcome.series, size, outcome.errors)
+                       **{row.name: self.extra_runners[row.name] for row in lacking}}
+            self.session.say(f"configuration search: the best settings at batch {size}")
+            outcome = interleaved_rounds(runners, size, plan)
+            self._record(lacking, outcome.series, size, outcome.errors)
         for name, runner in list(self.extra_runners.items()):
             self._close(name, runner)
         self.extra_runners.clear()
@@ -367,6 +432,21 @@ class ConfigurationSearch:
                     self.result.models[name].runtime and \
                     self.result.models[name].runtime.label != "default":
                 self.result.models[name].error = f"{message} (configuration search)"
+
+    def _record_concurrent(self, rows: list[Row], series: dict[str, Series], clients: int,
+                           errors: dict[str, str]) -> None:
+        """What each new row did under `clients` concurrent clients, as its concurrency
+        points; its one-client figures come from _complete if it wins."""
+        for row in rows:
+            if row.name in series:
+                result = series[row.name].result()
+                self.result.models[row.name].concurrency.append(ConcurrencyResult(
+                    concurrency=clients, batch_size=self.batch,
+                    throughput=result.throughput, p50_ms=result.p50_ms,
+                    p99_ms=result.p99_ms))
+            elif row.name in errors:
+                self.result.models[row.name].error = f"{errors[row.name]} (configuration " \
+                                                     "search)"
 
     def _close(self, name: str, runner) -> None:
         with contextlib.suppress(ServoptError):
