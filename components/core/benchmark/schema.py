@@ -31,6 +31,9 @@ class MachineInfo:
     tensorflow_version: str
     python_version: str
     platform: str
+    # The CPU flags that change rankings (avx512f, avx512_vnni, avx512_bf16, amx_*...);
+    # None in metrics of benchmarks that did not record them.
+    cpu_features: list[str] | None = None
 
 
 @dataclass
@@ -102,6 +105,8 @@ class RuntimeInfo:
     settings: dict  # the runtime's settings as measured (threads, interpreter pools)
     server_flags: list[str]  # tensorflow_model_server flags selecting this runtime
     servable: bool = True  # False: a bare .tflite file, which TF Serving cannot serve
+    configuration: dict | None = None  # ServingConfig.to_dict() of the row's settings
+    label: str = "default"  # ServingConfig.label(): "default", or what the search changed
 
 
 @dataclass
