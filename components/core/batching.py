@@ -8,6 +8,7 @@ max_enqueued_batches, num_batch_threads) and BatchingSession's allowed_batch_siz
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 BATCHING_PARAMS_FILE = "batching_params.pbtxt"  # bundle_factory_util.cc kBatchingParamsFilename
@@ -33,9 +34,27 @@ class BatchingParameters:
     def from_dict(cls, data: dict[str, Any]) -> BatchingParameters:
         return cls(**{**data, "allowed_batch_sizes": tuple(data.get("allowed_batch_sizes", ()))})
 
+    def to_pbtxt(self) -> str:
+        """The text proto TF Serving parses (BatchingParameters: Int64Value wrappers, and
+        the repeated plain allowed_batch_sizes). MINIMAL (helper C); helper B's replaces it."""
+        lines = [f"{key} {{ value: {getattr(self, key)} }}" for key in
+                 ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches",
+                  "num_batch_threads")]
+        lines += [f"allowed_batch_sizes: {size}" for size in self.allowed_batch_sizes]
+        return "\n".join(lines) + "\n"
+
 
 def batching_flags(params: BatchingParameters | None) -> list[str]:
     """The tensorflow_model_server flags that turn on `params` for one model (main.cc)."""
     if params is None:
         return []
     return ["--enable_batching", "--enable_per_model_batching_parameters"]
+
+
+def write_batching_params(version_dir: str | Path, params: BatchingParameters) -> Path:
+    """Writes `params` where --enable_per_model_batching_parameters reads them: the
+    version directory's batching_params.pbtxt (bundle_factory_util.cc). MINIMAL (helper C);
+    helper B's replaces it."""
+    path = Path(version_dir) / BATCHING_PARAMS_FILE
+    path.write_text(params.to_pbtxt())
+    return path

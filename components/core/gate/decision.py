@@ -159,7 +159,7 @@ class GateDecision:
 
         return pairs_table(self)
 
-    def summary_lines(self, table_width: int | None = 120) -> list[str]:
+    def summary_lines(self, table_width: int | None = 200) -> list[str]:
         """The decision for logs; with the pairs table laid out for `table_width` (None:
         without it, for callers that print the table themselves)."""
         head = (f"PusherGate: blessed: push '{self.chosen}'" if self.blessed
