@@ -266,6 +266,9 @@ def test_the_decision_says_when_the_serving_nodes_cpu_differs_in_what_ranks_pair
         "with AVX-512 (avx512f); the serving nodes lack it; the best pair there may differ: "
         "measure on the serving machine type")
     assert f"  note: {note.reason}" in decision.summary_lines()
+    assert decision.summary_lines()[2] == (
+        "  measured on: AMD EPYC 9B14, 2 cores (CPU features: avx2, avx512_bf16, "
+        "avx512_vnni, avx512f)")
     assert decision.blessed  # informs, never blocks
     assert decision.measured_on == {"cpu_model": "AMD EPYC 9B14", "cores": 2, "cpu_features": [
         "avx2", "avx512_bf16", "avx512_vnni", "avx512f"]}

@@ -130,3 +130,19 @@ def test_the_chosen_configuration_is_pushed_with_the_version_and_its_command(
     version_dir = Path(pushed.get_string_custom_property("pushed_destination"))
     assert "max_batch_size { value: 32 }" in (version_dir / BATCHING_PARAMS_FILE).read_text()
     assert list(read_requirements(version_dir).server_command) == decision["server_command"]
+
+    # The same model served in another configuration is pushed again; in this one, not.
+    for configuration, pushes in (("default", 1), ("batching<=32,1000us", 0)):
+        served = artifact(standard_artifacts.PushedModel, tmp_path / f"served-{pushes}")
+        for key, value in (("pushed_model_uri", str(two_signature_model)),
+                           ("pushed_version", "1"), ("pushed_configuration", configuration),
+                           ("pushed_metrics", json.dumps(metrics["models"]["trainer"]))):
+            served.set_string_custom_property(key, value)
+        again = artifact(standard_artifacts.PushedModel, tmp_path / f"again-{pushes}")
+        gate_executor.Executor().Do(
+            {"benchmark": [bench], "served_model": [served]},
+            {"pushed_model": [again], "blessing": [blessing]},
+            {"thresholds": json.dumps({"objective": ["p50_ms"], "vs_served": {
+                "max_p99_regression_pct": None, "max_accuracy_regression": None}}),
+             "push_destination": str(destination)})
+        assert again.get_int_custom_property("pushed") == pushes

@@ -165,6 +165,12 @@ class GateDecision:
         head = (f"PusherGate: blessed: push '{self.chosen}'" if self.blessed
                 else "PusherGate: not blessed: nothing is pushed")
         lines = [head, f"  why: {self.reason}"]
+        if self.measured_on:
+            features = self.measured_on.get("cpu_features")
+            lines.append(f"  measured on: {self.measured_on['cpu_model']}, "
+                         f"{self.measured_on['cores']} cores"
+                         + ("" if features is None else
+                            f" (CPU features: {', '.join(features) or 'none listed'})"))
         run_wide = [c for c in self.checks if c.candidate is None and c.applicable]
         lines += [f"  {_verdict(c, 'BLOCKS ALL')}: {c.reason}" for c in run_wide]
         for result in self.candidates:

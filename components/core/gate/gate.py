@@ -98,6 +98,8 @@ def evaluate_gate(metrics: BenchmarkResult | dict, thresholds: Thresholds | dict
             name, model_dir, rows[name][0].runtime, thresholds.required_signatures, needed)
         for row in rows[name]:
             pair = pair_name(name, row)
+            if any(pair == taken for taken, _, _ in pairs):  # rows without their labels
+                pair = row.name
             pairs.append((pair, name, row))
             checks += _candidate_checks(pair, row, requirements[name], context,
                                         [replace(safety, candidate=pair),
