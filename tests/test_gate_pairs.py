@@ -298,3 +298,42 @@ def test_the_benchmark_task_machine_is_a_setting_of_the_compiled_pipeline(tmp_pa
                                            "accepted by KFP"):
         compile_pipeline(tmp_path / "bad.yaml", benchmark_resources=TaskResources(
             cpu_limit="two"))
+
+
+def test_servopt_gate_prints_the_pairs_and_the_command_for_the_destination(
+        model_dirs, tmp_path):
+    from click.testing import CliRunner
+
+    from components.cli import main
+
+    data = metrics()
+    data["models"] = {key: {**entry, "path": str(model_dirs["optimized"])}
+                      for key, entry in data["models"].items()
+                      if not key.startswith("Quantizer")}
+    (tmp_path / "metrics.json").write_text(json.dumps(data))
+    (tmp_path / "thresholds.yaml").write_text(
+        "objective: [p50_ms]\nvalue: {max_p99_ms: 20}\n")
+    args = ["gate", str(tmp_path / "metrics.json"), "--thresholds",
+            str(tmp_path / "thresholds.yaml"), "--destination", "/srv/serving/digits"]
+    result = CliRunner(env={"COLUMNS": "250"}).invoke(main, args)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    [chosen] = [line.split() for line in lines if line.endswith("chosen")]
+    assert chosen[:3] == ["optimized", "tensorflow", "default"]
+    assert any(line.split()[:3] == ["optimized", "tensorflow", "batching<=32,1000us"]
+               and "blocked: value.max_p99_ms" in line for line in lines)
+    assert lines[-1] == (
+        "  serve 'optimized' with: tensorflow_model_server --port=8500 --rest_api_port=8501 "
+        "--model_name=digits --model_base_path=/srv/serving/digits "
+        "--tensorflow_intra_op_parallelism=2 --tensorflow_inter_op_parallelism=2")
+    recorded = json.loads(CliRunner().invoke(main, [*args, "--json"]).stdout)
+    assert recorded["server_command"][3:5] == ["--model_name=digits",
+                                               "--model_base_path=/srv/serving/digits"]
+    assert recorded["chosen_metrics"]["runtime"]["label"] == "default"
+
+
+def test_the_push_step_receives_the_gates_decision_and_the_gate_the_destination(tmp_path):
+    spec = yaml.safe_load(compile_pipeline(tmp_path / "p.yaml").read_text())
+    components = spec["components"]
+    assert "decision" in components["comp-push"]["inputDefinitions"]["artifacts"]
+    assert "push_destination" in components["comp-gate"]["inputDefinitions"]["parameters"]

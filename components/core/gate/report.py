@@ -22,7 +22,7 @@ def decision_table(decision: GateDecision) -> Table:
         else:
             result = Cell("pass", "green") if check.passed else Cell("FAIL", "red")
         candidate = Cell(check.candidate if check.candidate is not None else "(all)",
-                         "bold" if check.candidate == decision.chosen else "")
+                         "bold" if check.candidate == _chosen(decision) else "")
         table.add_row(candidate, check.threshold, _cell(check.measured), _cell(check.limit),
                       result, check.reason)
     return table
@@ -37,7 +37,7 @@ def candidate_table(decision: GateDecision) -> Table:
                  else metric, numeric=True) for metric in decision.objective),
         Column("blocked by")))
     for result in decision.candidates:
-        if result.name == decision.chosen:
+        if result.name == _chosen(decision):
             verdict_cell = Cell("chosen", "bold green")
         else:
             verdict_cell = Cell("pass", "green") if result.passed else Cell("blocked", "red")
@@ -46,6 +46,11 @@ def candidate_table(decision: GateDecision) -> Table:
         table.add_row(result.name, verdict_cell,
                       *(_cell(result.objective.get(m)) for m in decision.objective), blocked)
     return table
+
+
+def _chosen(decision: GateDecision) -> str | None:
+    """The chosen pair's name (decisions before the search name the version only)."""
+    return (decision.chosen_pair or decision.chosen) if decision.blessed else None
 
 
 def _cell(value) -> str:
@@ -73,10 +78,10 @@ def pairs_table(decision: GateDecision) -> Table:
         Column("version"), Column("runtime"), Column("configuration"),
         Column("p50 ms", True), Column("p99 ms", True), Column("examples/s", True),
         Column("speedup p50", True), Column("verdict")))
-    chosen = decision.chosen_pair or decision.chosen
+    chosen = _chosen(decision)
     for result in decision.candidates:
         figures = result.figures
-        if result.name == chosen and decision.blessed:
+        if result.name == chosen:
             verdict_cell = Cell("chosen", "bold green")
         elif result.passed:
             verdict_cell = Cell("pass", "green")
