@@ -19,6 +19,7 @@ from components.cli_support import LazyConsole, ServoptCommand, op_list
 from components.core.benchmark.config import (
     BACKENDS,
     PROTOCOLS,
+    SEARCH_OBJECTIVES,
     BenchmarkConfig,
     TFServingOptions,
 )
@@ -78,6 +79,30 @@ def _results_table(result) -> Table:
                           _stable(batch.stable), _speedup(batch.speedup_p50),
                           interval_text(batch.speedup_p50_interval),
                           _speedup(batch.speedup_p99))
+    return table
+
+
+def _search_table(result) -> Table | None:
+    """The configuration search, best first; `*`: the best settings of each contender."""
+    from components.core.benchmark.search_table import search_rows
+    from components.core.benchmark.stats import interval_text
+    from components.core.table import Column, Table
+
+    rows = search_rows(result)
+    if not rows:
+        return None
+    search = result.search
+    table = Table(title=f"configuration search: {search.objective} at batch "
+                        f"{search.batch_size}, best first ({search.elapsed_s:.0f} s of "
+                        f"{search.budget_s:g}; {search.stopped}); * = best of its version",
+                  columns=(Column("model"), Column("runtime"), Column("configuration"),
+                           *(Column(c, numeric=True) for c in (
+                               "p50", "p99", "ex/s", "x p99", "CI x p99"))),
+                  key_columns=3)
+    for row in rows:
+        table.add_row(("* " if row.best else "") + row.version, row.runtime, row.label,
+                      f"{row.p50_ms:.2f}", f"{row.p99_ms:.2f}", f"{row.throughput:,.0f}",
+                      _speedup(row.speedup_p99), interval_text(row.speedup_p99_interval))
     return table
 
 
@@ -172,6 +197,20 @@ def _accuracy_table(result) -> Table | None:
               help="Threads per op, the same for every model (default: the cores).")
 @click.option("--inter-op-threads", type=int, default=None,
               help="Ops run in parallel, the same for every model (default: the cores).")
+@click.option("--search-budget", type=float, default=None,
+              help=_with_default("Seconds the TF Serving configuration search may take after "
+                                 "the default measurements (thread pools, TFLite batch "
+                                 "splitting, bf16 where the CPU has it); 0: no search.",
+                                 DEFAULTS.search_budget_s))
+@click.option("--search-objective", type=click.Choice(SEARCH_OBJECTIVES), default=None,
+              help=_with_default("What the search improves, at --search-batch-size.",
+                                 DEFAULTS.search_metric()))
+@click.option("--search-batch-size", type=int, default=None,
+              help="The batch size the search reads its objective at (default: the "
+                   "largest).")
+@click.option("--search-contenders", type=int, default=None,
+              help=_with_default("Candidate rows searched per runtime, the best by the "
+                                 "objective.", DEFAULTS.search_contenders))
 @click.option("--seed", type=int, default=None,
               help=_with_default("Seed for generated inputs.", DEFAULTS.seed))
 @click.option("--tfserving-host", default=None,
@@ -204,7 +243,9 @@ def benchmark_command(models: tuple[str, ...], names: tuple[str, ...],
                       rewarm_requests: int | None, tflite_pools: int | None,
                       tflite_interpreters_per_pool: int | None, max_windows: int | None,
                       stability_percent: float | None, intra_op_threads: int | None,
-                      inter_op_threads: int | None, seed: int | None,
+                      inter_op_threads: int | None, search_budget: float | None,
+                      search_objective: str | None, search_batch_size: int | None,
+                      search_contenders: int | None, seed: int | None,
                       tfserving_host: str | None, tfserving_grpc_port: int | None,
                       tfserving_rest_port: int | None, tfserving_protocol: str | None,
                       tfserving_binary: str | None, beam_args: tuple[str, ...],
@@ -224,6 +265,8 @@ def benchmark_command(models: tuple[str, ...], names: tuple[str, ...],
         "tflite_interpreters_per_pool": tflite_interpreters_per_pool,
         "max_windows": max_windows, "stability_percent": stability_percent,
         "intra_op_threads": intra_op_threads, "inter_op_threads": inter_op_threads,
+        "search_budget_s": search_budget, "search_objective": search_objective,
+        "search_batch_size": search_batch_size, "search_contenders": search_contenders,
         "batch_sizes": parse_int_list(batch_sizes, "--batch-sizes") if batch_sizes else None,
         "concurrency": (parse_int_list(concurrency, "--concurrency")
                         if concurrency is not None else None),
@@ -253,6 +296,9 @@ def benchmark_command(models: tuple[str, ...], names: tuple[str, ...],
     else:
         stdout.print(_results_table(result))
         stdout.print(_models_table(result))
+        search = _search_table(result)
+        if search is not None:
+            stdout.print(search)
         accuracy = _accuracy_table(result)
         if accuracy is not None:
             stdout.print(accuracy)

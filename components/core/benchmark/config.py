@@ -25,6 +25,14 @@ PROTOCOLS = ("grpc", "rest")
 DEFAULT_SIGNATURE = "serving_default"
 
 
+# The figures of one batch size a search (or the gate) can rank by: True when lower is better.
+BATCH_METRICS = {"p50_ms": True, "p90_ms": True, "p95_ms": True, "p99_ms": True,
+                 "mean_ms": True, "max_ms": True, "throughput": False}
+# Those the search can judge with a confidence interval over paired rounds (see search).
+SEARCH_OBJECTIVES = ("p50_ms", "p99_ms", "throughput")
+DEFAULT_SEARCH_OBJECTIVE = "p99_ms"
+
+
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -99,6 +107,15 @@ class BenchmarkConfig:
     input_pool: int = 4  # distinct input batches per batch size, cycled through
     beam_pipeline_args: tuple[str, ...] = ()
     tfserving: TFServingOptions = TFServingOptions()
+    # The configuration search (see search): after the default rows are measured, the
+    # `search_contenders` best candidate rows by `search_objective` at `search_batch_size`
+    # (None: the largest batch size) are measured under other TF Serving settings, one knob
+    # at a time, for at most `search_budget_s` seconds (0: no search). The demo pipeline
+    # sets the objective and batch size from the gate's thresholds; None: p99_ms.
+    search_budget_s: float = 120.0
+    search_objective: str | None = None
+    search_batch_size: int | None = None
+    search_contenders: int = 2
     # Op types (see the gate's safety scan) a model may run although they read or write
     # files, run Python or open the network; a model with others is not run at all.
     allowed_ops: tuple[str, ...] = ()
@@ -156,6 +173,21 @@ class BenchmarkConfig:
             raise ServoptError("tflite_pools and tflite_interpreters_per_pool must be >= 1 "
                                f"(got {self.tflite_pools} and "
                                f"{self.tflite_interpreters_per_pool})")
+        if self.search_budget_s < 0:
+            raise ServoptError(f"search_budget_s must be >= 0 (0: no configuration search; "
+                               f"got {self.search_budget_s})")
+        if self.search_objective is not None and \
+                self.search_objective not in SEARCH_OBJECTIVES:
+            raise ServoptError(f"unknown search_objective '{self.search_objective}'; choose "
+                               f"one of {', '.join(SEARCH_OBJECTIVES)}")
+        if self.search_batch_size is not None and \
+                self.search_batch_size not in self.batch_sizes:
+            raise ServoptError(f"search_batch_size {self.search_batch_size} is not among the "
+                               f"batch sizes {list(self.batch_sizes)}; add it or leave it "
+                               "null (the largest)")
+        if self.search_contenders < 1:
+            raise ServoptError(f"search_contenders must be >= 1 (got "
+                               f"{self.search_contenders})")
         if self.input_pool < 1:
             raise ServoptError(f"input_pool must be >= 1 (got {self.input_pool})")
         if self.label_key is not None and self.examples is None:
@@ -164,6 +196,14 @@ class BenchmarkConfig:
         if self.tfserving.protocol not in PROTOCOLS:
             raise ServoptError(f"unknown TF Serving protocol '{self.tfserving.protocol}'; "
                                f"choose one of {', '.join(PROTOCOLS)}")
+
+    def search_metric(self) -> str:
+        """What the configuration search improves."""
+        return self.search_objective or DEFAULT_SEARCH_OBJECTIVE
+
+    def search_at(self) -> int:
+        """The batch size the configuration search reads its objective at."""
+        return self.search_batch_size or max(self.batch_sizes)
 
     def tflite_pool_count(self) -> int:
         """--num_tflite_pools: TF Serving's default is the schedulable CPUs (server.h)."""

@@ -142,3 +142,32 @@ def accuracy_figure(result: BenchmarkResult) -> bytes | None:
         ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0], ["0", "25%", "50%", "75%", "100%"])
         ax.set_title(title, fontsize=10)
     return _png(figure)
+
+
+def search_figure(result: BenchmarkResult) -> bytes | None:
+    """The configuration search: p99 against throughput at its batch size, one point per
+    (version, runtime, configuration), each version in its color, its best ringed."""
+    from components.core.benchmark.search_table import search_rows
+
+    rows = search_rows(result)
+    if not rows:
+        return None
+    colors = model_colors(result)
+    figure, ax = plt.subplots(figsize=(7.2, 4.2))
+    for version in dict.fromkeys(row.version for row in rows):
+        mine = [row for row in rows if row.version == version]
+        color = colors.get(version) or colors.get(mine[0].row, PALETTE[0])
+        ax.scatter([r.throughput for r in mine], [r.p99_ms for r in mine], color=color,
+                   label=version, s=36, zorder=3)
+        for row in mine:
+            if row.best:
+                ax.scatter([row.throughput], [row.p99_ms], s=160, facecolors="none",
+                           edgecolors=color, linewidths=1.5, zorder=4)
+            ax.annotate(f"{row.runtime}: {row.label}", (row.throughput, row.p99_ms),
+                        textcoords="offset points", xytext=(6, 4), fontsize=7)
+    ax.set_xlabel(f"throughput (examples/s) at batch {result.search.batch_size}")
+    ax.set_ylabel("p99 latency (ms)")
+    ax.legend(frameon=False, fontsize=8)
+    ax.set_title("Configuration search: lower right is better (ringed: best of its version)",
+                 fontsize=10)
+    return _png(figure)

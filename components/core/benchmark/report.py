@@ -190,6 +190,36 @@ def _batch_table(result: BenchmarkResult, size: int) -> str:
             f"<tbody>{body}</tbody></table></div>")
 
 
+def _search_section(result: BenchmarkResult) -> str:
+    """The configuration search: its table (best first), the steps it took and its plot."""
+    from components.core.benchmark.search_table import search_rows
+
+    search, rows = result.search, search_rows(result)
+    if search is None:
+        return ""
+    body = "".join(
+        f"<tr><td class=\"name\">{'★ ' if r.best else ''}{_e(r.version)}</td>"
+        f"<td>{_e(r.runtime)}</td><td>{_e(r.label)}</td><td>{_ms(r.p50_ms)}</td>"
+        f"<td>{_ms(r.p99_ms)}</td><td>{_num(r.throughput)}/s</td>"
+        f"<td>{_ratio(r.speedup_p99, r.speedup_p99_interval)}</td>"
+        f"<td class=\"muted\" style=\"text-align:left\">{_e(' '.join(r.flags))}</td></tr>"
+        for r in rows)
+    head = ("<tr><th>model</th><th>runtime</th><th>configuration</th><th>p50 ms</th>"
+            "<th>p99 ms</th><th>throughput</th><th>speedup p99</th>"
+            "<th style=\"text-align:left\">tensorflow_model_server flags</th></tr>")
+    steps = "".join(f"<li><b>{_e(step.knob)}</b>: " + "; ".join(
+        f"{_e(c)}: {_e(o)}" for c, o in step.outcomes.items()) + "</li>"
+        for step in search.steps)
+    return (f"<h2>Configuration search</h2><p class=\"sub\">{_e(search.objective)} at batch "
+            f"{search.batch_size}, best first; ★ the best settings found for each contender. "
+            f"{search.elapsed_s:.0f} s of a {search.budget_s:g} s budget; "
+            f"{_e(search.stopped)}.</p>"
+            f"<div class=\"card\"><table><thead>{head}</thead><tbody>{body}</tbody></table>"
+            f"<ul>{steps}</ul></div>"
+            + _figure(plots.search_figure(result), "configuration search: p99 against "
+                      "throughput"))
+
+
 def _figure(png: bytes | None, alt: str) -> str:
     if png is None:
         return ""
@@ -228,6 +258,7 @@ def render_report(result: BenchmarkResult) -> str:
 <h2>Models</h2>
 {_summary(result)}
 {"".join(_batch_table(result, size) for size in sizes)}
+{_search_section(result)}
 <h2>Figures</h2>
 {"".join(figures)}
 <div class="grid2">{"".join(small)}</div>

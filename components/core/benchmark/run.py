@@ -269,12 +269,22 @@ class BenchmarkSession:
 def run_benchmark(models: Sequence[ModelSpec], config: BenchmarkConfig | None = None,
                   progress: Progress | None = None) -> BenchmarkResult:
     """Benchmarks `models` (the first is the baseline) and returns every measurement."""
+    from components.core.benchmark.search import ConfigurationSearch
+
+    search = None
     with BenchmarkSession(models, config, progress) as session:
         result = session.measure()
         session.sweep_and_memory(result)
-    _count_flops(session.rows, result.models, session.config, session.say)
+        if session.config.search_budget_s > 0 and session.config.backend == "session":
+            search = ConfigurationSearch(session, result)
+            result.search = search.run()
+    inherited = set(search.origin) - search.numeric_rows() if search else set()
+    _count_flops(session.rows, result.models, session.config, session.say, skip=inherited)
     if session.config.examples is not None:
-        _accuracy(session.rows, result.models, session.baseline, session.config, session.say)
+        _accuracy(session.rows, result.models, session.baseline, session.config, session.say,
+                  skip=inherited)
+    if search:
+        search.inherit()
     return result
 
 
@@ -309,9 +319,10 @@ def fill_batches(results: dict[str, ModelResult], series: dict[str, dict[int, Se
 
 
 def _count_flops(rows: dict[str, Row], results: dict[str, ModelResult],
-                 config: BenchmarkConfig, say: Progress) -> None:
+                 config: BenchmarkConfig, say: Progress, skip: set[str] = frozenset()) -> None:
     for name, result in results.items():
-        if (result.error and not result.batches) or rows[name].runtime == TFLITE_RUNTIME:
+        if (name in skip or (result.error and not result.batches)
+                or rows[name].runtime == TFLITE_RUNTIME):
             continue  # TF's profiler counts TensorFlow graphs only
         say(f"counting FLOPs of {name}")
         try:
@@ -324,11 +335,11 @@ def _count_flops(rows: dict[str, Row], results: dict[str, ModelResult],
 
 
 def _accuracy(rows: dict[str, Row], results: dict[str, ModelResult], baseline: str,
-              config: BenchmarkConfig, say: Progress) -> None:
+              config: BenchmarkConfig, say: Progress, skip: set[str] = frozenset()) -> None:
     """Accuracy of every model measured without error. Candidates are compared with the
     baseline in one pipeline; without a working baseline each model runs alone, and
     agreement and output difference stay None."""
-    healthy = [name for name, r in results.items() if not r.error]
+    healthy = [name for name, r in results.items() if not r.error and name not in skip]
     if not healthy:
         return
     groups = [healthy] if healthy[0] == baseline else [[name] for name in healthy]

@@ -9,19 +9,22 @@
   `model.tflite` inside a SavedModel version directory, so such a row is not pushable.
 - The baseline: one row, its Session path (its saved_model.pb) where it has one.
 
-Each row records its runtime, the settings it ran with and the `tensorflow_model_server`
-flags that make TF Serving run the model the way it was measured.
+Each row records its runtime, the TF Serving configuration it ran with (see
+serving_config: the default one, or one the configuration search tried, in a row named
+`NAME@runtime:label`) and the `tensorflow_model_server` flags that make TF Serving run the
+model the way it was measured.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from components.core.benchmark.config import BenchmarkConfig, ModelSpec
 from components.core.benchmark.engines import EngineSpec, ResolvedModel
 from components.core.benchmark.schema import RuntimeInfo
-from components.core.requirements import PREFER_TFLITE_FLAG, TENSORFLOW_RUNTIME, TFLITE_RUNTIME
+from components.core.requirements import TENSORFLOW_RUNTIME
+from components.core.serving_config import ServingConfig
 
 NO_TFLITE_FLAG = "--prefer_tflite_model=false"
 
@@ -34,6 +37,27 @@ class Row:
     path: Path  # what the runtime loads: the SavedModel directory or the .tflite file
     servable: bool  # TF Serving can serve this version (it has a SavedModel directory)
     beside_tflite: bool  # the version directory holds model.tflite
+    # The TF Serving settings it runs with; None: the benchmark's defaults (default_config).
+    config: ServingConfig | None = field(default=None, compare=False)
+
+    def serving_config(self, settings: BenchmarkConfig) -> ServingConfig:
+        return self.config or default_config(self.runtime, settings)
+
+    def with_config(self, config: ServingConfig) -> Row:
+        """The same version and runtime under another configuration, named after it."""
+        base = self.name.split(":", 1)[0]
+        if "@" not in base:
+            base = f"{base}@{self.runtime}"
+        return replace(self, name=f"{base}:{config.label()}", config=config)
+
+
+def default_config(runtime: str, settings: BenchmarkConfig) -> ServingConfig:
+    """The configuration every row starts from: the benchmark's thread and pool settings
+    (by default TF Serving's: every core, one interpreter per pool)."""
+    return ServingConfig(runtime=runtime, intra_op_threads=settings.intra_op_threads or 0,
+                         inter_op_threads=settings.inter_op_threads or 0,
+                         tflite_pools=settings.tflite_pool_count(),
+                         tflite_interpreters_per_pool=settings.tflite_interpreters_per_pool)
 
 
 def row_name(name: str, runtime: str, rows_of_model: int) -> str:
@@ -54,28 +78,21 @@ def plan_rows(models: list[ModelSpec], resolved: dict[str, ResolvedModel]) -> li
     return rows
 
 
-def engine_spec(row: Row, config: BenchmarkConfig) -> EngineSpec:
-    return EngineSpec(runtime=row.runtime, model_path=str(row.path), signature=config.signature,
+def engine_spec(row: Row, settings: BenchmarkConfig) -> EngineSpec:
+    config = row.serving_config(settings)
+    return EngineSpec(runtime=row.runtime, model_path=str(row.path),
+                      signature=settings.signature,
                       intra_op_threads=config.intra_op_threads,
                       inter_op_threads=config.inter_op_threads,
-                      tflite_pools=config.tflite_pool_count(),
+                      tflite_pools=config.tflite_pools,
                       tflite_interpreters_per_pool=config.tflite_interpreters_per_pool)
 
 
-def runtime_info(row: Row, config: BenchmarkConfig) -> RuntimeInfo:
-    """The row's runtime, its settings and the flags that select it in TF Serving."""
-    if row.runtime == TFLITE_RUNTIME:
-        settings = {"num_tflite_pools": config.tflite_pool_count(),
-                    "num_tflite_interpreters_per_pool": config.tflite_interpreters_per_pool,
-                    "threads_per_interpreter": 1, "delegate": "xnnpack"}
-        flags = [PREFER_TFLITE_FLAG, f"--num_tflite_pools={settings['num_tflite_pools']}",
-                 "--num_tflite_interpreters_per_pool="
-                 f"{config.tflite_interpreters_per_pool}"]
-    else:
-        settings = {"intra_op_threads": config.intra_op_threads,
-                    "inter_op_threads": config.inter_op_threads}
-        flags = ([NO_TFLITE_FLAG] if row.beside_tflite else []) + [
-            f"--tensorflow_intra_op_parallelism={config.intra_op_threads}",
-            f"--tensorflow_inter_op_parallelism={config.inter_op_threads}"]
-    return RuntimeInfo(runtime=row.runtime, version=row.model.name, settings=settings,
-                       server_flags=flags if row.servable else [], servable=row.servable)
+def runtime_info(row: Row, settings: BenchmarkConfig) -> RuntimeInfo:
+    """The row's runtime, its configuration and the flags that select it in TF Serving."""
+    config = row.serving_config(settings)
+    flags = ([NO_TFLITE_FLAG] if row.runtime == TENSORFLOW_RUNTIME and row.beside_tflite
+             else []) + config.flags()
+    return RuntimeInfo(runtime=row.runtime, version=row.model.name, settings=config.settings(),
+                       server_flags=flags if row.servable else [], servable=row.servable,
+                       configuration=config.to_dict(), label=config.label())

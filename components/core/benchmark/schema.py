@@ -31,8 +31,8 @@ class MachineInfo:
     tensorflow_version: str
     python_version: str
     platform: str
-    # The CPU flags that change rankings (avx512f, avx512_vnni, avx512_bf16, amx_*...);
-    # None in metrics of benchmarks that did not record them.
+    # The CPU features that change which variant and configuration win (VNNI, bf16,
+    # AVX-512, AMX), as /proc/cpuinfo names them; None in results of earlier versions.
     cpu_features: list[str] | None = None
 
 
@@ -105,8 +105,10 @@ class RuntimeInfo:
     settings: dict  # the runtime's settings as measured (threads, interpreter pools)
     server_flags: list[str]  # tensorflow_model_server flags selecting this runtime
     servable: bool = True  # False: a bare .tflite file, which TF Serving cannot serve
-    configuration: dict | None = None  # ServingConfig.to_dict() of the row's settings
-    label: str = "default"  # ServingConfig.label(): "default", or what the search changed
+    # The TF Serving configuration (serving_config.ServingConfig.to_dict()) and its label:
+    # "default", or what the configuration search changed, e.g. "interpreters_per_pool=10".
+    configuration: dict | None = None
+    label: str = "default"
 
 
 @dataclass
@@ -178,11 +180,46 @@ class ModelResult:
 
 
 @dataclass
+class SearchStep:
+    """One knob tried on every contender whose runtime has it, measured side by side."""
+
+    knob: str  # a ServingConfig field, e.g. "tflite_interpreters_per_pool"
+    rows: list[str]  # the rows this step measured (each a contender under a new setting)
+    outcomes: dict[str, str]  # contender -> what the step found, in words
+
+
+@dataclass
+class SearchRecord:
+    """What the configuration search did: see benchmark.search."""
+
+    objective: str  # the metric it minimises (latency) or maximises (throughput)
+    batch_size: int  # where it reads the objective
+    budget_s: float
+    elapsed_s: float
+    contenders: list[str]  # the default rows it searched from, best first
+    best: dict[str, str]  # contender -> its best row (itself when nothing beat it)
+    steps: list[SearchStep] = field(default_factory=list)
+    stopped: str = ""  # why it ended
+
+    def to_dict(self) -> dict:
+        data = dict(vars(self))
+        data["steps"] = [vars(step).copy() for step in self.steps]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SearchRecord:
+        values = dict(data)
+        values["steps"] = [SearchStep(**step) for step in data.get("steps", [])]
+        return cls(**values)
+
+
+@dataclass
 class BenchmarkResult:
     machine: MachineInfo
     settings: BenchmarkConfig
     baseline: str
     models: dict[str, ModelResult]  # in command-line order, the baseline first
+    search: SearchRecord | None = None  # None: no configuration search ran
 
     def version_of(self, row: str) -> str:
         """The model (version) a row measured: a TFLite variant has two rows,
@@ -215,6 +252,7 @@ class BenchmarkResult:
             "settings": self.settings.to_dict(),
             "baseline": self.baseline,
             "models": {name: model.to_dict() for name, model in self.models.items()},
+            "search": self.search.to_dict() if self.search else None,
         })
 
     @classmethod
@@ -233,7 +271,8 @@ class BenchmarkResult:
                                                       "settings"),
                    baseline=data.get("baseline"),
                    models={name: ModelResult.from_dict(m, f"{source}: models.{name}")
-                           for name, m in data["models"].items()})
+                           for name, m in data["models"].items()},
+                   search=_search(data.get("search"), source))
 
     def write_json(self, path: str | os.PathLike) -> Path:
         target = Path(path)
@@ -247,6 +286,16 @@ class BenchmarkResult:
     @classmethod
     def read_json(cls, path: str | os.PathLike) -> BenchmarkResult:
         return load_metrics(path)
+
+
+def _search(data, source: str) -> SearchRecord | None:
+    if data is None:
+        return None
+    try:
+        return SearchRecord.from_dict(data)
+    except (TypeError, AttributeError) as err:
+        raise ServoptError(f"{source}: 'search' is not what the benchmark records "
+                           f"({type(err).__name__}: {err}); run the benchmark again") from None
 
 
 def load_metrics(path: str | os.PathLike) -> BenchmarkResult:

@@ -265,11 +265,21 @@ class Thresholds:
                                "add it to the batch sizes or set primary_batch_size to one "
                                "of them")
 
-    def decision_lines(self) -> dict[str, float | None]:
-        """The benchmark settings that make it measure until these thresholds' speedup
-        intervals are decided (BenchmarkConfig.decide_speedup_p50 / _p99)."""
-        return {"decide_speedup_p50": self.vs_baseline.min_speedup_p50,
-                "decide_speedup_p99": self.vs_baseline.min_speedup_p99}
+    def decision_lines(self) -> dict[str, float | str | int | None]:
+        """The benchmark settings that measure what these thresholds decide: until the
+        speedup intervals are decided (BenchmarkConfig.decide_speedup_p50 / _p99), and
+        the configuration search on the objective's first metric it can judge, at the
+        primary batch size."""
+        from components.core.benchmark.config import SEARCH_OBJECTIVES
+
+        lines: dict[str, float | str | int | None] = {
+            "decide_speedup_p50": self.vs_baseline.min_speedup_p50,
+            "decide_speedup_p99": self.vs_baseline.min_speedup_p99,
+            "search_batch_size": self.primary_batch_size}
+        searchable = [key for key in self.objective if key in SEARCH_OBJECTIVES]
+        if searchable:
+            lines["search_objective"] = searchable[0]
+        return lines
 
     def to_dict(self) -> dict:
         data = asdict(self)

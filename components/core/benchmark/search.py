@@ -1,0 +1,385 @@
+"""The configuration search: which TF Serving settings make each contender fastest.
+
+The best variant and the best server settings differ per CPU and per model, so they are
+measured, not guessed, on the machine the benchmark runs on. After the default rows are
+measured (run.BenchmarkSession.measure), the search:
+
+1. takes the contenders: per runtime, the `search_contenders` best candidate rows by
+   `search_objective` at the search batch size that TF Serving can serve;
+2. tries one knob at a time (KNOBS, in order) on every contender whose runtime has it:
+   each value of the knob is a new row (`NAME@runtime:label`, its own worker process with
+   those settings), measured in interleaved rounds with the baseline and the contender's
+   current best, at the search batch size;
+3. keeps a value only when it beats the current best with the benchmark's confidence (the
+   interval of the paired per-round ratio lies wholly above 1); otherwise the knob "did
+   not help" and the contender keeps its settings. A knob that has nothing to try on this
+   machine (no bf16 units, a batch too small to split) is recorded with the reason;
+4. stops when every knob was tried or the next step would pass `search_budget_s`;
+5. measures each contender's best row at the other batch sizes too, so the row is
+   complete for the gate and the report.
+
+Every row it measured stays in the result, with its speedups over the baseline from
+the same rounds, so the gate can judge every (variant, configuration) pair and pick the
+best one that passes every check (gate). The knobs are TF Serving's flags, each modelled
+from its source (see serving_config and engines):
+
+- `tflite_interpreters_per_pool` (`--num_tflite_interpreters_per_pool`): > 1 splits a
+  batch into chunks of ceil(500 / N) run on parallel 1-thread interpreters
+  (tflite_interpreter_pool.cc). Only values that split a measured batch among this
+  machine's cores differently are tried: N = ceil(500 / ceil(B / k)), k = 2..cores.
+- `intra_op_threads`, `inter_op_threads` (`--tensorflow_intra_op_parallelism`,
+  `--tensorflow_inter_op_parallelism`): fewer threads than cores can win for small graphs,
+  where waking threads costs more than the work.
+- `mixed_precision` (`--mixed_precision=bfloat16`): only on CPUs with bf16 units, for
+  float32 models; its accuracy is measured again (it changes the numbers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from components.core.benchmark.config import BenchmarkConfig, available_cores
+from components.core.benchmark.runtimes import Row, engine_spec, runtime_info
+from components.core.benchmark.scheduler import Series, compare, interleaved_rounds
+from components.core.benchmark.schema import (
+    CANDIDATE,
+    BenchmarkResult,
+    ModelResult,
+    SearchRecord,
+    SearchStep,
+)
+from components.core.benchmark.stats import rounds_for
+from components.core.errors import ServoptError
+from components.core.requirements import (
+    BF16_CPU_FEATURES,
+    TENSORFLOW_RUNTIME,
+    TFLITE_RUNTIME,
+    cpu_flags,
+    read_requirements,
+)
+from components.core.serving_config import ServingConfig
+
+TFLITE_INITIAL_BATCH_SIZE = 500  # tflite_interpreter_pool.h: internal::kInitialBatchSize
+# Knobs that change the model's numbers: rows with them get their accuracy measured.
+NUMERIC_KNOBS = ("mixed_precision",)
+# Seconds to start a step's workers (each imports TensorFlow), for the budget estimate.
+STARTUP_S = 15.0
+
+
+@dataclass(frozen=True)
+class Knob:
+    name: str  # the ServingConfig field
+    runtime: str
+    # (current config, row, settings) -> (values to try, why nothing is tried)
+    values: Callable[[ServingConfig, Row, BenchmarkConfig], tuple[list, str]]
+
+
+def _interpreter_counts(config: ServingConfig, row: Row, settings: BenchmarkConfig
+                        ) -> tuple[list, str]:
+    cores = settings.tflite_pool_count()
+    batch = settings.search_at()
+    values = sorted({math.ceil(TFLITE_INITIAL_BATCH_SIZE / math.ceil(batch / parts))
+                     for parts in range(2, min(cores, batch) + 1)}
+                    - {config.tflite_interpreters_per_pool})
+    if not values:
+        return [], (f"a batch of {batch} is not split among {cores} interpreter pool(s) "
+                    "any differently")
+    return values, ""
+
+
+def _thread_counts(name: str) -> Callable:
+    def values(config: ServingConfig, row: Row, settings: BenchmarkConfig
+               ) -> tuple[list, str]:
+        cores = available_cores()
+        current = getattr(config, name)
+        tried = sorted({1, max(1, cores // 2)} - {current})
+        return tried, "" if tried else f"{current} thread(s) is the only setting below the cores"
+    return values
+
+
+def _mixed_precision(config: ServingConfig, row: Row, settings: BenchmarkConfig
+                     ) -> tuple[list, str]:
+    if not set(BF16_CPU_FEATURES) & cpu_flags():
+        return [], (f"this CPU has no bf16 units ({' / '.join(BF16_CPU_FEATURES)}), where "
+                    "--mixed_precision=bfloat16 would only emulate bf16")
+    precision = read_requirements(row.path).precision
+    if precision != "float32":
+        return [], f"the model already computes in {precision}"
+    return ([] if config.mixed_precision else ["bfloat16"]), "already on"
+
+
+KNOBS = (
+    Knob("tflite_interpreters_per_pool", TFLITE_RUNTIME, _interpreter_counts),
+    Knob("intra_op_threads", TENSORFLOW_RUNTIME, _thread_counts("intra_op_threads")),
+    Knob("inter_op_threads", TENSORFLOW_RUNTIME, _thread_counts("inter_op_threads")),
+    Knob("mixed_precision", TENSORFLOW_RUNTIME, _mixed_precision),
+)
+
+
+def objective_value(model: ModelResult, objective: str, batch_size: int) -> float | None:
+    batch = model.at(batch_size)
+    return getattr(batch, objective, None) if batch else None
+
+
+def _ratio_interval(incumbent: Series, challenger: Series, objective: str,
+                    confidence: float):
+    """The challenger's gain over the incumbent on the objective (above 1: better), as
+    the median of the per-round ratios with its interval; None without paired rounds."""
+    comparison = compare(incumbent, challenger, confidence)
+    if comparison is None:
+        return None
+    return {"p50_ms": comparison.speedup_p50, "throughput": comparison.throughput_ratio
+            }.get(objective, comparison.speedup_p99)
+
+
+class ConfigurationSearch:
+    """One search over a measured BenchmarkSession (see the module docstring)."""
+
+    def __init__(self, session, result: BenchmarkResult):
+        self.session, self.result = session, result
+        self.settings: BenchmarkConfig = session.config
+        self.batch = self.settings.search_at()
+        self.objective = self.settings.search_metric()
+        self.lower_is_better = self.objective.endswith("_ms")
+        self.started = time.monotonic()
+        self.best: dict[str, str] = {}  # contender -> its best row so far
+        self.steps: list[SearchStep] = []
+        self.extra_runners: dict = {}  # searched rows kept running (a contender's best)
+        self.origin: dict[str, str] = {}  # searched row -> the default row it varies
+
+    # --- what to search -------------------------------------------------------------
+
+    def contenders(self) -> list[str]:
+        """Per runtime, the best servable candidate rows by the objective, best first."""
+        by_runtime: dict[str, list[tuple[float, str]]] = {}
+        for name, model in self.result.models.items():
+            row = self.session.rows.get(name)
+            value = objective_value(model, self.objective, self.batch)
+            if (model.role != CANDIDATE or model.error or row is None or not row.servable
+                    or value is None or name not in self.session.runners):
+                continue
+            key = value if self.lower_is_better else -value
+            by_runtime.setdefault(row.runtime, []).append((key, name))
+        chosen = []
+        for ranked in by_runtime.values():
+            chosen += [name for _, name in sorted(ranked)[:self.settings.search_contenders]]
+        return chosen
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def _step_cost(self, runners: int) -> float:
+        window = (self.settings.window_seconds or 1.0) * 1.2  # with the re-warm requests
+        return STARTUP_S + runners * rounds_for(self.settings.confidence) * window
+
+    # --- the search -----------------------------------------------------------------
+
+    def run(self) -> SearchRecord:
+        contenders = self.contenders()
+        self.best = {name: name for name in contenders}
+        stopped = "every knob was tried" if contenders else "no candidate to search"
+        for knob in KNOBS:
+            plans, outcomes = self._plan(knob, contenders)
+            if not plans:
+                if outcomes:
+                    self.steps.append(SearchStep(knob.name, [], outcomes))
+                continue
+            cost = self._step_cost(1 + len(plans) + sum(map(len, plans.values())))
+            if self.elapsed() + cost > self.settings.search_budget_s:
+                stopped = (f"the search budget of {self.settings.search_budget_s:g} s was "
+                           f"reached before {knob.name} (about {cost:.0f} s more)")
+                break
+            self.session.say(f"configuration search: {knob.name} on "
+                             f"{', '.join(plans)}")
+            self._step(knob, plans, outcomes)
+        self._complete()
+        return SearchRecord(objective=self.objective, batch_size=self.batch,
+                            budget_s=self.settings.search_budget_s,
+                            elapsed_s=round(self.elapsed(), 1), contenders=contenders,
+                            best=dict(self.best), steps=self.steps, stopped=stopped)
+
+    def _plan(self, knob: Knob, contenders: list[str]
+              ) -> tuple[dict[str, list[Row]], dict[str, str]]:
+        """Contender -> the rows to try for `knob`; and why nothing is tried for others."""
+        plans, outcomes = {}, {}
+        for contender in contenders:
+            current = self.session.rows[self.best[contender]]
+            if current.runtime != knob.runtime:
+                continue
+            config = current.serving_config(self.settings)
+            values, why_not = knob.values(config, current, self.settings)
+            if not values:
+                outcomes[contender] = f"nothing to try: {why_not}"
+                continue
+            plans[contender] = [current.with_config(config.with_changes(**{knob.name: v}))
+                                for v in values]
+        return plans, outcomes
+
+    def _step(self, knob: Knob, plans: dict[str, list[Row]], outcomes: dict[str, str]
+              ) -> None:
+        session, settings = self.session, self.settings
+        new_rows = [row for rows in plans.values() for row in rows]
+        for contender, rows in plans.items():
+            self.origin |= {row.name: contender for row in rows}
+        started = self._start(new_rows)
+        runners = {session.baseline: session.runners[session.baseline]}
+        for contender in plans:
+            runners[self.best[contender]] = self._runner(self.best[contender])
+        runners |= started
+        plan = dataclasses.replace(settings, max_windows=rounds_for(settings.confidence),
+                                   decide_speedup_p50=None, decide_speedup_p99=None)
+        outcome = interleaved_rounds(runners, self.batch, plan)
+        self._record(new_rows, outcome.series, self.batch, outcome.errors)
+        for contender, rows in plans.items():
+            incumbent = self.best[contender]
+            outcomes[contender] = self._choose(contender, incumbent, rows, outcome.series)
+        for row in new_rows:  # keep only the new best rows running
+            if row.name not in self.best.values() and row.name in started:
+                self._close(row.name, started[row.name])
+            elif row.name in started:
+                self.extra_runners[row.name] = started[row.name]
+        for name in list(self.extra_runners):  # a searched best that was beaten
+            if name not in self.best.values():
+                self._close(name, self.extra_runners.pop(name))
+        self.steps.append(SearchStep(knob.name, [row.name for row in new_rows], outcomes))
+
+    def _choose(self, contender: str, incumbent: str, rows: list[Row],
+                series: dict[str, Series]) -> str:
+        if incumbent not in series:
+            return f"not compared: {incumbent} failed in this step"
+        gains = []
+        for row in rows:
+            if row.name not in series:
+                continue
+            gain = _ratio_interval(series[incumbent], series[row.name], self.objective,
+                                   self.settings.confidence)
+            if gain is not None:
+                gains.append((gain, row.name))
+        better = [(gain, name) for gain, name in gains
+                  if gain.low is not None and gain.low > 1.0]
+        described = "; ".join(f"{name.split(':', 1)[1]} {gain.estimate:.2f}x "
+                              f"[{_num(gain.low)}, {_num(gain.high)}]"
+                              for gain, name in gains) or "nothing measured"
+        what = "lower" if self.lower_is_better else "higher"
+        if not better:
+            return (f"kept {_label(incumbent)}: no setting gave a {what} {self.objective} "
+                    f"at batch {self.batch} with {self.settings.confidence:.0%} confidence "
+                    f"({described})")
+        gain, winner = max(better, key=lambda pair: pair[0].estimate)
+        self.best[contender] = winner
+        return (f"chose {_label(winner)}: {self.objective} {gain.estimate:.2f}x better than "
+                f"{_label(incumbent)} at batch {self.batch} ({described})")
+
+    def _complete(self) -> None:
+        """The best searched rows at the other batch sizes, with the baseline."""
+        rows = [self.session.rows[name] for name in self.best.values()
+                if name in self.extra_runners]
+        others = [size for size in self.settings.batch_sizes if size != self.batch]
+        if rows and others:
+            runners = {self.session.baseline: self.session.runners[self.session.baseline],
+                       **{row.name: self.extra_runners[row.name] for row in rows}}
+            plan = dataclasses.replace(self.settings,
+                                       max_windows=rounds_for(self.settings.confidence),
+                                       decide_speedup_p50=None, decide_speedup_p99=None)
+            for size in others:
+                self.session.say(f"configuration search: the best settings at batch {size}")
+                outcome = interleaved_rounds(runners, size, plan)
+                self._record(rows, outcome.series, size, outcome.errors)
+        for name, runner in list(self.extra_runners.items()):
+            self._close(name, runner)
+        self.extra_runners.clear()
+
+    # --- rows, runners, results -----------------------------------------------------
+
+    def _runner(self, name: str):
+        return self.extra_runners.get(name) or self.session.runners[name]
+
+    def _start(self, rows: list[Row]) -> dict:
+        """A loaded worker per row; a row that fails to start or load gets its error."""
+        from components.core.benchmark.worker import ProcessRunner
+
+        session = self.session
+        first_batch = session.pools[self.settings.batch_sizes[0]][0]
+        runners = {}
+        for row in rows:
+            session.rows[row.name] = row
+            session.signatures[row.name] = session.signatures[self.origin[row.name]]
+            self.result.models[row.name] = self._model_result(row)
+            runners[row.name] = ProcessRunner(engine_spec(row, self.settings))
+        for name, runner in list(runners.items()):
+            try:
+                runner.wait_ready()
+                loaded = runner.load(first_batch)
+                for size, pool in session.pools.items():
+                    runner.set_inputs(size, pool)
+            except ServoptError as err:
+                self.result.models[name].error = str(err)
+                runner.close()
+                del runners[name]
+                continue
+            model = self.result.models[name]
+            model.load_time_s, model.first_request_ms = (loaded.load_time_s,
+                                                         loaded.first_request_ms)
+        return runners
+
+    def _model_result(self, row: Row) -> ModelResult:
+        source = self.result.models[self.origin[row.name]]
+        return ModelResult(path=source.path, role=source.role,
+                           runtime=runtime_info(row, self.settings),
+                           size_bytes=source.size_bytes)
+
+    def numeric_rows(self) -> set[str]:
+        """Searched rows whose settings change the model's numbers (accuracy measured)."""
+        return {name for name in self.origin
+                if any(knob in self.session.rows[name].config.changed
+                       for knob in NUMERIC_KNOBS)}
+
+    def inherit(self) -> None:
+        """Searched rows compute what their default row computes (same model file, same
+        numbers) unless a numeric knob changed: FLOPs and accuracy are copied from it."""
+        numeric = self.numeric_rows()
+        for name, origin in self.origin.items():
+            if name not in self.result.models:
+                continue
+            model, source = self.result.models[name], self.result.models[origin]
+            model.flops_per_example = source.flops_per_example
+            for batch in model.batches.values():
+                if source.flops_per_example is not None:
+                    batch.achieved_flops_per_s = source.flops_per_example * batch.throughput
+            if name not in numeric:
+                model.accuracy = source.accuracy
+
+    def _record(self, rows: list[Row], series: dict[str, Series], size: int,
+                errors: dict[str, str]) -> None:
+        from components.core.benchmark.run import fill_batches
+
+        measured = {row.name: {size: series[row.name]} for row in rows if row.name in series}
+        baseline = self.session.baseline
+        if baseline in series:
+            measured[baseline] = {size: series[baseline]}
+        results = {name: self.result.models[name] for name in measured if name != baseline}
+        scratch = {baseline: ModelResult(path="", role="baseline")}
+        fill_batches({**results, **scratch}, measured, baseline, self.settings.confidence)
+        for name, message in errors.items():
+            if name in self.result.models and name != baseline and \
+                    self.result.models[name].runtime and \
+                    self.result.models[name].runtime.label != "default":
+                self.result.models[name].error = f"{message} (configuration search)"
+
+    def _close(self, name: str, runner) -> None:
+        with contextlib.suppress(ServoptError):
+            self.result.models[name].peak_memory_bytes = runner.peak_memory_bytes()
+        runner.close()
+
+
+def _label(row: str) -> str:
+    return row.split(":", 1)[1] if ":" in row else f"{row} (default settings)"
+
+
+def _num(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f}"
