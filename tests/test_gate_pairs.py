@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.core.batching import BATCHING_PARAMS_FILE, BatchingParameters
+from components.core.batching import (
+    BATCHING_PARAMS_FILE,
+    SERVER_BATCHING_FILE,
+    SERVER_BATCHING_FILE_PLACEHOLDER,
+    BatchingParameters,
+)
 from components.core.config import deep_merge
 from components.core.errors import ServoptError
 from components.core.gate import GateDecision, Thresholds, evaluate_gate, push_model
@@ -38,6 +43,7 @@ TFLITE = ServingConfig(runtime="tflite", tflite_pools=2)
 SESSION = ServingConfig(intra_op_threads=2, inter_op_threads=2)
 SPLIT = TFLITE.with_changes(tflite_interpreters_per_pool=10)
 BATCHED = SESSION.with_changes(batching=BATCHING)
+BATCHED_LABEL = BATCHED.label()  # e.g. "batching<=32,1000us,..."
 
 
 def batch(p50: float, p99: float, speedup: float | None) -> dict:
@@ -50,12 +56,22 @@ def batch(p50: float, p99: float, speedup: float | None) -> dict:
             "speedup_p99_interval": interval, "confidence": 0.95}
 
 
+def flags(config: ServingConfig) -> list[str]:
+    """The row's flags as the benchmark records them: with batching, as
+    batching.batching_flags writes them where num_batch_threads is set (the server-wide
+    file beside the versions, its path known at the push)."""
+    if config.batching is None:
+        return config.flags()
+    return [*[f for f in config.flags() if not f.startswith("--batching_parameters_file")],
+            f"--batching_parameters_file={SERVER_BATCHING_FILE_PLACEHOLDER}"]
+
+
 def row(version: str, config: ServingConfig, p50: float, p99: float,
         speedup: float | None, role: str = "candidate") -> dict:
     """One row as the benchmark writes it: the configuration, its label and its flags."""
     return {"path": f"/models/{version}", "role": role, "error": None,
             "runtime": {"runtime": config.runtime, "version": version,
-                        "settings": config.settings(), "server_flags": config.flags(),
+                        "settings": config.settings(), "server_flags": flags(config),
                         "servable": True, "configuration": config.to_dict(),
                         "label": config.label()},
             "size_bytes": 1_000_000, "batches": {"100": batch(p50, p99, speedup)},
@@ -113,8 +129,8 @@ def test_every_configuration_on_the_servers_runtime_is_a_pair_and_the_best_one_i
          "interpreters_per_pool=10"),
         (VARIANT, f"{VARIANT}@tflite", "default"),
         ("optimized", "optimized@tensorflow", "default"),
-        ("optimized:batching<=32,1000us", "optimized@tensorflow:batching<=32,1000us",
-         "batching<=32,1000us")]  # the variant's saved_model.pb row: not what the server runs
+        (f"optimized:{BATCHED_LABEL}", f"optimized@tensorflow:{BATCHED_LABEL}",
+         BATCHED_LABEL)]  # the variant's saved_model.pb row: not what the server runs
     assert decision.blessed and decision.chosen == VARIANT  # the version is what is pushed
     assert decision.chosen_pair == f"{VARIANT}:interpreters_per_pool=10"
     assert decision.row == f"{VARIANT}@tflite:interpreters_per_pool=10"
@@ -138,16 +154,16 @@ def test_a_pair_blocked_by_a_threshold_loses_to_a_worse_pair_that_passes(model_d
     decision = gate(model_dirs, {"objective": ["p50_ms"], "value": {"max_p99_ms": 20}},
                     names=("optimized",))
     assert decision.chosen_pair == "optimized" and decision.label == "default"
-    blocked = decision.candidate("optimized:batching<=32,1000us")
+    blocked = decision.candidate(f"optimized:{BATCHED_LABEL}")
     assert not blocked.passed and blocked.objective == {"p50_ms": 9.0}
     assert blocked.blocked_by == ["value.max_p99_ms: p99 latency at batch 100: 30 ms > max "
                                   "20 ms"]
     assert decision.server_flags == ["--tensorflow_intra_op_parallelism=2",
                                      "--tensorflow_inter_op_parallelism=2"]
     without = gate(model_dirs, {"objective": ["p50_ms"]}, names=("optimized",))
-    assert without.label == "batching<=32,1000us"
-    assert without.server_flags[-2:] == ["--enable_batching",
-                                         "--enable_per_model_batching_parameters"]
+    assert without.label == BATCHED_LABEL
+    assert {"--enable_batching", "--enable_per_model_batching_parameters"} <= set(
+        without.server_flags)
 
 
 def test_a_tie_goes_to_the_default_configuration_then_to_the_name(model_dirs):
@@ -192,6 +208,18 @@ def test_the_environment_a_version_needs_prefixes_the_command(two_signature_mode
         "TF_ENABLE_ONEDNN_OPTS=1 tensorflow_model_server --port=8500")
 
 
+def test_without_a_destination_the_command_names_the_model_base_path_as_a_variable(
+        model_dirs):
+    decision = gate(model_dirs, {"objective": ["p50_ms"]}, names=("optimized",))
+    assert decision.server_command == []  # known at the push
+    assert decision.serving_command() == (
+        "tensorflow_model_server --port=8500 --rest_api_port=8501 --model_name=${MODEL_NAME} "
+        "--model_base_path=${MODEL_BASE_PATH} --tensorflow_intra_op_parallelism=2 "
+        "--tensorflow_inter_op_parallelism=2 --enable_batching "
+        "--enable_per_model_batching_parameters "
+        f"--batching_parameters_file=${{MODEL_BASE_PATH}}/{SERVER_BATCHING_FILE}")
+
+
 def test_the_pairs_table_lists_every_pair_best_first_the_chosen_marked(model_dirs):
     decision = gate(model_dirs, {"value": {"max_p99_ms": 20}})
     text = decision.pairs_table().plain(200)
@@ -204,7 +232,7 @@ def test_the_pairs_table_lists_every_pair_best_first_the_chosen_marked(model_dir
     assert [cells[:3] for cells in body] == [
         [VARIANT, "tflite", "interpreters_per_pool=10"], [VARIANT, "tflite", "default"],
         ["optimized", "tensorflow", "default"],
-        ["optimized", "tensorflow", "batching<=32,1000us"]]
+        ["optimized", "tensorflow", BATCHED_LABEL]]
     assert body[0][3:9] == ["5.1", "6", "19608", "3.9x", "[3.78,", "4.02]"]
     assert body[0][9:] == ["chosen"] and body[1][9:] == ["pass"]
     assert " ".join(body[3][9:]) == ("blocked: value.max_p99_ms: p99 latency at batch 100: "
@@ -219,18 +247,22 @@ def test_the_pushed_version_carries_the_batching_parameters_and_the_configuratio
         model_dirs, tmp_path):
     decision = gate(model_dirs, {"objective": ["p50_ms"]}, names=("optimized",))
     decision = decision.with_destination(str(tmp_path / "serving"))
-    assert decision.label == "batching<=32,1000us"
+    assert decision.label == BATCHED_LABEL
     before = sorted(p.name for p in Path(decision.chosen_path).rglob("*"))
     pushed = Path(push_model(decision.chosen_path, tmp_path / "serving",
                              configuration=decision.configuration,
                              server_command=decision.server_command).path)
-    assert (pushed / BATCHING_PARAMS_FILE).read_text() == (
-        "max_batch_size { value: 32 }\n"
-        "batch_timeout_micros { value: 1000 }\n"
-        "max_enqueued_batches { value: 100 }\n"
-        "num_batch_threads { value: 2 }\n"
-        "allowed_batch_sizes: 8\n"
-        "allowed_batch_sizes: 32\n")
+    written = (pushed / BATCHING_PARAMS_FILE).read_text()
+    assert written == BATCHING.to_pbtxt()
+    assert "max_batch_size { value: 32 }" in written
+    assert "batch_timeout_micros { value: 1000 }" in written
+    # The batch thread pool is the server's: its file beside the versions, named in the
+    # command with the destination's absolute path.
+    server_file = tmp_path / "serving" / SERVER_BATCHING_FILE
+    assert "num_batch_threads { value: 2 }" in server_file.read_text()
+    assert f"--batching_parameters_file={server_file}" in decision.server_command
+    assert decision.server_command[-3:-1] == ["--enable_batching",
+                                              "--enable_per_model_batching_parameters"]
     recorded = read_requirements(pushed)
     assert recorded.configuration == decision.configuration
     assert list(recorded.server_command) == decision.server_command
@@ -245,6 +277,7 @@ def test_without_batching_no_batching_parameters_are_written(model_dirs, tmp_pat
                              configuration=decision.configuration,
                              server_command=decision.server_command).path)
     assert not (pushed / BATCHING_PARAMS_FILE).exists()
+    assert not (tmp_path / "serving" / SERVER_BATCHING_FILE).exists()
     recorded = json.loads(requirements_path(pushed).read_text())
     assert recorded["configuration"]["tflite_interpreters_per_pool"] == 10
     assert recorded["runtime"] == "tflite"  # the variant's own requirements are kept
@@ -320,7 +353,7 @@ def test_servopt_gate_prints_the_pairs_and_the_command_for_the_destination(
     lines = result.stdout.splitlines()
     [chosen] = [line.split() for line in lines if line.endswith("chosen")]
     assert chosen[:3] == ["optimized", "tensorflow", "default"]
-    assert any(line.split()[:3] == ["optimized", "tensorflow", "batching<=32,1000us"]
+    assert any(line.split()[:3] == ["optimized", "tensorflow", BATCHED_LABEL]
                and "blocked: value.max_p99_ms" in line for line in lines)
     assert lines[-1] == (
         "  serve 'optimized' with: tensorflow_model_server --port=8500 --rest_api_port=8501 "

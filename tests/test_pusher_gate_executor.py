@@ -103,6 +103,7 @@ def test_the_chosen_configuration_is_pushed_with_the_version_and_its_command(
     whole server command for the destination."""
     from components.core.batching import BATCHING_PARAMS_FILE
     from components.core.requirements import read_requirements
+    from tests.test_gate_pairs import BATCHED_LABEL
     from tests.test_gate_pairs import metrics as searched_metrics
 
     metrics = searched_metrics()
@@ -119,20 +120,20 @@ def test_the_chosen_configuration_is_pushed_with_the_version_and_its_command(
         {"thresholds": json.dumps({"objective": ["p50_ms"], "vs_baseline": {
             "min_speedup_p50": 1.0}}), "push_destination": str(destination)})
     decision = json.loads((Path(blessing.uri) / "decision.json").read_text())
-    assert (decision["chosen"], decision["label"]) == ("optimized", "batching<=32,1000us")
-    assert decision["row"] == "optimized@tensorflow:batching<=32,1000us"
+    assert (decision["chosen"], decision["label"]) == ("optimized", BATCHED_LABEL)
+    assert decision["row"] == f"optimized@tensorflow:{BATCHED_LABEL}"
     assert decision["server_command"][:5] == [
         "tensorflow_model_server", "--port=8500", "--rest_api_port=8501",
         "--model_name=digits", f"--model_base_path={destination}"]
-    assert pushed.get_string_custom_property("pushed_configuration") == "batching<=32,1000us"
+    assert pushed.get_string_custom_property("pushed_configuration") == BATCHED_LABEL
     assert json.loads(pushed.get_string_custom_property("pushed_metrics"))["runtime"][
-        "label"] == "batching<=32,1000us"
+        "label"] == BATCHED_LABEL
     version_dir = Path(pushed.get_string_custom_property("pushed_destination"))
     assert "max_batch_size { value: 32 }" in (version_dir / BATCHING_PARAMS_FILE).read_text()
     assert list(read_requirements(version_dir).server_command) == decision["server_command"]
 
     # The same model served in another configuration is pushed again; in this one, not.
-    for configuration, pushes in (("default", 1), ("batching<=32,1000us", 0)):
+    for configuration, pushes in (("default", 1), (BATCHED_LABEL, 0)):
         served = artifact(standard_artifacts.PushedModel, tmp_path / f"served-{pushes}")
         for key, value in (("pushed_model_uri", str(two_signature_model)),
                            ("pushed_version", "1"), ("pushed_configuration", configuration),

@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import Any
 
 BATCHING_PARAMS_FILE = "batching_params.pbtxt"  # bundle_factory_util.cc kBatchingParamsFilename
+# MINIMAL (helper C), as helper B's: the server-wide --batching_parameters_file, beside the
+# version directories (TF Serving ignores non-numeric names there).
+SERVER_BATCHING_FILE = "batching_parameters.pbtxt"
+SERVER_BATCHING_FILE_PLACEHOLDER = f"<model_base_path>/{SERVER_BATCHING_FILE}"
 
 
 @dataclass(frozen=True)
@@ -58,3 +62,20 @@ def write_batching_params(version_dir: str | Path, params: BatchingParameters) -
     path = Path(version_dir) / BATCHING_PARAMS_FILE
     path.write_text(params.to_pbtxt())
     return path
+
+
+def server_batching_file(params: BatchingParameters) -> str | None:
+    """MINIMAL (helper C), as helper B's: the server-wide file's text (its thread pool)."""
+    if params.num_batch_threads is None:
+        return None
+    return (f"num_batch_threads {{ value: {params.num_batch_threads} }}\n"
+            'thread_pool_name { value: "model_server_batch_threads" }\n')
+
+
+def write_server_batching_file(path: Path, params: BatchingParameters) -> Path | None:
+    """MINIMAL (helper C), as helper B's: the server-wide file at `path`, where needed."""
+    text = server_batching_file(params)
+    if text is None:
+        return None
+    Path(path).write_text(text)
+    return Path(path)

@@ -12,6 +12,7 @@ import os
 import shlex
 from dataclasses import asdict, dataclass, field, replace
 
+from components.core.batching import SERVER_BATCHING_FILE, SERVER_BATCHING_FILE_PLACEHOLDER
 from components.core.errors import ServoptError
 
 REQUIREMENT = "requirement"  # benchmark result present, stable latency, safe ops, blessing
@@ -29,6 +30,9 @@ REST_API_PORT = 8501
 # shell variables, as TF Serving's Docker entrypoint names them.
 MODEL_NAME_VAR = "${MODEL_NAME}"
 MODEL_BASE_PATH_VAR = "${MODEL_BASE_PATH}"
+# How a row's flags name a file beside the versions (batching.batching_flags).
+MODEL_BASE_PATH_PLACEHOLDER = SERVER_BATCHING_FILE_PLACEHOLDER.removesuffix(
+    f"/{SERVER_BATCHING_FILE}")
 
 
 class GateBlocked(ServoptError):
@@ -112,9 +116,12 @@ class GateDecision:
         """The tensorflow_model_server command (environment assignments first) that serves
         the chosen pair from `model_base_path` (the directory holding its versions)."""
         env = [f"{key}={value}" for key, value in sorted(self.environment.items())]
+        # Flags naming files beside the versions (the server-wide batching file) name them
+        # under the model base path, which only the push knows.
+        flags = [flag.replace(MODEL_BASE_PATH_PLACEHOLDER, model_base_path)
+                 for flag in self.server_flags]
         return [*env, SERVER_BINARY, f"--port={GRPC_PORT}", f"--rest_api_port={REST_API_PORT}",
-                f"--model_name={model_name}", f"--model_base_path={model_base_path}",
-                *self.server_flags]
+                f"--model_name={model_name}", f"--model_base_path={model_base_path}", *flags]
 
     def with_destination(self, base_dir: str, model_name: str | None = None) -> GateDecision:
         """This decision with its server command for the push destination: versions go
@@ -209,14 +216,21 @@ class GateDecision:
         was made without a destination."""
         command = self.server_command or self.command_for(MODEL_BASE_PATH_VAR,
                                                           MODEL_NAME_VAR)
-        return " ".join(word if word.endswith(("=" + MODEL_NAME_VAR, "=" + MODEL_BASE_PATH_VAR))
-                        else shlex.quote(word) for word in command)
+        return " ".join(_shell_word(word) for word in command)
 
     def raise_if_blocked(self) -> None:
         """Raises GateBlocked (with the summary) when nothing may be pushed."""
         if not self.blessed:
             raise GateBlocked("; ".join(line.strip() for line in
                                         self.summary_lines(table_width=None)[1:]))
+
+
+def _shell_word(word: str) -> str:
+    """`word` quoted for a shell, the ${MODEL_...} placeholders left to expand."""
+    rest = word.replace(MODEL_NAME_VAR, "").replace(MODEL_BASE_PATH_VAR, "")
+    if rest != word and (not rest or shlex.quote(rest) == rest):
+        return word
+    return shlex.quote(word)
 
 
 def _verdict(check: Check, failed: str) -> str:

@@ -48,7 +48,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from components.core.batching import BATCHING_PARAMS_FILE, write_batching_params
+from components.core.batching import (
+    BATCHING_PARAMS_FILE,
+    SERVER_BATCHING_FILE,
+    BatchingParameters,
+    server_batching_file,
+    write_batching_params,
+)
 from components.core.errors import ServoptError, first_line
 from components.core.gate.warmup import (
     WARMUP_DIR,
@@ -148,6 +154,7 @@ def push_model(model_dir: str | Path, base_dir: str | Path, keep_last: int | Non
                                f"{err.filename or source} ({err.strerror or err}); nothing "
                                "was published") from None
         with _locked(destination):
+            _write_server_file(destination, serving)
             version = _publish(staging, destination, clock)
             removed = _prune(destination, keep_last, version) if keep_last else []
         _fsync_dir(destination)
@@ -206,6 +213,18 @@ class _ServingFiles:
     configuration: dict | None
     server_command: tuple[str, ...]
 
+    @property
+    def batching(self) -> BatchingParameters | None:
+        if not self.configuration:
+            return None
+        return ServingConfig.from_dict(self.configuration).batching
+
+    def server_file(self) -> str | None:
+        """The server-wide --batching_parameters_file's text, where the configuration sets
+        the batch thread pool (shared by every model the server batches: server.cc reads
+        it once, at start; its flag names it under the model base path)."""
+        return server_batching_file(self.batching) if self.batching else None
+
     def write(self, staging: Path) -> None:
         if self.configuration is None and not self.server_command:
             return
@@ -245,6 +264,22 @@ def _stage(source: Path, staging: Path, logs: list,
     for name in graph_files:  # last: a directory with it is a complete model
         _copy_file(str(source / name), str(staging / name))
     _fsync_tree(staging)
+
+
+def _write_server_file(destination: Path, serving: _ServingFiles) -> None:
+    """The server-wide batching file beside the versions, replaced atomically."""
+    text = serving.server_file()
+    if text is None:
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{SERVER_BATCHING_FILE}.",
+                               dir=destination)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, destination / SERVER_BATCHING_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 @contextlib.contextmanager
@@ -375,6 +410,10 @@ def _push_url(source: Path, base: str, model_name: str | None, keep_last: int | 
     while gfile.exists(f"{destination}/{version}"):
         version += 1
     target = f"{destination}/{version}"
+    server_file = serving.server_file() if serving is not None else None
+    if server_file is not None:
+        with gfile.GFile(f"{destination}/{SERVER_BATCHING_FILE}", "w") as handle:
+            handle.write(server_file)
     with tempfile.TemporaryDirectory(prefix="servopt-push-") as local:
         staging = Path(local) / "model"
         staging.mkdir()
