@@ -23,8 +23,8 @@ from components.core.errors import ServoptError
 from components.core.requirements import requirements_path
 from tests.model_zoo import tflite_bytes, tflite_variant
 
-QUICK = ["--warmup-requests", "3", "--window-seconds", "0.2", "--max-windows", "6",
-         "--concurrency", "1"]
+QUICK = ["--search-budget", "0", "--warmup-requests", "3", "--window-seconds", "0.2",
+         "--max-windows", "6", "--concurrency", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +119,25 @@ def test_a_directory_with_model_tflite_resolves_to_both_runtimes(variant, bare_t
 def test_the_old_global_tflite_backend_fails_with_a_hint():
     with pytest.raises(ServoptError, match="no tflite backend any more.*drop --backend"):
         BenchmarkConfig(backend="tflite").validate()
+
+
+def test_a_candidate_session_row_identical_to_an_earlier_ones_is_measured_once(
+        seed_cnn_model, variant, tmp_path):
+    """A TFLite variant's saved_model.pb is its source's graph: two variants of one source
+    (or a variant and its source) load the same files in a Session. The baseline is always
+    measured, even when a candidate is its copy."""
+    import shutil
+
+    from components.core.benchmark.config import ModelSpec
+    from components.core.benchmark.runtimes import plan_rows
+
+    twin = shutil.copytree(variant, tmp_path / "twin")
+    (twin / "model.tflite").write_bytes(b"another model.tflite: not what a Session loads")
+    copy = shutil.copytree(seed_cnn_model, tmp_path / "copy")
+    models = [ModelSpec("base", seed_cnn_model), ModelSpec("copy", copy),
+              ModelSpec("variant", variant), ModelSpec("twin", twin)]
+    rows = {row.name: row for row in plan_rows(
+        models, {m.name: resolve_model(m.path) for m in models})}
+    assert {name: row.twin for name, row in rows.items()} == {
+        "base": None, "copy": None, "variant@tflite": None, "variant@tensorflow": "copy",
+        "twin@tflite": None, "twin@tensorflow": "copy"}

@@ -5,7 +5,9 @@ Which engine runs a model is the runtime TF Serving would use for it, chosen per
 
 - `SessionEngine` (runtime "tensorflow"): a SavedModel the way TF Serving runs it (see
   serving_session): loaded into a `tf.compat.v1.Session`, signature tensors fed and fetched
-  via `make_callable`, thread pools set explicitly.
+  via `make_callable`, thread pools set explicitly; with `--mixed_precision=bfloat16`'s
+  rewrite option, and with server-side batching through TF's batch scheduler (see
+  batch_function): concurrent client threads' requests are merged into batches.
 - `TfLiteSessionEngine` (runtime "tflite"): a `.tflite` model the way TF Serving's
   TfLiteSession runs `model.tflite` under `--prefer_tflite_model=true`: through
   `components.core.tflite_session.TfLiteSession`, the one model of that runtime (its
@@ -19,6 +21,9 @@ Which engine runs a model is the runtime TF Serving would use for it, chosen per
   * ops resolved by `tflite::ops::builtin::BuiltinOpResolver`, whose default delegate is
     XNNPACK (TF Serving's .bazelrc builds it in); no Flex ops. The Python interpreter's
     default resolver applies the same XNNPACK delegate, here with 1 thread.
+  * `--mixed_precision` has no effect on it (TfLiteSession runs no Grappler). TF Serving
+    would wrap it in a BatchingSession under `--enable_batching`; that is not modelled
+    here (TF's BatchFunction runs TF functions only): such a spec is refused.
   * `--num_tflite_interpreters_per_pool` > 1 turns on a BasicBatchScheduler with one batch
     thread per interpreter, large-batch splitting and a maximum execution batch of
     ceil(500 / interpreters_per_pool) (500 = kInitialBatchSize): a request larger than
@@ -39,6 +44,7 @@ from typing import Protocol
 import numpy as np
 from tensorflow.core.protobuf import meta_graph_pb2
 
+from components.core.batching import BatchingParameters
 from components.core.errors import ServoptError
 from components.core.model_io import resolve_saved_model_dir
 from components.core.requirements import TENSORFLOW_RUNTIME, TFLITE_RUNTIME, has_tflite_model
@@ -67,6 +73,8 @@ class EngineSpec:
     inter_op_threads: int
     tflite_pools: int = 1  # tflite: --num_tflite_pools
     tflite_interpreters_per_pool: int = 1  # tflite: --num_tflite_interpreters_per_pool
+    mixed_precision: str | None = None  # tensorflow: --mixed_precision ("bfloat16")
+    batching: BatchingParameters | None = None  # tensorflow: --enable_batching, per model
 
 
 @dataclass(frozen=True)
@@ -105,14 +113,29 @@ def resolve_model(path: Path) -> ResolvedModel:
 
 
 class SessionEngine:
+    """A ServingSession; with `batching`, requests from concurrent client threads calling
+    `run` at once are merged into batches by TF's batch scheduler (each call blocks until
+    its batch has run, as a TF Serving request does)."""
+
     def __init__(self, model_dir: Path, signature: str, intra_op_threads: int,
-                 inter_op_threads: int):
-        self.session = ServingSession(model_dir, intra_op_threads, inter_op_threads)
-        self.session.signature(signature)  # an unknown signature fails at load time
+                 inter_op_threads: int, mixed_precision: str | None = None,
+                 batching: BatchingParameters | None = None, count_batches: bool = False):
+        self.session = ServingSession(model_dir, intra_op_threads, inter_op_threads,
+                                      mixed_precision, batching, count_batches)
+        try:
+            # An unknown signature, or one the batch scheduler cannot run, fails at load.
+            self.session.prepare(signature)
+        except BaseException:
+            self.session.close()
+            raise
         self.signature = signature
 
     def run(self, feeds: Feeds) -> dict[str, np.ndarray]:
         return self.session.run(self.signature, feeds)
+
+    def batch_counts(self):
+        """Batches formed so far (with count_batches): see ServingSession.batch_counts."""
+        return self.session.batch_counts(self.signature)
 
     def close(self) -> None:
         self.session.close()
@@ -153,10 +176,14 @@ class TfLiteSessionEngine:
 
 def make_engine(spec: EngineSpec) -> Engine:
     if spec.runtime == TFLITE_RUNTIME:
+        if spec.batching is not None:
+            raise ServoptError(f"{spec.model_path}: server-side batching of a TFLite model "
+                               "(TF Serving's BatchingSession around TfLiteSession) is not "
+                               "modelled: measure batching on the tensorflow runtime")
         return TfLiteSessionEngine(Path(spec.model_path), spec.signature, spec.tflite_pools,
                                    spec.tflite_interpreters_per_pool)
     return SessionEngine(Path(spec.model_path), spec.signature, spec.intra_op_threads,
-                         spec.inter_op_threads)
+                         spec.inter_op_threads, spec.mixed_precision, spec.batching)
 
 
 def tflite_signature(path: Path, signature: str) -> meta_graph_pb2.SignatureDef:

@@ -19,6 +19,7 @@ baseline failed and warns when a candidate did.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -193,7 +194,8 @@ class BenchmarkSession:
         if not self.pools:
             return
         first_batch = self.pools[self.config.batch_sizes[0]][0]
-        healthy = {name: row for name, row in self.rows.items() if name in self.signatures}
+        healthy = {name: row for name, row in self.rows.items()
+                   if name in self.signatures and row.twin is None}
         self.say(f"starting {len(healthy)} {self.config.backend} worker(s)")
         self.runners = _start_runners(healthy, self.signatures, self.config, self.errors,
                                       self._cleanup)
@@ -246,8 +248,16 @@ class BenchmarkSession:
         fill_batches(results, series, self.baseline, self.config.confidence)
         for name, result in results.items():
             result.error = self.errors.get(name)
-        return BenchmarkResult(machine=machine_info(), settings=self.config,
-                               baseline=self.baseline, models=results)
+        result = BenchmarkResult(machine=machine_info(), settings=self.config,
+                                 baseline=self.baseline, models=results)
+        self.share_twins(result)
+        return result
+
+    def share_twins(self, result: BenchmarkResult) -> None:
+        """A twin row (runtimes.plan_rows) gets what its twin measured."""
+        for name, row in self.rows.items():
+            if row.twin and row.twin in result.models and name in result.models:
+                copy_measurements(result.models[row.twin], result.models[name])
 
     def sweep_and_memory(self, result: BenchmarkResult) -> None:
         """The concurrency sweep and each worker's peak memory, into `result`."""
@@ -264,6 +274,21 @@ class BenchmarkSession:
                 result.models[name].peak_memory_bytes = runner.peak_memory_bytes()
         for name, model in result.models.items():
             model.error = self.errors.get(name)
+        self.share_twins(result)
+
+
+MEASUREMENTS = ("load_time_s", "first_request_ms", "peak_memory_bytes", "flops_per_example",
+                "batches", "concurrency", "accuracy", "error")
+
+
+def copy_measurements(source: ModelResult, target: ModelResult,
+                      keys: Sequence[str] = MEASUREMENTS) -> None:
+    """`keys` of what was measured of `source`, onto a row that computes the same."""
+    for key in keys:
+        setattr(target, key, copy.deepcopy(getattr(source, key)))
+    if "flops_per_example" in keys and source.flops_per_example is not None:
+        for batch in target.batches.values():
+            batch.achieved_flops_per_s = source.flops_per_example * batch.throughput
 
 
 def run_benchmark(models: Sequence[ModelSpec], config: BenchmarkConfig | None = None,
@@ -279,10 +304,12 @@ def run_benchmark(models: Sequence[ModelSpec], config: BenchmarkConfig | None = 
             search = ConfigurationSearch(session, result)
             result.search = search.run()
     inherited = set(search.origin) - search.numeric_rows() if search else set()
+    inherited |= {name for name, row in session.rows.items() if row.twin}
     _count_flops(session.rows, result.models, session.config, session.say, skip=inherited)
     if session.config.examples is not None:
         _accuracy(session.rows, result.models, session.baseline, session.config, session.say,
                   skip=inherited)
+    session.share_twins(result)
     if search:
         search.inherit()
     return result

@@ -17,6 +17,7 @@ model the way it was measured.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -39,6 +40,9 @@ class Row:
     beside_tflite: bool  # the version directory holds model.tflite
     # The TF Serving settings it runs with; None: the benchmark's defaults (default_config).
     config: ServingConfig | None = field(default=None, compare=False)
+    # An earlier candidate row whose files this row's runtime loads byte for byte (a TFLite
+    # variant's saved_model.pb is its source's graph): measured once, figures shared.
+    twin: str | None = None
 
     def serving_config(self, settings: BenchmarkConfig) -> ServingConfig:
         return self.config or default_config(self.runtime, settings)
@@ -64,17 +68,39 @@ def row_name(name: str, runtime: str, rows_of_model: int) -> str:
     return name if rows_of_model == 1 else f"{name}@{runtime}"
 
 
+def session_fingerprint(model_dir: Path) -> str:
+    """What a Session loads from a SavedModel directory (saved_model.pb, variables/,
+    assets/), hashed; not model.tflite or assets.extra/, which it never reads."""
+    digest = hashlib.sha256()
+    files = [model_dir / "saved_model.pb", *sorted(
+        path for sub in ("variables", "assets") for path in (model_dir / sub).rglob("*")
+        if path.is_file())]
+    for path in files:
+        if path.is_file():
+            digest.update(str(path.relative_to(model_dir)).encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def plan_rows(models: list[ModelSpec], resolved: dict[str, ResolvedModel]) -> list[Row]:
-    rows = []
+    """Every model's rows, in order; a candidate's Session row identical to an earlier
+    candidate's is that row's twin (the baseline is always measured: a copy of it is a
+    candidate worth measuring, e.g. to check the gate on identical models)."""
+    rows: list[Row] = []
+    seen: dict[str, str] = {}  # fingerprint -> the first candidate Session row
     for index, model in enumerate(models):
         found = resolved[model.name]
         runtimes = found.runtimes()
         if index == 0 and len(runtimes) > 1:  # the baseline: its saved_model.pb only
             runtimes = [TENSORFLOW_RUNTIME]
         for runtime in runtimes:
-            rows.append(Row(row_name(model.name, runtime, len(runtimes)), model, runtime,
-                            found.path_for(runtime), servable=found.saved_model is not None,
-                            beside_tflite=found.saved_model is not None and bool(found.tflite)))
+            name, twin = row_name(model.name, runtime, len(runtimes)), None
+            if index > 0 and runtime == TENSORFLOW_RUNTIME:
+                twin = seen.setdefault(session_fingerprint(found.saved_model), name)
+            rows.append(Row(name, model, runtime, found.path_for(runtime),
+                            servable=found.saved_model is not None,
+                            beside_tflite=found.saved_model is not None and bool(found.tflite),
+                            twin=twin if twin != name else None))
     return rows
 
 
@@ -95,4 +121,5 @@ def runtime_info(row: Row, settings: BenchmarkConfig) -> RuntimeInfo:
              else []) + config.flags()
     return RuntimeInfo(runtime=row.runtime, version=row.model.name, settings=config.settings(),
                        server_flags=flags if row.servable else [], servable=row.servable,
-                       configuration=config.to_dict(), label=config.label())
+                       configuration=config.to_dict(), label=config.label(),
+                       measured_as=row.twin)

@@ -109,6 +109,9 @@ class RuntimeInfo:
     # "default", or what the configuration search changed, e.g. "interpreters_per_pool=10".
     configuration: dict | None = None
     label: str = "default"
+    # The row whose measurements this row shares: its runtime loads the same files byte for
+    # byte (runtimes.plan_rows), so they were measured once.
+    measured_as: str | None = None
 
 
 @dataclass

@@ -342,17 +342,14 @@ class ConfigurationSearch:
     def inherit(self) -> None:
         """Searched rows compute what their default row computes (same model file, same
         numbers) unless a numeric knob changed: FLOPs and accuracy are copied from it."""
+        from components.core.benchmark.run import copy_measurements
+
         numeric = self.numeric_rows()
         for name, origin in self.origin.items():
-            if name not in self.result.models:
-                continue
-            model, source = self.result.models[name], self.result.models[origin]
-            model.flops_per_example = source.flops_per_example
-            for batch in model.batches.values():
-                if source.flops_per_example is not None:
-                    batch.achieved_flops_per_s = source.flops_per_example * batch.throughput
-            if name not in numeric:
-                model.accuracy = source.accuracy
+            if name in self.result.models:
+                copy_measurements(self.result.models[origin], self.result.models[name],
+                                  ("flops_per_example",) if name in numeric
+                                  else ("flops_per_example", "accuracy"))
 
     def _record(self, rows: list[Row], series: dict[str, Series], size: int,
                 errors: dict[str, str]) -> None:

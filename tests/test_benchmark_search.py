@@ -1,0 +1,197 @@
+"""The configuration search: which TF Serving settings make each contender fastest.
+
+The knobs are TF Serving's flags; which values are worth trying follows from its source
+(the TFLite batch split of tflite_interpreter_pool.cc, the thread pools, bf16 only with
+bf16 units). One real run (module fixture: the demo CNN and its TFLite variant, worker
+processes with real TensorFlow) searches, and the tests read what it measured and
+recorded: rows named after their settings, with the flags that set them, speedups from
+the same rounds as the baseline, a table and a plot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from components.benchmark_cli import _search_table, benchmark_command
+from components.core.benchmark import plots, search
+from components.core.benchmark.config import BenchmarkConfig, ModelSpec
+from components.core.benchmark.report import render_report
+from components.core.benchmark.run import BenchmarkSession
+from components.core.benchmark.runtimes import Row, default_config
+from components.core.benchmark.schema import BenchmarkResult, load_metrics
+from components.core.benchmark.search_table import search_rows
+from components.core.errors import ServoptError
+from components.core.serving_config import ServingConfig
+from tests.model_zoo import tflite_variant
+
+SETTINGS = BenchmarkConfig(batch_sizes=(1, 100), concurrency=(), warmup_requests=3,
+                           window_seconds=0.2, max_windows=6, search_contenders=1)
+
+
+def _row(path: Path, runtime: str, name: str = "v@tflite") -> Row:
+    return Row(name, ModelSpec("v", path), runtime, path, servable=True, beside_tflite=True)
+
+
+# --- what is worth trying, from TF Serving's source --------------------------------------
+
+@pytest.mark.parametrize("batch, cores, expected", [
+    (100, 2, [10]),  # chunks of ceil(500/10) = 50: a batch of 100 on two interpreters
+    (100, 4, [10, 15, 20]),  # halves, thirds (34), quarters (25)
+    (1, 4, []),  # a single example is never split
+])
+def test_interpreter_counts_are_those_that_split_the_batch_among_the_cores(
+        batch, cores, expected, tmp_path):
+    settings = dataclasses.replace(SETTINGS, batch_sizes=(batch,), tflite_pools=cores)
+    config = default_config("tflite", settings)
+    values, why_not = search._interpreter_counts(config, _row(tmp_path, "tflite"), settings)
+    assert values == expected
+    assert bool(why_not) == (not expected)
+
+
+def test_thread_counts_try_fewer_threads_than_cores(tmp_path, monkeypatch):
+    monkeypatch.setattr(search, "available_cores", lambda: 8)
+    settings = dataclasses.replace(SETTINGS, intra_op_threads=8, inter_op_threads=8)
+    config = default_config("tensorflow", settings)
+    values, _ = search._thread_counts("intra_op_threads")(config, _row(tmp_path, "tensorflow"),
+                                                          settings)
+    assert values == [1, 4]
+
+
+def test_mixed_precision_is_tried_only_where_the_cpu_has_bf16_units(seed_cnn_model,
+                                                                    monkeypatch):
+    settings, row = SETTINGS, _row(seed_cnn_model, "tensorflow", "v")
+    config = default_config("tensorflow", settings)
+    monkeypatch.setattr(search, "cpu_flags", lambda: {"avx2", "fma"})
+    values, why_not = search._mixed_precision(config, row, settings)
+    assert values == [] and "no bf16 units" in why_not
+    monkeypatch.setattr(search, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert search._mixed_precision(config, row, settings)[0] == ["bfloat16"]
+
+
+def test_a_configuration_names_its_flags_and_what_it_changed():
+    config = ServingConfig("tflite", tflite_pools=2).with_changes(
+        tflite_interpreters_per_pool=10)
+    assert config.flags() == ["--prefer_tflite_model=true", "--num_tflite_pools=2",
+                              "--num_tflite_interpreters_per_pool=10"]
+    assert config.label() == "interpreters_per_pool=10"
+    assert ServingConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    session = ServingConfig("tensorflow", 2, 2).with_changes(intra_op_threads=1,
+                                                              mixed_precision="bfloat16")
+    assert session.flags() == ["--tensorflow_intra_op_parallelism=1",
+                               "--tensorflow_inter_op_parallelism=2",
+                               "--mixed_precision=bfloat16"]
+    assert session.label() == "intra_op=1,mixed_precision=bfloat16"
+    assert ServingConfig("tensorflow", 2, 2).label() == "default"
+
+
+def test_search_settings_are_checked_before_anything_runs():
+    for bad, message in (({"search_budget_s": -1}, "search_budget_s must be >= 0"),
+                         ({"search_objective": "p95_ms"}, "unknown search_objective"),
+                         ({"search_batch_size": 7}, "search_batch_size 7 is not among"),
+                         ({"search_contenders": 0}, "search_contenders must be >= 1")):
+        with pytest.raises(ServoptError, match=message):
+            dataclasses.replace(SETTINGS, **bad).validate()
+
+
+# --- one real search -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def searched(demo_cnn_model, tmp_path_factory) -> tuple[BenchmarkResult, BenchmarkResult]:
+    """One session, searched twice: with no time to spend, then with enough for every
+    knob that applies (TFLite batch split; thread pools on the Session rows)."""
+    root = tmp_path_factory.mktemp("search")
+    variant = tflite_variant(demo_cnn_model, root / "variant")
+    models = [ModelSpec("base", demo_cnn_model), ModelSpec("variant", variant)]
+    with BenchmarkSession(models, dataclasses.replace(SETTINGS, search_budget_s=1)
+                          ) as session:
+        result = session.measure()
+        broke = search.ConfigurationSearch(session, result)
+        no_time = dataclasses.replace(result, search=broke.run())
+        session.config = dataclasses.replace(session.config, search_budget_s=600)
+        full = search.ConfigurationSearch(session, result)
+        result.search = full.run()
+    full.inherit()
+    return no_time, BenchmarkResult.from_dict(json.loads(json.dumps(result.to_dict())))
+
+
+@pytest.mark.e2e
+def test_a_search_with_no_time_left_measures_nothing_and_says_why(searched):
+    no_time, _ = searched
+    assert no_time.search.steps == [] or all(not step.rows for step in no_time.search.steps)
+    assert "budget of 1 s was reached before" in no_time.search.stopped
+
+
+@pytest.mark.e2e
+def test_the_search_measures_each_knob_as_a_row_named_after_its_settings(searched):
+    _, result = searched
+    record = result.search
+    assert record.objective == "p99_ms" and record.batch_size == 100
+    assert set(record.contenders) == {"variant@tflite", "variant@tensorflow"}
+    split = result.models["variant@tflite:interpreters_per_pool=10"]
+    assert split.runtime.runtime == "tflite" and split.runtime.version == "variant"
+    assert "--num_tflite_interpreters_per_pool=10" in split.runtime.server_flags
+    assert split.runtime.configuration["tflite_interpreters_per_pool"] == 10
+    threads = result.models["variant@tensorflow:intra_op=1"]
+    assert "--tensorflow_intra_op_parallelism=1" in threads.runtime.server_flags
+    assert [step.knob for step in record.steps if step.rows] == [
+        "tflite_interpreters_per_pool", "intra_op_threads", "inter_op_threads"]
+    assert record.stopped == "every knob was tried"
+    mixed = next(step for step in record.steps if step.knob == "mixed_precision")
+    assert mixed.rows == [] or "bfloat16" in " ".join(mixed.rows)
+
+
+@pytest.mark.e2e
+def test_searched_rows_carry_speedups_from_the_same_rounds_as_the_baseline(searched):
+    _, result = searched
+    for name in ("variant@tflite:interpreters_per_pool=10", "variant@tensorflow:intra_op=1"):
+        batch = result.models[name].at(100)
+        low, high = batch.speedup_p99_interval
+        assert batch.windows >= 6 and low <= batch.speedup_p99 <= high
+        assert result.rows_of("variant")[name] is result.models[name]
+
+
+@pytest.mark.e2e
+def test_each_contender_keeps_a_setting_only_when_it_beat_its_current_best(searched):
+    _, result = searched
+    record = result.search
+    for contender, best in record.best.items():
+        outcomes = [step.outcomes[contender] for step in record.steps
+                    if contender in step.outcomes]
+        if best == contender:
+            assert not any(o.startswith("chose") for o in outcomes)
+        else:
+            assert any(o.startswith(f"chose {best.split(':', 1)[1]}") for o in outcomes)
+            assert result.models[best].at(1) is not None  # completed at every batch size
+
+
+@pytest.mark.e2e
+def test_the_search_table_and_plot_rank_every_searched_row(searched, tmp_path):
+    _, result = searched
+    rows = search_rows(result)
+    assert {r.row for r in rows} >= {"variant@tflite", "variant@tflite:interpreters_per_pool=10"}
+    assert [r.p99_ms for r in rows] == sorted(r.p99_ms for r in rows)
+    assert {r.row for r in rows if r.best} == set(result.search.best.values())
+    assert plots.search_figure(result).startswith(b"\x89PNG")
+    html = render_report(result)
+    assert "Configuration search" in html and "interpreters_per_pool=10" in html
+    assert _search_table(result) is not None
+
+
+@pytest.mark.e2e
+def test_the_cli_searches_and_prints_the_table(demo_cnn_model, tmp_path):
+    variant = tflite_variant(demo_cnn_model, tmp_path / "variant")
+    out = tmp_path / "metrics.json"
+    result = CliRunner().invoke(benchmark_command, [
+        f"base={demo_cnn_model}", str(variant), "--batch-sizes", "100", "--concurrency", "",
+        "--warmup-requests", "2", "--window-seconds", "0.2", "--max-windows", "6",
+        "--search-budget", "600", "--search-contenders", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "configuration search: p99_ms at batch 100" in result.output
+    assert "interpreters_per_pool=10" in result.output
+    assert load_metrics(out).search.contenders
+
