@@ -50,9 +50,14 @@ def _served_metrics(path: Path):
 @click.option("--allowed-op", "allowed_ops", multiple=True,
               help="An op type the safety scan accepts although it touches files, Python "
                    "or the network (repeat).")
+@click.option("--destination", default=None,
+              help="The TF Serving model base directory the chosen model will be pushed "
+                   "to, for the whole tensorflow_model_server command line (without it: "
+                   "${MODEL_BASE_PATH} and ${MODEL_NAME}).")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
 def gate_command(metrics_json: Path, thresholds_path: Path, served_metrics: Path | None,
-                 allowed_ops: tuple[str, ...], as_json: bool) -> None:
+                 allowed_ops: tuple[str, ...], destination: str | None,
+                 as_json: bool) -> None:
     """Decide which model of METRICS_JSON (a `servopt benchmark --json` or ServingBenchmark
     result) may be pushed. Exit 0 when one passes, 1 when blocked, 2 on bad input.
 
@@ -61,7 +66,6 @@ def gate_command(metrics_json: Path, thresholds_path: Path, served_metrics: Path
     from components.core.gate import (
         Thresholds,
         candidate_paths,
-        candidate_table,
         evaluate_gate,
         load_metrics,
     )
@@ -71,16 +75,17 @@ def gate_command(metrics_json: Path, thresholds_path: Path, served_metrics: Path
     served = _served_metrics(served_metrics) if served_metrics else None
     decision = evaluate_gate(metrics, thresholds, candidate_paths(metrics), served=served,
                              allowed_ops=allowed_ops)
+    if destination:
+        decision = decision.with_destination(destination)
     if as_json:
-        chosen = (metrics.models[decision.candidate(decision.chosen).row].to_dict()
-                  if decision.chosen else None)
+        chosen = metrics.models[decision.row].to_dict() if decision.chosen else None
         json.dump({**decision.to_dict(), "chosen_metrics": chosen}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         from components.core.table import Paragraph
 
-        stdout.print(candidate_table(decision))
-        for line in decision.summary_lines():
+        stdout.print(decision.pairs_table())
+        for line in decision.summary_lines(table_width=None):
             stdout.print(Paragraph(line))
     if not decision.blessed:
         sys.exit(BLOCKED_EXIT)

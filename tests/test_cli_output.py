@@ -153,12 +153,13 @@ def test_cells_are_text_not_markup():
 
 
 def test_the_gates_tables_in_terminals_of_any_width(two_signature_model):
-    from components.core.gate import candidate_table, decision_table
+    from components.core.gate import candidate_table, decision_table, pairs_table
     from tests.test_gate_decision import gate
 
     decision = gate({"optimized": two_signature_model, "quantized": two_signature_model},
                     {"value": {"max_p99_ms": 11.8}})
-    for table in (candidate_table(decision), decision_table(decision)):
+    for table in (candidate_table(decision), decision_table(decision),
+                  pairs_table(decision)):
         for width in (200, 80, 40):
             text = terminal(table, width)
             assert_readable(text, width, ["12", "11.8"], log=False)

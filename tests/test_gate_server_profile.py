@@ -95,7 +95,9 @@ def test_with_prefer_tflite_model_it_is_judged_by_its_tflite_row_and_the_flag_is
     assert decision.server_flags == TFLITE_FLAGS
     assert decision.to_dict()["server_flags"] == TFLITE_FLAGS
     assert decision.summary_lines()[-1] == (
-        "  serve 'variant' with: tensorflow_model_server " + " ".join(TFLITE_FLAGS))
+        "  serve 'variant' with: tensorflow_model_server --port=8500 --rest_api_port=8501 "
+        "--model_name=${MODEL_NAME} --model_base_path=${MODEL_BASE_PATH} "
+        + " ".join(TFLITE_FLAGS))
 
 
 def test_the_pushed_version_carries_model_tflite_when_the_flag_is_needed(model_dirs,

@@ -190,16 +190,20 @@ def test_the_benchmark_measures_every_variant_by_the_tfx_name(blessed_run):
 @pytest.mark.e2e
 def test_the_gate_judges_every_variant_and_a_blessed_gate_pushes_its_choice(blessed_run):
     decision = blessed_run.decision
-    assert [c["name"] for c in sorted(decision["candidates"], key=lambda c: c["name"])] == (
-        sorted(VERSIONS))
+    # every (version, configuration) pair the benchmark measured on the server's runtime
+    version_of = {c["name"]: c["version"] for c in decision["candidates"]}
+    assert sorted(set(version_of.values())) == sorted(VERSIONS)
     judged = {c["name"]: c["row"] for c in decision["candidates"]}
     assert judged["Quantizer-tflite"] == "Quantizer-tflite@tflite"  # prefer_tflite_model
     assert {c["candidate"] for c in decision["checks"]
-            if c["threshold"] == "vs_baseline.min_speedup_p50"} == set(VERSIONS)
+            if c["threshold"] == "vs_baseline.min_speedup_p50"} == set(version_of)
     assert decision["blessed"] and decision["chosen"] in VERSIONS
     assert decision["first_push"] and decision["primary_batch_size"] == 8
     pushed = blessed_run.pushed
     assert pushed["pushed_model_name"] == decision["chosen"]
+    assert pushed["pushed_configuration"] == decision["label"]
+    assert pushed["server_command"] == decision["server_command"]
+    assert f"--model_base_path={Path(pushed['base_dir'])}" in decision["server_command"]
     serving = Path(pushed["base_dir"])
     assert versions(serving) == [blessed_run.pushed_version]
     version_dir = serving / str(blessed_run.pushed_version)

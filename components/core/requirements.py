@@ -50,6 +50,10 @@ class ServingRequirements:
     note: str = ""
     # tflite: source signatures model.tflite does not serve -> why (the gate's parity check)
     lacks_signatures: dict[str, str] = field(default_factory=dict)
+    # Written by the push into the pushed version: the TF Serving configuration the gate
+    # chose for it (ServingConfig.to_dict()) and the whole command that serves it.
+    configuration: dict | None = None
+    server_command: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,7 +66,9 @@ class ServingRequirements:
                    server_flags=tuple(data.get("server_flags", ())),
                    environment=dict(data.get("environment", {})),
                    note=data.get("note", ""),
-                   lacks_signatures=dict(data.get("lacks_signatures", {})))
+                   lacks_signatures=dict(data.get("lacks_signatures", {})),
+                   configuration=data.get("configuration"),
+                   server_command=tuple(data.get("server_command", ())))
 
     def cpu_supported(self, cpu_flags: set[str]) -> bool:
         return not self.cpu_features or bool(set(self.cpu_features) & cpu_flags)

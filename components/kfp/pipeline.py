@@ -54,6 +54,7 @@ from components.kfp.mapping import (
     settings_parameter,
     thresholds_from_parameter,
 )
+from components.kfp.resources import TaskResources
 
 PIPELINE_NAME = "servopt"
 REQUIRED = ("model_uri", "eval_examples_uri", "push_destination")
@@ -92,8 +93,10 @@ class PipelineOutputs(NamedTuple):
     decision: Artifact  # decision.json
 
 
-def build_pipeline(image: str = steps.IMAGE):
-    """The pipeline with every step's container image set to `image`."""
+def build_pipeline(image: str = steps.IMAGE,
+                   benchmark_resources: TaskResources | None = None):
+    """The pipeline with every step's container image set to `image`, and the benchmark
+    task's machine set by `benchmark_resources` (default: unset, the cluster's default)."""
 
     @dsl.pipeline(name=PIPELINE_NAME,
                   description="Freeze, optimize and quantize a trained TensorFlow model, "
@@ -124,16 +127,19 @@ def build_pipeline(image: str = steps.IMAGE):
                                    batch_sizes=batch_sizes,
                                    benchmark_settings=benchmark_settings)
         gate = steps.gate(results=measured.outputs["results"], thresholds=thresholds,
-                          model_uri=model_uri, **models)
+                          model_uri=model_uri, **models, push_destination=push_destination)
         tasks = [frozen, optimized, quantized, measured, gate]
         with dsl.If(gate.outputs["blessed"] == True):  # noqa: E712 (a KFP condition)
             pushed = steps.push(chosen=gate.outputs["chosen"], model_uri=model_uri, **models,
                                 push_destination=push_destination,
-                                eval_examples_uri=eval_examples_uri, keep_last=keep_last)
+                                eval_examples_uri=eval_examples_uri, keep_last=keep_last,
+                                decision=gate.outputs["decision"])
             pushed.set_caching_options(False)  # a push has an effect outside the pipeline
             tasks.append(pushed)
         for task in tasks:
             task.set_container_image(image)
+        if benchmark_resources is not None:
+            benchmark_resources.apply(measured)
         return PipelineOutputs(*(models[key] for key in MODEL_OUTPUTS),
                                measured.outputs["results"], measured.outputs["metrics"],
                                measured.outputs["report"], gate.outputs["decision"])
@@ -144,9 +150,12 @@ def build_pipeline(image: str = steps.IMAGE):
 servopt_pipeline = build_pipeline()
 
 
-def compile_pipeline(output: Path, image: str | None = None) -> Path:
+def compile_pipeline(output: Path, image: str | None = None,
+                     benchmark_resources: TaskResources | None = None) -> Path:
     """Writes the pipeline as KFP IR YAML (what `kfp.Client` and Vertex AI's PipelineJob
-    take); every step runs in `image` (default: env SERVOPT_IMAGE, else servopt:0.1.0)."""
+    take); every step runs in `image` (default: env SERVOPT_IMAGE, else servopt:0.1.0).
+    benchmark_resources: the benchmark task's CPU and memory requests and limits, so it
+    measures on the serving machine type (components.kfp.resources); default unset."""
     from kfp import compiler
 
     output = Path(output)
@@ -154,7 +163,10 @@ def compile_pipeline(output: Path, image: str | None = None) -> Path:
         raise ServoptError(f"{output}: the compiled pipeline is YAML; name it *.yaml")
     if not output.parent.is_dir():
         raise ServoptError(f"{output.parent}: no such directory; create it first")
-    pipeline = servopt_pipeline if image in (None, steps.IMAGE) else build_pipeline(image)
+    resources = benchmark_resources if benchmark_resources and benchmark_resources.is_set() \
+        else None
+    pipeline = (servopt_pipeline if image in (None, steps.IMAGE) and resources is None
+                else build_pipeline(image or steps.IMAGE, resources))
     compiler.Compiler().compile(pipeline, package_path=str(output))
     return output
 

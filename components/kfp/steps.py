@@ -126,10 +126,12 @@ def benchmark(model_uri: str, frozen_model: Input[Model], optimized_model: Input
 def gate(results: Input[Artifact], thresholds: dict, model_uri: str,
          frozen_model: Input[Model], optimized_model: Input[Model],
          quantized_model: Input[Model], bfloat16_model: Input[Model],
-         tflite_model: Input[Model], decision: Output[Artifact]
+         tflite_model: Input[Model], push_destination: str, decision: Output[Artifact]
          ) -> NamedTuple("GateOutputs", [("blessed", bool), ("chosen", str), ("reason", str)]):
-    """Checks every benchmarked model (each at this task's own path: the safety scan reads
-    it) against the thresholds and chooses the one to push; decision.json records why."""
+    """Checks every (benchmarked model, TF Serving configuration) pair (each model at this
+    task's own path: the safety scan reads it) against the thresholds and chooses the one
+    to push; decision.json records why, and the command that serves it from
+    `push_destination`."""
     import json
     from collections import namedtuple
     from pathlib import Path
@@ -145,12 +147,15 @@ def gate(results: Input[Artifact], thresholds: dict, model_uri: str,
     metrics = load_metrics(Path(results.path) / METRICS_FILE)
     candidates = model_paths(model_uri, [frozen_model, optimized_model, quantized_model,
                                          bfloat16_model, tflite_model])
-    result = evaluate_gate(metrics, thresholds_from_parameter(thresholds), candidates)
+    result = evaluate_gate(metrics, thresholds_from_parameter(thresholds),
+                           candidates).with_destination(push_destination)
     Path(decision.path).mkdir(parents=True, exist_ok=True)
     (Path(decision.path) / DECISION_FILE).write_text(json.dumps(result.to_dict(), indent=2))
     for line in result.summary_lines():
         print(line, flush=True)
     decision.metadata.update({"blessed": int(result.blessed), "chosen": result.chosen or "",
+                              "configuration": result.label or "",
+                              "server_command": " ".join(result.server_command),
                               "reason": result.reason})
     outputs = namedtuple("GateOutputs", ["blessed", "chosen", "reason"])
     return outputs(result.blessed, result.chosen or "", result.reason)
@@ -161,24 +166,38 @@ def push(chosen: str, model_uri: str, frozen_model: Input[Model],
          optimized_model: Input[Model], quantized_model: Input[Model],
          bfloat16_model: Input[Model], tflite_model: Input[Model], push_destination: str,
          eval_examples_uri: str,
-         keep_last: int, pushed: Output[Artifact]
+         keep_last: int, decision: Input[Artifact], pushed: Output[Artifact]
          ) -> NamedTuple("PushOutputs", [("pushed_version", int), ("pushed_destination", str)]):
     """Publishes the chosen model (from this task's own inputs) as a new TF Serving version
-    under `push_destination`, atomically, with warm-up requests from the eval examples.
+    under `push_destination`, atomically, with warm-up requests from the eval examples and
+    the TF Serving configuration the gate chose (`decision`: its decision.json).
     keep_last: keep only the newest N versions (0: keep all)."""
     import json
     from collections import namedtuple
     from pathlib import Path
 
-    from components.core.gate import push_model
-    from components.kfp.mapping import PUSH_FILE, chosen_path, local_path, model_paths
+    from components.core.gate import GateDecision, push_model
+    from components.kfp.mapping import (
+        DECISION_FILE,
+        PUSH_FILE,
+        chosen_path,
+        local_path,
+        model_paths,
+    )
 
     paths = model_paths(model_uri, [frozen_model, optimized_model, quantized_model,
                                     bfloat16_model, tflite_model])
     examples = local_path(eval_examples_uri)
+    gate_decision = GateDecision.from_dict(
+        json.loads((Path(decision.path) / DECISION_FILE).read_text()))
     result = push_model(chosen_path(paths, chosen), push_destination,
-                        keep_last=keep_last or None, warmup_examples=examples or None)
-    record = {"pushed": 1, "pushed_model_name": chosen, **result.to_dict()}
+                        keep_last=keep_last or None, warmup_examples=examples or None,
+                        serving_runtime=gate_decision.runtime,
+                        configuration=gate_decision.configuration,
+                        server_command=gate_decision.server_command)
+    record = {"pushed": 1, "pushed_model_name": chosen,
+              "pushed_configuration": gate_decision.label or "default",
+              "server_command": gate_decision.server_command, **result.to_dict()}
     Path(pushed.path).mkdir(parents=True, exist_ok=True)
     (Path(pushed.path) / PUSH_FILE).write_text(json.dumps(record, indent=2))
     pushed.metadata.update({"pushed": 1, "pushed_version": result.version,

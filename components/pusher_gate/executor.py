@@ -60,7 +60,7 @@ class Executor(Staged, base_executor.BaseExecutor):
             model_blessed=_blessed(input_dict, "model_blessing"),
             infra_blessed=_blessed(input_dict, "infra_blessing"),
             allowed_ops=allowed_ops)
-        decision = _with_uris(decision, uris)
+        decision = _with_uris(decision, uris).with_destination(destination)
         for line in decision.summary_lines():
             logging.info("PusherGate: %s", line)
         blessing_dir = Path(stage.output(blessing.uri))
@@ -78,9 +78,11 @@ class Executor(Staged, base_executor.BaseExecutor):
             return
         served = optional_single(input_dict, "served_model")
         if served is not None and served.has_custom_property("pushed_model_uri") and (
-                served.get_string_custom_property("pushed_model_uri") == decision.chosen_path):
+                served.get_string_custom_property("pushed_model_uri") == decision.chosen_path
+                ) and _served_configuration(served) == (decision.label or "default"):
             version = served.get_string_custom_property("pushed_version")
-            reason = f"'{decision.chosen}' is already served as version {version}"
+            reason = (f"'{decision.chosen}' is already served as version {version}, in the "
+                      f"configuration chosen ({decision.label or 'default'})")
             logging.info("PusherGate: nothing new to push: %s", reason)
             set_custom_properties(pushed, {"pushed": 0, "pushed_base_directory": destination,
                                            "served_version": version, "decision": reason})
@@ -89,7 +91,9 @@ class Executor(Staged, base_executor.BaseExecutor):
         result = push_model(stage.input(decision.chosen_path), destination,
                             keep_last=exec_properties.get("keep_last"),
                             warmup_examples=stage.input(examples.uri) if examples else None,
-                            serving_runtime=decision.runtime, allowed_ops=allowed_ops)
+                            serving_runtime=decision.runtime, allowed_ops=allowed_ops,
+                            configuration=decision.configuration,
+                            server_command=decision.server_command)
         logging.info("PusherGate: pushed %s as version %d to %s", decision.chosen,
                      result.version, result.path)
         logging.info("PusherGate: serve it with: %s", decision.serving_command())
@@ -97,14 +101,22 @@ class Executor(Staged, base_executor.BaseExecutor):
             "pushed": 1, "pushed_version": str(result.version),
             "pushed_destination": result.path, "pushed_base_directory": destination,
             "pushed_model_name": decision.chosen, "pushed_model_uri": decision.chosen_path,
-            "pushed_metrics": json.dumps(
-                metrics.models[decision.candidate(decision.chosen).row].to_dict()),
+            "pushed_metrics": json.dumps(metrics.models[decision.row].to_dict()),
+            "pushed_configuration": decision.label or "",
             "warmup_requests": result.warmup_requests, "decision": decision.reason})
+
+
+def _served_configuration(served: types.Artifact) -> str:
+    """The configuration label the served version was pushed with (older pushes: the
+    default configuration, the only one then)."""
+    if served.has_custom_property("pushed_configuration"):
+        return served.get_string_custom_property("pushed_configuration") or "default"
+    return "default"
 
 
 def _with_uris(decision: GateDecision, uris: dict[str, str]) -> GateDecision:
     """The decision naming models by their URIs, not by this step's local copies."""
     return dataclasses.replace(
         decision, chosen_path=uris.get(decision.chosen) if decision.chosen else None,
-        candidates=[dataclasses.replace(c, path=uris.get(c.name, c.path))
+        candidates=[dataclasses.replace(c, path=uris.get(c.model, c.path))
                     for c in decision.candidates])

@@ -28,6 +28,7 @@ from components.core.requirements import (
     read_requirements,
 )
 from components.core.safety import scan_ops
+from components.core.serving_config import DEFAULT_LABEL
 
 NOT_SERVED = "not applicable: no model served yet"
 MB = 1e6
@@ -50,7 +51,8 @@ class Context:
 
 @dataclass
 class JudgedRow:
-    """The benchmark row a candidate is judged by: the runtime the server will use."""
+    """A benchmark row a candidate is judged by: the runtime the server will use, under one
+    TF Serving configuration (the default one, or one the benchmark's search measured)."""
 
     name: str  # the row's name in the metrics
     model: ModelResult | None  # None when the benchmark has no row for the version
@@ -65,15 +67,55 @@ class JudgedRow:
         runtime = self.model.runtime if self.model else None
         return list(runtime.server_flags) if runtime else []
 
+    @property
+    def label(self) -> str:
+        """The configuration's label: "default", or what the search changed."""
+        runtime = self.model.runtime if self.model else None
+        return runtime.label if runtime else DEFAULT_LABEL
+
+    @property
+    def configuration(self) -> dict | None:
+        runtime = self.model.runtime if self.model else None
+        return runtime.configuration if runtime else None
+
+    @property
+    def is_default(self) -> bool:
+        return self.label == DEFAULT_LABEL
+
+
+def pair_name(version: str, row: JudgedRow) -> str:
+    """The name of a (version, configuration) pair in the decision: the version for its
+    default configuration (as before the search), `version:label` for a searched one."""
+    return version if row.is_default else f"{version}:{row.label}"
+
+
+def judged_rows(version: str, metrics: BenchmarkResult, server: ServerProfile
+                ) -> list[JudgedRow]:
+    """Every row the server's runtime has for `version`, one per TF Serving configuration
+    measured (each a candidate pair), the default configuration first, then in benchmark
+    order. One row with its problem when the server cannot run the version as measured."""
+    chosen = judged_row(version, metrics, server)
+    if chosen.model is None or chosen.problem:
+        return [chosen]
+    rows = [JudgedRow(name, model) for name, model in metrics.rows_of(version).items()
+            if model.runtime_name() == chosen.runtime]
+    return sorted(rows, key=lambda row: row.name != chosen.name)
+
 
 def judged_row(version: str, metrics: BenchmarkResult, server: ServerProfile) -> JudgedRow:
     """TF Serving serves `model.tflite` only with --prefer_tflite_model=true, and falls
     back to `saved_model.pb` otherwise (saved_model_bundle_factory.cc): the row of that
-    runtime decides."""
+    runtime decides (its default configuration's, where the benchmark searched several)."""
     rows = metrics.rows_of(version)
     if not rows:
         return JudgedRow(version, None)
-    by_runtime = {m.runtime_name(): (n, m) for n, m in rows.items()}
+    first: dict[str | None, tuple[str, ModelResult, bool]] = {}
+    for row, result in rows.items():  # per runtime: its default row, else its first
+        default = result.runtime is None or result.runtime.label == DEFAULT_LABEL
+        runtime = result.runtime_name()
+        if runtime not in first or (default and not first[runtime][2]):
+            first[runtime] = (row, result, default)
+    by_runtime = {runtime: (row, result) for runtime, (row, result, _) in first.items()}
     if server.prefer_tflite_model and TFLITE_RUNTIME in by_runtime:
         name, model = by_runtime[TFLITE_RUNTIME]
     elif TENSORFLOW_RUNTIME in by_runtime or None in by_runtime:
@@ -226,13 +268,15 @@ def value_checks(name: str, model: ModelResult, context: Context) -> list[Check]
     return [c for c in checks if c is not None]
 
 
-def baseline_checks(name: str, model: ModelResult, context: Context) -> list[Check]:
+def baseline_checks(name: str, model: ModelResult, context: Context,
+                    row: str | None = None) -> list[Check]:
+    """`row`: the benchmark row judged for `name` (default: its own name)."""
     limits = context.thresholds.vs_baseline
     wanted = {k: v for k, v in vars(limits).items() if v is not None}
     if not wanted:
         return []
     base = context.baseline_name
-    is_baseline = name == base or model.role == BASELINE
+    is_baseline = (row or name) == base or model.role == BASELINE
     if not is_baseline and context.baseline is None:
         return [Check(f"vs_baseline.{key}", name, None, limit, False,
                       f"cannot compare with the baseline: {context.baseline_problem}",

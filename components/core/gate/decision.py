@@ -8,13 +8,31 @@ first push) pass and are recorded with the reason they do not apply.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import os
+import shlex
+from dataclasses import asdict, dataclass, field, replace
 
+from components.core.batching import SERVER_BATCHING_FILE, SERVER_BATCHING_FILE_PLACEHOLDER
 from components.core.errors import ServoptError
 
 REQUIREMENT = "requirement"  # benchmark result present, stable latency, safe ops, blessing
 VALUE = "value"  # TFMA value threshold: a bound on the candidate's own measurement
 CHANGE = "change"  # TFMA change threshold: against the baseline or the served model
+NOTE = "note"  # informs, never blocks (e.g. the ranking was measured on another CPU)
+
+# How TF Serving's Docker image starts the server (tensorflow_serving/tools/docker/
+# Dockerfile, tf_serving_entrypoint.sh): gRPC on 8500 (`--port`, main.cc; server.h's
+# default), REST on 8501 (`--rest_api_port`, main.cc; off by default).
+SERVER_BINARY = "tensorflow_model_server"
+GRPC_PORT = 8500
+REST_API_PORT = 8501
+# Placeholders in the command of a decision made without a destination (`servopt gate`):
+# shell variables, as TF Serving's Docker entrypoint names them.
+MODEL_NAME_VAR = "${MODEL_NAME}"
+MODEL_BASE_PATH_VAR = "${MODEL_BASE_PATH}"
+# How a row's flags name a file beside the versions (batching.batching_flags).
+MODEL_BASE_PATH_PLACEHOLDER = SERVER_BATCHING_FILE_PLACEHOLDER.removesuffix(
+    f"/{SERVER_BATCHING_FILE}")
 
 
 class GateBlocked(ServoptError):
@@ -41,6 +59,9 @@ class Check:
 
 @dataclass
 class CandidateResult:
+    """One (version, TF Serving configuration) pair: `name` is the version for its default
+    configuration, `version:label` for a configuration the benchmark's search measured."""
+
     name: str
     path: str
     passed: bool
@@ -51,24 +72,68 @@ class CandidateResult:
     environment: dict[str, str] = field(default_factory=dict)  # e.g. TF_ENABLE_ONEDNN_OPTS
     signatures: list[str] = field(default_factory=list)  # served on the judged runtime
     runtime: str | None = None  # the runtime the server runs it on (its judged row's)
+    version: str | None = None  # the model pushed (None in old decisions: `name`)
+    label: str = "default"  # the configuration's label (ServingConfig.label)
+    configuration: dict | None = None  # ServingConfig.to_dict(); None: not recorded
+    # At the primary batch size: p50_ms, p99_ms, throughput, speedup_p50 and its interval.
+    figures: dict = field(default_factory=dict)
+
+    @property
+    def model(self) -> str:
+        return self.version or self.name
 
 
 @dataclass
 class GateDecision:
     blessed: bool  # True: push `chosen`; False: push nothing
-    chosen: str | None
+    chosen: str | None  # the version (model) to push
     chosen_path: str | None
     reason: str  # why `chosen`, or why nothing is pushed
     primary_batch_size: int
     objective: list[str]
     first_push: bool  # no model served yet: checks against it did not apply
-    candidates: list[CandidateResult]  # passing ones best first, then the blocked ones
+    candidates: list[CandidateResult]  # passing pairs best first, then the blocked ones
     checks: list[Check]
     thresholds: dict = field(default_factory=dict)
     server_flags: list[str] = field(default_factory=list)  # the chosen one's, to serve it
     environment: dict[str, str] = field(default_factory=dict)
     signatures: list[str] = field(default_factory=list)  # what the pushed version serves
     runtime: str | None = None  # the runtime the server runs it on: warm-ups replay there
+    chosen_pair: str | None = None  # the chosen pair's name (CandidateResult.name)
+    row: str | None = None  # the benchmark row the chosen pair was measured as
+    label: str | None = None  # the chosen configuration's label
+    configuration: dict | None = None  # the chosen configuration (ServingConfig.to_dict())
+    # The whole command that serves the pushed version (environment first); empty until
+    # the destination is known (with_destination).
+    server_command: list[str] = field(default_factory=list)
+    measured_on: dict | None = None  # the benchmark's CPU: cpu_model, cores, cpu_features
+
+    def chosen_candidate(self) -> CandidateResult | None:
+        """The chosen pair."""
+        return self.candidate(self.chosen_pair or self.chosen) if self.chosen else None
+
+    def command_for(self, model_base_path: str, model_name: str) -> list[str]:
+        """The tensorflow_model_server command (environment assignments first) that serves
+        the chosen pair from `model_base_path` (the directory holding its versions)."""
+        env = [f"{key}={value}" for key, value in sorted(self.environment.items())]
+        # Flags naming files beside the versions (the server-wide batching file) name them
+        # under the model base path, which only the push knows.
+        flags = [flag.replace(MODEL_BASE_PATH_PLACEHOLDER, model_base_path)
+                 for flag in self.server_flags]
+        return [*env, SERVER_BINARY, f"--port={GRPC_PORT}", f"--rest_api_port={REST_API_PORT}",
+                f"--model_name={model_name}", f"--model_base_path={model_base_path}", *flags]
+
+    def with_destination(self, base_dir: str, model_name: str | None = None) -> GateDecision:
+        """This decision with its server command for the push destination: versions go
+        into `base_dir/model_name` (or `base_dir`), served under `model_name` (default: that
+        directory's name, as in TF Serving's Docker image)."""
+        if not self.blessed:
+            return self
+        path = f"{str(base_dir).rstrip('/')}/{model_name}" if model_name else str(base_dir)
+        if "://" not in path:
+            path = os.path.abspath(path)
+        name = model_name or path.rstrip("/").rsplit("/", 1)[-1]
+        return replace(self, server_command=self.command_for(path, name))
 
     def checks_for(self, candidate: str) -> list[Check]:
         """Checks that decide `candidate`: its own and the run-wide ones."""
@@ -94,12 +159,27 @@ class GateDecision:
                       "candidates": [CandidateResult(**c) for c in data["candidates"]],
                       "checks": [Check(**c) for c in data["checks"]]})
 
-    def summary_lines(self) -> list[str]:
+    def pairs_table(self):
+        """Every (version, configuration) pair judged, best first, the chosen one marked
+        (components.core.gate.report.pairs_table)."""
+        from components.core.gate.report import pairs_table
+
+        return pairs_table(self)
+
+    def summary_lines(self, table_width: int | None = 200) -> list[str]:
+        """The decision for logs; with the pairs table laid out for `table_width` (None:
+        without it, for callers that print the table themselves)."""
         head = (f"PusherGate: blessed: push '{self.chosen}'" if self.blessed
                 else "PusherGate: not blessed: nothing is pushed")
         lines = [head, f"  why: {self.reason}"]
+        if self.measured_on:
+            features = self.measured_on.get("cpu_features")
+            lines.append(f"  measured on: {self.measured_on['cpu_model']}, "
+                         f"{self.measured_on['cores']} cores"
+                         + ("" if features is None else
+                            f" (CPU features: {', '.join(features) or 'none listed'})"))
         run_wide = [c for c in self.checks if c.candidate is None and c.applicable]
-        lines += [f"  {'ok' if c.passed else 'BLOCKS ALL'}: {c.reason}" for c in run_wide]
+        lines += [f"  {_verdict(c, 'BLOCKS ALL')}: {c.reason}" for c in run_wide]
         for result in self.candidates:
             if result.passed:
                 count = sum(1 for c in self.checks_for(result.name) if c.applicable)
@@ -117,24 +197,46 @@ class GateDecision:
                 not_applicable.setdefault(check.reason, []).append(check.threshold)
         lines += [f"  {reason}: {', '.join(names)}" for reason, names in
                   not_applicable.items()]
+        if table_width is not None and self.candidates:
+            lines += ["  " + line if line else line
+                      for line in self.pairs_table().plain(table_width).splitlines()]
         if self.blessed:
             if self.signatures:
                 lines.append(f"  '{self.chosen}' serves signatures: "
                              f"{', '.join(self.signatures)}")
-            lines.append(f"  serve '{self.chosen}' with: {self.serving_command()}")
+            configuration = ("" if self.label in (None, "default")
+                             else f" (configuration {self.label})")
+            lines.append(f"  serve '{self.chosen}'{configuration} with: "
+                         f"{self.serving_command()}")
         return lines
 
     def serving_command(self) -> str:
-        """The tensorflow_model_server flags (and environment) the pushed version needs."""
-        env = " ".join(f"{k}={v}" for k, v in sorted(self.environment.items()))
-        flags = " ".join(self.server_flags) or "(no flags recorded: as the benchmarked " \
-                                               "server was started)"
-        return f"{env + ' ' if env else ''}tensorflow_model_server {flags}"
+        """The whole tensorflow_model_server command line (environment first) that serves
+        the pushed version; with ${MODEL_NAME} and ${MODEL_BASE_PATH} where the decision
+        was made without a destination."""
+        command = self.server_command or self.command_for(MODEL_BASE_PATH_VAR,
+                                                          MODEL_NAME_VAR)
+        return " ".join(_shell_word(word) for word in command)
 
     def raise_if_blocked(self) -> None:
         """Raises GateBlocked (with the summary) when nothing may be pushed."""
         if not self.blessed:
-            raise GateBlocked("; ".join(line.strip() for line in self.summary_lines()[1:]))
+            raise GateBlocked("; ".join(line.strip() for line in
+                                        self.summary_lines(table_width=None)[1:]))
+
+
+def _shell_word(word: str) -> str:
+    """`word` quoted for a shell, the ${MODEL_...} placeholders left to expand."""
+    rest = word.replace(MODEL_NAME_VAR, "").replace(MODEL_BASE_PATH_VAR, "")
+    if rest != word and (not rest or shlex.quote(rest) == rest):
+        return word
+    return shlex.quote(word)
+
+
+def _verdict(check: Check, failed: str) -> str:
+    if check.kind == NOTE:
+        return "note"
+    return "ok" if check.passed else failed
 
 
 def fmt(value: float | None, unit: str = "", signed: bool = False) -> str:

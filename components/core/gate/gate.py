@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from components.core.benchmark.schema import BenchmarkResult, ModelResult
@@ -22,9 +23,10 @@ from components.core.gate.checks import (
     baseline_checks,
     benchmark_check,
     benchmark_problem,
-    judged_row,
+    judged_rows,
     measurement_check,
     model_requirements,
+    pair_name,
     safety_check,
     served_checks,
     server_check,
@@ -38,6 +40,7 @@ from components.core.gate.decision import (
     GateDecision,
     fmt,
 )
+from components.core.gate.machine import measured_on, ranking_cpu_check
 from components.core.gate.metrics import typed_metrics, typed_model
 from components.core.gate.parity import baseline_signatures, signature_parity_check
 from components.core.gate.thresholds import (
@@ -47,6 +50,7 @@ from components.core.gate.thresholds import (
     Thresholds,
 )
 from components.core.requirements import ServingRequirements
+from components.core.serving_config import DEFAULT_LABEL
 
 
 def evaluate_gate(metrics: BenchmarkResult | dict, thresholds: Thresholds | dict,
@@ -81,41 +85,51 @@ def evaluate_gate(metrics: BenchmarkResult | dict, thresholds: Thresholds | dict
     allowed = sorted(set(allowed_ops))
 
     checks = _blessing_checks(model_blessed, infra_blessed)
-    rows = {name: judged_row(name, metrics, thresholds.server) for name in candidates}
+    checks.append(ranking_cpu_check(metrics.machine, thresholds.server))
+    rows = {name: judged_rows(name, metrics, thresholds.server) for name in candidates}
     requirements = {name: model_requirements(str(path)) for name, path in candidates.items()}
     needed = baseline_signatures(metrics) if thresholds.required_signatures is None else None
     signatures = {}
+    pairs: list[tuple[str, str, JudgedRow]] = []  # (pair name, version, row)
     for name, model_dir in candidates.items():
-        checks += _candidate_checks(name, str(model_dir), rows[name], requirements[name],
-                                    context, allowed)
+        # What a version is, whatever its configuration: checked once, stated per pair.
+        safety = safety_check(name, str(model_dir), allowed)
         parity, signatures[name] = signature_parity_check(
-            name, model_dir, rows[name].runtime, thresholds.required_signatures, needed)
-        checks.append(parity)
+            name, model_dir, rows[name][0].runtime, thresholds.required_signatures, needed)
+        for row in rows[name]:
+            pair = pair_name(name, row)
+            if any(pair == taken for taken, _, _ in pairs):  # rows without their labels
+                pair = row.name
+            pairs.append((pair, name, row))
+            checks += _candidate_checks(pair, row, requirements[name], context,
+                                        [replace(safety, candidate=pair),
+                                         replace(parity, candidate=pair)])
     run_wide_failures = [c for c in checks if c.candidate is None and not c.passed]
 
+    batch_size = thresholds.primary_batch_size
     results = []
-    for name, model_dir in candidates.items():
-        failed = [c for c in checks if c.candidate in (name, None) and not c.passed]
-        model = rows[name].model
+    for pair, name, row in pairs:
+        failed = [c for c in checks if c.candidate in (pair, None) and not c.passed]
         results.append(CandidateResult(
-            name=name, path=str(model_dir), passed=not failed,
+            name=pair, path=str(candidates[name]), passed=not failed,
             blocked_by=[f"{c.threshold}: {c.reason}" for c in failed],
-            objective={key: _objective_value(model, key, thresholds.primary_batch_size,
-                                             rows[name].name == baseline_name)
+            objective={key: _objective_value(row.model, key, batch_size,
+                                             row.name == baseline_name)
                        for key in thresholds.objective},
-            row=rows[name].name, server_flags=serving_flags(rows[name], requirements[name]),
+            row=row.name, server_flags=serving_flags(row, requirements[name]),
             environment=dict(requirements[name].environment), signatures=signatures[name],
-            runtime=rows[name].runtime))
-    passing = sorted((r for r in results if r.passed),
-                     key=lambda r: _rank_key(r, thresholds.objective))
-    blocked = [r for r in results if not r.passed]
+            runtime=row.runtime, version=name, label=row.label,
+            configuration=row.configuration, figures=_figures(row.model, batch_size)))
+    ranked = sorted(results, key=lambda r: _rank_key(r, thresholds.objective))
+    passing = [r for r in ranked if r.passed]
+    blocked = [r for r in ranked if not r.passed]
     chosen = passing[0] if passing else None
     return GateDecision(
         blessed=chosen is not None,
-        chosen=chosen.name if chosen else None,
+        chosen=chosen.model if chosen else None,
         chosen_path=chosen.path if chosen else None,
         reason=_reason(passing, run_wide_failures, len(results), thresholds),
-        primary_batch_size=thresholds.primary_batch_size,
+        primary_batch_size=batch_size,
         objective=list(thresholds.objective),
         first_push=served is None,
         candidates=passing + blocked,
@@ -124,21 +138,37 @@ def evaluate_gate(metrics: BenchmarkResult | dict, thresholds: Thresholds | dict
         server_flags=chosen.server_flags if chosen else [],
         environment=chosen.environment if chosen else {},
         signatures=chosen.signatures if chosen else [],
-        runtime=chosen.runtime if chosen else None)
+        runtime=chosen.runtime if chosen else None,
+        chosen_pair=chosen.name if chosen else None,
+        row=chosen.row if chosen else None,
+        label=chosen.label if chosen else None,
+        configuration=chosen.configuration if chosen else None,
+        measured_on=measured_on(metrics.machine))
 
 
-def _candidate_checks(name: str, model_dir: str, row: JudgedRow,
-                      requirements: ServingRequirements, context: Context,
-                      allowed_ops: list[str]) -> list[Check]:
+def _candidate_checks(pair: str, row: JudgedRow, requirements: ServingRequirements,
+                      context: Context, version_checks: list[Check]) -> list[Check]:
+    """The checks of one pair: `version_checks` (safety, signatures: the same for every
+    configuration of a version), and those of its row."""
     model = row.model
-    checks = [benchmark_check(name, model, context.batch, row.name),
-              server_check(name, row, requirements, context.thresholds.server),
-              safety_check(name, model_dir, allowed_ops)]
+    checks = [benchmark_check(pair, model, context.batch, row.name),
+              server_check(pair, row, requirements, context.thresholds.server),
+              *version_checks]
     if not checks[0].passed:  # nothing measured to check thresholds on
         return checks
-    return (checks + [measurement_check(name, model, context)]
-            + value_checks(name, model, context) + baseline_checks(name, model, context)
-            + served_checks(name, model, context))
+    return (checks + [measurement_check(pair, model, context)]
+            + value_checks(pair, model, context)
+            + baseline_checks(pair, model, context, row.name)
+            + served_checks(pair, model, context))
+
+
+def _figures(model: ModelResult | None, batch_size: int) -> dict:
+    """What the pairs table shows of a pair, at the primary batch size."""
+    batch = model.at(batch_size) if model is not None else None
+    if batch is None:
+        return {}
+    return {key: getattr(batch, key) for key in
+            ("p50_ms", "p99_ms", "throughput", "speedup_p50", "speedup_p50_interval")}
 
 
 def _blessing_checks(model_blessed: bool | None, infra_blessed: bool | None) -> list[Check]:
@@ -172,7 +202,8 @@ def _objective_value(model: ModelResult | None, key: str, batch_size: int,
 
 
 def _rank_key(result: CandidateResult, objective: tuple[str, ...]) -> tuple:
-    """Best first: each metric in its direction; unmeasured ones last; then by name."""
+    """Best first: each metric in its direction; unmeasured ones last; then the default
+    configuration; then by name."""
     key = []
     for metric in objective:
         value = result.objective[metric]
@@ -180,7 +211,9 @@ def _rank_key(result: CandidateResult, objective: tuple[str, ...]) -> tuple:
             key.append(math.inf)
         else:
             key.append(value if OBJECTIVES[metric] else -value)
-    return (*key, result.name)
+    # Ties: the default configuration first (TF Serving's own settings need no flags to
+    # keep), then by name, so the choice is deterministic.
+    return (*key, result.label != DEFAULT_LABEL, result.name)
 
 
 def _reason(passing: list[CandidateResult], run_wide_failures: list[Check], total: int,
@@ -204,5 +237,7 @@ def _reason(passing: list[CandidateResult], run_wide_failures: list[Check], tota
             return (f"'{best.name}' has the {direction} {metric}{where} of the "
                     f"{len(passing)} candidates that passed every check: "
                     f"{fmt(mine)} vs {fmt(theirs)} for '{runner_up.name}'")
+    tie_break = ("the default configuration first" if best.label == DEFAULT_LABEL
+                 and runner_up.label != DEFAULT_LABEL else "name")
     return (f"'{best.name}' ties with '{runner_up.name}' on {', '.join(thresholds.objective)}"
-            "; chosen by name")
+            f"; chosen by {tie_break}")

@@ -45,9 +45,16 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from components.core.batching import (
+    BATCHING_PARAMS_FILE,
+    SERVER_BATCHING_FILE,
+    BatchingParameters,
+    server_batching_file,
+    write_batching_params,
+)
 from components.core.errors import ServoptError, first_line
 from components.core.gate.warmup import (
     WARMUP_DIR,
@@ -63,7 +70,9 @@ from components.core.model_io import (
     inside,
     resolve_saved_model_dir,
 )
+from components.core.requirements import read_requirements, requirements_path, write_requirements
 from components.core.safety import refuse_unsafe
+from components.core.serving_config import ServingConfig
 from components.core.staging import STALE_S, owned_name, remove_abandoned
 
 STAGING_PREFIX = ".tmp-servopt-"
@@ -91,6 +100,7 @@ def push_model(model_dir: str | Path, base_dir: str | Path, keep_last: int | Non
                model_name: str | None = None, warmup_signature: str = "serving_default",
                warmup_batch_sizes: Sequence[int] = (1,),
                serving_runtime: str | None = None, allowed_ops: Iterable[str] = (),
+               configuration: dict | None = None, server_command: Sequence[str] = (),
                clock: Callable[[], float] = time.time) -> PushResult:
     """Publishes the SavedModel at `model_dir` (any layout the library resolves) as a new
     version under `base_dir`, or under `base_dir/model_name` when a model name is given.
@@ -104,6 +114,10 @@ def push_model(model_dir: str | Path, base_dir: str | Path, keep_last: int | Non
     replayed first through `serving_runtime` ("tflite": model.tflite, as the destination
     runs it with --prefer_tflite_model=true; "tensorflow"; None: every runtime the version
     has); one that fails stops the push (warmup.replay_warmup).
+    configuration, server_command: the TF Serving configuration the gate chose
+    (ServingConfig.to_dict()) and the command that serves it: the version carries what TF
+    Serving reads from it for that configuration (batching_params.pbtxt), and both go into
+    its assets.extra/serving_requirements.json, so they travel with the model.
     """
     if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(
             keep_last, int) or keep_last < 1):
@@ -111,13 +125,14 @@ def push_model(model_dir: str | Path, base_dir: str | Path, keep_last: int | Non
                            f"version), got {keep_last!r}")
     source = resolve_saved_model_dir(model_dir)
     refuse_unsafe(source, allowed_ops, "to push it (TF Serving would run it)")
+    serving = _ServingFiles(source, configuration, tuple(server_command))
     logs = (warmup_logs(source, warmup_examples, warmup_signature, warmup_batch_sizes,
                         model_name, serving_runtime) if warmup_examples is not None else [])
     carried = source / WARMUP_DIR / WARMUP_FILE
     replay_warmup(source, logs or (read_warmup_file(carried) if carried.is_file() else []),
                   serving_runtime, allowed_ops)
     if "://" in str(base_dir):
-        return _push_url(source, str(base_dir), model_name, keep_last, logs, clock)
+        return _push_url(source, str(base_dir), model_name, keep_last, logs, clock, serving)
     target = Path(base_dir) / model_name if model_name else Path(base_dir)
     if inside(source, target):
         raise ServoptError(f"{target}: is inside the model {source} that is pushed; "
@@ -133,12 +148,13 @@ def push_model(model_dir: str | Path, base_dir: str | Path, keep_last: int | Non
                            "destination's permissions") from None
     try:
         try:
-            _stage(source, staging, logs)
+            _stage(source, staging, logs, serving)
         except OSError as err:
             raise ServoptError(f"{destination}: the push failed while copying "
                                f"{err.filename or source} ({err.strerror or err}); nothing "
                                "was published") from None
         with _locked(destination):
+            _write_server_file(destination, serving)
             version = _publish(staging, destination, clock)
             removed = _prune(destination, keep_last, version) if keep_last else []
         _fsync_dir(destination)
@@ -188,8 +204,49 @@ def _copy_file(src: str, dst: str) -> None:
     shutil.copy2(src, dst)
 
 
-def _stage(source: Path, staging: Path, logs: list) -> None:
-    """Copies `source` into `staging`: everything, then the warm-up file, then the graph."""
+@dataclass(frozen=True)
+class _ServingFiles:
+    """What the chosen configuration adds to the version (written into the staging copy,
+    never into the source)."""
+
+    source: Path
+    configuration: dict | None
+    server_command: tuple[str, ...]
+
+    @property
+    def batching(self) -> BatchingParameters | None:
+        if not self.configuration:
+            return None
+        return ServingConfig.from_dict(self.configuration).batching
+
+    def server_file(self) -> str | None:
+        """The server-wide --batching_parameters_file's text, where the configuration sets
+        the batch thread pool (shared by every model the server batches: server.cc reads
+        it once, at start; its flag names it under the model base path)."""
+        return server_batching_file(self.batching) if self.batching else None
+
+    def write(self, staging: Path) -> None:
+        if self.configuration is None and not self.server_command:
+            return
+        config = ServingConfig.from_dict(self.configuration) if self.configuration else None
+        if config is not None and config.batching is not None:
+            # --enable_batching --enable_per_model_batching_parameters read the batching
+            # parameters from the version directory (bundle_factory_util.cc,
+            # GetPerModelBatchingParams); a model without the file is not batched.
+            target = staging / BATCHING_PARAMS_FILE
+            target.unlink(missing_ok=True)
+            write_batching_params(staging, config.batching)
+        requirements = replace(read_requirements(self.source),
+                               configuration=self.configuration,
+                               server_command=self.server_command)
+        requirements_path(staging).unlink(missing_ok=True)  # a copy may be read-only
+        write_requirements(staging, requirements)
+
+
+def _stage(source: Path, staging: Path, logs: list,
+           serving: _ServingFiles | None = None) -> None:
+    """Copies `source` into `staging`: everything, then the warm-up file and the chosen
+    configuration's files, then the graph."""
     graph_files = []
     for root, dirs, files in os.walk(source, followlinks=True):
         relative = Path(root).relative_to(source)
@@ -202,9 +259,27 @@ def _stage(source: Path, staging: Path, logs: list) -> None:
                 _copy_file(os.path.join(root, name), str(staging / relative / name))
     if logs:
         write_warmup_file(logs, staging)
+    if serving is not None:
+        serving.write(staging)
     for name in graph_files:  # last: a directory with it is a complete model
         _copy_file(str(source / name), str(staging / name))
     _fsync_tree(staging)
+
+
+def _write_server_file(destination: Path, serving: _ServingFiles) -> None:
+    """The server-wide batching file beside the versions, replaced atomically."""
+    text = serving.server_file()
+    if text is None:
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{SERVER_BATCHING_FILE}.",
+                               dir=destination)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, destination / SERVER_BATCHING_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 @contextlib.contextmanager
@@ -312,7 +387,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _push_url(source: Path, base: str, model_name: str | None, keep_last: int | None,
-              logs: list, clock: Callable[[], float]) -> PushResult:
+              logs: list, clock: Callable[[], float],
+              serving: _ServingFiles | None = None) -> PushResult:
     """A push through tf.io.gfile (object stores, HDFS): uploaded with the graph last."""
     from components.core.tf_setup import tf
 
@@ -334,10 +410,14 @@ def _push_url(source: Path, base: str, model_name: str | None, keep_last: int | 
     while gfile.exists(f"{destination}/{version}"):
         version += 1
     target = f"{destination}/{version}"
+    server_file = serving.server_file() if serving is not None else None
+    if server_file is not None:
+        with gfile.GFile(f"{destination}/{SERVER_BATCHING_FILE}", "w") as handle:
+            handle.write(server_file)
     with tempfile.TemporaryDirectory(prefix="servopt-push-") as local:
         staging = Path(local) / "model"
         staging.mkdir()
-        _stage(source, staging, logs)
+        _stage(source, staging, logs, serving)
         files = sorted((p for p in staging.rglob("*") if p.is_file()),
                        key=lambda p: (p.relative_to(staging).as_posix() in _GRAPH_FILES,
                                       p.as_posix()))

@@ -22,7 +22,7 @@ def decision_table(decision: GateDecision) -> Table:
         else:
             result = Cell("pass", "green") if check.passed else Cell("FAIL", "red")
         candidate = Cell(check.candidate if check.candidate is not None else "(all)",
-                         "bold" if check.candidate == decision.chosen else "")
+                         "bold" if check.candidate == _chosen(decision) else "")
         table.add_row(candidate, check.threshold, _cell(check.measured), _cell(check.limit),
                       result, check.reason)
     return table
@@ -37,7 +37,7 @@ def candidate_table(decision: GateDecision) -> Table:
                  else metric, numeric=True) for metric in decision.objective),
         Column("blocked by")))
     for result in decision.candidates:
-        if result.name == decision.chosen:
+        if result.name == _chosen(decision):
             verdict_cell = Cell("chosen", "bold green")
         else:
             verdict_cell = Cell("pass", "green") if result.passed else Cell("blocked", "red")
@@ -46,6 +46,11 @@ def candidate_table(decision: GateDecision) -> Table:
         table.add_row(result.name, verdict_cell,
                       *(_cell(result.objective.get(m)) for m in decision.objective), blocked)
     return table
+
+
+def _chosen(decision: GateDecision) -> str | None:
+    """The chosen pair's name (decisions before the search name the version only)."""
+    return (decision.chosen_pair or decision.chosen) if decision.blessed else None
 
 
 def _cell(value) -> str:
@@ -58,3 +63,44 @@ def _cell(value) -> str:
     if isinstance(value, list):
         return ", ".join(map(str, value)) or "none"
     return str(value)
+
+
+def pairs_table(decision: GateDecision) -> Table:
+    """Every (version, TF Serving configuration) pair the gate judged, at the primary batch
+    size: best first (those that passed by the objective, then the blocked ones), the
+    chosen one marked, each blocked one with the first reason."""
+    at = decision.primary_batch_size
+    verdict = (f"push '{decision.chosen}'" if decision.blessed else "nothing pushed")
+    configuration = (f", configuration {decision.label}"
+                     if decision.blessed and decision.label not in (None, "default") else "")
+    table = Table(title=f"Pairs judged (version, TF Serving configuration) at batch {at}: "
+                        f"{verdict}{configuration}", key_columns=3, columns=(
+        Column("version"), Column("runtime"), Column("configuration"),
+        Column("p50 ms", True), Column("p99 ms", True), Column("examples/s", True),
+        Column("speedup p50", True), Column("verdict")))
+    chosen = _chosen(decision)
+    for result in decision.candidates:
+        figures = result.figures
+        if result.name == chosen:
+            verdict_cell = Cell("chosen", "bold green")
+        elif result.passed:
+            verdict_cell = Cell("pass", "green")
+        else:
+            failures = decision.failures(result.name)
+            first = (f"{failures[0].threshold}: {failures[0].reason}" if failures
+                     else "; ".join(result.blocked_by[:1]))
+            verdict_cell = Cell(f"blocked: {first}", "red")
+        table.add_row(Cell(result.model, "bold" if result.name == chosen else ""),
+                      result.runtime or "-", result.label,
+                      _cell(figures.get("p50_ms")), _cell(figures.get("p99_ms")),
+                      _cell(figures.get("throughput")), _speedup(figures), verdict_cell)
+    return table
+
+
+def _speedup(figures: dict) -> str:
+    speedup = figures.get("speedup_p50")
+    if speedup is None:
+        return "-"
+    low, high = figures.get("speedup_p50_interval") or (None, None)
+    interval = "" if low is None or high is None else f" [{low:.2f}, {high:.2f}]"
+    return f"{fmt(speedup, 'x')}{interval}"
