@@ -187,7 +187,6 @@ def demo_command(workdir: Path, runner: str, config_path: Path | None, verbose: 
     """Run the digits pipeline end to end on the embedded defaults (SQLite MLMD)."""
     import components.core.tf_setup  # noqa: F401  (before TFX imports TensorFlow loudly)
 
-    from components.core.gate import candidate_table
     from components.core.table import Paragraph
     from pipelines.demo import gate_decision, push_summary, run_demo, stage_table
     from pipelines.digits.config import load_pipeline_config
@@ -197,7 +196,9 @@ def demo_command(workdir: Path, runner: str, config_path: Path | None, verbose: 
     stdout.print(stage_table(result))
     decision = gate_decision(result)
     if decision is not None:
-        stdout.print(candidate_table(decision))
+        stdout.print(decision.pairs_table())
+        if decision.blessed:
+            stdout.print(Paragraph(f"serve it with: {decision.serving_command()}"))
     for line in (push_summary(result), f"ML Metadata:   {result.metadata_path}",
                  f"artifacts:     {result.pipeline_root}", f"TF Serving:    {result.serving_dir}"):
         stdout.print(Paragraph(line))

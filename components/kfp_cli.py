@@ -86,12 +86,22 @@ def kfp_group() -> None:
 @click.option("--image", default=None,
               help="The container image every step runs in (default: env SERVOPT_IMAGE, "
                    "else servopt:0.1.0); build it from the Dockerfile.")
-def compile_command(output: Path, image: str | None) -> None:
+@click.option("--benchmark-cpu", default=None,
+              help="CPUs of the benchmark task (request = limit), e.g. 4: it ranks "
+                   "variants and TF Serving settings on its own CPU, so give it the serving "
+                   "machine's (default: the cluster's).")
+@click.option("--benchmark-memory", default=None,
+              help="Memory of the benchmark task (request = limit), e.g. 16G.")
+def compile_command(output: Path, image: str | None, benchmark_cpu: str | None,
+                    benchmark_memory: str | None) -> None:
     """Compile the pipeline for KFP and Vertex AI Pipelines."""
     from components.kfp.pipeline import compile_pipeline
+    from components.kfp.resources import TaskResources
     from components.kfp.steps import IMAGE
 
-    path = compile_pipeline(output, image)
+    resources = TaskResources(cpu_request=benchmark_cpu, cpu_limit=benchmark_cpu,
+                              memory_request=benchmark_memory, memory_limit=benchmark_memory)
+    path = compile_pipeline(output, image, resources if resources.is_set() else None)
     stdout.print(f"compiled the pipeline to {path} (image {image or IMAGE})")
 
 
@@ -135,14 +145,14 @@ def run_local_command(model: str, examples: str, push_destination: str, pipeline
                       benchmark_config: Path | None, thresholds_path: Path | None,
                       recipe_path: Path | None) -> None:
     """Run the pipeline on this machine with kfp.local (each step in its own process)."""
-    from components.core.gate import candidate_table
     from components.kfp.pipeline import run_local
 
     sizes, settings = _benchmark(benchmark_config, _batch_sizes(batch_sizes))
     run = run_local(model, examples, push_destination, pipeline_root,
                     label_key=label_key, thresholds=_thresholds(thresholds_path),
                     batch_sizes=sizes, benchmark_settings=settings, **_recipe(recipe_path))
-    stdout.print(candidate_table(run.gate_decision()))
+    decision = run.gate_decision()
+    stdout.print(decision.pairs_table())
     if run.pushed:
         stdout.print(f"pushed '{run.pushed['pushed_model_name']}' as version "
                      f"{run.pushed_version} to {run.pushed['path']}")

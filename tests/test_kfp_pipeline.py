@@ -124,6 +124,23 @@ def test_every_step_runs_in_the_projects_image(compiled, tmp_path):
         "europe-docker.pkg.dev/acme/ml/servopt:0.1.0"}
 
 
+
+def test_the_benchmark_task_can_be_given_the_serving_machines_cpus(tmp_path):
+    """It ranks variants and TF Serving settings on its own CPU: on KFP / Vertex its
+    resources are compile-time settings; the other tasks keep the cluster's default."""
+    result = kfp("compile", "--output", str(tmp_path / "p.yaml"), "--benchmark-cpu", "4",
+                 "--benchmark-memory", "16G")
+    assert result.exit_code == 0, result.output
+    executors = yaml.safe_load((tmp_path / "p.yaml").read_text())["deploymentSpec"][
+        "executors"]
+    sized = {name: e["container"]["resources"] for name, e in executors.items()
+             if "resources" in e["container"]}
+    (name, resources), = sized.items()
+    assert "benchmark" in name
+    assert resources["resourceCpuLimit"] == resources["resourceCpuRequest"] == "4"
+    assert resources["resourceMemoryLimit"] == "16G"
+
+
 # ------------------------------------------------------------------ local runs
 
 @pytest.fixture(scope="module")
