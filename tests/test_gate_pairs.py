@@ -121,6 +121,23 @@ def gate(model_dirs, thresholds: dict | None = None, data: dict | None = None,
                          {n: model_dirs[n] for n in names})
 
 
+def test_settings_the_search_tried_and_did_not_keep_are_no_pairs(model_dirs):
+    """They did not beat the settings before them with the benchmark's confidence, and
+    their figures come from other rounds: ranking them by absolute latency ranks noise."""
+    data = metrics()
+    kept_split = {"objective": "p99_ms", "batch_size": 100, "budget_s": 120, "elapsed_s": 80,
+                  "contenders": [name(VARIANT, TFLITE), name("optimized", SESSION)],
+                  "best": {name(VARIANT, TFLITE): name(VARIANT, SPLIT),
+                           name("optimized", SESSION): name("optimized", SESSION)}}
+    decision = gate(model_dirs, data={**data, "search": kept_split})
+    assert {c.label for c in decision.candidates} == {"interpreters_per_pool=10", "default"}
+    assert decision.chosen_pair == f"{VARIANT}:interpreters_per_pool=10"
+    kept_default = {**kept_split, "best": {name(VARIANT, TFLITE): name(VARIANT, TFLITE)}}
+    decision = gate(model_dirs, data={**data, "search": kept_default})
+    assert {c.label for c in decision.candidates} == {"default"}
+    assert decision.chosen_pair == VARIANT and decision.label == "default"
+
+
 def test_every_configuration_on_the_servers_runtime_is_a_pair_and_the_best_one_is_chosen(
         model_dirs):
     decision = gate(model_dirs)

@@ -133,7 +133,7 @@ class BatchingParameters:
         return self
 
     def label(self) -> str:
-        parts = [f"batching={self.max_batch_size}", f"timeout_us={self.batch_timeout_micros}"]
+        parts = [f"batching={self.max_batch_size}", f"{self.batch_timeout_micros}us"]
         if self.num_batch_threads is not None:
             parts.append(f"threads={self.num_batch_threads}")
         if self.allowed_batch_sizes:

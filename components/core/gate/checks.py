@@ -93,12 +93,20 @@ def judged_rows(version: str, metrics: BenchmarkResult, server: ServerProfile
                 ) -> list[JudgedRow]:
     """Every row the server's runtime has for `version`, one per TF Serving configuration
     measured (each a candidate pair), the default configuration first, then in benchmark
-    order. One row with its problem when the server cannot run the version as measured."""
+    order. One row with its problem when the server cannot run the version as measured.
+
+    Of the settings the configuration search tried, only those it kept count: the others
+    did not beat the settings before them with the benchmark's confidence, and their
+    figures come from other rounds than the default row's, so ranking them by their
+    absolute latency would rank noise (benchmark.search)."""
     chosen = judged_row(version, metrics, server)
     if chosen.model is None or chosen.problem:
         return [chosen]
+    kept = set(metrics.search.best.values()) if metrics.search else None
     rows = [JudgedRow(name, model) for name, model in metrics.rows_of(version).items()
-            if model.runtime_name() == chosen.runtime]
+            if model.runtime_name() == chosen.runtime
+            and (kept is None or model.runtime is None
+                 or model.runtime.label == DEFAULT_LABEL or name in kept)]
     return sorted(rows, key=lambda row: row.name != chosen.name)
 
 
