@@ -56,9 +56,11 @@ def result() -> BenchmarkResult:
 
 def test_metrics_json_has_exactly_the_documented_schema(result, tmp_path):
     data = json.loads(result.write_json(tmp_path / "metrics.json").read_text())
-    assert set(data) == {"schema_version", "machine", "settings", "baseline", "models"}
+    assert set(data) == {"schema_version", "machine", "settings", "baseline", "models",
+                         "search"}
+    assert data["search"] is None  # no configuration search in this run
     assert set(data["machine"]) == {"cpu_model", "cores", "tensorflow_version",
-                                    "python_version", "platform"}
+                                    "python_version", "platform", "cpu_features"}
     assert set(data["settings"]) >= {"backend", "batch_sizes", "concurrency",
                                      "warmup_requests", "window_requests", "window_seconds",
                                      "rewarm_requests", "max_windows", "stability_percent",
