@@ -29,9 +29,13 @@ from components.core.errors import ServoptError
 from components.core.gate import Thresholds
 
 # The demo's TF Serving runs with --prefer_tflite_model=true (the flag its decision prints),
-# so a TFLite variant is judged, and pushed, on its TFLite figures. The library and
-# configs/thresholds.yaml keep TF Serving's default (false); a user file may set it back.
-DEMO_OVERLAY: dict[str, Any] = {"thresholds": {"server": {"prefer_tflite_model": True}}}
+# so a TFLite variant is judged, and pushed, on its TFLite figures; and its clients send
+# image tensors to serving_default, never tf.Examples to serving_examples (which a version
+# served from model.tflite does not serve, see gate.parity), so the TFLite variants are
+# candidates. The library and configs/thresholds.yaml keep TF Serving's default (false)
+# and require every signature of the Trainer's model; a user file may set either back.
+DEMO_OVERLAY: dict[str, Any] = {"thresholds": {"server": {"prefer_tflite_model": True},
+                                               "required_signatures": ["serving_default"]}}
 SECTIONS = ("graph_optimizer", "quantizer", "verification", "trainer", "benchmark",
             "thresholds")
 
