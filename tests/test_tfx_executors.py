@@ -19,7 +19,9 @@ from components.graph_optimizer import GraphOptimizer
 from components.graph_optimizer import executor as optimizer_executor
 from components.quantizer import Quantizer
 from components.quantizer import executor as quantizer_executor
+from pipelines.demo import DemoResult, stage_table
 from pipelines.digits.example_gen import write_examples
+from pipelines.mlmd_summary import ExecutionRecord
 
 
 def model_artifact(uri: Path) -> standard_artifacts.Model:
@@ -118,6 +120,19 @@ def test_quantizer_emits_weight_bf16_and_every_tflite_mode_in_one_run(seed_cnn_m
     else:
         assert bf16.get_int_custom_property("produced") == 1
         assert bf16.get_string_custom_property("compute_precision") == "bfloat16"
+
+    # The demo's closing table, from what the executor recorded: a row per variant.
+    record = ExecutionRecord(1, "Quantizer", "ran",
+                             {key: [a.mlmd_artifact] for key, a in outputs.items()})
+    table = stage_table(DemoResult(tmp_path, tmp_path / "metadata.sqlite", tmp_path, tmp_path,
+                                   [record]))
+    rows = {row[0].text: [cell.text for cell in row[1:]] for row in table.rows}
+    assert list(rows) == ["Quantizer", "Quantizer-bfloat16",
+                          *(f"Quantizer-tflite-{mode}" for mode in TFLITE_MODES)]
+    for mode in TFLITE_MODES:
+        assert rows[f"Quantizer-tflite-{mode}"][4].startswith("passed: "), mode
+        assert "model.tflite" in rows[f"Quantizer-tflite-{mode}"][4]
+    assert rows["Quantizer-bfloat16"][4].startswith("skipped: " if reason else "passed: ")
 
 
 def test_quantizer_makes_only_the_tflite_modes_it_is_given(seed_cnn_model, tmp_path):
