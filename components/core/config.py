@@ -57,6 +57,10 @@ def section(data: dict[str, Any], name: str, source: Path | str) -> dict[str, An
     return value
 
 
+# Field metadata: a list setting that also takes one item as a plain string.
+ONE_OR_LIST = "one_or_list"
+
+
 def fill_dataclass(cls, values: dict[str, Any], source: Path | str, where: str):
     """cls(**values), with unknown keys and type mismatches reported by file and key."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -67,16 +71,14 @@ def fill_dataclass(cls, values: dict[str, Any], source: Path | str, where: str):
     defaults = cls()
     for key, value in values.items():
         default = getattr(defaults, key)
-        if fields[key].metadata.get(ONE_OR_LIST) and isinstance(value, str):
+        one_or_list = fields[key].metadata.get(ONE_OR_LIST, False)
+        if one_or_list and isinstance(value, str):
             continue  # one item written without brackets
         if value is not None and default is not None and not _same_kind(value, default):
             raise ServoptError(f"{source}: '{where}.{key}' must be "
-                               f"{type(default).__name__}, got {value!r}")
+                               f"{type(default).__name__}{' (or one item)' * one_or_list}, "
+                               f"got {value!r}")
     return cls(**values)
-
-
-# Field metadata: a list setting that also takes one item as a plain string.
-ONE_OR_LIST = "one_or_list"
 
 
 def _same_kind(value: Any, default: Any) -> bool:

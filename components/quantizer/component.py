@@ -5,9 +5,9 @@
                           examples=example_gen.outputs['examples'])
     quantizer.outputs['quantized_model']  # int8/float16 weights, fp32 compute (smaller)
     quantizer.outputs['bfloat16_model']   # bf16 compute in the graph (CPUs with bf16)
-    quantizer.outputs['tflite_full_int8_model']  # SavedModel + model.tflite, for TF
-                                          # Serving's --prefer_tflite_model=true; one
-                                          # output per mode listed: tflite_<mode>_model
+    quantizer.outputs['tflite_full_int8_model']  # one per mode listed (default: all
+        # four, tflite_<mode>_model): SavedModel + model.tflite, for TF Serving's
+        # --prefer_tflite_model=true
 
 Each is a standard Model artifact (`Format-Serving/`), verified against the input model
 (top-1 agreement for classifiers, elementwise error otherwise) on the eval examples when
