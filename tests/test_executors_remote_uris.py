@@ -62,7 +62,7 @@ def pipeline_run(seed_cnn_model, tmp_path_factory):
         optimized = artifact(standard_artifacts.Model,
                              f"{ROOT}/GraphOptimizer/optimized_model/4")
         quantized = artifact(standard_artifacts.Model, f"{ROOT}/Quantizer/quantized_model/5")
-        tflite = artifact(standard_artifacts.Model, f"{ROOT}/Quantizer/tflite_model/6")
+        tflite = artifact(standard_artifacts.Model, f"{ROOT}/Quantizer/tflite_dynamic_int8_model/6")
         bench = artifact(ServingBenchmarkResult, f"{ROOT}/ServingBenchmark/benchmark/7")
         blessing = artifact(standard_artifacts.ModelBlessing, f"{ROOT}/PusherGate/blessing/8")
         pushed = artifact(standard_artifacts.PushedModel, f"{ROOT}/PusherGate/pushed_model/9")
@@ -75,8 +75,8 @@ def pipeline_run(seed_cnn_model, tmp_path_factory):
              "num_examples": 64})
         quantizer_executor.Executor().Do(
             {"model": [optimized], "examples": [examples]},
-            {"quantized_model": [quantized], "tflite_model": [tflite]},
-            {"mode": "int8", "tflite": "dynamic_int8", "num_examples": 64})
+            {"quantized_model": [quantized], "tflite_dynamic_int8_model": [tflite]},
+            {"mode": "int8", "tflite": json.dumps(["dynamic_int8"]), "num_examples": 64})
         benchmark_executor.Executor().Do(
             {"baseline_model": [trainer], "candidate_1": [frozen], "candidate_2": [optimized],
              "candidate_3": [quantized], "examples": [examples]},

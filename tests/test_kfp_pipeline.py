@@ -24,6 +24,9 @@ from components.core.bf16 import bf16_unavailable_reason
 from components.core.config import QuantizerSettings
 from components.core.errors import ServoptError
 from components.core.gate import versions
+from components.core.producers import MODEL_OUTPUTS, QUANTIZER_OUTPUTS, TFLITE_OUTPUTS
+from components.core.tflite import TFLITE_MODES
+from components.kfp import steps
 from components.kfp.local_conditions import evaluate_condition
 from components.kfp.pipeline import (
     DEFAULT_SETTINGS,
@@ -43,9 +46,10 @@ QUICK_BENCHMARK = {"concurrency": [], "window_requests": 10, "max_windows": 6,
                    "warmup_requests": 2}
 # The TFX pipeline's names: the baseline, then each candidate by its producer's identity.
 BF16 = [] if bf16_unavailable_reason() else ["Quantizer-bfloat16"]
-VERSIONS = ["trainer", "Freezer", "GraphOptimizer", "Quantizer", *BF16, "Quantizer-tflite"]
+TFLITE = [f"Quantizer-tflite-{mode}" for mode in TFLITE_MODES]  # every mode, by default
+VERSIONS = ["trainer", "Freezer", "GraphOptimizer", "Quantizer", *BF16, *TFLITE]
 ROWS = ["trainer", "Freezer", "GraphOptimizer", "Quantizer", *BF16,
-        "Quantizer-tflite@tflite", "Quantizer-tflite@tensorflow"]
+        *(f"{name}@{runtime}" for name in TFLITE for runtime in ("tflite", "tensorflow"))]
 BLESSED_CONDITION = "inputs.parameter_values['pipelinechannel--gate-blessed'] == true"
 
 
@@ -98,6 +102,18 @@ def test_the_pipeline_takes_the_model_examples_destination_and_settings(compiled
     quantizer = parameters["quantizer"]["defaultValue"]
     assert quantizer == DEFAULT_SETTINGS["quantizer"]
     assert quantizer["tflite"] == QuantizerSettings().tflite and quantizer["bfloat16"]
+
+
+def test_the_steps_spell_out_the_producers_output_names(compiled):
+    """KFP reads the steps' parameters from their source, so the names are written there;
+    they are the TFX components' (components.core.producers), every variant included."""
+    assert set(steps.quantize.component_spec.outputs) == set(QUANTIZER_OUTPUTS)
+    for step in (steps.benchmark, steps.gate, steps.push):
+        models = [name for name, spec in step.component_spec.inputs.items()
+                  if spec.type == "system.Model@0.0.1"]
+        assert models == list(MODEL_OUTPUTS), step.name
+    outputs = compiled["root"]["outputDefinitions"]["artifacts"]
+    assert set(MODEL_OUTPUTS) <= set(outputs)
 
 
 def test_the_push_runs_only_when_the_gate_blesses_a_model(compiled):
@@ -167,14 +183,17 @@ def blessed_run(seed_cnn_model, examples_dir, tmp_path_factory):
 @pytest.mark.e2e
 def test_local_run_writes_the_tfx_quantizers_variants_verified(blessed_run):
     models = blessed_run.models
-    for key in ("frozen_model", "optimized_model", "quantized_model", "tflite_model"):
+    for key in ("frozen_model", "optimized_model", "quantized_model",
+                *TFLITE_OUTPUTS.values()):
         assert (models[key] / "saved_model.pb").is_file(), key
         assert blessed_run.model_metadata[key]["verification_passed"] == 1
-    assert (models["tflite_model"] / "model.tflite").is_file()
-    tflite = blessed_run.model_metadata["tflite_model"]
-    assert tflite["servopt_component"] == "Quantizer" and tflite["servopt_variant"] == "tflite"
-    assert tflite["serving_flags"] == "--prefer_tflite_model=true"
-    assert tflite["tflite_verification_top1_agreement"] >= 0.99
+    for mode, key in TFLITE_OUTPUTS.items():
+        assert (models[key] / "model.tflite").is_file()
+        tflite = blessed_run.model_metadata[key]
+        assert tflite["servopt_component"] == "Quantizer"
+        assert tflite["servopt_variant"] == f"tflite-{mode}"
+        assert tflite["serving_flags"] == "--prefer_tflite_model=true"
+        assert tflite["tflite_verification_top1_agreement"] >= 0.99
     bf16 = blessed_run.model_metadata["bfloat16_model"]
     reason = bf16_unavailable_reason()
     assert bf16["produced"] == (0 if reason else 1)
@@ -194,7 +213,8 @@ def test_the_benchmark_measures_every_variant_by_the_tfx_name(blessed_run):
         assert model["error"] is None, name
         assert model["batches"]["8"]["p99_ms"] >= model["batches"]["8"]["p50_ms"] > 0
         assert model["accuracy"]["accuracy"] > 0.9
-    assert metrics["models"]["Quantizer-tflite@tflite"]["runtime"]["runtime"] == "tflite"
+    for name in TFLITE:
+        assert metrics["models"][f"{name}@tflite"]["runtime"]["runtime"] == "tflite"
     assert (blessed_run.results / "report.html").is_file()
     headline = blessed_run.headline
     for name in ROWS:
@@ -211,7 +231,8 @@ def test_the_gate_judges_every_variant_and_a_blessed_gate_pushes_its_choice(bles
     version_of = {c["name"]: c["version"] for c in decision["candidates"]}
     assert sorted(set(version_of.values())) == sorted(VERSIONS)
     judged = {c["name"]: c["row"] for c in decision["candidates"]}
-    assert judged["Quantizer-tflite"] == "Quantizer-tflite@tflite"  # prefer_tflite_model
+    for name in TFLITE:
+        assert judged[name] == f"{name}@tflite"  # prefer_tflite_model
     assert {c["candidate"] for c in decision["checks"]
             if c["threshold"] == "vs_baseline.min_speedup_p50"} == set(version_of)
     assert decision["blessed"] and decision["chosen"] in VERSIONS

@@ -15,6 +15,8 @@ from click.testing import CliRunner
 
 from components.cli import main
 from components.core.gate import versions
+from components.core.producers import TFLITE_OUTPUTS
+from components.core.tflite import TFLITE_MODES
 from pipelines.local_runner import run_pipeline
 from pipelines.mlmd_summary import custom_properties, latest_run_id, open_store, run_executions
 
@@ -22,6 +24,7 @@ pytestmark = pytest.mark.e2e  # a whole TFX pipeline, several times
 
 COMPONENTS = ["DigitsExampleGen", "DigitsTrainer", "Freezer", "GraphOptimizer", "Quantizer",
               "ServingBenchmark", "PusherGate"]
+TFLITE = [f"Quantizer-tflite-{mode}" for mode in TFLITE_MODES]  # every mode, by default
 # (consumer, its input key, producer, the producer's output key)
 LINEAGE = [
     ("DigitsTrainer", "examples", "DigitsExampleGen", "examples"),
@@ -98,10 +101,11 @@ def test_lineage_runs_from_examples_through_every_model_to_the_gate(workdir):
     benchmark_inputs = executions["ServingBenchmark"].inputs
     candidates = {a.id for key, artifacts in benchmark_inputs.items()
                   if key.startswith("candidate_") for a in artifacts}
+    # Every variant is wired in; one not produced here is passed over by the benchmark.
     assert candidates == {executions[c].outputs[k][0].id for c, k in (
         ("Freezer", "frozen_model"), ("GraphOptimizer", "optimized_model"),
         ("Quantizer", "quantized_model"), ("Quantizer", "bfloat16_model"),
-        ("Quantizer", "tflite_model"))}  # a variant not produced here is passed over
+        *(("Quantizer", key) for key in TFLITE_OUTPUTS.values()))}
 
 
 def test_every_model_records_plausible_measurements(workdir):
@@ -128,9 +132,10 @@ def test_the_benchmark_measures_every_model_side_by_side(workdir):
     metrics = json.loads((Path(result.uri) / "metrics.json").read_text())
     assert (Path(result.uri) / "report.html").is_file()
     assert list(metrics["models"]) == ["DigitsTrainer", "Freezer", "GraphOptimizer",
-                                       "Quantizer", "Quantizer-tflite@tflite",
-                                       "Quantizer-tflite@tensorflow"]
-    assert metrics["models"]["Quantizer-tflite@tflite"]["runtime"]["runtime"] == "tflite"
+                                       "Quantizer", *(f"{name}@{runtime}" for name in TFLITE
+                                                      for runtime in ("tflite", "tensorflow"))]
+    for name in TFLITE:
+        assert metrics["models"][f"{name}@tflite"]["runtime"]["runtime"] == "tflite"
     for name, model in metrics["models"].items():
         assert model["error"] is None, name
         assert model["accuracy"]["accuracy"] > 0.9
@@ -142,14 +147,14 @@ def test_the_benchmark_measures_every_model_side_by_side(workdir):
 
 
 def test_the_demo_pushes_with_the_flags_its_chosen_runtime_needs(workdir):
-    """The demo's server runs --prefer_tflite_model=true: the TFLite variant is judged on
+    """The demo's server runs --prefer_tflite_model=true: each TFLite variant is judged on
     its TFLite row; whichever wins, the decision names the flags it needs, and a TFLite
     version carries model.tflite for them."""
     pushed, decision = gate_outcome(workdir)
-    tflite = next(c for c in decision["candidates"] if c["name"] == "Quantizer-tflite")
-    assert tflite["row"] == "Quantizer-tflite@tflite"
+    rows = {c["name"]: c["row"] for c in decision["candidates"]}
+    assert {name: rows[name] for name in TFLITE} == {name: f"{name}@tflite" for name in TFLITE}
     version = workdir / "serving" / "digits" / str(pushed["pushed_version"])
-    chose_tflite = decision["chosen"] == "Quantizer-tflite"
+    chose_tflite = decision["chosen"] in TFLITE
     assert ("--prefer_tflite_model=true" in decision["server_flags"]) == chose_tflite
     assert (version / "model.tflite").is_file() == chose_tflite
 
@@ -192,7 +197,7 @@ def test_impossible_thresholds_push_nothing_and_list_the_failed_thresholds(workd
     too_slow = [c for c in decision["checks"]
                 if c["threshold"] == "value.max_p99_ms" and not c["passed"]]
     assert {c["candidate"] for c in too_slow} == {
-        "DigitsTrainer", "Freezer", "GraphOptimizer", "Quantizer", "Quantizer-tflite"}
+        "DigitsTrainer", "Freezer", "GraphOptimizer", "Quantizer", *TFLITE}
     assert all(c["measured"] > 0.001 and c["limit"] == 0.001 for c in too_slow)
     assert "nothing pushed" in stdout
 
@@ -209,8 +214,7 @@ def test_a_candidate_slower_than_the_served_model_is_blocked_for_it(workdir, tmp
     regressions = {c["candidate"] for c in decision["checks"]
                    if c["threshold"] == "vs_served.max_p99_regression_pct"
                    and not c["passed"] and c["measured"] > 20}
-    assert {"DigitsTrainer", "Freezer", "GraphOptimizer", "Quantizer",
-            "Quantizer-tflite"} <= regressions
+    assert {"DigitsTrainer", "Freezer", "GraphOptimizer", "Quantizer", *TFLITE} <= regressions
 
 
 def test_the_pipeline_runs_with_local_dag_runner(tmp_path):

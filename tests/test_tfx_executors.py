@@ -12,11 +12,16 @@ from tfx.types import standard_artifacts
 
 from components.core.bf16 import bf16_unavailable_reason
 from components.core.errors import ServoptError
+from components.core.producers import QUANTIZER_OUTPUTS, TFLITE_OUTPUTS
+from components.core.tflite import TFLITE_MODES, TFLITE_PRECISION
 from components.freezer import executor as freezer_executor
 from components.graph_optimizer import GraphOptimizer
 from components.graph_optimizer import executor as optimizer_executor
+from components.quantizer import Quantizer
 from components.quantizer import executor as quantizer_executor
+from pipelines.demo import DemoResult, stage_table
 from pipelines.digits.example_gen import write_examples
+from pipelines.mlmd_summary import ExecutionRecord
 
 
 def model_artifact(uri: Path) -> standard_artifacts.Model:
@@ -67,30 +72,46 @@ def test_graph_optimizer_chains_on_the_freezer_output(seed_cnn_model, tmp_path):
         "optimize=remove_identity+fold_constants+fuse_ops")
 
 
-def test_quantizer_emits_weight_bf16_and_tflite_variants_in_one_run(seed_cnn_model, tmp_path):
+def test_quantizer_emits_weight_bf16_and_every_tflite_mode_in_one_run(seed_cnn_model,
+                                                                       tmp_path):
+    """The component's defaults (QuantizerSettings: every TFLite mode), as TFX hands them to
+    the executor: one output per mode, each verified through the TfLiteSession model."""
     source = trainer_output(seed_cnn_model, tmp_path)
     examples = standard_artifacts.Examples()
     examples.uri = str(tmp_path / "examples")
     write_examples(Path(examples.uri))
-    quantized = output_artifact(tmp_path, "quantized")
-    bf16 = output_artifact(tmp_path, "bfloat16")
-    tflite = output_artifact(tmp_path, "tflite")
+    component = Quantizer(model=types.Channel(type=standard_artifacts.Model))
+    assert set(component.outputs) == set(QUANTIZER_OUTPUTS)
+    outputs = {key: output_artifact(tmp_path, key) for key in component.outputs}
     quantizer_executor.Executor().Do(
-        {"model": [source], "examples": [examples]},
-        {"quantized_model": [quantized], "bfloat16_model": [bf16], "tflite_model": [tflite]},
-        {"mode": "int8", "bfloat16": 1, "tflite": "dynamic_int8", "num_examples": 128})
+        {"model": [source], "examples": [examples]}, {k: [a] for k, a in outputs.items()},
+        {**component.exec_properties, "num_examples": 128})
+    quantized = outputs["quantized_model"]
     assert quantized.get_int_custom_property("verification_passed") == 1
     assert quantized.get_int_custom_property("verification_num_examples") == 128
     assert quantized.get_float_custom_property("verification_top1_agreement") >= 0.99
     assert quantized.get_string_custom_property("serving_flags") == ""
 
-    assert tflite.get_int_custom_property("produced") == 1
-    serving = Path(tflite.uri) / "Format-Serving"
-    assert (serving / "saved_model.pb").is_file() and (serving / "model.tflite").is_file()
-    assert tflite.get_string_custom_property("serving_runtime") == "tflite"
-    assert tflite.get_string_custom_property("serving_flags") == "--prefer_tflite_model=true"
-    assert tflite.get_float_custom_property("tflite_verification_top1_agreement") >= 0.99
+    for mode in TFLITE_MODES:
+        tflite = outputs[TFLITE_OUTPUTS[mode]]
+        assert tflite.get_int_custom_property("produced") == 1, mode
+        assert tflite.get_string_custom_property("servopt_variant") == f"tflite-{mode}"
+        serving = Path(tflite.uri) / "Format-Serving"
+        assert (serving / "saved_model.pb").is_file() and (serving / "model.tflite").is_file()
+        assert tflite.get_string_custom_property("serving_runtime") == "tflite"
+        assert tflite.get_string_custom_property("serving_flags") == (
+            "--prefer_tflite_model=true")
+        assert tflite.get_string_custom_property("compute_precision") == TFLITE_PRECISION[mode]
+        assert tflite.get_int_custom_property("tflite_verification_passed") == 1
+        assert tflite.get_float_custom_property("tflite_verification_top1_agreement") >= 0.99
+        steps = json.loads(tflite.get_string_custom_property("steps"))
+        assert steps[-1]["step"] == f"tflite={mode}" and steps[-1]["status"] == "applied"
+    sizes = {mode: outputs[TFLITE_OUTPUTS[mode]].get_int_custom_property("tflite_size_bytes")
+             for mode in TFLITE_MODES}
+    assert sizes["full_int8"] < sizes["float16"] < sizes["float32"]  # the modes differ
+    assert sizes["dynamic_int8"] < sizes["float16"]
 
+    bf16 = outputs["bfloat16_model"]
     reason = bf16_unavailable_reason()
     if reason:  # this CPU: recorded, nothing published
         assert bf16.get_int_custom_property("produced") == 0
@@ -99,6 +120,42 @@ def test_quantizer_emits_weight_bf16_and_tflite_variants_in_one_run(seed_cnn_mod
     else:
         assert bf16.get_int_custom_property("produced") == 1
         assert bf16.get_string_custom_property("compute_precision") == "bfloat16"
+
+    # The demo's closing table, from what the executor recorded: a row per variant.
+    record = ExecutionRecord(1, "Quantizer", "ran",
+                             {key: [a.mlmd_artifact] for key, a in outputs.items()})
+    table = stage_table(DemoResult(tmp_path, tmp_path / "metadata.sqlite", tmp_path, tmp_path,
+                                   [record]))
+    rows = {row[0].text: [cell.text for cell in row[1:]] for row in table.rows}
+    assert list(rows) == ["Quantizer", "Quantizer-bfloat16",
+                          *(f"Quantizer-tflite-{mode}" for mode in TFLITE_MODES)]
+    for mode in TFLITE_MODES:
+        assert rows[f"Quantizer-tflite-{mode}"][4].startswith("passed: "), mode
+        assert "model.tflite" in rows[f"Quantizer-tflite-{mode}"][4]
+    assert rows["Quantizer-bfloat16"][4].startswith("skipped: " if reason else "passed: ")
+
+
+def test_quantizer_makes_only_the_tflite_modes_it_is_given(seed_cnn_model, tmp_path):
+    """One mode as a plain string: only its output exists (TFX leaves the others out, as
+    an unrequested bfloat16_model), and the executor writes only it."""
+    component = Quantizer(model=types.Channel(type=standard_artifacts.Model),
+                          bfloat16=False, tflite="full_int8")
+    assert set(component.outputs) == {"quantized_model", "tflite_full_int8_model"}
+    source = trainer_output(seed_cnn_model, tmp_path)
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / "examples")
+    write_examples(Path(examples.uri))
+    outputs = {key: output_artifact(tmp_path, key) for key in component.outputs}
+    quantizer_executor.Executor().Do(
+        {"model": [source], "examples": [examples]}, {k: [a] for k, a in outputs.items()},
+        {**component.exec_properties, "num_examples": 64})
+    full_int8 = outputs["tflite_full_int8_model"]
+    assert full_int8.get_int_custom_property("produced") == 1
+    assert full_int8.get_string_custom_property("compute_precision") == "int8"
+    assert Quantizer(model=types.Channel(type=standard_artifacts.Model), tflite=None
+                     ).outputs.keys() == {"quantized_model", "bfloat16_model"}
+    with pytest.raises(ServoptError, match="Quantizer's tflite parameter must be a JSON list"):
+        quantizer_executor.quantizer_settings({"mode": "int8", "tflite": "full_int8"})
 
 
 def _assert_nothing_produced(artifact: standard_artifacts.Model) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from components.core.errors import ServoptError
 from components.core.optimize import DEFAULT_PASSES, validate_passes
 from components.core.quantize import DEFAULT_MIN_ELEMENTS, MODES
-from components.core.tflite import validate_mode
+from components.core.tflite import TFLITE_MODES, validate_mode
 from components.core.verify import QUANTIZED_TOLERANCE
 from components.core.yaml_io import parse_yaml
 
@@ -57,6 +57,10 @@ def section(data: dict[str, Any], name: str, source: Path | str) -> dict[str, An
     return value
 
 
+# Field metadata: a list setting that also takes one item as a plain string.
+ONE_OR_LIST = "one_or_list"
+
+
 def fill_dataclass(cls, values: dict[str, Any], source: Path | str, where: str):
     """cls(**values), with unknown keys and type mismatches reported by file and key."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -67,9 +71,13 @@ def fill_dataclass(cls, values: dict[str, Any], source: Path | str, where: str):
     defaults = cls()
     for key, value in values.items():
         default = getattr(defaults, key)
+        one_or_list = fields[key].metadata.get(ONE_OR_LIST, False)
+        if one_or_list and isinstance(value, str):
+            continue  # one item written without brackets
         if value is not None and default is not None and not _same_kind(value, default):
             raise ServoptError(f"{source}: '{where}.{key}' must be "
-                               f"{type(default).__name__}, got {value!r}")
+                               f"{type(default).__name__}{' (or one item)' * one_or_list}, "
+                               f"got {value!r}")
     return cls(**values)
 
 
@@ -105,7 +113,9 @@ class QuantizerSettings:
     # Classifiers must keep this share of decisions, or nothing is published.
     min_top1_agreement: float = QUANTIZED_TOLERANCE.min_top1_agreement
     bfloat16: bool = True  # skipped, with the reason recorded, on CPUs without bf16 units
-    tflite: str | None = "dynamic_int8"
+    # TFLite modes, one variant each; which is fastest depends on the serving CPU, so all.
+    tflite: list[str] = field(default_factory=lambda: list(TFLITE_MODES),
+                              metadata={ONE_OR_LIST: True})
 
     def __post_init__(self) -> None:
         """The one validation of these settings (the TFX Quantizer, the KFP quantize step
@@ -113,15 +123,30 @@ class QuantizerSettings:
         if self.mode not in MODES:
             raise ServoptError(f"quantizer.mode must be one of {', '.join(MODES)} (bfloat16 "
                                f"compute is `bfloat16: true`), got {self.mode!r}")
-        if self.tflite is not None:
-            try:
-                validate_mode(self.tflite)
-            except ServoptError as err:
-                raise ServoptError(f"quantizer.tflite: {err}, or null for none") from None
+        self.tflite = tflite_modes(self.tflite)
         if not 0.0 <= self.min_top1_agreement <= 1.0 or self.min_elements < 1:
             raise ServoptError("quantizer.min_top1_agreement must be in [0, 1] and "
                                "quantizer.min_elements >= 1, got "
                                f"{self.min_top1_agreement!r} and {self.min_elements!r}")
+
+
+def tflite_modes(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """`quantizer.tflite` as a list of modes: one mode as a string is a one-item list, null
+    or [] none; an unknown mode or a repeat is refused."""
+    modes = [] if value is None else [value] if isinstance(value, str) else value
+    if not isinstance(modes, list | tuple):
+        raise ServoptError(f"quantizer.tflite must be a list of TFLite modes "
+                           f"({', '.join(TFLITE_MODES)}), one mode, or null for none; got "
+                           f"{value!r}")
+    for i, mode in enumerate(modes):
+        try:
+            validate_mode(mode)
+        except ServoptError as err:
+            raise ServoptError(f"quantizer.tflite: {err}; or null for none") from None
+        if mode in modes[:i]:
+            raise ServoptError(f"quantizer.tflite: '{mode}' is listed twice; list each "
+                               "mode once")
+    return list(modes)
 
 
 @dataclass

@@ -5,9 +5,10 @@ produced model carries on its artifact (who made it, what was measured).
 A model's identity travels on its artifact as properties (TFX custom properties, KFP
 artifact metadata) that the producer sets and the consumers (ServingBenchmark, the gate,
 the push) read: `servopt_component` (the producing component: Freezer, GraphOptimizer,
-Quantizer) and `servopt_variant` (a Quantizer variant: bfloat16, tflite). Its name in
-benchmarks and decisions is `<component>` or `<component>-<variant>`. A variant that
-could not be produced has `produced` = 0 and its `skipped_reason`, and is passed over.
+Quantizer) and `servopt_variant` (a Quantizer variant: bfloat16, tflite-<mode>). Its name
+in benchmarks and decisions is `<component>` or `<component>-<variant>` (e.g.
+`Quantizer-tflite-full_int8`). A variant that could not be produced has `produced` = 0
+and its `skipped_reason`, and is passed over.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from components.core.steps import (
     Step,
     optimize_model,
 )
+from components.core.tflite import TFLITE_MODES
 from components.core.verify import Reference, Tolerance
 
 COMPONENT_PROPERTY = "servopt_component"
@@ -37,8 +39,13 @@ PRODUCED_PROPERTY = "produced"
 FREEZER, GRAPH_OPTIMIZER, QUANTIZER = "Freezer", "GraphOptimizer", "Quantizer"
 # The Quantizer's outputs (TFX output keys and KFP output names alike).
 QUANTIZED_OUTPUT = "quantized_model"
-VARIANT_OUTPUTS = {"bfloat16_model": "bfloat16", "tflite_model": "tflite"}  # -> variant
+BFLOAT16_OUTPUT = "bfloat16_model"
+TFLITE_OUTPUTS = {mode: f"tflite_{mode}_model" for mode in TFLITE_MODES}  # mode -> output
+VARIANT_OUTPUTS = {BFLOAT16_OUTPUT: "bfloat16",  # output -> variant
+                   **{output: f"tflite-{mode}" for mode, output in TFLITE_OUTPUTS.items()}}
 QUANTIZER_OUTPUTS = (QUANTIZED_OUTPUT, *VARIANT_OUTPUTS)
+# Every model output of the producing components, in pipeline order (the candidates).
+MODEL_OUTPUTS = ("frozen_model", "optimized_model", *QUANTIZER_OUTPUTS)
 
 
 @dataclass(frozen=True)
@@ -91,12 +98,14 @@ def optimize_config(verification: VerificationSettings | None = None,
 
 
 def quantizer_steps(settings: QuantizerSettings) -> dict[str, Step]:
-    """Output name -> the library step that makes it, for the outputs `settings` asks for."""
+    """Output name -> the library step that makes it, for the outputs `settings` asks for
+    (in QUANTIZER_OUTPUTS' order): one per TFLite mode listed."""
     steps = {QUANTIZED_OUTPUT: Step("quantize", settings.mode)}
     if settings.bfloat16:
-        steps["bfloat16_model"] = Step("quantize", BFLOAT16_MODE)
-    if settings.tflite:
-        steps["tflite_model"] = Step("tflite", settings.tflite)
+        steps[BFLOAT16_OUTPUT] = Step("quantize", BFLOAT16_MODE)
+    for mode, output in TFLITE_OUTPUTS.items():
+        if mode in settings.tflite:
+            steps[output] = Step("tflite", mode)
     return steps
 
 

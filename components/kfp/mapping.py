@@ -6,7 +6,7 @@ inside their containers, and the tests call them directly.
 - Models are named as in the TFX pipeline: `trainer` (the baseline: the model the
   pipeline was given), then each candidate by the identity its producing step recorded in
   the artifact's metadata (components.core.producers: `Freezer`, `GraphOptimizer`,
-  `Quantizer`, `Quantizer-bfloat16`, `Quantizer-tflite`); a variant recorded as not
+  `Quantizer`, `Quantizer-bfloat16`, `Quantizer-tflite-<mode>`); a variant recorded as not
   produced is passed over. The benchmark, the gate and the push use the same names.
 - The producing steps call the same library functions as the TFX executors
   (components.core.producers), with the same settings groups (components.core.config:
@@ -17,7 +17,7 @@ inside their containers, and the tests call them directly.
 - KFP passes list and dict parameters through protobuf Struct, where every number is a
   float (100 arrives as 100.0): `whole_numbers` turns integral floats back into ints.
   A parameter default cannot hold null: in dict parameters (thresholds and settings) an
-  empty string stands for null (`quantizer: {tflite: ""}`: no TFLite variant;
+  empty string stands for null (`quantizer: {tflite: ""}`: no TFLite variant, as `[]`;
   `thresholds: {vs_baseline: {min_speedup_p50: ""}}`: not checked).
 """
 

@@ -14,9 +14,9 @@ a TFX Examples artifact: its eval split) and a TF Serving model base directory t
   environment (each step in its own Python process, artifacts under `pipeline_root`).
 
 The model-producing steps offer what the TFX components do, under the same names: the
-Quantizer's weight-quantized model and its bfloat16 and TFLite variants, with the settings
-groups `graph_optimizer`, `quantizer` and `verification` (components.core.config, the
-sections of configs/optimization.yaml; null written as '').
+Quantizer's weight-quantized model and its bfloat16 and TFLite variants (one per mode),
+with the settings groups `graph_optimizer`, `quantizer` and `verification`
+(components.core.config, the sections of configs/optimization.yaml; null written as '').
 
 Defaults: the settings groups' dataclasses; `thresholds` is the packaged
 configs/thresholds.yaml (= Thresholds()); `batch_sizes`, `label_key` and
@@ -40,6 +40,7 @@ from components.core.benchmark.config import BenchmarkConfig
 from components.core.config import SETTINGS_GROUPS
 from components.core.errors import ServoptError, first_line
 from components.core.gate import GateDecision, Thresholds
+from components.core.producers import MODEL_OUTPUTS, QUANTIZER_OUTPUTS
 from components.core.yaml_io import parse_yaml
 from components.kfp import steps
 from components.kfp.local_conditions import local_conditions
@@ -77,20 +78,12 @@ def default_benchmark(path: Path | None = None) -> tuple[list[int], str, dict]:
 DEFAULT_THRESHOLDS = default_thresholds()
 DEFAULT_BATCH_SIZES, DEFAULT_LABEL_KEY, DEFAULT_BENCHMARK_SETTINGS = default_benchmark()
 DEFAULT_SETTINGS = {name: settings_parameter(cls()) for name, cls in SETTINGS_GROUPS.items()}
-MODEL_OUTPUTS = ("frozen_model", "optimized_model", "quantized_model", "bfloat16_model",
-                 "tflite_model")
-
-
-class PipelineOutputs(NamedTuple):
-    frozen_model: Model
-    optimized_model: Model
-    quantized_model: Model
-    bfloat16_model: Model  # `produced` 0 in its metadata where it could not be made
-    tflite_model: Model
-    results: Artifact  # metrics.json and report.html
-    headline: Metrics  # the benchmark's headline figures
-    report: HTML  # the benchmark's report
-    decision: Artifact  # decision.json
+# Every model output (a variant that was not made has `produced` 0 in its metadata), then
+# results (metrics.json and report.html), headline (the benchmark's headline figures),
+# report (the benchmark's HTML report) and decision (decision.json).
+PipelineOutputs = NamedTuple("PipelineOutputs", [
+    *((name, Model) for name in MODEL_OUTPUTS),
+    ("results", Artifact), ("headline", Metrics), ("report", HTML), ("decision", Artifact)])
 
 
 def build_pipeline(image: str = steps.IMAGE,
@@ -121,7 +114,7 @@ def build_pipeline(image: str = steps.IMAGE,
                                    verification=verification)
         models = {"frozen_model": frozen.outputs["frozen_model"],
                   "optimized_model": optimized.outputs["optimized_model"],
-                  **{key: quantized.outputs[key] for key in MODEL_OUTPUTS[2:]}}
+                  **{key: quantized.outputs[key] for key in QUANTIZER_OUTPUTS}}
         measured = steps.benchmark(model_uri=model_uri, **models,
                                    eval_examples_uri=eval_examples_uri, label_key=label_key,
                                    batch_sizes=batch_sizes,
@@ -214,7 +207,7 @@ class LocalRun:
     """What a local run produced, at its paths under the pipeline root."""
 
     run_dir: Path
-    models: dict[str, Path]  # output name (frozen_model, ..., tflite_model) -> its path
+    models: dict[str, Path]  # output name (MODEL_OUTPUTS) -> its path
     model_metadata: dict[str, dict]  # output name -> what its producer recorded
     results: Path  # directory: metrics.json, report.html
     headline: dict[str, float]  # the benchmark's Output[Metrics], as the KFP UI shows it

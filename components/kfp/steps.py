@@ -8,12 +8,15 @@ the project's image (see Dockerfile; env SERVOPT_IMAGE at import, default
 
 Models are named as in the TFX pipeline: `trainer` (the model the pipeline was given, the
 baseline), `Freezer`, `GraphOptimizer`, `Quantizer`, `Quantizer-bfloat16`,
-`Quantizer-tflite` (components.kfp.mapping, from the identity each producing step records
-in its artifacts' metadata); outputs have the TFX components' output names. Each task sees artifacts
-at its own local paths, so the gate and the push receive the model artifacts as inputs
-and use their own paths; the paths recorded in metrics.json are the benchmark task's and
-are never used by another task. Model artifacts hold the SavedModel at the artifact's root
-(what Vertex AI's model upload and TF Serving's version directories expect).
+`Quantizer-tflite-<mode>` (components.kfp.mapping, from the identity each producing step
+records in its artifacts' metadata); outputs have the TFX components' output names
+(components.core.producers: MODEL_OUTPUTS, spelled out in the signatures below because KFP
+reads them from the source; tests/test_kfp_pipeline.py holds them equal). Each task sees
+artifacts at its own local paths, so the gate and the push receive the model artifacts as
+inputs and use their own paths; the paths recorded in metrics.json are the benchmark
+task's and are never used by another task. Model artifacts hold the SavedModel at the
+artifact's root (what Vertex AI's model upload and TF Serving's version directories
+expect).
 """
 
 
@@ -59,25 +62,30 @@ def optimize(model: Input[Model], eval_examples_uri: str, graph_optimizer: dict,
 @servopt_component
 def quantize(model: Input[Model], eval_examples_uri: str, quantizer: dict,
              verification: dict, quantized_model: Output[Model],
-             bfloat16_model: Output[Model], tflite_model: Output[Model]):
+             bfloat16_model: Output[Model], tflite_float32_model: Output[Model],
+             tflite_float16_model: Output[Model], tflite_dynamic_int8_model: Output[Model],
+             tflite_full_int8_model: Output[Model]):
     """Quantizer, with the TFX Quantizer's outputs and settings (QuantizerSettings):
     int8 / float16 weights (fails the task if it leaves the tolerance), and the bfloat16
-    and TFLite variants, each recorded as not produced, with the reason, when it cannot
-    apply here (bf16 without bf16 units) or leaves the tolerance."""
-    from components.core.producers import QUANTIZER, quantizer_steps
+    and TFLite variants (one per mode), each recorded as not produced, with the reason,
+    when it is not asked for, cannot apply here (bf16 without bf16 units) or leaves the
+    tolerance."""
+    given = dict(locals())  # the parameters by name: the outputs are named in producers
+    from components.core.producers import QUANTIZER, QUANTIZER_OUTPUTS, quantizer_steps
     from components.kfp.mapping import produce_outputs, settings_from_parameter
 
     settings = settings_from_parameter("quantizer", quantizer)
     produce_outputs(QUANTIZER, model.path, eval_examples_uri,
-                    {"quantized_model": quantized_model, "bfloat16_model": bfloat16_model,
-                     "tflite_model": tflite_model},
+                    {name: given[name] for name in QUANTIZER_OUTPUTS},
                     verification, quantizer_steps(settings), settings)
 
 
 @servopt_component
 def benchmark(model_uri: str, frozen_model: Input[Model], optimized_model: Input[Model],
               quantized_model: Input[Model], bfloat16_model: Input[Model],
-              tflite_model: Input[Model], eval_examples_uri: str, label_key: str,
+              tflite_float32_model: Input[Model], tflite_float16_model: Input[Model],
+              tflite_dynamic_int8_model: Input[Model], tflite_full_int8_model: Input[Model],
+              eval_examples_uri: str, label_key: str,
               batch_sizes: list, benchmark_settings: dict, results: Output[Artifact],
               metrics: Output[Metrics], report: Output[HTML]):
     """The ServingBenchmark: `trainer` (the baseline) and every produced candidate side by
@@ -86,11 +94,13 @@ def benchmark(model_uri: str, frozen_model: Input[Model], optimized_model: Input
     results: a directory with metrics.json (the gate's input) and report.html.
     metrics: the headline figures, shown in the KFP / Vertex AI UI. report: the HTML page.
     """
+    given = dict(locals())
     import json
     import shutil
     from pathlib import Path
 
     from components.core.benchmark import ModelSpec, run_benchmark, write_report
+    from components.core.producers import MODEL_OUTPUTS
     from components.kfp.mapping import (
         METRICS_FILE,
         REPORT_FILE,
@@ -102,8 +112,7 @@ def benchmark(model_uri: str, frozen_model: Input[Model], optimized_model: Input
 
     examples = local_path(eval_examples_uri)
     settings = settings_for(batch_sizes, benchmark_settings, label_key, examples)
-    paths = model_paths(model_uri, [frozen_model, optimized_model, quantized_model,
-                                    bfloat16_model, tflite_model])
+    paths = model_paths(model_uri, [given[name] for name in MODEL_OUTPUTS])
     result = run_benchmark([ModelSpec(name, Path(path)) for name, path in paths.items()],
                            settings.for_run(Path(examples) if examples else None),
                            progress=lambda line: print(f"ServingBenchmark: {line}", flush=True))
@@ -126,17 +135,21 @@ def benchmark(model_uri: str, frozen_model: Input[Model], optimized_model: Input
 def gate(results: Input[Artifact], thresholds: dict, model_uri: str,
          frozen_model: Input[Model], optimized_model: Input[Model],
          quantized_model: Input[Model], bfloat16_model: Input[Model],
-         tflite_model: Input[Model], push_destination: str, decision: Output[Artifact]
+         tflite_float32_model: Input[Model], tflite_float16_model: Input[Model],
+         tflite_dynamic_int8_model: Input[Model], tflite_full_int8_model: Input[Model],
+         push_destination: str, decision: Output[Artifact]
          ) -> NamedTuple("GateOutputs", [("blessed", bool), ("chosen", str), ("reason", str)]):
     """Checks every (benchmarked model, TF Serving configuration) pair (each model at this
     task's own path: the safety scan reads it) against the thresholds and chooses the one
     to push; decision.json records why, and the command that serves it from
     `push_destination`."""
+    given = dict(locals())
     import json
     from collections import namedtuple
     from pathlib import Path
 
     from components.core.gate import evaluate_gate, load_metrics
+    from components.core.producers import MODEL_OUTPUTS
     from components.kfp.mapping import (
         DECISION_FILE,
         METRICS_FILE,
@@ -145,8 +158,7 @@ def gate(results: Input[Artifact], thresholds: dict, model_uri: str,
     )
 
     metrics = load_metrics(Path(results.path) / METRICS_FILE)
-    candidates = model_paths(model_uri, [frozen_model, optimized_model, quantized_model,
-                                         bfloat16_model, tflite_model])
+    candidates = model_paths(model_uri, [given[name] for name in MODEL_OUTPUTS])
     result = evaluate_gate(metrics, thresholds_from_parameter(thresholds),
                            candidates).with_destination(push_destination)
     Path(decision.path).mkdir(parents=True, exist_ok=True)
@@ -164,7 +176,9 @@ def gate(results: Input[Artifact], thresholds: dict, model_uri: str,
 @servopt_component
 def push(chosen: str, model_uri: str, frozen_model: Input[Model],
          optimized_model: Input[Model], quantized_model: Input[Model],
-         bfloat16_model: Input[Model], tflite_model: Input[Model], push_destination: str,
+         bfloat16_model: Input[Model], tflite_float32_model: Input[Model],
+         tflite_float16_model: Input[Model], tflite_dynamic_int8_model: Input[Model],
+         tflite_full_int8_model: Input[Model], push_destination: str,
          eval_examples_uri: str,
          keep_last: int, decision: Input[Artifact], pushed: Output[Artifact]
          ) -> NamedTuple("PushOutputs", [("pushed_version", int), ("pushed_destination", str)]):
@@ -172,11 +186,13 @@ def push(chosen: str, model_uri: str, frozen_model: Input[Model],
     under `push_destination`, atomically, with warm-up requests from the eval examples and
     the TF Serving configuration the gate chose (`decision`: its decision.json).
     keep_last: keep only the newest N versions (0: keep all)."""
+    given = dict(locals())
     import json
     from collections import namedtuple
     from pathlib import Path
 
     from components.core.gate import GateDecision, push_model
+    from components.core.producers import MODEL_OUTPUTS
     from components.kfp.mapping import (
         DECISION_FILE,
         PUSH_FILE,
@@ -185,8 +201,7 @@ def push(chosen: str, model_uri: str, frozen_model: Input[Model],
         model_paths,
     )
 
-    paths = model_paths(model_uri, [frozen_model, optimized_model, quantized_model,
-                                    bfloat16_model, tflite_model])
+    paths = model_paths(model_uri, [given[name] for name in MODEL_OUTPUTS])
     examples = local_path(eval_examples_uri)
     gate_decision = GateDecision.from_dict(
         json.loads((Path(decision.path) / DECISION_FILE).read_text()))

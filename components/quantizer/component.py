@@ -1,12 +1,13 @@
 """Quantizer: smaller weights TF Serving serves as they are, and faster-compute variants.
 
     quantizer = Quantizer(model=optimizer.outputs['optimized_model'], mode='int8',
-                          bfloat16=True, tflite='dynamic_int8',
+                          bfloat16=True, tflite=['dynamic_int8', 'full_int8'],
                           examples=example_gen.outputs['examples'])
     quantizer.outputs['quantized_model']  # int8/float16 weights, fp32 compute (smaller)
     quantizer.outputs['bfloat16_model']   # bf16 compute in the graph (CPUs with bf16)
-    quantizer.outputs['tflite_model']     # SavedModel + model.tflite, for TF Serving's
-                                          # --prefer_tflite_model=true
+    quantizer.outputs['tflite_full_int8_model']  # one per mode listed (default: all
+        # four, tflite_<mode>_model): SavedModel + model.tflite, for TF Serving's
+        # --prefer_tflite_model=true
 
 Each is a standard Model artifact (`Format-Serving/`), verified against the input model
 (top-1 agreement for classifiers, elementwise error otherwise) on the eval examples when
@@ -18,6 +19,8 @@ its custom properties and in `assets.extra/serving_requirements.json`.
 """
 
 from __future__ import annotations
+
+import json
 
 from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
@@ -36,7 +39,7 @@ class QuantizerSpec(ComponentSpec):
         "min_elements": ExecutionParameter(type=int, optional=True),
         "min_top1_agreement": ExecutionParameter(type=float, optional=True),
         "bfloat16": ExecutionParameter(type=int, optional=True),
-        "tflite": ExecutionParameter(type=str, optional=True),
+        "tflite": ExecutionParameter(type=str, optional=True),  # JSON list of modes
         **VERIFICATION_PARAMETERS,
     }
     INPUTS = {
@@ -59,7 +62,8 @@ class Quantizer(base_component.BaseComponent):
                  examples: types.BaseChannel | None = None,
                  min_elements: int = _DEFAULTS.min_elements,
                  min_top1_agreement: float = _DEFAULTS.min_top1_agreement,
-                 bfloat16: bool = _DEFAULTS.bfloat16, tflite: str | None = _DEFAULTS.tflite,
+                 bfloat16: bool = _DEFAULTS.bfloat16,
+                 tflite: list[str] | str | None = _DEFAULTS.tflite,
                  num_examples: int | None = None, atol: float | None = None,
                  rtol: float | None = None, allowed_ops: list[str] | None = None):
         """Args (defaults: components.core.config.QuantizerSettings, the same as the
@@ -70,8 +74,8 @@ class Quantizer(base_component.BaseComponent):
           min_elements: quantize float32 weights with at least this many elements.
           min_top1_agreement: classifier outputs must keep this share of decisions.
           bfloat16: also emit `bfloat16_model` (skipped on CPUs without bf16 units).
-          tflite: also emit `tflite_model` in this mode: 'float32', 'float16',
-            'dynamic_int8' or 'full_int8'; None: no TFLite variant.
+          tflite: TFLite modes ('float32', 'float16', 'dynamic_int8', 'full_int8'),
+            a list or one; each is emitted as `tflite_<mode>_model`. None or []: none.
           num_examples, atol, rtol: verification settings (configs/optimization.yaml).
           allowed_ops: unsafe op types the model may run while verified (default none).
         """
@@ -83,7 +87,7 @@ class Quantizer(base_component.BaseComponent):
             model=model, examples=examples, mode=settings.mode,
             min_elements=settings.min_elements,
             min_top1_agreement=settings.min_top1_agreement, bfloat16=int(settings.bfloat16),
-            tflite=settings.tflite,
+            tflite=json.dumps(settings.tflite),
             **{key: types.Channel(type=standard_artifacts.Model) if key in outputs else None
                for key in QUANTIZER_OUTPUTS},
             **verification_parameters(num_examples, atol, rtol, allowed_ops)))

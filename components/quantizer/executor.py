@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tfx.dsl.components.base import base_executor
 
 from components.core.config import QuantizerSettings
+from components.core.errors import ServoptError
 from components.core.model_io import resolve_saved_model_dir
 from components.core.producers import (
     QUANTIZED_OUTPUT,
@@ -33,7 +35,19 @@ def quantizer_settings(exec_properties: dict[str, Any]) -> QuantizerSettings:
              ("mode", "min_elements", "min_top1_agreement")}
     return QuantizerSettings(**{k: v for k, v in given.items() if v is not None},
                              bfloat16=bool(exec_properties.get("bfloat16")),
-                             tflite=exec_properties.get("tflite") or None)
+                             tflite=_tflite_modes(exec_properties.get("tflite")))
+
+
+def _tflite_modes(value: str | None) -> list[str]:
+    """The `tflite` execution property: a JSON list of modes (the component writes it);
+    absent or empty: none."""
+    if not value:
+        return []
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        raise ServoptError(f"Quantizer's tflite parameter must be a JSON list of TFLite "
+                           f"modes, e.g. [\"full_int8\"], got {value!r}") from None
 
 
 class Executor(Staged, base_executor.BaseExecutor):

@@ -34,7 +34,7 @@ REPORT_FILE = "report.html"
 
 def model_name(artifact: types.Artifact, producer: str | None, key: str) -> str:
     """The name a model gets in the metrics: the identity its producer recorded on the
-    artifact (`Quantizer-tflite`), else the component that produced it as the pipeline
+    artifact (`Quantizer-tflite-full_int8`), else the component that produced it as the pipeline
     node's inputs record it (a Trainer's model), else the input key."""
     identity = ModelIdentity.from_properties(artifact_properties(artifact))
     return identity.name if identity else producer or key

@@ -1,7 +1,8 @@
 """The digits demo pipeline: the seed experiment as a TFX pipeline.
 
 DigitsExampleGen -> DigitsTrainer -> Freezer -> GraphOptimizer -> Quantizer
-                                  -> ServingBenchmark (Trainer's model + 3 candidates)
+                                  -> ServingBenchmark (Trainer's model + up to 8
+                                     candidates: 3 models, the bf16 and TFLite variants)
                                   -> PusherGate -> <serving_dir>/<version>/
 
 Settings: configs/ (see pipelines/digits/config.py), overlaid by an optional user file.
@@ -20,6 +21,7 @@ from components.freezer import Freezer
 from components.graph_optimizer import GraphOptimizer
 from components.pusher_gate import PusherGate, served_model_resolver
 from components.quantizer import Quantizer
+from components.quantizer.keys import VARIANT_OUTPUTS
 from components.serving_benchmark import ServingBenchmark
 from pipelines.digits.config import load_pipeline_config
 from pipelines.digits.example_gen import DigitsExampleGen
@@ -65,7 +67,7 @@ def create_pipeline(pipeline_root: Path | str, metadata_path: Path | None,
         baseline_model=trainer.outputs["model"],
         candidates=[freezer.outputs["frozen_model"], optimizer.outputs["optimized_model"],
                     quantizer.outputs["quantized_model"],
-                    *(quantizer.outputs[key] for key in ("bfloat16_model", "tflite_model")
+                    *(quantizer.outputs[key] for key in VARIANT_OUTPUTS  # those asked for
                       if key in quantizer.outputs)],
         examples=examples, settings=_deciding(config.benchmark, config.thresholds))
     served = served_model_resolver(str(serving_dir)) if served_model_lookup else None
