@@ -131,19 +131,48 @@ def test_the_benchmark_measures_every_model_side_by_side(workdir):
     result = executions["ServingBenchmark"].outputs["benchmark"][0]
     metrics = json.loads((Path(result.uri) / "metrics.json").read_text())
     assert (Path(result.uri) / "report.html").is_file()
-    assert list(metrics["models"]) == ["DigitsTrainer", "Freezer", "GraphOptimizer",
-                                       "Quantizer", *(f"{name}@{runtime}" for name in TFLITE
-                                                      for runtime in ("tflite", "tensorflow"))]
+    default_rows = ["DigitsTrainer", "Freezer", "GraphOptimizer", "Quantizer",
+                    *(f"{name}@{runtime}" for name in TFLITE
+                      for runtime in ("tflite", "tensorflow"))]
+    assert list(metrics["models"])[:len(default_rows)] == default_rows
     for name in TFLITE:
         assert metrics["models"][f"{name}@tflite"]["runtime"]["runtime"] == "tflite"
+    # The TFLite variants' saved_model.pb is GraphOptimizer's graph: measured once.
+    assert {metrics["models"][f"{name}@tensorflow"]["runtime"]["measured_as"]
+            for name in TFLITE} == {"GraphOptimizer"}
     for name, model in metrics["models"].items():
         assert model["error"] is None, name
         assert model["accuracy"]["accuracy"] > 0.9
-        for size in ("1", "100"):
+        sizes = ("1", "100") if name in default_rows else ("100",)  # searched at 100
+        for size in sizes:
             assert model["batches"][size]["p99_ms"] >= model["batches"][size]["p50_ms"] > 0
     props = custom_properties(result)
     assert props["baseline"] == "DigitsTrainer"
     assert props["Quantizer_speedup_p50_batch100"] > 0
+
+
+def test_the_demo_searches_tf_serving_settings_and_pushes_the_best_pair_with_its_command(
+        workdir):
+    """The benchmark searched the best rows' TF Serving settings on the gate's objective
+    (lowest p99 at batch 100); the gate chose among the pairs it kept, and the demo prints
+    the pairs table and the whole tensorflow_model_server command for what it pushed."""
+    executions = executions_of_latest_run(workdir)
+    result = executions["ServingBenchmark"].outputs["benchmark"][0]
+    search = json.loads((Path(result.uri) / "metrics.json").read_text())["search"]
+    assert search["objective"] == "p99_ms" and search["batch_size"] == 100
+    assert search["steps"] and search["contenders"]
+    tried = {step["knob"] for step in search["steps"] if step["rows"]}
+    assert "tflite_interpreters_per_pool" in tried  # the TFLite rows' batch split
+    pushed, decision = gate_outcome(workdir)
+    kept = set(search["best"].values())
+    assert decision["row"] in kept or decision["label"] == "default"
+    command = decision["server_command"]
+    assert "tensorflow_model_server" in command
+    assert f"--model_base_path={workdir / 'serving' / 'digits'}" in command
+    assert all(flag in command for flag in decision["server_flags"])
+    stdout = (workdir / "first_stdout.txt").read_text()
+    assert "serve it with:" in stdout and "tensorflow_model_server" in stdout
+    assert "Pairs judged" in stdout
 
 
 def test_the_demo_pushes_with_the_flags_its_chosen_runtime_needs(workdir):
@@ -196,7 +225,7 @@ def test_impossible_thresholds_push_nothing_and_list_the_failed_thresholds(workd
     assert versions(workdir / "serving" / "digits") == before
     too_slow = [c for c in decision["checks"]
                 if c["threshold"] == "value.max_p99_ms" and not c["passed"]]
-    assert {c["candidate"] for c in too_slow} == {
+    assert {c["candidate"].split(":")[0] for c in too_slow} == {  # each version's pairs
         "DigitsTrainer", "Freezer", "GraphOptimizer", "Quantizer", *TFLITE}
     assert all(c["measured"] > 0.001 and c["limit"] == 0.001 for c in too_slow)
     assert "nothing pushed" in stdout
@@ -222,7 +251,7 @@ def test_the_pipeline_runs_with_local_dag_runner(tmp_path):
     config.write_text("trainer: {epochs: 1}\nverification: {num_examples: 64}\n"
                       "quantizer: {tflite: null, min_top1_agreement: 0.9}\n"
                       "benchmark: {batch_sizes: [8], concurrency: [], window_requests: 10,"
-                      " max_windows: 6, warmup_requests: 2}\n"
+                      " max_windows: 6, warmup_requests: 2, search_budget_s: 0}\n"
                       "thresholds: {primary_batch_size: 8}\n")
     run_pipeline(tmp_path / "work", runner="local", config_path=config)
     executions = executions_of_latest_run(tmp_path / "work")
