@@ -82,7 +82,7 @@ def _results_table(result) -> Table:
     return table
 
 
-def _search_table(result) -> Table | None:
+def search_table(result) -> Table | None:
     """The configuration search, best first; `*`: the best settings of each contender."""
     from components.core.benchmark.search_table import search_rows
     from components.core.benchmark.stats import interval_text
@@ -296,7 +296,7 @@ def benchmark_command(models: tuple[str, ...], names: tuple[str, ...],
     else:
         stdout.print(_results_table(result))
         stdout.print(_models_table(result))
-        search = _search_table(result)
+        search = search_table(result)
         if search is not None:
             stdout.print(search)
         accuracy = _accuracy_table(result)

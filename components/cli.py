@@ -187,13 +187,24 @@ def demo_command(workdir: Path, runner: str, config_path: Path | None, verbose: 
     """Run the digits pipeline end to end on the embedded defaults (SQLite MLMD)."""
     import components.core.tf_setup  # noqa: F401  (before TFX imports TensorFlow loudly)
 
+    from components.benchmark_cli import search_table
     from components.core.table import Paragraph
-    from pipelines.demo import gate_decision, push_summary, run_demo, stage_table
+    from pipelines.demo import (
+        benchmark_result,
+        gate_decision,
+        push_summary,
+        run_demo,
+        stage_table,
+    )
     from pipelines.digits.config import load_pipeline_config
 
     load_pipeline_config(config_path)  # a bad config fails before anything runs
     result = run_demo(workdir, runner, config_path, console=stderr.get(), verbose=verbose)
     stdout.print(stage_table(result))
+    measured = benchmark_result(result)
+    search = search_table(measured) if measured is not None else None
+    if search is not None:
+        stdout.print(search)
     decision = gate_decision(result)
     if decision is not None:
         stdout.print(decision.pairs_table())

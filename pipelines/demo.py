@@ -116,11 +116,13 @@ def _benchmark_metrics(result: DemoResult) -> dict:
 
 
 def _measured(metrics: dict, model: str, batch: int) -> tuple[str, str, str]:
-    """p99, speedup and accuracy of `model`; a TFLite variant's two rows (its model.tflite
-    and its saved_model.pb, see benchmark.runtimes) side by side, "tflite / pb"."""
+    """p99, speedup and accuracy of `model` under its default TF Serving settings; a TFLite
+    variant's two rows (its model.tflite and its saved_model.pb, see benchmark.runtimes)
+    side by side, "tflite / pb". The settings the search tried are in the search table."""
     result = BenchmarkResult.from_dict(metrics) if metrics.get("models") else None
     rows = [_row_figures(entry.to_dict(), batch) for entry in result.rows_of(model).values()
-            if not entry.error] if result else []
+            if not entry.error and (entry.runtime is None or entry.runtime.label == "default")
+            ] if result else []
     if not rows:
         return ("", "", "")
     return tuple(" / ".join(figures) for figures in zip(*rows, strict=True))
@@ -180,6 +182,12 @@ def _variant_row(record, key: str, metrics: dict, batch: int) -> tuple[str, ...]
     return (name, record.state, f"{props['size_bytes_total'] / 1e6:.2f} MB",
             str(props["node_count"]), str(props["variable_count"]), text,
             *_measured(metrics, name, batch))
+
+
+def benchmark_result(result: DemoResult) -> BenchmarkResult | None:
+    """What the ServingBenchmark measured (its metrics.json), None if it did not run."""
+    metrics = _benchmark_metrics(result)
+    return BenchmarkResult.from_dict(metrics) if metrics.get("models") else None
 
 
 def gate_decision(result: DemoResult) -> GateDecision | None:

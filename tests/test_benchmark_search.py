@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from components.benchmark_cli import _search_table, benchmark_command
+from components.benchmark_cli import benchmark_command, search_table
 from components.core.benchmark import plots, search
 from components.core.benchmark.config import BenchmarkConfig, ModelSpec
 from components.core.benchmark.report import render_report
@@ -170,7 +170,7 @@ def test_each_contender_keeps_a_setting_only_when_it_beat_its_current_best(searc
 
 
 @pytest.mark.e2e
-def test_the_search_table_and_plot_rank_every_searched_row(searched, tmp_path):
+def test_thesearch_table_and_plot_rank_every_searched_row(searched, tmp_path):
     _, result = searched
     rows = search_rows(result)
     assert {r.row for r in rows} >= {"variant@tflite", "variant@tflite:interpreters_per_pool=10"}
@@ -179,7 +179,7 @@ def test_the_search_table_and_plot_rank_every_searched_row(searched, tmp_path):
     assert plots.search_figure(result).startswith(b"\x89PNG")
     html = render_report(result)
     assert "Configuration search" in html and "interpreters_per_pool=10" in html
-    assert _search_table(result) is not None
+    assert search_table(result) is not None
 
 
 @pytest.mark.e2e

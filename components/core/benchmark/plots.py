@@ -8,6 +8,7 @@ accuracy) are None.
 from __future__ import annotations
 
 import io
+import warnings
 
 import matplotlib
 
@@ -42,7 +43,9 @@ def model_colors(result: BenchmarkResult) -> dict[str, str]:
 
 def _png(figure) -> bytes:
     buffer = io.BytesIO()
-    figure.tight_layout()
+    with warnings.catch_warnings():  # many rows: bbox_inches="tight" below still fits them
+        warnings.simplefilter("ignore", UserWarning)
+        figure.tight_layout()
     figure.savefig(buffer, format="png", bbox_inches="tight")
     plt.close(figure)
     return buffer.getvalue()
