@@ -140,17 +140,6 @@ def _batching(config: ServingConfig, row: Row, settings: BenchmarkConfig
     return batching_candidates(available_cores(), clients, max(settings.batch_sizes)), ""
 
 
-def _batching(config: ServingConfig, row: Row, settings: BenchmarkConfig
-              ) -> tuple[list, str]:
-    clients = search_clients(settings)
-    if config.batching is not None:
-        return [], "already on"
-    if clients < 2:
-        return [], ("batching merges concurrent requests, and the concurrency sweep has no "
-                    "level above 1 client (benchmark.concurrency)")
-    return batching_candidates(available_cores(), clients, max(settings.batch_sizes)), ""
-
-
 KNOBS = (
     Knob("tflite_interpreters_per_pool", TFLITE_RUNTIME, _interpreter_counts),
     Knob("intra_op_threads", TENSORFLOW_RUNTIME, _thread_counts("intra_op_threads")),
