@@ -241,11 +241,12 @@ def test_the_pairs_table_lists_every_pair_best_first_the_chosen_marked(model_dir
     decision = gate(model_dirs, {"value": {"max_p99_ms": 20}})
     text = decision.pairs_table().plain(200)
     lines = text.splitlines()
-    assert lines[0] == ("Pairs judged (version, TF Serving configuration) at batch 100: push "
-                        f"'{VARIANT}', configuration interpreters_per_pool=10")
+    assert lines[0] == (f"PusherGate: push '{VARIANT}', configuration interpreters_per_pool=10; "
+                        "the (version, TF Serving configuration) pairs judged at batch 100")
     assert lines[1].split() == ["version", "runtime", "configuration", "p50", "ms", "p99",
                                 "ms", "examples/s", "speedup", "p50", "verdict"]
-    body = [line.split() for line in lines[3:]]
+    body = [line.split() for line in lines[3:7]]
+    assert " ".join(" ".join(lines[7:]).split()) == decision.reason  # the why, under the table
     assert [cells[:3] for cells in body] == [
         [VARIANT, "tflite", "interpreters_per_pool=10"], [VARIANT, "tflite", "default"],
         ["optimized", "tensorflow", "default"],

@@ -43,7 +43,7 @@ PARAMETERS = {"model_uri", "eval_examples_uri", "push_destination", "label_key",
               "thresholds", "batch_sizes", "benchmark_settings", "graph_optimizer", "quantizer",
               "verification", "keep_last"}
 QUICK_BENCHMARK = {"concurrency": [], "window_requests": 10, "max_windows": 6,
-                   "warmup_requests": 2}
+                   "warmup_requests": 2, "search_budget_s": 20}
 # The TFX pipeline's names: the baseline, then each candidate by its producer's identity.
 BF16 = [] if bf16_unavailable_reason() else ["Quantizer-bfloat16"]
 TFLITE = [f"Quantizer-tflite-{mode}" for mode in TFLITE_MODES]  # every mode, by default
@@ -208,8 +208,14 @@ def test_local_run_writes_the_tfx_quantizers_variants_verified(blessed_run):
 def test_the_benchmark_measures_every_variant_by_the_tfx_name(blessed_run):
     metrics = blessed_run.metrics()
     assert metrics["baseline"] == "trainer"
-    assert list(metrics["models"]) == ROWS
-    for name, model in metrics["models"].items():
+    models = metrics["models"]
+    default = [name for name, model in models.items()
+               if (model.get("runtime") or {}).get("label", "default") == "default"]
+    assert default == ROWS  # TF Serving's default settings: every row, in pipeline order
+    for name in set(models) - set(default):  # the configuration search's settings
+        row, label = name.split(":", 1)
+        assert row.split("@")[0] in VERSIONS and models[name]["runtime"]["label"] == label, name
+    for name, model in models.items():
         assert model["error"] is None, name
         assert model["batches"]["8"]["p99_ms"] >= model["batches"]["8"]["p50_ms"] > 0
         assert model["accuracy"]["accuracy"] > 0.9

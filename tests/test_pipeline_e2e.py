@@ -174,7 +174,7 @@ def test_the_demo_searches_tf_serving_settings_and_pushes_the_best_pair_with_its
     assert all(flag in command for flag in decision["server_flags"])
     stdout = (workdir / "first_stdout.txt").read_text()
     assert "serve it with:" in stdout and "tensorflow_model_server" in stdout
-    assert "Pairs judged" in stdout and "configuration search: p99_ms at batch 100" in stdout
+    assert "pairs judged at batch" in stdout and "configuration search: p99_ms at batch 100" in stdout
 
 
 def test_the_demo_pushes_with_the_flags_its_chosen_runtime_needs(workdir):

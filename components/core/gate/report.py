@@ -73,8 +73,9 @@ def pairs_table(decision: GateDecision) -> Table:
     verdict = (f"push '{decision.chosen}'" if decision.blessed else "nothing pushed")
     configuration = (f", configuration {decision.label}"
                      if decision.blessed and decision.label not in (None, "default") else "")
-    table = Table(title=f"Pairs judged (version, TF Serving configuration) at batch {at}: "
-                        f"{verdict}{configuration}", key_columns=3, columns=(
+    table = Table(title=f"PusherGate: {verdict}{configuration}; the (version, TF Serving "
+                        f"configuration) pairs judged at batch {at}", caption=decision.reason,
+                  key_columns=3, columns=(
         Column("version"), Column("runtime"), Column("configuration"),
         Column("p50 ms", True), Column("p99 ms", True), Column("examples/s", True),
         Column("speedup p50", True), Column("verdict")))
