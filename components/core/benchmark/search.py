@@ -14,7 +14,8 @@ measured (run.BenchmarkSession.measure), the search:
    interval of the paired per-round ratio lies wholly above 1); otherwise the knob "did
    not help" and the contender keeps its settings. A knob that has nothing to try on this
    machine (no bf16 units, a batch too small to split) is recorded with the reason;
-4. stops when every knob was tried or the next step would pass `search_budget_s`;
+4. stops when every knob was tried or the next step, with measuring its possible winners
+   at the other batch sizes (5.), would pass `search_budget_s`;
 5. measures each contender's best row at the other batch sizes too, so the row is
    complete for the gate and the report.
 
@@ -222,6 +223,13 @@ class ConfigurationSearch:
         window = (self.settings.window_seconds or 1.0) * 1.2  # with the re-warm requests
         return STARTUP_S + runners * rounds_for(self.settings.confidence) * window
 
+    def _completion_cost(self, kept: int) -> float:
+        """What _complete needs for `kept` searched rows: the budget holds it too."""
+        others = len(self.settings.batch_sizes) - 1
+        if not kept or not others:
+            return 0.0
+        return others * (self._step_cost(1 + kept) - STARTUP_S)
+
     # --- the search -----------------------------------------------------------------
 
     def run(self) -> SearchRecord:
@@ -234,7 +242,11 @@ class ConfigurationSearch:
                 if outcomes:
                     self.steps.append(SearchStep(knob.name, [], outcomes))
                 continue
-            cost = self._step_cost(1 + len(plans) + sum(map(len, plans.values())))
+            # The step, and measuring at the other batch sizes (_complete) every searched
+            # row that can be a best after it: the budget holds both.
+            kept = {self.origin[name] for name in self.extra_runners} | set(plans)
+            cost = (self._step_cost(1 + len(plans) + sum(map(len, plans.values())))
+                    + self._completion_cost(len(kept)))
             if self.elapsed() + cost > self.settings.search_budget_s:
                 stopped = (f"the search budget of {self.settings.search_budget_s:g} s was "
                            f"reached before {knob.name} (about {cost:.0f} s more)")
