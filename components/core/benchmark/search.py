@@ -219,16 +219,19 @@ class ConfigurationSearch:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def _step_cost(self, runners: int) -> float:
+    def _rounds_cost(self, runners: int) -> float:
+        """Seconds for one batch size's interleaved rounds over `runners` running workers."""
         window = (self.settings.window_seconds or 1.0) * 1.2  # with the re-warm requests
-        return STARTUP_S + runners * rounds_for(self.settings.confidence) * window
+        return runners * rounds_for(self.settings.confidence) * window
+
+    def _step_cost(self, runners: int) -> float:
+        return STARTUP_S + self._rounds_cost(runners)
 
     def _completion_cost(self, kept: int) -> float:
-        """What _complete needs for `kept` searched rows: the budget holds it too."""
+        """What _complete needs for `kept` searched rows (already running, with the
+        baseline) at the other batch sizes: the budget holds it too."""
         others = len(self.settings.batch_sizes) - 1
-        if not kept or not others:
-            return 0.0
-        return others * (self._step_cost(1 + kept) - STARTUP_S)
+        return others * self._rounds_cost(1 + kept) if kept else 0.0
 
     # --- the search -----------------------------------------------------------------
 
