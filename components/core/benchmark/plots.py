@@ -177,6 +177,7 @@ def build_speed_figure(result: BenchmarkResult, chosen: str | None = None,
             low, high = (getattr(batch, interval_key) or [None, None])
             values[row] = (value, _finite(low), _finite(high))
         panels.append((f"batch size {size}", values))
+    sized = {f"batch size {size}" for size in sizes}
     height = 0.32 * len(order) + 1.5
     figure = _figure(figsize=(2.0 + 2.7 * len(panels), height))
     axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
@@ -194,8 +195,12 @@ def build_speed_figure(result: BenchmarkResult, chosen: str | None = None,
             y, color = positions[row], row_color(result, row)
             if lo is not None and hi is not None:
                 ax.hlines(y, lo, hi, color=color, lw=2, alpha=0.55, zorder=2)
-            ax.plot([value], [y], marker=_marker(rows[row]), color=color, ms=6, zorder=3,
-                    ls="none", markeredgecolor="white", markeredgewidth=0.6)
+            batch = rows[row].at(int(title.rsplit(" ", 1)[-1])) if title in sized else None
+            steady = batch is None or (batch.stable and batch.speedup_stable is not False)
+            ax.plot([value], [y], marker=_marker(rows[row]), ls="none", zorder=3, ms=6,
+                    color=color, markerfacecolor=color if steady else "white",
+                    markeredgecolor="white" if steady else color,
+                    markeredgewidth=0.6 if steady else 1.4)
             ax.annotate(f"{value:.2f}×", (hi if hi is not None else value, y),
                         xytext=(5, 0), textcoords="offset points", va="center",
                         fontsize=7, color=INK, fontweight="bold" if row == highlight
@@ -217,7 +222,8 @@ def build_speed_figure(result: BenchmarkResult, chosen: str | None = None,
     figure.suptitle(f"Which pair is fastest: {name} over {result.baseline}, best first "
                     f"at {ranked}", fontsize=10, fontweight="bold", x=0.01, ha="left")
     figure.text(0.01, 0.0, f"{star}Bars: {_confidence(result)} interval; dashed: the "
-                "baseline (1×).", fontsize=7.5, color=MUTED, ha="left", va="top")
+                "baseline (1×); hollow: not stable.", fontsize=7.5, color=MUTED, ha="left",
+                va="top")
     figure.tight_layout(rect=(0, 0.02, 1, 1))
     return figure
 
@@ -347,6 +353,7 @@ def build_accuracy_figure(result: BenchmarkResult, chosen: str | None = None
         ax.axvline(1.0, color=BASELINE_COLOR, lw=1, ls="--", zorder=1)
         _pad(ax, points + [(1.0, points[0][1])] if points else [], right=0.45, top=0.3,
              low=0.45)
+        points = points + along([1.0, 1.0], list(ax.get_ylim()), steps=40)
         ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
         ax.set_title(title)
         ax.set_xlabel(f"{name} vs {result.baseline} at batch size {size} (×)")

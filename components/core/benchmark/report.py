@@ -1,8 +1,10 @@
 """The benchmark as one self-contained HTML page: no scripts, fonts or images to fetch.
 
-Machine and settings first (results mean little without them), then one summary row per
-model, one table per batch size (latency, throughput, stability, speedup and accuracy
-against the baseline) and the figures (see plots), embedded as base64 PNG.
+Machine and settings first (results mean little without them), then one figure per
+question (which pair is fastest, latency against throughput per runtime, accuracy against
+speed; see plots), embedded as base64 PNG, then one summary row per model, one table per
+batch size (latency, throughput, stability, speedup and accuracy against the baseline)
+and the configuration search with its figure.
 """
 
 from __future__ import annotations
@@ -53,8 +55,6 @@ td.name { font-weight:600; }
 .muted { color:var(--muted); }
 figure { margin:0; }
 figure img { max-width:100%; height:auto; display:block; margin:0 auto; }
-.grid2 { display:grid; grid-template-columns:1fr 1fr; gap:12px; }
-@media (max-width:900px) { .grid2 { grid-template-columns:1fr; } }
 footer { color:var(--muted); font-size:12px; margin-top:28px; }
 """
 
@@ -228,8 +228,12 @@ def _figure(png: bytes | None, alt: str) -> str:
            '</figure>'
 
 
-def render_report(result: BenchmarkResult) -> str:
-    """The whole page as a string."""
+def render_report(result: BenchmarkResult, chosen: str | None = None,
+                  weighted: dict[str, float] | None = None) -> str:
+    """The whole page as a string. `chosen`: the row the gate chose (its decision's `row`),
+    highlighted in the figures (default: the best the search found, see
+    plots.chosen_row); `weighted`: row -> a traffic-weighted ratio to the baseline, shown
+    first in the speed figure and ranking its rows (see plots.build_speed_figure)."""
     sizes = result.settings.batch_sizes
     candidates = result.candidates
     subtitle = (f"baseline <b>{_e(result.baseline)}</b>"
@@ -238,12 +242,14 @@ def render_report(result: BenchmarkResult) -> str:
     failed = result.failed()
     warning = "".join(f'<div class="card err"><b>{_e(n)}</b> could not be measured: '
                       f"{_e(e)}</div>" for n, e in failed.items())
-    figures = [
-        _figure(plots.latency_figure(result), "latency percentiles per batch size"),
-        _figure(plots.throughput_figure(result), "throughput against p99 latency"),
-    ]
-    small = [f for f in (_figure(plots.size_figure(result), "model size"),
-                         _figure(plots.accuracy_figure(result), "accuracy per model")) if f]
+    figures = "".join([
+        _section("Which pair is fastest", plots.speed_figure(result, chosen, weighted),
+                 "speedup over the baseline per pair and batch size"),
+        _section("Latency against throughput", plots.throughput_figure(result),
+                 "throughput against p99 latency per runtime"),
+        _section("Accuracy against speed", plots.accuracy_figure(result, chosen),
+                 "accuracy against speedup per pair"),
+    ])
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -255,13 +261,11 @@ def render_report(result: BenchmarkResult) -> str:
 <p class="sub">{subtitle}</p>
 {_machine(result)}
 {warning}
+{figures}
 <h2>Models</h2>
 {_summary(result)}
 {"".join(_batch_table(result, size) for size in sizes)}
 {_search_section(result)}
-<h2>Figures</h2>
-{"".join(figures)}
-<div class="grid2">{"".join(small)}</div>
 <footer>Speedups are medians of per-round ratios to the baseline (rounds interleave
 the models, so machine drift cancels). Unstable: the p50 of the last 3 windows spread
 more than {result.settings.stability_percent:g}%. Written by servopt benchmark,
@@ -270,10 +274,16 @@ more than {result.settings.stability_percent:g}%. Written by servopt benchmark,
 """
 
 
-def write_report(result: BenchmarkResult, path: str | os.PathLike) -> Path:
+def _section(title: str, png: bytes | None, alt: str) -> str:
+    figure = _figure(png, alt)
+    return f"<h2>{_e(title)}</h2>{figure}" if figure else ""
+
+
+def write_report(result: BenchmarkResult, path: str | os.PathLike, chosen: str | None = None,
+                 weighted: dict[str, float] | None = None) -> Path:
     target = Path(path)
     try:
-        target.write_text(render_report(result), encoding="utf-8")
+        target.write_text(render_report(result, chosen, weighted), encoding="utf-8")
     except OSError as err:
         raise ServoptError(f"{target}: cannot write the report ({err.strerror}); choose a "
                            "writable path") from None
