@@ -108,7 +108,12 @@ def test_the_report_shows_machine_settings_tables_and_figures(result):
                  "2.00×", "[1.90, 2.10]", "others 30% CPU", "unstable", "-0.50 pt",
                  "99.00%"):
         assert text in page, text
-    assert page.count("data:image/png;base64,") == 4
+    # One figure per question, before the tables: which pair is fastest, latency against
+    # throughput, accuracy against speed (no search ran, so no search figure).
+    assert page.count("data:image/png;base64,") == 3
+    headings = ["Which pair is fastest", "Latency against throughput",
+                "Accuracy against speed", "Models", "Batch size 1<"]
+    assert sorted(headings, key=page.index) == headings
     assert "<script" not in page and "http" not in page.replace("http-equiv", "")
 
 

@@ -205,3 +205,14 @@ def test_figures_with_nothing_to_show_are_left_out(result):
     page = render_report(result)
     assert page.count("data:image/png;base64,") == 1
     assert "Which pair is fastest" in page and "Accuracy against speed" not in page
+
+
+def test_ratio_ticks_stay_apart_however_wide_the_intervals(result):
+    """Rows measured once for two runtimes on a busy machine: intervals from 0.05× to 24×."""
+    for row in ("int8@tensorflow", "f32@tensorflow"):
+        for batch in result.models[row].batches.values():
+            batch.speedup_p50_interval = [0.05, 24.0]
+    figure = plots.build_speed_figure(result)
+    assert _overlapping(figure) == []
+    ticks = [t.get_text() for t in _drawn_ticks(figure.axes[0]) if t.get_text()][:6]
+    assert "1×" in ticks and len(ticks) >= 3

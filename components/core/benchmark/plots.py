@@ -25,7 +25,12 @@ matplotlib.use("Agg")  # no display: render to PNG
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import PercentFormatter  # noqa: E402
+from matplotlib.ticker import (  # noqa: E402
+    FixedLocator,
+    FuncFormatter,
+    NullLocator,
+    PercentFormatter,
+)
 
 from components.core.benchmark.labels import Label, along, place_labels  # noqa: E402
 from components.core.benchmark.schema import BenchmarkResult, ModelResult  # noqa: E402
@@ -183,10 +188,15 @@ def build_speed_figure(result: BenchmarkResult, chosen: str | None = None,
     axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     positions = {row: index for index, row in enumerate(order)}
     for ax, (title, values) in zip(axes, panels, strict=True):
-        xs = [v for triple in values.values() for v in triple if v is not None] + [1.0]
+        # Ratios on a log scale: 0.5× lies as far below the baseline as 2× above it.
+        xs = [v for triple in values.values() for v in triple if v and v > 0] + [1.0]
         low, high = min(xs), max(xs)
-        pad = (high - low) * 0.12 or 0.1
-        ax.set_xlim(low - pad, high + pad * 2.6)
+        pad = (high / low) ** 0.1 if high > low * 1.01 else 1.1
+        ax.set_xscale("log")
+        ax.set_xlim(low / pad, high * pad ** 3)
+        ax.xaxis.set_major_locator(FixedLocator(_ratio_ticks(*ax.get_xlim())))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
         ax.axvline(1.0, color=BASELINE_COLOR, lw=1, ls="--", zorder=1)
         if highlight in positions:
             ax.axhspan(positions[highlight] - 0.45, positions[highlight] + 0.45,
@@ -206,7 +216,7 @@ def build_speed_figure(result: BenchmarkResult, chosen: str | None = None,
                         fontsize=7, color=INK, fontweight="bold" if row == highlight
                         else "normal")
         ax.set_title(title)
-        ax.set_xlabel(f"{name} vs {result.baseline} (×)")
+        ax.set_xlabel(f"{name} vs {result.baseline} (log scale)")
         ax.grid(axis="y", visible=False)
         ax.set_ylim(len(order) - 0.5, -0.5)
     axes[0].set_yticks(range(len(order)),
@@ -226,6 +236,25 @@ def build_speed_figure(result: BenchmarkResult, chosen: str | None = None,
                 va="top")
     figure.tight_layout(rect=(0, 0.02, 1, 1))
     return figure
+
+
+_NICE_RATIOS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0,
+                4.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0)
+
+
+def _ratio_ticks(low: float, high: float, most: int = 5) -> list[float]:
+    """At most about `most` round ratios between `low` and `high`, 1 among them, spaced
+    evenly enough on the log scale that their labels never meet."""
+    gap = math.log(high / low) / most
+    ticks = [1.0]
+    for side in (sorted(v for v in _NICE_RATIOS if 1 < v <= high),
+                 sorted((v for v in _NICE_RATIOS if low <= v < 1), reverse=True)):
+        last = 1.0
+        for value in side:
+            if abs(math.log(value / last)) >= gap:
+                ticks.append(value)
+                last = value
+    return sorted(ticks)
 
 
 def _confidence(result: BenchmarkResult) -> str:
@@ -300,8 +329,11 @@ def _pad(ax, points: list[tuple[float, float]], right: float = 0.3, top: float =
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     dx = (max(xs) - min(xs)) or max(abs(max(xs)), 1e-9) * 0.2
     dy = (max(ys) - min(ys)) or max(abs(max(ys)), 1e-9) * 0.2
-    ax.set_xlim(min(xs) - dx * low, max(xs) + dx * right)
-    ax.set_ylim(min(ys) - dy * low, max(ys) + dy * top)
+    # Counts and latencies are never negative: no axis of them starts below 0.
+    ax.set_xlim(max(min(xs) - dx * low, 0 if min(xs) >= 0 else -math.inf),
+                max(xs) + dx * right)
+    ax.set_ylim(max(min(ys) - dy * low, 0 if min(ys) >= 0 else -math.inf),
+                max(ys) + dy * top)
 
 
 def throughput_figure(result: BenchmarkResult) -> bytes | None:
