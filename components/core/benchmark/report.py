@@ -31,7 +31,8 @@ h1 { font-size:24px; margin:0 0 4px; }
 h2 { font-size:17px; margin:32px 0 10px; }
 .sub { color:var(--muted); margin:0 0 18px; }
 .card { background:var(--card); border:1px solid var(--line); border-radius:10px;
-  padding:16px 18px; margin:12px 0; box-shadow:0 1px 2px rgba(0,0,0,.04); }
+  padding:16px 18px; margin:12px 0; box-shadow:0 1px 2px rgba(0,0,0,.04);
+  overflow-x:auto; }
 .facts { display:grid; grid-template-columns:repeat(auto-fill, minmax(210px, 1fr));
   gap:10px 22px; }
 .fact .k { color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.04em; }
@@ -43,7 +44,7 @@ th { font-size:12px; color:var(--muted); font-weight:600; background:#fafbfc; }
 th:first-child, td:first-child { text-align:left; }
 tbody tr:hover { background:#f8fafc; }
 td.name { font-weight:600; }
-.role { font-size:11px; font-weight:600; color:var(--muted); margin-left:6px; }
+.role { display:block; font-size:11px; font-weight:600; color:var(--muted); }
 .badge { display:inline-block; padding:1px 8px; border-radius:999px; font-size:12px;
   font-weight:600; }
 .ok { background:#e3f5e8; color:var(--good); }
