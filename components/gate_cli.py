@@ -55,9 +55,12 @@ def _served_metrics(path: Path):
                    "to, for the whole tensorflow_model_server command line (without it: "
                    "${MODEL_BASE_PATH} and ${MODEL_NAME}).")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+@click.option("--report", "report_out", type=click.Path(path_type=Path), default=None,
+              help="Write the benchmark's HTML report here, the pair the gate chose "
+                   "highlighted in its figures.")
 def gate_command(metrics_json: Path, thresholds_path: Path, served_metrics: Path | None,
                  allowed_ops: tuple[str, ...], destination: str | None,
-                 as_json: bool) -> None:
+                 as_json: bool, report_out: Path | None) -> None:
     """Decide which model of METRICS_JSON (a `servopt benchmark --json` or ServingBenchmark
     result) may be pushed. Exit 0 when one passes, 1 when blocked, 2 on bad input.
 
@@ -77,6 +80,10 @@ def gate_command(metrics_json: Path, thresholds_path: Path, served_metrics: Path
                              allowed_ops=allowed_ops)
     if destination:
         decision = decision.with_destination(destination)
+    if report_out is not None:
+        from components.core.benchmark.report import write_report
+
+        write_report(metrics, report_out, chosen=decision.row if decision.blessed else None)
     if as_json:
         chosen = metrics.models[decision.row].to_dict() if decision.chosen else None
         json.dump({**decision.to_dict(), "chosen_metrics": chosen}, sys.stdout, indent=2)

@@ -110,3 +110,16 @@ def test_push_of_something_that_is_not_a_model_exits_2(tmp_path):
     [line] = result.stderr.strip().splitlines()
     assert "no SavedModel" in line
     assert not (tmp_path / "serving").exists() or versions(tmp_path / "serving") == []
+
+
+def test_the_report_highlights_the_pair_the_gate_chose(metrics_json, tmp_path):
+    report = tmp_path / "report.html"
+    result = servopt("gate", metrics_json, "--thresholds", CONFIGS / "thresholds.yaml",
+                     "--report", report)
+    assert result.exit_code == 0, result.output
+    page = report.read_text()
+    assert "★ the pair the gate chose: <b>quantized</b>" in page
+    blocked = servopt("gate", metrics_json, "--thresholds",
+                      CONFIGS / "thresholds_impossible.yaml", "--report", report)
+    assert blocked.exit_code == 1
+    assert "the gate chose" not in report.read_text()

@@ -245,7 +245,8 @@ def render_report(result: BenchmarkResult, chosen: str | None = None,
                       f"{_e(e)}</div>" for n, e in failed.items())
     figures = "".join([
         _section("Which pair is fastest", plots.speed_figure(result, chosen, weighted),
-                 "speedup over the baseline per pair and batch size"),
+                 "speedup over the baseline per pair and batch size",
+                 _star(result, chosen)),
         _section("Latency against throughput", plots.throughput_figure(result),
                  "throughput against p99 latency per runtime"),
         _section("Accuracy against speed", plots.accuracy_figure(result, chosen),
@@ -275,9 +276,25 @@ more than {result.settings.stability_percent:g}%. Written by servopt benchmark,
 """
 
 
-def _section(title: str, png: bytes | None, alt: str) -> str:
+def _section(title: str, png: bytes | None, alt: str, caption: str = "") -> str:
     figure = _figure(png, alt)
-    return f"<h2>{_e(title)}</h2>{figure}" if figure else ""
+    caption = f'<p class="sub">{caption}</p>' if caption else ""
+    return f"<h2>{_e(title)}</h2>{caption}{figure}" if figure else ""
+
+
+def _star(result: BenchmarkResult, chosen: str | None) -> str:
+    """What the figures' ★ marks (plots.chosen_row), in words."""
+    row = plots.chosen_row(result, chosen)
+    if row is None:
+        return ""
+    name = f"<b>{_e(plots.row_label(result, row))}</b>"
+    if chosen is not None:
+        return f"★ the pair the gate chose: {name}"
+    if result.search is not None:
+        return (f"★ the best pair the configuration search found ({_e(result.search.objective)}"
+                f" at batch {result.search.batch_size}): {name}")
+    return (f"★ the fastest candidate at batch {plots.ranking_batch_size(result)}: {name}; "
+            "the gate decides which is pushed")
 
 
 def write_report(result: BenchmarkResult, path: str | os.PathLike, chosen: str | None = None,
