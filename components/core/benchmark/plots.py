@@ -184,7 +184,7 @@ def build_speed_figure(result: BenchmarkResult, chosen: str | None = None,
         panels.append((f"batch size {size}", values))
     sized = {f"batch size {size}" for size in sizes}
     height = 0.32 * len(order) + 1.5
-    figure = _figure(figsize=(2.0 + 2.7 * len(panels), height))
+    figure = _figure(figsize=(2.2 + 3.2 * len(panels), height))
     axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     positions = {row: index for index, row in enumerate(order)}
     for ax, (title, values) in zip(axes, panels, strict=True):

@@ -54,6 +54,7 @@ td.name { font-weight:600; }
 .down { color:var(--bad); font-weight:600; }
 .err { color:var(--bad); white-space:normal; text-align:left; }
 .muted { color:var(--muted); }
+td.flags { text-align:left; white-space:normal; min-width:280px; font-size:12px; }
 figure { margin:0; }
 figure img { max-width:100%; height:auto; display:block; margin:0 auto; }
 footer { color:var(--muted); font-size:12px; margin-top:28px; }
@@ -203,7 +204,7 @@ def _search_section(result: BenchmarkResult) -> str:
         f"<td>{_e(r.runtime)}</td><td>{_e(r.label)}</td><td>{_ms(r.p50_ms)}</td>"
         f"<td>{_ms(r.p99_ms)}</td><td>{_num(r.throughput)}/s</td>"
         f"<td>{_ratio(r.speedup_p99, r.speedup_p99_interval)}</td>"
-        f"<td class=\"muted\" style=\"text-align:left\">{_e(' '.join(r.flags))}</td></tr>"
+        f"<td class=\"muted flags\">{_e(' '.join(r.flags))}</td></tr>"
         for r in rows)
     head = ("<tr><th>model</th><th>runtime</th><th>configuration</th><th>p50 ms</th>"
             "<th>p99 ms</th><th>throughput</th><th>speedup p99</th>"
