@@ -160,18 +160,21 @@ def build_speed_figure(result: BenchmarkResult, chosen: str | None = None,
         return None
     rank_at = ranking_batch_size(result)
 
-    def rank(row: str) -> float:
+    def rank(row: str) -> tuple:
+        """Weighted rows first, by their weighted figure; then by the ranking batch size."""
         if weighted is not None and _finite(weighted.get(row)) is not None:
-            return -weighted[row]
+            return 0, -weighted[row], row
         batch = rows[row].at(rank_at)
         value = _finite(getattr(batch, key)) if batch else None
-        return math.inf if value is None else -value
-    order = sorted(rows, key=lambda row: (rank(row), row))
+        return 1, math.inf if value is None else -value, row
+    order = sorted(rows, key=rank)
     highlight = chosen_row(result, chosen)
-    panels: list[tuple[str, dict[str, tuple[float, float | None, float | None]]]] = []
+    # (title, batch size or None for the weighted panel, row -> (value, low, high))
+    panels: list[tuple[str, int | None, dict]] = []
     if weighted:
-        panels.append((weighted_title, {row: (weighted[row], None, None) for row in order
-                                        if _finite(weighted.get(row)) is not None}))
+        panels.append((weighted_title, None, {
+            row: (weighted[row], None, None) for row in order
+            if _finite(weighted.get(row)) is not None}))
     for size in sizes:
         values = {}
         for row in order:
@@ -181,13 +184,12 @@ def build_speed_figure(result: BenchmarkResult, chosen: str | None = None,
                 continue
             low, high = (getattr(batch, interval_key) or [None, None])
             values[row] = (value, _finite(low), _finite(high))
-        panels.append((f"batch size {size}", values))
-    sized = {f"batch size {size}" for size in sizes}
+        panels.append((f"batch size {size}", size, values))
     height = 0.32 * len(order) + 1.5
     figure = _figure(figsize=(2.2 + 3.2 * len(panels), height))
     axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     positions = {row: index for index, row in enumerate(order)}
-    for ax, (title, values) in zip(axes, panels, strict=True):
+    for ax, (title, size, values) in zip(axes, panels, strict=True):
         # Ratios on a log scale: 0.5× lies as far below the baseline as 2× above it.
         xs = [v for triple in values.values() for v in triple if v and v > 0] + [1.0]
         low, high = min(xs), max(xs)
@@ -205,7 +207,7 @@ def build_speed_figure(result: BenchmarkResult, chosen: str | None = None,
             y, color = positions[row], row_color(result, row)
             if lo is not None and hi is not None:
                 ax.hlines(y, lo, hi, color=color, lw=2, alpha=0.55, zorder=2)
-            batch = rows[row].at(int(title.rsplit(" ", 1)[-1])) if title in sized else None
+            batch = rows[row].at(size) if size is not None else None
             steady = batch is None or (batch.stable and batch.speedup_stable is not False)
             ax.plot([value], [y], marker=_marker(rows[row]), ls="none", zorder=3, ms=6,
                     color=color, markerfacecolor=color if steady else "white",
