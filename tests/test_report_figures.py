@@ -216,3 +216,13 @@ def test_ratio_ticks_stay_apart_however_wide_the_intervals(result):
     assert _overlapping(figure) == []
     ticks = [t.get_text() for t in _drawn_ticks(figure.axes[0]) if t.get_text()][:6]
     assert "1×" in ticks and len(ticks) >= 3
+
+
+def test_rows_without_a_weighted_figure_rank_after_those_with_one(result):
+    weighted = {"fp16@tensorflow": 1.5, "int8@tensorflow": 1.2}
+    figure = plots.build_speed_figure(result, weighted=weighted)
+    order = [t.get_text().removeprefix("★ ") for t in _ticks(figure)]
+    assert order[:3] == ["fp16 · tensorflow", "int8 · tensorflow",
+                         plots.row_label(result, CHOSEN)]
+    assert len(order) == 12
+    assert figure._suptitle.get_text().endswith("best first weighted by the traffic")

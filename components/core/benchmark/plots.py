@@ -228,11 +228,11 @@ def build_speed_figure(result: BenchmarkResult, chosen: str | None = None,
         tick.set_color(INK)
         if row == highlight:
             tick.set_fontweight("bold")
-    ranked = weighted_title if weighted else f"batch size {rank_at}"
+    ranked = weighted_title if weighted else f"at batch size {rank_at}"
     star = f"★ {'chosen' if chosen else 'best'}: {row_label(result, highlight)}. " \
         if highlight in positions else ""
     figure.suptitle(f"Which pair is fastest: {name} over {result.baseline}, best first "
-                    f"at {ranked}", fontsize=10, fontweight="bold", x=0.01, ha="left")
+                    f"{ranked}", fontsize=10, fontweight="bold", x=0.01, ha="left")
     figure.text(0.01, 0.0, f"{star}Bars: {_confidence(result)} interval; dashed: the "
                 "baseline (1×); hollow: not stable.", fontsize=7.5, color=MUTED, ha="left",
                 va="top")
