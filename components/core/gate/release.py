@@ -341,6 +341,17 @@ def _checked_served(server: ServerStatus | None, state: ModelState, version: int
                            "; wait until it is loaded")
 
 
+def _read(destination: str | Path, config: ReleaseConfig
+          ) -> tuple[ModelState, list[int], Path]:
+    """This model's state, its versions on disk and the config's path (checked)."""
+    destination = Path(destination)
+    path = config_path(destination, config)
+    state = _state(_entry(read_config(path), destination, path), destination)
+    disk = _on_disk(destination)
+    check_state(state, disk, str(path))
+    return state, disk, path
+
+
 def _change(destination: str | Path, config: ReleaseConfig,
             planner: Callable[[ModelState, list[int], Path], Plan],
             server: ServerStatus | None = None) -> tuple[ReleaseResult, Plan]:
@@ -388,13 +399,26 @@ def label(destination: str | Path, config: ReleaseConfig = ReleaseConfig(), *,
 def promote(destination: str | Path, config: ReleaseConfig = ReleaseConfig(), *,
             server: ServerStatus | None = None,
             check: Callable[[int, int], None] | None = None) -> ReleaseResult:
-    """The canary becomes stable. `check(stable, canary)` runs first, under the lock, and
-    raises to block the promotion (the gate's checks, see release_check.py)."""
+    """The canary becomes stable. `check(stable, canary)` runs first and raises to block
+    the promotion (the gate's checks, release_check.py); it runs outside the lock (a
+    benchmark takes minutes), and the promotion is refused if the labels moved meanwhile."""
+    def plan(state: ModelState, disk: list[int], path: Path) -> Plan:
+        return plan_promote(state, disk, config.stable_label, config.canary_label, str(path))
+
+    checked = None
+    if check is not None:
+        before = plan(*_read(destination, config))
+        checked = (before.before.labels[config.stable_label], before.version)
+        check(*checked)
+
     def planner(state: ModelState, disk: list[int], path: Path) -> Plan:
-        plan = plan_promote(state, disk, config.stable_label, config.canary_label, str(path))
-        if check is not None:
-            check(plan.before.labels[config.stable_label], plan.version)
-        return plan
+        now = plan(state, disk, path)
+        if checked is not None and (now.before.labels[config.stable_label],
+                                    now.version) != checked:
+            raise ServoptError(f"{path}: the labels of '{state.name}' moved while the "
+                               f"promotion was checked (stable/canary were {checked[0]}/"
+                               f"{checked[1]}); run promote again")
+        return now
 
     result, _ = _change(destination, config, planner, server)
     return result
