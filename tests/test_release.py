@@ -390,13 +390,16 @@ def test_push_keep_last_in_labels_mode_never_removes_a_served_version(root, two_
         result = servopt("push", two_signature_model, dest, "--release", "labels")
         assert result.exit_code == 0, result.output
         assert servopt("label", dest).exit_code == 0
-    stable = labels(root / "models.config")["stable"]
+    first, superseded, third = sorted(int(n) for n in os.listdir(dest) if n.isdigit())
+    assert servopt("promote", dest, "--no-check").exit_code == 0  # stable: third
     result = servopt("push", two_signature_model, dest, "--release", "labels",
                      "--keep-last", "1")
     assert result.exit_code == 0, result.output
-    on_disk = {int(n) for n in os.listdir(dest) if n.isdigit()}
-    assert stable in on_disk and set(served(root / "models.config")) <= on_disk
-    assert len(on_disk) == 3  # stable, its predecessor (served), the new canary
+    on_disk = sorted(int(n) for n in os.listdir(dest) if n.isdigit())
+    # kept: the previous stable (served), stable, the new version; removed: the canary
+    # that `third` superseded, which nothing keeps
+    assert on_disk[:2] == [first, third] and len(on_disk) == 3
+    assert superseded not in on_disk and set(served(root / "models.config")) <= set(on_disk)
 
 
 # ---------------------------------------------------------------------- bad input, faults
@@ -492,11 +495,11 @@ def test_servopt_push_release_labels_prints_the_model_config_server_command(
         root, two_signature_model):
     result = servopt("push", two_signature_model, root / "mnist", "--release", "labels")
     assert result.exit_code == 0, result.output
-    text = " ".join(result.output.split())
+    text = "".join(result.output.split())  # long paths wrap at 80 columns
     config = (root / "models.config").resolve()
     assert f"--model_config_file={config}" in text
     assert "--model_config_file_poll_wait_seconds=60" in text
-    assert "--model_base_path" not in text and "servopt label" in text
+    assert "--model_base_path" not in text and "servoptlabel" in text
     assert "/labels/LABEL:predict" in text
 
 
@@ -520,6 +523,34 @@ def test_promote_and_rollback_are_recorded_in_ml_metadata(root, tmp_path):
     assert json.loads(props[1]["labels_after"]) == {"canary": 1, "stable": 1}
 
 
+def test_promote_runs_the_check_on_stable_and_canary_and_a_refusal_changes_nothing(root):
+    dest = released(root, 1, 2)
+    config = root / "models.config"
+    before = config.read_bytes()
+    seen = []
+
+    def blocked(stable, canary):
+        seen.append((stable, canary))
+        raise ServoptError("blocked by the gate")
+
+    with pytest.raises(ServoptError, match="blocked by the gate"):
+        rel.promote(dest, LABELS, check=blocked)
+    assert seen == [(1, 2)] and config.read_bytes() == before
+
+
+def test_a_promotion_is_refused_when_the_labels_moved_while_it_was_checked(root):
+    dest = released(root, 1, 2)
+
+    def meanwhile(stable, canary):  # another release moves the canary during the check
+        push_version(dest, 3)
+        rel.label(dest, LABELS)
+
+    with pytest.raises(ServoptError, match="moved while the promotion was checked"):
+        rel.promote(dest, LABELS, check=meanwhile)
+    assert labels(root / "models.config") == {"stable": 1, "canary": 3}
+
+
+@pytest.mark.e2e  # benchmark worker processes: about two minutes on two shared cores
 def test_a_promotion_the_gate_blocks_exits_4_and_changes_nothing(root, two_signature_model,
                                                                  tmp_path):
     """The canary and the stable version are benchmarked in one run (real measurement)
@@ -535,7 +566,7 @@ def test_a_promotion_the_gate_blocks_exits_4_and_changes_nothing(root, two_signa
                           "vs_baseline: {min_speedup_p50: null}\n")
     bench = tmp_path / "b.yaml"
     bench.write_text("batch_sizes: [1]\nconcurrency: []\nwarmup_requests: 2\n"
-                     "window_requests: 5\nwindow_seconds: null\nmax_windows: 2\n"
+                     "window_requests: 5\nwindow_seconds: null\nmax_windows: 6\n"
                      "decision_budget_s: 0\n")
     result = servopt("promote", dest, "--thresholds", thresholds,
                      "--benchmark-config", bench)
