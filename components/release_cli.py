@@ -125,13 +125,10 @@ def release_after_push(destination: str, version: int, release, server: str | No
                        keep_last: int | None = None) -> None:
     """`servopt push --release labels`: the model config steps after the version, then
     retention (never what is served: keep_last counts only unprotected versions)."""
-    from components.core.gate.release import prune, release_push
+    from components.core.gate.release import release_pushed
 
-    result = release_push(destination, version, release, server=_server(server),
-                          wait_s=wait_s)
-    if keep_last:
-        result.removed_versions = prune(destination, release,
-                                        keep_last=keep_last).removed_versions
+    result = release_pushed(destination, version, release, keep_last=keep_last,
+                            server=_server(server), wait_s=wait_s)
     report(result, destination, release, mlmd_path, as_json)
 
 

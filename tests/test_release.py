@@ -30,6 +30,7 @@ from components.core.gate import Thresholds
 from components.core.gate import release as rel
 from components.core.gate.release import ReleaseConfig
 from components.core.gate.release_plan import ModelState, plan_retention
+from tests.test_pusher_gate_executor import run_gate  # noqa: F401 - a fixture used below
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 LABELS = ReleaseConfig(mode="labels")
@@ -601,3 +602,23 @@ def test_the_server_command_reads_the_model_config_and_polls_it(tmp_path):
                        "--model_config_file_poll_wait_seconds=60",
                        "--allow_version_labels_for_unavailable_models=true",
                        "--enable_batching=true"]
+
+
+# ----------------------------------------------------------------- TFX and KFP adapters
+
+
+def test_pusher_gate_releases_with_labels_when_the_gate_config_says_so(run_gate):  # noqa: F811
+    thresholds = {"vs_baseline": {"min_speedup_p50": 1.5}, "release": {"mode": "labels"}}
+    pushed, _, decision, destination = run_gate(thresholds)
+    first = int(pushed.get_string_custom_property("pushed_version"))
+    config = destination.parent / "models.config"
+    assert served(config, "digits") == [first] and labels(config, "digits") == {}
+    assert "servopt label" in pushed.get_string_custom_property("release_pending")
+    assert pushed.get_string_custom_property("release_operation") == "push"
+    assert any(w.startswith("--model_config_file=") for w in decision["server_command"])
+    assert not any(w.startswith("--model_base_path=") for w in decision["server_command"])
+    rel.label(destination, LABELS)
+    pushed, _, _, _ = run_gate(thresholds, keep_last=1)
+    second = int(pushed.get_string_custom_property("pushed_version"))
+    assert served(config, "digits") == [first, second]
+    assert pushed.get_int_custom_property("release_stable_after") == first

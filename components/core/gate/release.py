@@ -378,6 +378,10 @@ def _change(destination: str | Path, config: ReleaseConfig,
 def check_release(destination: str | Path, config: ReleaseConfig) -> Path:
     """Before a push publishes anything: the model config parses and TF Serving would
     accept this model's entry as it is. Returns the config's path."""
+    if "://" in str(destination):
+        raise ServoptError(f"{destination}: a labels release keeps a model config file "
+                           "beside the versions, with an atomic rename and a lock; use a "
+                           "local (or mounted) serving directory, or release: mode: latest")
     destination = Path(destination)
     path = config_path(destination, config)
     message = read_config(path)
@@ -462,6 +466,19 @@ def release_push(destination: str | Path, version: int,
     step1.steps_written += second.steps_written
     step1.note = plan.note if second.steps_written else second.note
     return step1
+
+
+def release_pushed(destination: str | Path, version: int,
+                   config: ReleaseConfig = ReleaseConfig(), *, keep_last: int | None = None,
+                   server: ServerStatus | None = None, wait_s: float = 300.0
+                   ) -> ReleaseResult:
+    """What every adapter runs after push.py published `version` in labels mode: the
+    model config steps, then retention (keep_last counts only what nothing else keeps)."""
+    result = release_push(destination, version, config, server=server, wait_s=wait_s)
+    if keep_last:
+        result.removed_versions = prune(destination, config,
+                                        keep_last=keep_last).removed_versions
+    return result
 
 
 def prune(destination: str | Path, config: ReleaseConfig = ReleaseConfig(), *,

@@ -34,6 +34,13 @@ def release_properties(result: ReleaseResult, destination: str) -> dict[str, int
     return props
 
 
+def artifact_properties(result: ReleaseResult) -> dict[str, int | str]:
+    """The release recorded on a PushedModel artifact (TFX or KFP): `release_*` keys."""
+    return {f"release_{key}": value
+            for key, value in release_properties(result, "").items()
+            if key not in ("pushed_destination", "model_name")}
+
+
 def record_release(sqlite_path: str | Path, result: ReleaseResult, destination: str) -> int:
     """Writes one COMPLETE execution into the MLMD SQLite database (created if missing);
     returns its id."""
