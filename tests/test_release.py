@@ -622,3 +622,28 @@ def test_pusher_gate_releases_with_labels_when_the_gate_config_says_so(run_gate)
     second = int(pushed.get_string_custom_property("pushed_version"))
     assert served(config, "digits") == [first, second]
     assert pushed.get_int_custom_property("release_stable_after") == first
+
+
+def test_the_kfp_release_step_promotes_and_rolls_back(root, tmp_path):
+    from kfp import dsl
+
+    from components.kfp import steps
+
+    dest = released(root, 1, 2)
+    thresholds = Thresholds(release=LABELS).to_dict()
+
+    def run(operation: str):
+        out = dsl.Artifact(uri=str(tmp_path / operation), name="released", metadata={})
+        outputs = steps.release.python_func(
+            push_destination=str(dest), operation=operation, thresholds=thresholds,
+            model_config="", check_promotion=False, eval_examples_uri="", released=out)
+        return outputs, out
+
+    (stable, canary), out = run("promote")
+    assert (stable, canary) == (2, 2)
+    assert out.metadata["release_stable_before"] == 1
+    assert json.loads((tmp_path / "promote" / "release.json").read_text())[
+        "labels_after"] == {"stable": 2, "canary": 2}
+    assert run("rollback")[0] == (1, 1)
+    with pytest.raises(ServoptError, match="use label, promote, rollback"):
+        run("advance")
