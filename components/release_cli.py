@@ -103,10 +103,10 @@ def report(result, destination: str, release, mlmd_path: Path | None,
              + (f": {result.note}" if result.note else ""),
              f"  labels: {labels(result.labels_before)} -> {labels(result.labels_after)}",
              f"  served: {result.served_before or 'latest'} -> {result.served_after or '-'}"]
-    if result.removed_versions:
-        lines.append(f"  removed versions: {', '.join(map(str, result.removed_versions))}"
-                     if "dry run" not in result.note else
-                     f"  would remove: {', '.join(map(str, result.removed_versions))}")
+    if result.removed_versions or result.operation == "prune":
+        removed = ", ".join(map(str, result.removed_versions)) or "none"
+        lines.append(f"  would remove: {removed}" if "dry run" in result.note
+                     else f"  removed versions: {removed}")
     if result.pending:
         lines.append(f"  next step: {result.pending}")
     if result.operation in ("push", "label") and result.steps_written:

@@ -450,9 +450,9 @@ def release_push(destination: str | Path, version: int,
     step1 = _result(plan, Path(result.model_config), 1)
     name = plan.before.name
     if server is None:
-        step1.pending = (f"version {version} is served beside the labelled versions (step 1 "
-                         f"of 2); once TF Serving reports it AVAILABLE (GET /v1/models/{name}"
-                         f"), run: servopt label {destination}"
+        step1.pending = (f"version {version} is served, not labelled yet (step 1 of 2); "
+                         f"once TF Serving reports it AVAILABLE (GET /v1/models/{name}), "
+                         f"run: servopt label {destination}"
                          + (f" --model-config {result.model_config}"
                             if config.model_config else ""))
         return step1
