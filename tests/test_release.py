@@ -647,3 +647,27 @@ def test_the_kfp_release_step_promotes_and_rolls_back(root, tmp_path):
     assert run("rollback")[0] == (1, 1)
     with pytest.raises(ServoptError, match="use label, promote, rollback"):
         run("advance")
+
+
+def test_the_tfx_model_release_component_promotes_and_records_the_labels(root, tmp_path):
+    from tfx.types import standard_artifacts
+
+    from components.model_release import ModelRelease
+    from components.model_release import executor as release_executor
+
+    dest = released(root, 1, 2)
+    thresholds = Thresholds(release=LABELS).to_dict()
+    with pytest.raises(ServoptError, match="use one of label, promote"):
+        ModelRelease(push_destination=str(dest), operation="advance", thresholds=thresholds)
+    component = ModelRelease(push_destination=str(dest), operation="promote",
+                             thresholds=thresholds, check_promotion=False)
+    out = standard_artifacts.PushedModel()
+    out.uri = str(tmp_path / "release")
+    Path(out.uri).mkdir()
+    release_executor.Executor().Do({}, {"release": [out]}, component.exec_properties)
+    assert out.get_int_custom_property("release_stable_before") == 1
+    assert out.get_int_custom_property("release_stable_after") == 2
+    assert not out.has_custom_property("pushed")  # not a push: the resolver ignores it
+    assert json.loads((tmp_path / "release" / "release.json").read_text())["operation"] == (
+        "promote")
+    assert labels(root / "models.config") == {"stable": 2, "canary": 2}
