@@ -320,6 +320,17 @@ def test_a_label_on_a_version_not_on_disk_or_not_served_is_refused_before_any_ch
     assert config.read_bytes() == before
 
 
+def test_the_cli_refuses_a_label_pointing_nowhere_in_one_line(root):
+    dest = released(root, 1, 2)
+    config = root / "models.config"
+    config.write_text(config.read_text().replace("value: 2", "value: 7"))
+    for command in ("promote", "rollback", "label", "prune"):
+        result = servopt(command, dest, *(["--no-check"] if command == "promote" else []))
+        assert result.exit_code == 2, (command, result.output)
+        assert result.output.count("\n") == 1 and "Traceback" not in result.output
+        assert f"{config}: label 'canary'" in result.output, result.output
+
+
 def test_label_names_are_word_characters_only(root):
     """g3doc/serving_config.md ~223-224: labels are [a-zA-Z0-9_]+ (the REST path
     /labels/LABEL, http_rest_api_util.cc ~32)."""

@@ -496,6 +496,9 @@ def prune(destination: str | Path, config: ReleaseConfig = ReleaseConfig(), *,
         state = _state(entry, destination)
         with _locked(destination):
             disk = _on_disk(destination)
+            # A config TF Serving refuses leaves it serving an older one, which this file
+            # no longer describes: nothing is removed on its word.
+            check_state(state, disk, str(path))
             doomed = [v for v in plan_retention(state, disk, config.stable_label, keep_last)
                       if (destination / str(v)).is_dir()
                       and not (destination / str(v)).is_symlink()]
