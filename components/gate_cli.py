@@ -142,8 +142,8 @@ def push_command(model: Path, destination: str, keep_last: int | None,
     result = push_model(model, destination, keep_last=None if labels else keep_last,
                         warmup_examples=warmup_examples, allowed_ops=op_list(allowed_ops))
     if labels:
-        release_after_push(destination, result.version, release, server,
-                                       wait_s, mlmd_path, as_json, keep_last)
+        release_after_push(destination, result, release, server, wait_s, mlmd_path,
+                           as_json, keep_last)
         return
     if as_json:
         json.dump(result.to_dict(), sys.stdout, indent=2)

@@ -82,7 +82,7 @@ def base_server_command(release, model_config: str) -> str:
 
 
 def report(result, destination: str, release, mlmd_path: Path | None,
-           as_json: bool) -> None:
+           as_json: bool, pushed: dict | None = None) -> None:
     """Prints a release result (and records it in MLMD when asked)."""
     from components.core.table import Paragraph
 
@@ -92,7 +92,10 @@ def report(result, destination: str, release, mlmd_path: Path | None,
 
         execution = record_release(mlmd_path, result, destination)
     if as_json:
-        json.dump({**result.to_dict(), "mlmd_execution": execution}, sys.stdout, indent=2)
+        data = {**result.to_dict(), "mlmd_execution": execution}
+        if pushed is not None:
+            data["pushed"] = pushed
+        json.dump(data, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
 
@@ -120,16 +123,17 @@ def report(result, destination: str, release, mlmd_path: Path | None,
         stdout.print(Paragraph(line))
 
 
-def release_after_push(destination: str, version: int, release, server: str | None,
+def release_after_push(destination: str, pushed, release, server: str | None,
                        wait_s: float, mlmd_path: Path | None, as_json: bool,
                        keep_last: int | None = None) -> None:
-    """`servopt push --release labels`: the model config steps after the version, then
-    retention (never what is served: keep_last counts only unprotected versions)."""
+    """`servopt push --release labels`, after push.py published `pushed` (a PushResult):
+    the model config steps, then retention (never what is served: keep_last counts only
+    versions nothing else keeps)."""
     from components.core.gate.release import release_pushed
 
-    result = release_pushed(destination, version, release, keep_last=keep_last,
+    result = release_pushed(destination, pushed.version, release, keep_last=keep_last,
                             server=_server(server), wait_s=wait_s)
-    report(result, destination, release, mlmd_path, as_json)
+    report(result, destination, release, mlmd_path, as_json, pushed.to_dict())
 
 
 @click.command("label", cls=ServoptCommand)

@@ -682,3 +682,13 @@ def test_the_tfx_model_release_component_promotes_and_records_the_labels(root, t
     assert json.loads((tmp_path / "release" / "release.json").read_text())["operation"] == (
         "promote")
     assert labels(root / "models.config") == {"stable": 2, "canary": 2}
+
+
+def test_push_release_labels_json_holds_the_push_and_the_release(root, two_signature_model):
+    result = servopt("push", two_signature_model, root / "mnist", "--release", "labels",
+                     "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["operation"] == "push" and data["steps_written"] == 1
+    assert data["served_after"] == [data["pushed"]["version"]]
+    assert data["pushed"]["path"] == str(root / "mnist" / str(data["pushed"]["version"]))

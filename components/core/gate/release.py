@@ -372,7 +372,7 @@ def _change(destination: str | Path, config: ReleaseConfig,
             check_state(after, disk, str(path))
             _apply(message, entry, after)
             write_config(path, message)
-        return _result(plan, path, len(plan.steps)), plan
+        return _result(plan, path, 1 if plan.steps else 0), plan  # steps[0] written
 
 
 def check_release(destination: str | Path, config: ReleaseConfig) -> Path:
