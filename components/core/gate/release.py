@@ -445,15 +445,14 @@ def release_push(destination: str | Path, version: int,
     """After push.py published `version` under `destination`: step 1 (serve it beside the
     served versions), then, with a server, step 2 once it reports the version AVAILABLE.
     Without a server the result's `pending` names the operator's next step."""
-    result, plan = _change(destination, config, lambda state, disk, path: plan_push(
+    step1, plan = _change(destination, config, lambda state, disk, path: plan_push(
         state, version, disk, config.stable_label, config.canary_label))
-    step1 = _result(plan, Path(result.model_config), 1)
     name = plan.before.name
     if server is None:
         step1.pending = (f"version {version} is served, not labelled yet (step 1 of 2); "
                          f"once TF Serving reports it AVAILABLE (GET /v1/models/{name}), "
                          f"run: servopt label {destination}"
-                         + (f" --model-config {result.model_config}"
+                         + (f" --model-config {step1.model_config}"
                             if config.model_config else ""))
         return step1
     if not wait_until_available(server, name, version, wait_s, poll_s):
