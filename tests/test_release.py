@@ -692,3 +692,33 @@ def test_push_release_labels_json_holds_the_push_and_the_release(root, two_signa
     assert data["operation"] == "push" and data["steps_written"] == 1
     assert data["served_after"] == [data["pushed"]["version"]]
     assert data["pushed"]["path"] == str(root / "mnist" / str(data["pushed"]["version"]))
+
+
+def test_the_kfp_push_step_follows_the_gate_configs_release_section(root, tmp_path,
+                                                                    two_signature_model):
+    """The push step reads release: from the thresholds the gate recorded in its
+    decision.json (one source). The gate's other steps are not run: the decision is
+    hand-built and the baseline is pushed."""
+    from kfp import dsl
+
+    from components.core.gate.decision import GateDecision
+    from components.core.producers import MODEL_OUTPUTS, PRODUCED_PROPERTY
+    from components.kfp import steps
+
+    decision_dir = tmp_path / "decision"
+    decision_dir.mkdir()
+    decision = GateDecision(True, "trainer", str(two_signature_model), "test", 1, ["p99_ms"],
+                            True, [], [], thresholds=Thresholds(release=LABELS).to_dict())
+    (decision_dir / "decision.json").write_text(json.dumps(decision.to_dict()))
+    models = {name: dsl.Model(uri=str(tmp_path / name), name=name,
+                              metadata={PRODUCED_PROPERTY: 0})  # variants not produced
+              for name in MODEL_OUTPUTS}
+    pushed = dsl.Artifact(uri=str(tmp_path / "pushed"), name="pushed", metadata={})
+    version, path = steps.push.python_func(
+        chosen="trainer", model_uri=str(two_signature_model), **models,
+        push_destination=str(root / "mnist"), eval_examples_uri="", keep_last=0,
+        decision=dsl.Artifact(uri=str(decision_dir), name="decision", metadata={}),
+        pushed=pushed)
+    assert served(root / "models.config") == [version]
+    assert pushed.metadata["release_operation"] == "push"
+    assert "servopt label" in pushed.metadata["release_pending"]
