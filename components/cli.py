@@ -219,11 +219,14 @@ def _register_commands() -> None:
     from components.benchmark_cli import benchmark_command
     from components.gate_cli import gate_command, push_command
     from components.kfp_cli import kfp_group
+    from components.release_cli import COMMANDS as RELEASE_COMMANDS
 
     main.add_command(benchmark_command, "benchmark")
     main.add_command(gate_command, "gate")
     main.add_command(push_command, "push")
     main.add_command(kfp_group, "kfp")
+    for name, command in RELEASE_COMMANDS.items():
+        main.add_command(command, name)
 
 
 _register_commands()

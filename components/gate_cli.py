@@ -16,6 +16,14 @@ import click
 
 from components.cli_support import LazyConsole, ServoptCommand, op_list
 from components.core.errors import ServoptError
+from components.release_cli import (
+    mlmd_option,
+    model_config_option,
+    release_after_push,
+    release_settings,
+    server_option,
+    thresholds_option,
+)
 
 BLOCKED_EXIT = 1
 stdout = LazyConsole()
@@ -109,16 +117,41 @@ def gate_command(metrics_json: Path, thresholds_path: Path, served_metrics: Path
 @click.option("--allow-unsafe-ops", "allowed_ops", default="",
               help="Comma-separated op types the safety scan refuses that MODEL may run "
                    "anyway (TF Serving runs what is pushed; only for models you trust).")
+@click.option("--release", "release_mode", type=click.Choice(["latest", "labels"]),
+              default=None, help="latest: TF Serving serves the highest version (all the "
+              "traffic at once); labels: also write the TF Serving model config, the "
+              "version served as 'canary' beside 'stable' (docs/release.md). Default: the "
+              "thresholds' release.mode (latest).")
+@model_config_option
+@thresholds_option
+@server_option
+@click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=300,
+              show_default=True, help="With --server: seconds to wait for the version to "
+              "load before the label moves.")
+@mlmd_option
 @click.option("--json", "as_json", is_flag=True, help="Print the push as JSON.")
 def push_command(model: Path, destination: str, keep_last: int | None,
-                 warmup_examples: Path | None, allowed_ops: str, as_json: bool) -> None:
+                 warmup_examples: Path | None, allowed_ops: str, release_mode: str | None,
+                 model_config: Path | None, thresholds_path: Path | None,
+                 server: str | None, wait_s: float, mlmd_path: Path | None,
+                 as_json: bool) -> None:
     """Publish MODEL as a new TF Serving version under DESTINATION, atomically: the
     PusherGate's push (a version above every existing one, saved_model.pb last, renamed
     into place under a lock)."""
     from components.core.gate import push_model
 
-    result = push_model(model, destination, keep_last=keep_last,
+    _, release = release_settings(thresholds_path, model_config, release_mode)
+    labels = release.mode == "labels"
+    if labels:
+        from components.core.gate.release import check_release
+
+        check_release(destination, release)  # a config TF Serving refuses: nothing pushed
+    result = push_model(model, destination, keep_last=None if labels else keep_last,
                         warmup_examples=warmup_examples, allowed_ops=op_list(allowed_ops))
+    if labels:
+        release_after_push(destination, result, release, server, wait_s, mlmd_path,
+                           as_json, keep_last)
+        return
     if as_json:
         json.dump(result.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")

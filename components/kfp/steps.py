@@ -159,8 +159,16 @@ def gate(results: Input[Artifact], thresholds: dict, model_uri: str,
 
     metrics = load_metrics(Path(results.path) / METRICS_FILE)
     candidates = model_paths(model_uri, [given[name] for name in MODEL_OUTPUTS])
-    result = evaluate_gate(metrics, thresholds_from_parameter(thresholds),
-                           candidates).with_destination(push_destination)
+    judged = thresholds_from_parameter(thresholds)
+    result = evaluate_gate(metrics, judged, candidates).with_destination(push_destination)
+    if result.blessed and judged.release.mode == "labels":
+        from dataclasses import replace
+
+        from components.core.gate.release import config_path, server_command
+
+        result = replace(result, server_command=server_command(
+            result.server_command, config_path(push_destination, judged.release),
+            judged.release))
     Path(decision.path).mkdir(parents=True, exist_ok=True)
     (Path(decision.path) / DECISION_FILE).write_text(json.dumps(result.to_dict(), indent=2))
     for line in result.summary_lines():
@@ -192,6 +200,8 @@ def push(chosen: str, model_uri: str, frozen_model: Input[Model],
     from pathlib import Path
 
     from components.core.gate import GateDecision, push_model
+    from components.core.gate.release import ReleaseConfig, check_release, release_pushed
+    from components.core.gate.release_mlmd import artifact_properties
     from components.core.producers import MODEL_OUTPUTS
     from components.kfp.mapping import (
         DECISION_FILE,
@@ -205,17 +215,29 @@ def push(chosen: str, model_uri: str, frozen_model: Input[Model],
     examples = local_path(eval_examples_uri)
     gate_decision = GateDecision.from_dict(
         json.loads((Path(decision.path) / DECISION_FILE).read_text()))
+    # The gate config's release: section, as the gate recorded it (one source).
+    release = ReleaseConfig.from_dict(gate_decision.thresholds.get("release"), DECISION_FILE)
+    labels = release.mode == "labels"
+    if labels:
+        check_release(push_destination, release)  # a config TF Serving refuses: no push
     result = push_model(chosen_path(paths, chosen), push_destination,
-                        keep_last=keep_last or None, warmup_examples=examples or None,
+                        keep_last=None if labels else keep_last or None,
+                        warmup_examples=examples or None,
                         serving_runtime=gate_decision.runtime,
                         configuration=gate_decision.configuration,
                         server_command=gate_decision.server_command)
+    released = {}
+    if labels:
+        released = artifact_properties(release_pushed(push_destination, result.version,
+                                                      release, keep_last=keep_last or None))
+        print(f"release: {released['release_note']}; {released['release_pending']}",
+              flush=True)
     record = {"pushed": 1, "pushed_model_name": chosen,
               "pushed_configuration": gate_decision.label or "default",
-              "server_command": gate_decision.server_command, **result.to_dict()}
+              "server_command": gate_decision.server_command, **result.to_dict(), **released}
     Path(pushed.path).mkdir(parents=True, exist_ok=True)
     (Path(pushed.path) / PUSH_FILE).write_text(json.dumps(record, indent=2))
-    pushed.metadata.update({"pushed": 1, "pushed_version": result.version,
+    pushed.metadata.update({**released, "pushed": 1, "pushed_version": result.version,
                             "pushed_destination": result.path,
                             "pushed_base_directory": result.base_dir,
                             "pushed_model_name": chosen})
@@ -224,5 +246,55 @@ def push(chosen: str, model_uri: str, frozen_model: Input[Model],
     return outputs(result.version, result.path)
 
 
+@servopt_component
+def release(push_destination: str, operation: str, thresholds: dict, model_config: str,
+            check_promotion: bool, eval_examples_uri: str, released: Output[Artifact]
+            ) -> NamedTuple("ReleaseOutputs", [("stable", int), ("canary", int)]):
+    """A release step on the TF Serving model config of `push_destination`: `label`
+    (step 2 of a labels push, once the version is loaded), `promote` (after the gate's
+    paired check when `check_promotion`), `rollback` or `rollback_canary`. `thresholds`:
+    the gate config (its release: section; promote's thresholds); `model_config`: ''
+    for the section's file. Outputs: the versions holding the labels afterwards (-1:
+    none); `released` records the labels before and after."""
+    import json
+    from collections import namedtuple
+    from dataclasses import replace
+    from pathlib import Path
+
+    from components.core.gate import release as rel
+    from components.core.gate.release_mlmd import artifact_properties
+    from components.kfp.mapping import local_path, thresholds_from_parameter
+
+    judged = thresholds_from_parameter(thresholds)
+    config = judged.release if not model_config else replace(judged.release,
+                                                             model_config=model_config)
+    if operation == "label":
+        result = rel.label(push_destination, config)
+    elif operation == "promote":
+        check = None
+        if check_promotion and config.check_promotion:
+            from components.core.gate.release_check import promotion_check
+
+            check = promotion_check(push_destination, judged,
+                                    examples=local_path(eval_examples_uri) or None)
+        result = rel.promote(push_destination, config, check=check)
+    elif operation in ("rollback", "rollback_canary"):
+        result = rel.rollback(push_destination, config,
+                              canary_only=operation == "rollback_canary")
+    else:
+        from components.core.errors import ServoptError
+
+        raise ServoptError(f"release operation {operation!r}: use label, promote, rollback "
+                           "or rollback_canary")
+    properties = artifact_properties(result)
+    Path(released.path).mkdir(parents=True, exist_ok=True)
+    (Path(released.path) / "release.json").write_text(json.dumps(result.to_dict(), indent=2))
+    released.metadata.update(properties)
+    print(f"{operation}: {result.labels_before} -> {result.labels_after}", flush=True)
+    outputs = namedtuple("ReleaseOutputs", ["stable", "canary"])
+    return outputs(result.labels_after.get(config.stable_label, -1),
+                   result.labels_after.get(config.canary_label, -1))
+
+
 __all__ = ["HTML", "IMAGE", "Metrics", "benchmark", "freeze", "gate", "optimize", "push",
-           "quantize"]
+           "quantize", "release"]

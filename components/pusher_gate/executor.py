@@ -20,6 +20,13 @@ from components.core.gate import (
     load_metrics,
     push_model,
 )
+from components.core.gate.release import (
+    check_release,
+    config_path,
+    release_pushed,
+    server_command,
+)
+from components.core.gate.release_mlmd import artifact_properties
 from components.core.uris import Staging
 from components.tfx_adapter import Artifacts, Staged, optional_single, set_custom_properties, single
 
@@ -53,14 +60,19 @@ class Executor(Staged, base_executor.BaseExecutor):
         metrics = load_metrics(Path(stage.input(benchmark.uri)) / METRICS_FILE)
         allowed_ops = json.loads(exec_properties.get("allowed_ops") or "[]")
         uris = candidate_paths(metrics)  # by version (a TFLite variant has two rows): URIs
+        thresholds = Thresholds.from_dict(json.loads(exec_properties["thresholds"]))
         decision = evaluate_gate(
-            metrics, Thresholds.from_dict(json.loads(exec_properties["thresholds"])),
+            metrics, thresholds,
             {name: stage.input(uri) for name, uri in uris.items()},
             served=_served_metrics(input_dict),
             model_blessed=_blessed(input_dict, "model_blessing"),
             infra_blessed=_blessed(input_dict, "infra_blessing"),
             allowed_ops=allowed_ops)
         decision = _with_uris(decision, uris).with_destination(destination)
+        if decision.blessed and thresholds.release.mode == "labels":  # served from the config
+            decision = dataclasses.replace(decision, server_command=server_command(
+                decision.server_command, config_path(destination, thresholds.release),
+                thresholds.release))
         for line in decision.summary_lines():
             logging.info("PusherGate: %s", line)
         blessing_dir = Path(stage.output(blessing.uri))
@@ -88,16 +100,27 @@ class Executor(Staged, base_executor.BaseExecutor):
                                            "served_version": version, "decision": reason})
             return
         examples = optional_single(input_dict, "examples")
+        release = thresholds.release
+        if release.mode == "labels":
+            check_release(destination, release)  # a config TF Serving refuses: no push
+        keep_last = exec_properties.get("keep_last")
         result = push_model(stage.input(decision.chosen_path), destination,
-                            keep_last=exec_properties.get("keep_last"),
+                            keep_last=None if release.mode == "labels" else keep_last,
                             warmup_examples=stage.input(examples.uri) if examples else None,
                             serving_runtime=decision.runtime, allowed_ops=allowed_ops,
                             configuration=decision.configuration,
                             server_command=decision.server_command)
         logging.info("PusherGate: pushed %s as version %d to %s", decision.chosen,
                      result.version, result.path)
+        released = {}
+        if release.mode == "labels":
+            outcome = release_pushed(destination, result.version, release,
+                                     keep_last=keep_last)
+            released = artifact_properties(outcome)
+            if outcome.pending:
+                logging.info("PusherGate: next step: %s", outcome.pending)
         logging.info("PusherGate: serve it with: %s", decision.serving_command())
-        set_custom_properties(pushed, {
+        set_custom_properties(pushed, {**released,
             "pushed": 1, "pushed_version": str(result.version),
             "pushed_destination": result.path, "pushed_base_directory": destination,
             "pushed_model_name": decision.chosen, "pushed_model_uri": decision.chosen_path,

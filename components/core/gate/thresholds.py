@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from components.core.errors import ServoptError
+from components.core.gate.release import ReleaseConfig
 from components.core.yaml_io import parse_yaml
 
 INCONCLUSIVE_POLICIES = ("block", "allow")
@@ -187,6 +188,7 @@ class Thresholds:
     vs_served: ServedThresholds = field(default_factory=ServedThresholds)
     server: ServerProfile = field(default_factory=ServerProfile)
     required_signatures: tuple[str, ...] | None = None  # None: the baseline's signatures
+    release: ReleaseConfig = field(default_factory=ReleaseConfig)  # see gate/release.py
 
     def __post_init__(self) -> None:
         _validate("thresholds", self.primary_batch_size, self.inconclusive,
@@ -236,7 +238,8 @@ class Thresholds:
                    objective=tuple(objective),
                    server=ServerProfile.from_dict(data.get("server"), source),
                    required_signatures=_signature_names(data.get("required_signatures"),
-                                                        source), **groups)
+                                                        source),
+                   release=ReleaseConfig.from_dict(data.get("release"), source), **groups)
 
     @classmethod
     def from_yaml(cls, path: str | Path | None = None) -> Thresholds:

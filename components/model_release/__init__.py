@@ -1,0 +1,3 @@
+from components.model_release.component import ModelRelease
+
+__all__ = ["ModelRelease"]
