@@ -25,9 +25,7 @@ from components.core.benchmark.config import BenchmarkConfig, ModelSpec
 from components.core.benchmark.engines import EngineSpec, ResolvedModel
 from components.core.benchmark.schema import RuntimeInfo
 from components.core.requirements import TENSORFLOW_RUNTIME
-from components.core.serving_config import ServingConfig
-
-NO_TFLITE_FLAG = "--prefer_tflite_model=false"
+from components.core.serving_config import NO_TFLITE_FLAG, ServingConfig, row_flags  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -118,8 +116,7 @@ def engine_spec(row: Row, settings: BenchmarkConfig) -> EngineSpec:
 def runtime_info(row: Row, settings: BenchmarkConfig) -> RuntimeInfo:
     """The row's runtime, its configuration and the flags that select it in TF Serving."""
     config = row.serving_config(settings)
-    flags = ([NO_TFLITE_FLAG] if row.runtime == TENSORFLOW_RUNTIME and row.beside_tflite
-             else []) + config.flags()
+    flags = row_flags(config, row.beside_tflite)
     return RuntimeInfo(runtime=row.runtime, version=row.model.name, settings=config.settings(),
                        server_flags=flags if row.servable else [], servable=row.servable,
                        configuration=config.to_dict(), label=config.label(),

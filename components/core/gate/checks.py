@@ -28,7 +28,7 @@ from components.core.requirements import (
     read_requirements,
 )
 from components.core.safety import scan_ops
-from components.core.serving_config import DEFAULT_LABEL
+from components.core.serving_config import DEFAULT_LABEL, with_requirements
 
 NOT_SERVED = "not applicable: no model served yet"
 MB = 1e6
@@ -176,10 +176,7 @@ def server_check(version: str, row: JudgedRow, requirements: ServingRequirements
 def serving_flags(row: JudgedRow, requirements: ServingRequirements) -> list[str]:
     """The tensorflow_model_server flags that run the candidate as measured: the row's,
     and those its serving requirements add for that runtime."""
-    flags = row.server_flags
-    if requirements.runtime == (row.runtime or TENSORFLOW_RUNTIME):
-        flags += [flag for flag in requirements.server_flags if flag not in flags]
-    return flags
+    return with_requirements(row.server_flags, row.runtime, requirements)
 
 
 def _some(flags: set[str]) -> str:
