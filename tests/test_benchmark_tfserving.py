@@ -19,11 +19,12 @@ from google.protobuf import text_format
 from components.core.benchmark.tfserving import (
     build_grpc_predict_request,
     build_rest_predict_request,
+    ServedRow,
+    benchmark_command,
     model_base_dir,
     parse_grpc_predict_response,
     parse_model_status,
     parse_rest_predict_response,
-    server_command,
     version_state,
 )
 from components.core.errors import ServoptError
@@ -156,18 +157,23 @@ def test_grpc_predict_response_parses_to_arrays():
     assert outputs["classes"].tolist() == [b"cat", b"dog"]
 
 
-def test_the_model_is_served_from_a_base_dir_with_version_1_linked_to_it(tmp_path):
+def test_the_model_is_served_from_a_base_dir_whose_version_1_links_to_its_files(tmp_path):
     model = tmp_path / "my model"
-    model.mkdir()
+    (model / "variables").mkdir(parents=True)
     (model / "saved_model.pb").write_bytes(b"")
     base = model_base_dir(model, tmp_path / "scratch")
-    assert (base / "1").is_symlink() and (base / "1").resolve() == model.resolve()
-    assert (base / "1" / "saved_model.pb").is_file()
-    command = server_command("tensorflow_model_server", "seed_cnn", base, 8600, 8601, 2, 1)
+    version = base / "1"
+    assert version.is_dir() and not version.is_symlink()
+    assert (version / "saved_model.pb").is_symlink()
+    assert (version / "saved_model.pb").resolve() == (model / "saved_model.pb").resolve()
+    assert (version / "variables").resolve() == (model / "variables").resolve()
+    row = ServedRow("seed_cnn", model, ("--tensorflow_intra_op_parallelism=2",
+                                        "--tensorflow_inter_op_parallelism=1"))
+    command = benchmark_command("tensorflow_model_server", row, base, 8600, 8601)
     assert command == ["tensorflow_model_server", "--port=8600", "--rest_api_port=8601",
                        "--model_name=seed_cnn", f"--model_base_path={base}",
                        "--tensorflow_intra_op_parallelism=2",
-                       "--tensorflow_inter_op_parallelism=1"]
+                       "--tensorflow_inter_op_parallelism=1", "--max_num_load_retries=0"]
 
 
 def test_without_the_server_binary_the_backend_says_what_to_do(seed_cnn_model):
@@ -224,12 +230,13 @@ import numpy as np
 
 sys.path.insert(0, {root!r})
 parser = argparse.ArgumentParser()
-for flag in ("port", "rest_api_port", "tensorflow_intra_op_parallelism",
-             "tensorflow_inter_op_parallelism"):
+for flag in ("port", "rest_api_port"):
     parser.add_argument("--" + flag, type=int, required=True)
+for flag in ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism"):
+    parser.add_argument("--" + flag, type=int, default=0)
 parser.add_argument("--model_name", required=True)
 parser.add_argument("--model_base_path", required=True)
-args = parser.parse_args()
+args, _ = parser.parse_known_args()  # the other flags of the row: not modelled here
 state = {{"state": "LOADING", "code": "OK", "message": "", "session": None}}
 
 

@@ -33,7 +33,13 @@ from components.core.benchmark.engines import ResolvedModel, resolve_model
 from components.core.benchmark.feeds import ModelSignature, input_pools, read_signature
 from components.core.benchmark.flops import flops_per_example
 from components.core.benchmark.machine import machine_info
-from components.core.benchmark.runtimes import Row, engine_spec, plan_rows, runtime_info
+from components.core.benchmark.runtimes import (
+    Row,
+    engine_spec,
+    plan_rows,
+    row_runner,
+    runtime_info,
+)
 from components.core.benchmark.scheduler import (
     Series,
     compare,
@@ -63,22 +69,12 @@ def size_on_disk(path: Path, skip_tflite: bool = False) -> int:
 
 def _start_runners(rows: dict[str, Row], signatures: dict[str, ModelSignature],
                    config: BenchmarkConfig, errors: dict[str, str],
-                   cleanup: contextlib.ExitStack) -> dict:
+                   cleanup: contextlib.ExitStack, pools: dict[int, list]) -> dict:
     """One runner per row, started together (workers import TensorFlow in parallel);
     each is closed by `cleanup`, whatever happens next."""
     runners = {}
     for name, row in rows.items():
-        if config.backend == "tfserving":
-            from components.core.benchmark.tfserving import tfserving_runner
-
-            runner = tfserving_runner(name, row.path, config.signature,
-                                      sorted(signatures[name].signature.outputs),
-                                      config.tfserving, config.intra_op_threads,
-                                      config.inter_op_threads)
-        else:
-            from components.core.benchmark.worker import ProcessRunner
-
-            runner = ProcessRunner(engine_spec(row, config))
+        runner = row_runner(row, sorted(signatures[name].signature.outputs), config, pools)
         cleanup.callback(runner.close)
         runners[name] = runner
     for name, runner in list(runners.items()):
@@ -136,6 +132,9 @@ class BenchmarkSession:
         config = (config or BenchmarkConfig()).resolved()
         self.config, self.say = config, progress or (lambda message: None)
         config.validate()
+        # Measured on a TF Serving someone else started (--tfserving-host): its flags are
+        # not ours to set, so rows have no configuration and nothing is searched.
+        self.remote = config.backend == "tfserving" and config.tfserving.host is not None
         if not models:
             raise ServoptError("no models given; pass the baseline model first, then "
                                "candidates")
@@ -147,7 +146,7 @@ class BenchmarkSession:
         self._failed_sizes: dict[str, int] = {}
         resolved = _resolve_and_scan(models, config, self.errors, self._failed_sizes)
         usable = [m for m in models if m.name in resolved]
-        if config.backend == "tfserving":  # the live server picks the runtime
+        if self.remote:  # a server started by others: it picks the runtime and settings
             rows = [Row(m.name, m, "tensorflow", resolved[m.name].saved_model, True, False)
                     for m in usable]
         else:
@@ -198,7 +197,7 @@ class BenchmarkSession:
                    if name in self.signatures and row.twin is None}
         self.say(f"starting {len(healthy)} {self.config.backend} worker(s)")
         self.runners = _start_runners(healthy, self.signatures, self.config, self.errors,
-                                      self._cleanup)
+                                      self._cleanup, self.pools)
         for name, runner in list(self.runners.items()):
             self.say(f"loading {name}")
             try:
@@ -225,12 +224,14 @@ class BenchmarkSession:
             for row in model_rows:
                 results[row.name] = ModelResult(
                     path=str(model.path), role=role,
-                    runtime=(None if config.backend == "tfserving"
-                             else runtime_info(row, config)),
+                    runtime=None if self.remote else runtime_info(row, config),
                     size_bytes=size_on_disk(row.path, skip_tflite=row.beside_tflite))
         for name, (load_time_s, first_request_ms) in self._loaded.items():
             results[name].load_time_s = load_time_s
             results[name].first_request_ms = first_request_ms
+            command = getattr(self.runners.get(name), "command", None)
+            if command and results[name].runtime is not None:
+                results[name].runtime.command = command  # the tfserving backend's
         return results
 
     def measure(self) -> BenchmarkResult:
@@ -300,7 +301,7 @@ def run_benchmark(models: Sequence[ModelSpec], config: BenchmarkConfig | None = 
     with BenchmarkSession(models, config, progress) as session:
         result = session.measure()
         session.sweep_and_memory(result)
-        if session.config.search_budget_s > 0 and session.config.backend == "session":
+        if session.config.search_budget_s > 0 and not session.remote:
             search = ConfigurationSearch(session, result)
             result.search = search.run()
     inherited = set(search.origin) - search.numeric_rows() if search else set()

@@ -112,6 +112,12 @@ class RuntimeInfo:
     # The row whose measurements this row shares: its runtime loads the same files byte for
     # byte (runtimes.plan_rows), so they were measured once.
     measured_as: str | None = None
+    # The tfserving backend: the tensorflow_model_server command it measured the row with
+    # (environment first; serving_config.server_command, as the gate prints it).
+    command: list[str] | None = None
+    # What the reader should know about how the figures were measured (e.g. an in-process
+    # TFLite int8 figure on a CPU whose kernels TF Serving's build leaves out).
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -55,7 +55,7 @@ from components.core.batching import batching_candidates
 from components.core.benchmark.config import BenchmarkConfig, available_cores
 from components.core.benchmark.engines import TFLITE_INITIAL_BATCH_SIZE
 from components.core.benchmark.measure import WindowSample
-from components.core.benchmark.runtimes import Row, engine_spec, runtime_info
+from components.core.benchmark.runtimes import Row, row_runner, runtime_info
 from components.core.benchmark.scheduler import Series, compare, interleaved_rounds
 from components.core.benchmark.schema import (
     CANDIDATE,
@@ -370,8 +370,6 @@ class ConfigurationSearch:
 
     def _start(self, rows: list[Row]) -> dict:
         """A loaded worker per row; a row that fails to start or load gets its error."""
-        from components.core.benchmark.worker import ProcessRunner
-
         session = self.session
         first_batch = session.pools[self.settings.batch_sizes[0]][0]
         runners = {}
@@ -379,7 +377,9 @@ class ConfigurationSearch:
             session.rows[row.name] = row
             session.signatures[row.name] = session.signatures[self.origin[row.name]]
             self.result.models[row.name] = self._model_result(row)
-            runners[row.name] = ProcessRunner(engine_spec(row, self.settings))
+            runners[row.name] = row_runner(  # a worker, or a TF Serving with its flags
+                row, sorted(session.signatures[row.name].signature.outputs), self.settings,
+                session.pools)
         for name, runner in list(runners.items()):
             try:
                 runner.wait_ready()
@@ -394,6 +394,8 @@ class ConfigurationSearch:
             model = self.result.models[name]
             model.load_time_s, model.first_request_ms = (loaded.load_time_s,
                                                          loaded.first_request_ms)
+            if getattr(runner, "command", None) and model.runtime is not None:
+                model.runtime.command = runner.command  # the tfserving backend's
         return runners
 
     def _model_result(self, row: Row) -> ModelResult:

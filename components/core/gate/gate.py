@@ -34,6 +34,7 @@ from components.core.gate.checks import (
     value_checks,
 )
 from components.core.gate.decision import (
+    NOTE,
     REQUIREMENT,
     CandidateResult,
     Check,
@@ -159,7 +160,17 @@ def _candidate_checks(pair: str, row: JudgedRow, requirements: ServingRequiremen
     return (checks + [measurement_check(pair, model, context)]
             + value_checks(pair, model, context)
             + baseline_checks(pair, model, context, row.name)
-            + served_checks(pair, model, context))
+            + served_checks(pair, model, context)
+            + _runtime_notes(pair, model))
+
+
+def _runtime_notes(pair: str, model: ModelResult) -> list[Check]:
+    """What the benchmark noted about how the row was measured (e.g. an in-process TFLite
+    int8 figure that may overstate TF Serving, benchmark.runtimes.build_gap_note): shown
+    with the pair, never blocking."""
+    notes = model.runtime.notes if model.runtime else []
+    return [Check("measurement.note", pair, note, None, True, note, kind=NOTE)
+            for note in notes]
 
 
 def _figures(model: ModelResult | None, batch_size: int) -> dict:
