@@ -39,6 +39,7 @@ from components.core.benchmark.runtimes import (
     plan_rows,
     row_runner,
     runtime_info,
+    served_row_plan,
 )
 from components.core.benchmark.scheduler import (
     Series,
@@ -49,6 +50,7 @@ from components.core.benchmark.scheduler import (
 from components.core.benchmark.schema import (
     BASELINE,
     CANDIDATE,
+    SERVED,
     BenchmarkResult,
     ModelResult,
 )
@@ -128,7 +130,12 @@ class BenchmarkSession:
     """
 
     def __init__(self, models: Sequence[ModelSpec], config: BenchmarkConfig | None = None,
-                 progress: Progress | None = None):
+                 progress: Progress | None = None, served: Path | None = None):
+        """served: the version served now at the push destination (its version
+        directory), measured as one more row, `served`, in the same interleaved rounds, so
+        each candidate's comparison with it is paired like its speedups over the baseline
+        (BatchResult.served_speedup_*); run on the runtime and TF Serving configuration it
+        was pushed with (runtimes.served_row_plan). Never a candidate."""
         config = (config or BenchmarkConfig()).resolved()
         self.config, self.say = config, progress or (lambda message: None)
         config.validate()
@@ -141,16 +148,24 @@ class BenchmarkSession:
         if len({m.name for m in models}) != len(models):
             raise ServoptError(f"model names repeat: {[m.name for m in models]}; name each "
                                "model once")
+        if served is not None and any(m.name == SERVED for m in models):
+            raise ServoptError(f"a model is named '{SERVED}', the name of the served "
+                               "version's row; rename it")
         self.models = list(models)
+        self.served_spec = ModelSpec(SERVED, Path(served)) if served is not None else None
+        everything = self.models + ([self.served_spec] if self.served_spec else [])
         self.errors: dict[str, str] = {}
         self._failed_sizes: dict[str, int] = {}
-        resolved = _resolve_and_scan(models, config, self.errors, self._failed_sizes)
+        resolved = _resolve_and_scan(everything, config, self.errors, self._failed_sizes)
         usable = [m for m in models if m.name in resolved]
         if self.remote:  # a server started by others: it picks the runtime and settings
             rows = [Row(m.name, m, "tensorflow", resolved[m.name].saved_model, True, False)
                     for m in usable]
         else:
             rows = plan_rows(usable, resolved)
+        if self.served_spec is not None and SERVED in resolved and not self.remote:
+            rows.append(served_row_plan(self.served_spec, resolved[SERVED]))
+        self.served = SERVED if any(row.name == SERVED for row in rows) else None
         self.rows = {row.name: row for row in rows}
         if config.backend == "tfserving" and not config.tfserving.host:
             from components.core.benchmark.tfserving import find_server
@@ -214,8 +229,10 @@ class BenchmarkSession:
         """A fresh result per row (and per model that could not be used), in the models'
         order, failed ones included."""
         config, results = self.config, {}
-        for index, model in enumerate(self.models):
-            role = BASELINE if index == 0 else CANDIDATE
+        served = [self.served_spec] if self.served_spec else []
+        for index, model in enumerate(self.models + served):
+            role = (SERVED if model is self.served_spec
+                    else BASELINE if index == 0 else CANDIDATE)
             model_rows = [row for row in self.rows.values() if row.model is model]
             if not model_rows:  # unusable: reported with its error, never run
                 results[model.name] = ModelResult(
@@ -246,7 +263,7 @@ class BenchmarkSession:
             for name, measured in outcome.series.items():
                 series[name][size] = measured
             _drop_failed(self.runners, outcome.errors, self.errors, f"at batch size {size}")
-        fill_batches(results, series, self.baseline, self.config.confidence)
+        fill_batches(results, series, self.baseline, self.config.confidence, self.served)
         for name, result in results.items():
             result.error = self.errors.get(name)
         result = BenchmarkResult(machine=machine_info(), settings=self.config,
@@ -293,12 +310,15 @@ def copy_measurements(source: ModelResult, target: ModelResult,
 
 
 def run_benchmark(models: Sequence[ModelSpec], config: BenchmarkConfig | None = None,
-                  progress: Progress | None = None) -> BenchmarkResult:
-    """Benchmarks `models` (the first is the baseline) and returns every measurement."""
+                  progress: Progress | None = None, served: Path | None = None
+                  ) -> BenchmarkResult:
+    """Benchmarks `models` (the first is the baseline) and returns every measurement;
+    with `served` (the version served now), that version too, in the same rounds, as the
+    row `served` (see BenchmarkSession)."""
     from components.core.benchmark.search import ConfigurationSearch
 
     search = None
-    with BenchmarkSession(models, config, progress) as session:
+    with BenchmarkSession(models, config, progress, served) as session:
         result = session.measure()
         session.sweep_and_memory(result)
         if session.config.search_budget_s > 0 and not session.remote:
@@ -326,12 +346,21 @@ def _drop_failed(runners: dict, failed: dict[str, str], errors: dict[str, str],
 
 
 def fill_batches(results: dict[str, ModelResult], series: dict[str, dict[int, Series]],
-                 baseline: str, confidence: float) -> None:
+                 baseline: str, confidence: float, served: str | None = None) -> None:
     """Each model's statistics per batch size, and a candidate's speedups over `baseline`
-    with their `confidence` intervals."""
+    with their `confidence` intervals; where the `served` version was measured in the same
+    rounds, a candidate's speedups over it too (served_speedup_*), paired the same way."""
     for name, by_size in series.items():
         for size, measured in by_size.items():
             batch = measured.result()
+            if served is not None and name not in (baseline, served) \
+                    and size in series.get(served, {}):
+                versus = compare(series[served][size], measured, confidence)
+                if versus is not None:
+                    batch.served_speedup_p50 = versus.speedup_p50.estimate
+                    batch.served_speedup_p50_interval = versus.speedup_p50.to_list()
+                    batch.served_speedup_p99 = versus.speedup_p99.estimate
+                    batch.served_speedup_p99_interval = versus.speedup_p99.to_list()
             if name != baseline and size in series[baseline]:
                 batch.speedup_stable = measured.speedup_stable(series[baseline][size])
                 comparison = compare(series[baseline][size], measured, confidence)

@@ -102,6 +102,27 @@ def plan_rows(models: list[ModelSpec], resolved: dict[str, ResolvedModel]) -> li
     return rows
 
 
+def served_row_plan(model: ModelSpec, found: ResolvedModel) -> Row:
+    """The one row of the version served now: on the runtime and TF Serving configuration
+    it was pushed with (the `configuration` the push writes into its
+    assets.extra/serving_requirements.json), else on its requirements' runtime with the
+    benchmark's default settings (a version pushed before configurations were recorded)."""
+    from components.core.requirements import DEFAULT_REQUIREMENTS, read_requirements
+
+    requirements = (read_requirements(found.saved_model) if found.saved_model
+                    else DEFAULT_REQUIREMENTS)
+    config = (ServingConfig.from_dict(requirements.configuration)
+              if requirements.configuration else None)
+    runtimes = found.runtimes()
+    runtime = config.runtime if config else requirements.runtime
+    if runtime not in runtimes:
+        runtime, config = runtimes[-1], None
+    return Row(model.name, model, runtime, found.path_for(runtime),
+               servable=found.saved_model is not None,
+               beside_tflite=found.saved_model is not None and bool(found.tflite),
+               config=config)
+
+
 def engine_spec(row: Row, settings: BenchmarkConfig) -> EngineSpec:
     config = row.serving_config(settings)
     return EngineSpec(runtime=row.runtime, model_path=str(row.path),

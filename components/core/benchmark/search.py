@@ -287,7 +287,8 @@ class ConfigurationSearch:
         for contender, rows in plans.items():
             self.origin |= {row.name: contender for row in rows}
         started = self._start(new_rows)
-        runners = {session.baseline: session.runners[session.baseline]}
+        runners = {session.baseline: session.runners[session.baseline],
+                   **self._served_runner()}
         for contender in plans:
             runners[self.best[contender]] = self._runner(self.best[contender])
         runners |= started
@@ -355,6 +356,7 @@ class ConfigurationSearch:
             if not lacking:
                 continue
             runners = {self.session.baseline: self.session.runners[self.session.baseline],
+                       **self._served_runner(),
                        **{row.name: self.extra_runners[row.name] for row in lacking}}
             self.session.say(f"configuration search: the best settings at batch {size}")
             outcome = interleaved_rounds(runners, size, plan)
@@ -364,6 +366,13 @@ class ConfigurationSearch:
         self.extra_runners.clear()
 
     # --- rows, runners, results -----------------------------------------------------
+
+    def _served_runner(self) -> dict:
+        """The served version's runner, measured in every round too (where it is), so a
+        searched row's comparison with it is paired like the default rows'."""
+        served = getattr(self.session, "served", None)
+        return {served: self.session.runners[served]} if served in self.session.runners \
+            else {}
 
     def _runner(self, name: str):
         return self.extra_runners.get(name) or self.session.runners[name]
@@ -428,11 +437,16 @@ class ConfigurationSearch:
 
         measured = {row.name: {size: series[row.name]} for row in rows if row.name in series}
         baseline = self.session.baseline
-        if baseline in series:
-            measured[baseline] = {size: series[baseline]}
-        results = {name: self.result.models[name] for name in measured if name != baseline}
-        scratch = {baseline: ModelResult(path="", role="baseline")}
-        fill_batches({**results, **scratch}, measured, baseline, self.settings.confidence)
+        served = getattr(self.session, "served", None)
+        for reference in (baseline, served):  # compared with, never re-recorded
+            if reference in series:
+                measured[reference] = {size: series[reference]}
+        results = {name: self.result.models[name] for name in measured
+                   if name not in (baseline, served)}
+        scratch = {name: ModelResult(path="", role="reference") for name in (baseline, served)
+                   if name is not None}
+        fill_batches({**results, **scratch}, measured, baseline, self.settings.confidence,
+                     served)
         for name, message in errors.items():
             if name in self.result.models and name != baseline and \
                     self.result.models[name].runtime and \

@@ -50,6 +50,7 @@ from components.core.gate.thresholds import (
     OBJECTIVES,
     Thresholds,
 )
+from components.core.gate.vs_served import served_note_check, served_reference
 from components.core.requirements import ServingRequirements
 from components.core.serving_config import DEFAULT_LABEL
 
@@ -75,18 +76,21 @@ def evaluate_gate(metrics: BenchmarkResult | dict, thresholds: Thresholds | dict
     metrics = typed_metrics(metrics)
     if not candidates:
         raise ServoptError("no candidates given to the gate; pass at least one model")
-    served = typed_model(served, "served")
+    # The served version measured in this run (paired) wins over its recorded figures.
+    served, served_paired, served_note = served_reference(metrics,
+                                                          typed_model(served, "served"))
     baseline_name = metrics.baseline
     baseline = metrics.models.get(baseline_name) if baseline_name else None
     baseline_problem = (benchmark_problem(baseline_name, baseline,
                                           thresholds.primary_batch_size)
                         if baseline_name else "the metrics name no baseline")
     context = Context(thresholds, baseline_name, None if baseline_problem else baseline,
-                      baseline_problem, served)
+                      baseline_problem, served, served_paired)
     allowed = sorted(set(allowed_ops))
 
     checks = _blessing_checks(model_blessed, infra_blessed)
     checks.append(ranking_cpu_check(metrics.machine, thresholds.server))
+    checks += served_note_check(served_note, served_paired)
     rows = {name: judged_rows(name, metrics, thresholds.server) for name in candidates}
     requirements = {name: model_requirements(str(path)) for name, path in candidates.items()}
     needed = baseline_signatures(metrics) if thresholds.required_signatures is None else None
