@@ -17,10 +17,10 @@ import pytest
 from google.protobuf import text_format
 
 from components.core.benchmark.tfserving import (
-    build_grpc_predict_request,
-    build_rest_predict_request,
     ServedRow,
     benchmark_command,
+    build_grpc_predict_request,
+    build_rest_predict_request,
     model_base_dir,
     parse_grpc_predict_response,
     parse_model_status,
@@ -189,24 +189,46 @@ def test_without_the_server_binary_the_backend_says_what_to_do(seed_cnn_model):
     assert "--tfserving-host" in message and "--backend session" in message
 
 
+@pytest.mark.tfserving_live
 @pytest.mark.parametrize("protocol", ["grpc", "rest"])
-def test_live_tensorflow_model_server(seed_cnn_model, protocol):
+def test_live_tensorflow_model_server(seed_cnn_model, tmp_path, protocol):
+    """The real server, where it is installed (the project's image): every row served by
+    its own tensorflow_model_server with the row's flags, a TFLite variant on both its
+    paths, a version that cannot load failed with the server's own line, the search run
+    on the server too."""
     if shutil.which("tensorflow_model_server") is None:
         pytest.skip("tensorflow_model_server is not on PATH: TF Serving ships only as a "
                     "Docker image or from Google's apt repository, neither available here")
     from components.core.benchmark.config import BenchmarkConfig, ModelSpec, TFServingOptions
     from components.core.benchmark.run import run_benchmark
+    from tests.model_zoo import tflite_variant
+    from tests.test_tfserving_command import parse_command
 
+    variant = tflite_variant(seed_cnn_model, tmp_path / "variant")
+    broken = tmp_path / "broken"
+    shutil.copytree(seed_cnn_model, broken)
+    shutil.rmtree(broken / "variables")
     config = BenchmarkConfig(backend="tfserving", batch_sizes=(1, 8), concurrency=(1, 2),
                              warmup_requests=5, window_requests=20, max_windows=6,
-                             tfserving=TFServingOptions(protocol=protocol))
+                             search_budget_s=60, tfserving=TFServingOptions(protocol=protocol))
     result = run_benchmark([ModelSpec("base", seed_cnn_model),
-                            ModelSpec("again", seed_cnn_model)], config)
-    for model in result.models.values():
-        assert model.error is None
+                            ModelSpec("again", seed_cnn_model), ModelSpec("variant", variant),
+                            ModelSpec("broken", broken)], config)
+    assert "TF Serving cannot load 'broken'" in result.models["broken"].error
+    for name in ("base", "again", "variant@tflite", "variant@tensorflow"):
+        model = result.models[name]
+        assert model.error is None, model.error
         assert model.load_time_s > 0 and model.peak_memory_bytes > 0
         assert set(model.batches) == {1, 8}
+        if model.runtime.measured_as:  # the same files as an earlier row: measured once
+            continue
+        flags = parse_command(model.runtime.command[1:])
+        assert flags.get("prefer_tflite_model", False) == name.endswith("@tflite")
+        # binary, --port, --rest_api_port, --model_name, --model_base_path, the row's
+        # flags (what the gate prints), --max_num_load_retries=0
+        assert model.runtime.command[5:-1] == model.runtime.server_flags
     assert result.models["again"].batches[8].speedup_p50 > 0
+    assert result.search is not None and result.search.contenders
 
 
 STAND_IN_SERVER = '''#!{python}

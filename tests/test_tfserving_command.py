@@ -328,3 +328,46 @@ def test_the_note_reaches_the_rows_runtime_info(tmp_path, monkeypatch):
     info = runtime_info(row, BenchmarkConfig().resolved())
     assert len(info.notes) == 1 and "avx_vnni" in info.notes[0]
     assert json.loads(json.dumps(vars(info)))["notes"] == info.notes
+
+
+FAILING_SERVER = '''#!/bin/sh
+# A stand-in for tensorflow_model_server that fails to load its model (this test only; the
+# real binary cannot be installed here): it records its argv and environment, writes the
+# log lines TF Serving writes for such a load (FAILED_LOAD_LOG) and exits as main.cc does.
+printf '%s\\n' "$@" > "$(dirname "$0")/argv"
+echo "$TF_ENABLE_ONEDNN_OPTS" > "$(dirname "$0")/env"
+cat "$(dirname "$0")/log" >&2
+exit 255
+'''
+
+
+def test_a_version_that_fails_to_load_is_a_failed_row_with_the_servers_line(tmp_path):
+    """Mocked: the server process (see FAILING_SERVER). The backend runs exactly the row's
+    command with the row's environment, and the row's error is the server's own line."""
+    from components.core.benchmark.config import TFServingOptions
+    from components.core.benchmark.tfserving import TFServingEngine
+    from components.core.errors import ServoptError
+
+    binary = tmp_path / "bin" / "tensorflow_model_server"
+    binary.parent.mkdir()
+    binary.write_text(FAILING_SERVER)
+    binary.chmod(0o755)
+    (binary.parent / "log").write_text(FAILED_LOAD_LOG)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "saved_model.pb").write_bytes(b"")
+    config = CONFIGS["batching"]
+    row = ServedRow("m", model, tuple(row_flags(config)), {"TF_ENABLE_ONEDNN_OPTS": "1"},
+                    config.batching)
+    with pytest.raises(ServoptError) as error:
+        TFServingEngine(row, "serving_default", ["out"],
+                        TFServingOptions(binary=str(binary), startup_timeout_s=30))
+    assert str(error.value) == (f"TF Serving cannot load 'm' (tensorflow_model_server exited "
+                                f"with code 255): Loading servable: {{name: m version: 1}} "
+                                f"failed: {CAUSE}")
+    argv = (binary.parent / "argv").read_text().splitlines()
+    flags = parse_command(argv)
+    assert argv == benchmark_command(str(binary), row, Path(flags["model_base_path"]),
+                                     flags["port"], flags["rest_api_port"])[1:]
+    assert (binary.parent / "env").read_text().strip() == "1"
+    assert not Path(flags["model_base_path"]).exists()  # the scratch is cleaned up
