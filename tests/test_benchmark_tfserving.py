@@ -371,6 +371,7 @@ def test_the_tfserving_backend_starts_a_server_per_model_and_measures_it(
     shutil.rmtree(no_variables / "variables")
     config = BenchmarkConfig(backend="tfserving", batch_sizes=(1, 8), concurrency=(1, 2),
                              warmup_requests=3, window_requests=10, max_windows=6,
+                             search_budget_s=0,  # the live test covers the search
                              tfserving=TFServingOptions(protocol=protocol))
     result = run_benchmark([ModelSpec("base", seed_cnn_model),
                             ModelSpec("again", seed_cnn_model),
@@ -381,4 +382,6 @@ def test_the_tfserving_backend_starts_a_server_per_model_and_measures_it(
         assert model.error is None, model.error
         assert model.load_time_s > 0 and model.peak_memory_bytes > 50e6
         assert set(model.batches) == {1, 8} and len(model.concurrency) == 4
+        assert model.runtime.command[0] == str(stand_in_server)  # what was run, recorded
+        assert model.runtime.command[5:-1] == model.runtime.server_flags
     assert result.models["again"].batches[8].speedup_p50 > 0

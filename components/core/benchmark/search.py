@@ -448,7 +448,7 @@ class ConfigurationSearch:
         fill_batches({**results, **scratch}, measured, baseline, self.settings.confidence,
                      served)
         for name, message in errors.items():
-            if name in self.result.models and name != baseline and \
+            if name in self.result.models and name not in (baseline, served) and \
                     self.result.models[name].runtime and \
                     self.result.models[name].runtime.label != "default":
                 self.result.models[name].error = f"{message} (configuration search)"
