@@ -429,19 +429,23 @@ class TFServingEngine:
         else:
             binary = find_server(options.binary)
             self._scratch = Path(tempfile.mkdtemp(prefix="servopt-tfserving-"))
-            base = model_base_dir(row, self._scratch)
-            self.host, self.grpc_port, self.rest_port = "127.0.0.1", free_port(), free_port()
-            command = benchmark_command(binary, row, base, self.grpc_port, self.rest_port)
-            self.command = [f"{k}={v}" for k, v in sorted(row.environment.items())] + command
-            log = self._scratch / "server.log"
-            with open(log, "wb") as handle:
-                self.process = subprocess.Popen(
-                    command, stdout=handle, stderr=subprocess.STDOUT,
-                    env={**os.environ, **row.environment})
             try:
+                base = model_base_dir(row, self._scratch)
+                self.host, self.grpc_port, self.rest_port = ("127.0.0.1", free_port(),
+                                                             free_port())
+                command = benchmark_command(binary, row, base, self.grpc_port,
+                                            self.rest_port)
+                self.command = [f"{k}={v}" for k, v in sorted(row.environment.items())
+                                ] + command
+                log = self._scratch / "server.log"
+                start = time.perf_counter()  # the server's load, warm-ups included
+                with open(log, "wb") as handle:
+                    self.process = subprocess.Popen(
+                        command, stdout=handle, stderr=subprocess.STDOUT,
+                        env={**os.environ, **row.environment})
                 wait_available(self.host, self.rest_port, name, options.startup_timeout_s,
                                self.process, log)
-            except ServoptError:
+            except BaseException:
                 self.close()
                 raise
             self.load_time_s = time.perf_counter() - start
