@@ -231,6 +231,10 @@ def _accuracy_table(result) -> Table | None:
               help="Comma-separated op types (e.g. ReadFile) models may run although they "
                    "read or write files, run Python or open the network. Without it such a "
                    "model is not run, and reported with its error.")
+@click.option("--served", type=click.Path(), default=None,
+              help="The version served now (its version directory): measured as the row "
+                   "'served' in the same rounds, so `servopt gate` compares the candidates "
+                   "with it pairwise (vs_served).")
 @click.option("--json", "json_out", type=click.Path(), default=None,
               help="Write metrics.json here ('-': print it instead of the tables).")
 @click.option("--report", "report_out", type=click.Path(), default=None,
@@ -249,7 +253,7 @@ def benchmark_command(models: tuple[str, ...], names: tuple[str, ...],
                       tfserving_host: str | None, tfserving_grpc_port: int | None,
                       tfserving_rest_port: int | None, tfserving_protocol: str | None,
                       tfserving_binary: str | None, beam_args: tuple[str, ...],
-                      allowed_ops: str | None, json_out: str | None,
+                      allowed_ops: str | None, served: str | None, json_out: str | None,
                       report_out: str | None) -> None:
     """Benchmark MODEL (the baseline) against each further MODEL (candidates)."""
     from pathlib import Path
@@ -289,7 +293,8 @@ def benchmark_command(models: tuple[str, ...], names: tuple[str, ...],
                                "first")
     with stderr.status("benchmark: starting") as status:
         result = run_benchmark(specs, config,
-                               progress=lambda message: status.update(f"benchmark: {message}"))
+                               progress=lambda message: status.update(f"benchmark: {message}"),
+                               served=Path(served) if served else None)
     if json_out == "-":
         json.dump(result.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -81,7 +81,10 @@ def test_metrics_json_has_exactly_the_documented_schema(result, tmp_path):
     assert set(data["models"]["base"]["batches"]["100"]) == batch_keys
     assert set(data["models"]["<fast>"]["batches"]["100"]) == batch_keys | {
         "speedup_p50", "speedup_p99", "speedup_stable", "speedup_p50_interval",
-        "speedup_p99_interval", "throughput_ratio", "throughput_ratio_interval", "confidence"}
+        "speedup_p99_interval", "throughput_ratio", "throughput_ratio_interval", "confidence",
+        # against the served version, where it was measured in the same rounds (else null)
+        "served_speedup_p50", "served_speedup_p50_interval", "served_speedup_p99",
+        "served_speedup_p99_interval"}
     assert data["models"]["base"]["concurrency"][1] == {
         "concurrency": 2, "batch_size": 100, "throughput": 5200.0, "p50_ms": 38.0,
         "p99_ms": 51.0}

@@ -17,13 +17,14 @@ import pytest
 from google.protobuf import text_format
 
 from components.core.benchmark.tfserving import (
+    ServedRow,
+    benchmark_command,
     build_grpc_predict_request,
     build_rest_predict_request,
     model_base_dir,
     parse_grpc_predict_response,
     parse_model_status,
     parse_rest_predict_response,
-    server_command,
     version_state,
 )
 from components.core.errors import ServoptError
@@ -156,18 +157,23 @@ def test_grpc_predict_response_parses_to_arrays():
     assert outputs["classes"].tolist() == [b"cat", b"dog"]
 
 
-def test_the_model_is_served_from_a_base_dir_with_version_1_linked_to_it(tmp_path):
+def test_the_model_is_served_from_a_base_dir_whose_version_1_links_to_its_files(tmp_path):
     model = tmp_path / "my model"
-    model.mkdir()
+    (model / "variables").mkdir(parents=True)
     (model / "saved_model.pb").write_bytes(b"")
     base = model_base_dir(model, tmp_path / "scratch")
-    assert (base / "1").is_symlink() and (base / "1").resolve() == model.resolve()
-    assert (base / "1" / "saved_model.pb").is_file()
-    command = server_command("tensorflow_model_server", "seed_cnn", base, 8600, 8601, 2, 1)
+    version = base / "1"
+    assert version.is_dir() and not version.is_symlink()
+    assert (version / "saved_model.pb").is_symlink()
+    assert (version / "saved_model.pb").resolve() == (model / "saved_model.pb").resolve()
+    assert (version / "variables").resolve() == (model / "variables").resolve()
+    row = ServedRow("seed_cnn", model, ("--tensorflow_intra_op_parallelism=2",
+                                        "--tensorflow_inter_op_parallelism=1"))
+    command = benchmark_command("tensorflow_model_server", row, base, 8600, 8601)
     assert command == ["tensorflow_model_server", "--port=8600", "--rest_api_port=8601",
                        "--model_name=seed_cnn", f"--model_base_path={base}",
                        "--tensorflow_intra_op_parallelism=2",
-                       "--tensorflow_inter_op_parallelism=1"]
+                       "--tensorflow_inter_op_parallelism=1", "--max_num_load_retries=0"]
 
 
 def test_without_the_server_binary_the_backend_says_what_to_do(seed_cnn_model):
@@ -183,24 +189,46 @@ def test_without_the_server_binary_the_backend_says_what_to_do(seed_cnn_model):
     assert "--tfserving-host" in message and "--backend session" in message
 
 
+@pytest.mark.tfserving_live
 @pytest.mark.parametrize("protocol", ["grpc", "rest"])
-def test_live_tensorflow_model_server(seed_cnn_model, protocol):
+def test_live_tensorflow_model_server(seed_cnn_model, tmp_path, protocol):
+    """The real server, where it is installed (the project's image): every row served by
+    its own tensorflow_model_server with the row's flags, a TFLite variant on both its
+    paths, a version that cannot load failed with the server's own line, the search run
+    on the server too."""
     if shutil.which("tensorflow_model_server") is None:
         pytest.skip("tensorflow_model_server is not on PATH: TF Serving ships only as a "
                     "Docker image or from Google's apt repository, neither available here")
     from components.core.benchmark.config import BenchmarkConfig, ModelSpec, TFServingOptions
     from components.core.benchmark.run import run_benchmark
+    from tests.model_zoo import tflite_variant
+    from tests.test_tfserving_command import parse_command
 
+    variant = tflite_variant(seed_cnn_model, tmp_path / "variant")
+    broken = tmp_path / "broken"
+    shutil.copytree(seed_cnn_model, broken)
+    shutil.rmtree(broken / "variables")
     config = BenchmarkConfig(backend="tfserving", batch_sizes=(1, 8), concurrency=(1, 2),
                              warmup_requests=5, window_requests=20, max_windows=6,
-                             tfserving=TFServingOptions(protocol=protocol))
+                             search_budget_s=60, tfserving=TFServingOptions(protocol=protocol))
     result = run_benchmark([ModelSpec("base", seed_cnn_model),
-                            ModelSpec("again", seed_cnn_model)], config)
-    for model in result.models.values():
-        assert model.error is None
+                            ModelSpec("again", seed_cnn_model), ModelSpec("variant", variant),
+                            ModelSpec("broken", broken)], config)
+    assert "TF Serving cannot load 'broken'" in result.models["broken"].error
+    for name in ("base", "again", "variant@tflite", "variant@tensorflow"):
+        model = result.models[name]
+        assert model.error is None, model.error
         assert model.load_time_s > 0 and model.peak_memory_bytes > 0
         assert set(model.batches) == {1, 8}
+        if model.runtime.measured_as:  # the same files as an earlier row: measured once
+            continue
+        flags = parse_command(model.runtime.command[1:])
+        assert flags.get("prefer_tflite_model", False) == name.endswith("@tflite")
+        # binary, --port, --rest_api_port, --model_name, --model_base_path, the row's
+        # flags (what the gate prints), --max_num_load_retries=0
+        assert model.runtime.command[5:-1] == model.runtime.server_flags
     assert result.models["again"].batches[8].speedup_p50 > 0
+    assert result.search is not None and result.search.contenders
 
 
 STAND_IN_SERVER = '''#!{python}
@@ -224,12 +252,13 @@ import numpy as np
 
 sys.path.insert(0, {root!r})
 parser = argparse.ArgumentParser()
-for flag in ("port", "rest_api_port", "tensorflow_intra_op_parallelism",
-             "tensorflow_inter_op_parallelism"):
+for flag in ("port", "rest_api_port"):
     parser.add_argument("--" + flag, type=int, required=True)
+for flag in ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism"):
+    parser.add_argument("--" + flag, type=int, default=0)
 parser.add_argument("--model_name", required=True)
 parser.add_argument("--model_base_path", required=True)
-args = parser.parse_args()
+args, _ = parser.parse_known_args()  # the other flags of the row: not modelled here
 state = {{"state": "LOADING", "code": "OK", "message": "", "session": None}}
 
 
@@ -342,6 +371,7 @@ def test_the_tfserving_backend_starts_a_server_per_model_and_measures_it(
     shutil.rmtree(no_variables / "variables")
     config = BenchmarkConfig(backend="tfserving", batch_sizes=(1, 8), concurrency=(1, 2),
                              warmup_requests=3, window_requests=10, max_windows=6,
+                             search_budget_s=0,  # the live test covers the search
                              tfserving=TFServingOptions(protocol=protocol))
     result = run_benchmark([ModelSpec("base", seed_cnn_model),
                             ModelSpec("again", seed_cnn_model),
@@ -352,4 +382,6 @@ def test_the_tfserving_backend_starts_a_server_per_model_and_measures_it(
         assert model.error is None, model.error
         assert model.load_time_s > 0 and model.peak_memory_bytes > 50e6
         assert set(model.batches) == {1, 8} and len(model.concurrency) == 4
+        assert model.runtime.command[0] == str(stand_in_server)  # what was run, recorded
+        assert model.runtime.command[5:-1] == model.runtime.server_flags
     assert result.models["again"].batches[8].speedup_p50 > 0

@@ -34,6 +34,9 @@ class ServingBenchmarkSpec(ComponentSpec):
         **{key: ChannelParameter(type=standard_artifacts.Model, optional=True)
            for key in CANDIDATE_KEYS},
         "examples": ChannelParameter(type=standard_artifacts.Examples, optional=True),
+        # The version served now (pusher_gate.served_model_resolver): measured in the same
+        # rounds as the candidates, so the gate's vs_served comparison is paired.
+        "served_model": ChannelParameter(type=standard_artifacts.PushedModel, optional=True),
     }
     OUTPUTS = {"benchmark": ChannelParameter(type=ServingBenchmarkResult)}
 
@@ -45,7 +48,8 @@ class ServingBenchmark(base_beam_component.BaseBeamComponent):
     def __init__(self, baseline_model: types.BaseChannel,
                  candidates: list[types.BaseChannel],
                  examples: types.BaseChannel | None = None, label_key: str | None = None,
-                 settings: BenchmarkConfig | str | Path | None = None):
+                 settings: BenchmarkConfig | str | Path | None = None,
+                 served_model: types.BaseChannel | None = None):
         """Args:
           baseline_model: the Trainer's Model; every candidate is compared with it.
           candidates: Model channels to measure (Freezer, GraphOptimizer, Quantizer, ...).
@@ -53,6 +57,9 @@ class ServingBenchmark(base_beam_component.BaseBeamComponent):
           label_key: the label feature in `examples` (overrides the settings').
           settings: BenchmarkConfig or a YAML path (keys of configs/benchmark.yaml);
             default: the packaged configs/benchmark.yaml.
+          served_model: the PushedModel served now at the push destination
+            (pusher_gate.served_model_resolver): measured as the row `served` in the same
+            rounds as the candidates, for the gate's paired vs_served checks.
         """
         if not isinstance(settings, BenchmarkConfig):
             settings = BenchmarkConfig.from_yaml(settings)
@@ -65,5 +72,6 @@ class ServingBenchmark(base_beam_component.BaseBeamComponent):
         super().__init__(spec=ServingBenchmarkSpec(
             baseline_model=baseline_model,
             **dict(zip(CANDIDATE_KEYS, candidates, strict=False)),
-            examples=examples, settings=json.dumps(settings.to_dict()),
+            examples=examples, served_model=served_model,
+            settings=json.dumps(settings.to_dict()),
             benchmark=types.Channel(type=ServingBenchmarkResult)))

@@ -40,6 +40,16 @@ def model_name(artifact: types.Artifact, producer: str | None, key: str) -> str:
     return identity.name if identity else producer or key
 
 
+def served_version(pushed: types.Artifact | None) -> str | None:
+    """The version directory a PushedModel was pushed to (its `pushed_destination`), if it
+    was pushed; None otherwise."""
+    if pushed is None or not pushed.has_custom_property("pushed_destination"):
+        return None
+    if pushed.has_custom_property("pushed") and not pushed.get_int_custom_property("pushed"):
+        return None
+    return pushed.get_string_custom_property("pushed_destination") or None
+
+
 class Executor(Staged, base_beam_executor.BaseBeamExecutor):
     def run(self, input_dict: Artifacts, output_dict: Artifacts,
             exec_properties: dict[str, Any], stage: Staging) -> None:
@@ -55,7 +65,9 @@ class Executor(Staged, base_beam_executor.BaseBeamExecutor):
                             Path(stage.input(serving_uri(a)))) for key, a in inputs]
         config = settings.for_run(Path(stage.input(examples.uri)) if examples else None,
                                   self._beam_pipeline_args or ())
-        result = run_benchmark(models, config, progress=lambda line: logging.info("%s", line))
+        served = served_version(optional_single(input_dict, "served_model"))
+        result = run_benchmark(models, config, progress=lambda line: logging.info("%s", line),
+                               served=Path(stage.input(served)) if served else None)
         for model in result.models.values():  # the gate reads the models from their URIs
             model.path = stage.uri_of(model.path)
         out_dir = Path(stage.output(output.uri))

@@ -63,20 +63,21 @@ def create_pipeline(pipeline_root: Path | str, metadata_path: Path | None,
                           min_top1_agreement=recipe.quantizer.min_top1_agreement,
                           bfloat16=recipe.quantizer.bfloat16, tflite=recipe.quantizer.tflite,
                           examples=examples, **verify)
+    served = served_model_resolver(str(serving_dir)) if served_model_lookup else None
     benchmark = ServingBenchmark(
         baseline_model=trainer.outputs["model"],
         candidates=[freezer.outputs["frozen_model"], optimizer.outputs["optimized_model"],
                     quantizer.outputs["quantized_model"],
                     *(quantizer.outputs[key] for key in VARIANT_OUTPUTS  # those asked for
                       if key in quantizer.outputs)],
-        examples=examples, settings=_deciding(config.benchmark, config.thresholds))
-    served = served_model_resolver(str(serving_dir)) if served_model_lookup else None
+        examples=examples, settings=_deciding(config.benchmark, config.thresholds),
+        served_model=served.outputs["served_model"] if served else None)
     gate = PusherGate(benchmark=benchmark.outputs["benchmark"],
                       thresholds=config.thresholds, push_destination=str(serving_dir),
                       served_model=served.outputs["served_model"] if served else None,
                       examples=examples)
-    nodes = [example_gen, trainer, freezer, optimizer, quantizer, benchmark,
-             *([served] if served else []), gate]
+    nodes = [example_gen, trainer, freezer, optimizer, quantizer, *([served] if served else []),
+             benchmark, gate]
     return pipeline.Pipeline(
         pipeline_name=PIPELINE_NAME,
         pipeline_root=str(pipeline_root),

@@ -152,6 +152,8 @@ def _summary(result: BenchmarkResult) -> str:
             f"<td>{_pct(m.accuracy.accuracy if m.accuracy else None)}</td></tr>")
         if m.error:
             rows.append(f'<tr><td></td><td class="err" colspan="7">{_e(m.error)}</td></tr>')
+        for note in m.runtime.notes if m.runtime else []:  # e.g. possibly optimistic
+            rows.append(f'<tr><td></td><td class="muted" colspan="7">{_e(note)}</td></tr>')
     head = ("<tr><th>model</th><th>status</th><th>size</th><th>load time</th>"
             "<th>first request</th><th>peak memory</th><th>FLOPs / example</th>"
             "<th>accuracy</th></tr>")

@@ -33,7 +33,14 @@ from components.core.benchmark.engines import ResolvedModel, resolve_model
 from components.core.benchmark.feeds import ModelSignature, input_pools, read_signature
 from components.core.benchmark.flops import flops_per_example
 from components.core.benchmark.machine import machine_info
-from components.core.benchmark.runtimes import Row, engine_spec, plan_rows, runtime_info
+from components.core.benchmark.runtimes import (
+    Row,
+    engine_spec,
+    plan_rows,
+    row_runner,
+    runtime_info,
+    served_row_plan,
+)
 from components.core.benchmark.scheduler import (
     Series,
     compare,
@@ -43,6 +50,7 @@ from components.core.benchmark.scheduler import (
 from components.core.benchmark.schema import (
     BASELINE,
     CANDIDATE,
+    SERVED,
     BenchmarkResult,
     ModelResult,
 )
@@ -63,22 +71,12 @@ def size_on_disk(path: Path, skip_tflite: bool = False) -> int:
 
 def _start_runners(rows: dict[str, Row], signatures: dict[str, ModelSignature],
                    config: BenchmarkConfig, errors: dict[str, str],
-                   cleanup: contextlib.ExitStack) -> dict:
+                   cleanup: contextlib.ExitStack, pools: dict[int, list]) -> dict:
     """One runner per row, started together (workers import TensorFlow in parallel);
     each is closed by `cleanup`, whatever happens next."""
     runners = {}
     for name, row in rows.items():
-        if config.backend == "tfserving":
-            from components.core.benchmark.tfserving import tfserving_runner
-
-            runner = tfserving_runner(name, row.path, config.signature,
-                                      sorted(signatures[name].signature.outputs),
-                                      config.tfserving, config.intra_op_threads,
-                                      config.inter_op_threads)
-        else:
-            from components.core.benchmark.worker import ProcessRunner
-
-            runner = ProcessRunner(engine_spec(row, config))
+        runner = row_runner(row, sorted(signatures[name].signature.outputs), config, pools)
         cleanup.callback(runner.close)
         runners[name] = runner
     for name, runner in list(runners.items()):
@@ -132,26 +130,42 @@ class BenchmarkSession:
     """
 
     def __init__(self, models: Sequence[ModelSpec], config: BenchmarkConfig | None = None,
-                 progress: Progress | None = None):
+                 progress: Progress | None = None, served: Path | None = None):
+        """served: the version served now at the push destination (its version
+        directory), measured as one more row, `served`, in the same interleaved rounds, so
+        each candidate's comparison with it is paired like its speedups over the baseline
+        (BatchResult.served_speedup_*); run on the runtime and TF Serving configuration it
+        was pushed with (runtimes.served_row_plan). Never a candidate."""
         config = (config or BenchmarkConfig()).resolved()
         self.config, self.say = config, progress or (lambda message: None)
         config.validate()
+        # Measured on a TF Serving someone else started (--tfserving-host): its flags are
+        # not ours to set, so rows have no configuration and nothing is searched.
+        self.remote = config.backend == "tfserving" and config.tfserving.host is not None
         if not models:
             raise ServoptError("no models given; pass the baseline model first, then "
                                "candidates")
         if len({m.name for m in models}) != len(models):
             raise ServoptError(f"model names repeat: {[m.name for m in models]}; name each "
                                "model once")
+        if served is not None and any(m.name == SERVED for m in models):
+            raise ServoptError(f"a model is named '{SERVED}', the name of the served "
+                               "version's row; rename it")
         self.models = list(models)
+        self.served_spec = ModelSpec(SERVED, Path(served)) if served is not None else None
+        everything = self.models + ([self.served_spec] if self.served_spec else [])
         self.errors: dict[str, str] = {}
         self._failed_sizes: dict[str, int] = {}
-        resolved = _resolve_and_scan(models, config, self.errors, self._failed_sizes)
+        resolved = _resolve_and_scan(everything, config, self.errors, self._failed_sizes)
         usable = [m for m in models if m.name in resolved]
-        if config.backend == "tfserving":  # the live server picks the runtime
+        if self.remote:  # a server started by others: it picks the runtime and settings
             rows = [Row(m.name, m, "tensorflow", resolved[m.name].saved_model, True, False)
                     for m in usable]
         else:
             rows = plan_rows(usable, resolved)
+        if self.served_spec is not None and SERVED in resolved and not self.remote:
+            rows.append(served_row_plan(self.served_spec, resolved[SERVED]))
+        self.served = SERVED if any(row.name == SERVED for row in rows) else None
         self.rows = {row.name: row for row in rows}
         if config.backend == "tfserving" and not config.tfserving.host:
             from components.core.benchmark.tfserving import find_server
@@ -198,7 +212,7 @@ class BenchmarkSession:
                    if name in self.signatures and row.twin is None}
         self.say(f"starting {len(healthy)} {self.config.backend} worker(s)")
         self.runners = _start_runners(healthy, self.signatures, self.config, self.errors,
-                                      self._cleanup)
+                                      self._cleanup, self.pools)
         for name, runner in list(self.runners.items()):
             self.say(f"loading {name}")
             try:
@@ -215,8 +229,10 @@ class BenchmarkSession:
         """A fresh result per row (and per model that could not be used), in the models'
         order, failed ones included."""
         config, results = self.config, {}
-        for index, model in enumerate(self.models):
-            role = BASELINE if index == 0 else CANDIDATE
+        served = [self.served_spec] if self.served_spec else []
+        for index, model in enumerate(self.models + served):
+            role = (SERVED if model is self.served_spec
+                    else BASELINE if index == 0 else CANDIDATE)
             model_rows = [row for row in self.rows.values() if row.model is model]
             if not model_rows:  # unusable: reported with its error, never run
                 results[model.name] = ModelResult(
@@ -225,12 +241,14 @@ class BenchmarkSession:
             for row in model_rows:
                 results[row.name] = ModelResult(
                     path=str(model.path), role=role,
-                    runtime=(None if config.backend == "tfserving"
-                             else runtime_info(row, config)),
+                    runtime=None if self.remote else runtime_info(row, config),
                     size_bytes=size_on_disk(row.path, skip_tflite=row.beside_tflite))
         for name, (load_time_s, first_request_ms) in self._loaded.items():
             results[name].load_time_s = load_time_s
             results[name].first_request_ms = first_request_ms
+            command = getattr(self.runners.get(name), "command", None)
+            if command and results[name].runtime is not None:
+                results[name].runtime.command = command  # the tfserving backend's
         return results
 
     def measure(self) -> BenchmarkResult:
@@ -245,7 +263,7 @@ class BenchmarkSession:
             for name, measured in outcome.series.items():
                 series[name][size] = measured
             _drop_failed(self.runners, outcome.errors, self.errors, f"at batch size {size}")
-        fill_batches(results, series, self.baseline, self.config.confidence)
+        fill_batches(results, series, self.baseline, self.config.confidence, self.served)
         for name, result in results.items():
             result.error = self.errors.get(name)
         result = BenchmarkResult(machine=machine_info(), settings=self.config,
@@ -292,15 +310,18 @@ def copy_measurements(source: ModelResult, target: ModelResult,
 
 
 def run_benchmark(models: Sequence[ModelSpec], config: BenchmarkConfig | None = None,
-                  progress: Progress | None = None) -> BenchmarkResult:
-    """Benchmarks `models` (the first is the baseline) and returns every measurement."""
+                  progress: Progress | None = None, served: Path | None = None
+                  ) -> BenchmarkResult:
+    """Benchmarks `models` (the first is the baseline) and returns every measurement;
+    with `served` (the version served now), that version too, in the same rounds, as the
+    row `served` (see BenchmarkSession)."""
     from components.core.benchmark.search import ConfigurationSearch
 
     search = None
-    with BenchmarkSession(models, config, progress) as session:
+    with BenchmarkSession(models, config, progress, served) as session:
         result = session.measure()
         session.sweep_and_memory(result)
-        if session.config.search_budget_s > 0 and session.config.backend == "session":
+        if session.config.search_budget_s > 0 and not session.remote:
             search = ConfigurationSearch(session, result)
             result.search = search.run()
     inherited = set(search.origin) - search.numeric_rows() if search else set()
@@ -325,12 +346,21 @@ def _drop_failed(runners: dict, failed: dict[str, str], errors: dict[str, str],
 
 
 def fill_batches(results: dict[str, ModelResult], series: dict[str, dict[int, Series]],
-                 baseline: str, confidence: float) -> None:
+                 baseline: str, confidence: float, served: str | None = None) -> None:
     """Each model's statistics per batch size, and a candidate's speedups over `baseline`
-    with their `confidence` intervals."""
+    with their `confidence` intervals; where the `served` version was measured in the same
+    rounds, a candidate's speedups over it too (served_speedup_*), paired the same way."""
     for name, by_size in series.items():
         for size, measured in by_size.items():
             batch = measured.result()
+            if served is not None and name not in (baseline, served) \
+                    and size in series.get(served, {}):
+                versus = compare(series[served][size], measured, confidence)
+                if versus is not None:
+                    batch.served_speedup_p50 = versus.speedup_p50.estimate
+                    batch.served_speedup_p50_interval = versus.speedup_p50.to_list()
+                    batch.served_speedup_p99 = versus.speedup_p99.estimate
+                    batch.served_speedup_p99_interval = versus.speedup_p99.to_list()
             if name != baseline and size in series[baseline]:
                 batch.speedup_stable = measured.speedup_stable(series[baseline][size])
                 comparison = compare(series[baseline][size], measured, confidence)

@@ -25,9 +25,7 @@ from components.core.benchmark.config import BenchmarkConfig, ModelSpec
 from components.core.benchmark.engines import EngineSpec, ResolvedModel
 from components.core.benchmark.schema import RuntimeInfo
 from components.core.requirements import TENSORFLOW_RUNTIME
-from components.core.serving_config import ServingConfig
-
-NO_TFLITE_FLAG = "--prefer_tflite_model=false"
+from components.core.serving_config import NO_TFLITE_FLAG, ServingConfig, row_flags  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -104,6 +102,27 @@ def plan_rows(models: list[ModelSpec], resolved: dict[str, ResolvedModel]) -> li
     return rows
 
 
+def served_row_plan(model: ModelSpec, found: ResolvedModel) -> Row:
+    """The one row of the version served now: on the runtime and TF Serving configuration
+    it was pushed with (the `configuration` the push writes into its
+    assets.extra/serving_requirements.json), else on its requirements' runtime with the
+    benchmark's default settings (a version pushed before configurations were recorded)."""
+    from components.core.requirements import DEFAULT_REQUIREMENTS, read_requirements
+
+    requirements = (read_requirements(found.saved_model) if found.saved_model
+                    else DEFAULT_REQUIREMENTS)
+    config = (ServingConfig.from_dict(requirements.configuration)
+              if requirements.configuration else None)
+    runtimes = found.runtimes()
+    runtime = config.runtime if config else requirements.runtime
+    if runtime not in runtimes:
+        runtime, config = runtimes[-1], None
+    return Row(model.name, model, runtime, found.path_for(runtime),
+               servable=found.saved_model is not None,
+               beside_tflite=found.saved_model is not None and bool(found.tflite),
+               config=config)
+
+
 def engine_spec(row: Row, settings: BenchmarkConfig) -> EngineSpec:
     config = row.serving_config(settings)
     return EngineSpec(runtime=row.runtime, model_path=str(row.path),
@@ -115,12 +134,55 @@ def engine_spec(row: Row, settings: BenchmarkConfig) -> EngineSpec:
                       mixed_precision=config.mixed_precision, batching=config.batching)
 
 
+# TF Serving's .bazelrc (tensorflow/serving 9d981c5, lines 55-59) builds XNNPACK with
+# xnn_enable_avxvnni, _avxvnniint8, _avx256vnnigfni, _avx512amx and _avx512fp16 = false:
+# its TFLite runs no AMX and no AVX-VNNI int8 kernels (AVX-512 VNNI is not left out).
+# Python's TFLite may be built with them: the /proc/cpuinfo flags of such kernels.
+XNNPACK_LEFT_OUT_INT8 = ("amx_int8", "amx_tile", "avx_vnni", "avx_vnni_int8")
+
+
+def build_gap_note(runtime: str, precision: str, backend: str, flags: set[str]
+                   ) -> str | None:
+    """Why a figure may overstate TF Serving: a TFLite int8 row measured in-process
+    (backend "session") on a CPU with kernels TF Serving's XNNPACK leaves out."""
+    from components.core.requirements import TFLITE_RUNTIME
+
+    present = [flag for flag in XNNPACK_LEFT_OUT_INT8 if flag in flags]
+    if backend != "session" or runtime != TFLITE_RUNTIME or "int8" not in precision \
+            or not present:
+        return None
+    return (f"possibly optimistic: TFLite {precision} measured in-process on a CPU with "
+            f"{', '.join(present)}; TF Serving's XNNPACK is built without AMX and AVX-VNNI "
+            "kernels (its .bazelrc), this Python's TFLite may use them; measure with "
+            "--backend tfserving for TF Serving's own figure")
+
+
 def runtime_info(row: Row, settings: BenchmarkConfig) -> RuntimeInfo:
     """The row's runtime, its configuration and the flags that select it in TF Serving."""
     config = row.serving_config(settings)
-    flags = ([NO_TFLITE_FLAG] if row.runtime == TENSORFLOW_RUNTIME and row.beside_tflite
-             else []) + config.flags()
+    flags = row_flags(config, row.beside_tflite)
+    from components.core.requirements import cpu_flags, read_requirements
+
+    version = row.path.parent if row.runtime != TENSORFLOW_RUNTIME else row.path
+    precision = read_requirements(version).precision if row.servable else ""
+    note = build_gap_note(row.runtime, precision, settings.backend, cpu_flags())
     return RuntimeInfo(runtime=row.runtime, version=row.model.name, settings=config.settings(),
                        server_flags=flags if row.servable else [], servable=row.servable,
                        configuration=config.to_dict(), label=config.label(),
-                       measured_as=row.twin)
+                       measured_as=row.twin, notes=[note] if note else [])
+
+
+def row_runner(row: Row, output_keys: list[str], settings: BenchmarkConfig,
+               pools: dict[int, list]):
+    """What measures `row`: a worker process running it the way TF Serving would
+    (backend "session"), or a tensorflow_model_server started with the row's flags
+    (backend "tfserving", see tfserving). The configuration search starts its rows here
+    too, so it runs the same way on either backend."""
+    if settings.backend == "tfserving":
+        from components.core.benchmark.tfserving import served_row, tfserving_runner
+
+        return tfserving_runner(served_row(row, settings, pools), settings.signature,
+                                output_keys, settings.tfserving)
+    from components.core.benchmark.worker import ProcessRunner
+
+    return ProcessRunner(engine_spec(row, settings))

@@ -22,6 +22,9 @@ from components.core.errors import ServoptError
 SCHEMA_VERSION = 1
 BASELINE = "baseline"
 CANDIDATE = "candidate"
+# The version served now at the push destination, measured in the same rounds as the
+# candidates (run.BenchmarkSession's `served`): never a candidate itself.
+SERVED = "served"
 
 
 @dataclass
@@ -59,11 +62,18 @@ class BatchResult(LatencySummary):
     throughput_ratio: float | None = None  # candidate / baseline throughput
     throughput_ratio_interval: list[float | None] | None = None
     confidence: float | None = None
+    # Candidates, where the served version was measured in the same rounds: medians of the
+    # per-round ratios served / candidate latency (above 1: faster than what is served),
+    # with their `confidence` intervals: the paired comparison the gate's vs_served reads.
+    served_speedup_p50: float | None = None
+    served_speedup_p50_interval: list[float | None] | None = None
+    served_speedup_p99: float | None = None
+    served_speedup_p99_interval: list[float | None] | None = None
 
     def to_dict(self, role: str) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self)
                 if f.name not in _CANDIDATE_ONLY}
-        if role == CANDIDATE:
+        if role in (CANDIDATE, SERVED):
             data.update({name: getattr(self, name) for name in _CANDIDATE_ONLY})
         return data
 
@@ -74,7 +84,8 @@ class BatchResult(LatencySummary):
 
 _CANDIDATE_ONLY = ("speedup_p50", "speedup_p99", "speedup_stable", "speedup_p50_interval",
                    "speedup_p99_interval", "throughput_ratio", "throughput_ratio_interval",
-                   "confidence")
+                   "confidence", "served_speedup_p50", "served_speedup_p50_interval",
+                   "served_speedup_p99", "served_speedup_p99_interval")
 
 
 @dataclass
@@ -112,6 +123,12 @@ class RuntimeInfo:
     # The row whose measurements this row shares: its runtime loads the same files byte for
     # byte (runtimes.plan_rows), so they were measured once.
     measured_as: str | None = None
+    # The tfserving backend: the tensorflow_model_server command it measured the row with
+    # (environment first; serving_config.server_command, as the gate prints it).
+    command: list[str] | None = None
+    # What the reader should know about how the figures were measured (e.g. an in-process
+    # TFLite int8 figure on a CPU whose kernels TF Serving's build leaves out).
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -236,8 +253,16 @@ class BenchmarkResult:
                 if self.version_of(row) == version}
 
     def paths(self) -> dict[str, str]:
-        """Version -> the model path the benchmark measured, for every version."""
-        return {self.version_of(row): model.path for row, model in self.models.items()}
+        """Version -> the model path the benchmark measured, for every version (the
+        served one, measured for comparison only, left out)."""
+        return {self.version_of(row): model.path for row, model in self.models.items()
+                if model.role != SERVED}
+
+    @property
+    def served(self) -> str | None:
+        """The row of the version served now, where it was measured in this run."""
+        return next((name for name, model in self.models.items() if model.role == SERVED),
+                    None)
 
     @property
     def candidates(self) -> list[str]:

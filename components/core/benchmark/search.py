@@ -55,7 +55,7 @@ from components.core.batching import batching_candidates
 from components.core.benchmark.config import BenchmarkConfig, available_cores
 from components.core.benchmark.engines import TFLITE_INITIAL_BATCH_SIZE
 from components.core.benchmark.measure import WindowSample
-from components.core.benchmark.runtimes import Row, engine_spec, runtime_info
+from components.core.benchmark.runtimes import Row, row_runner, runtime_info
 from components.core.benchmark.scheduler import Series, compare, interleaved_rounds
 from components.core.benchmark.schema import (
     CANDIDATE,
@@ -287,7 +287,8 @@ class ConfigurationSearch:
         for contender, rows in plans.items():
             self.origin |= {row.name: contender for row in rows}
         started = self._start(new_rows)
-        runners = {session.baseline: session.runners[session.baseline]}
+        runners = {session.baseline: session.runners[session.baseline],
+                   **self._served_runner()}
         for contender in plans:
             runners[self.best[contender]] = self._runner(self.best[contender])
         runners |= started
@@ -355,6 +356,7 @@ class ConfigurationSearch:
             if not lacking:
                 continue
             runners = {self.session.baseline: self.session.runners[self.session.baseline],
+                       **self._served_runner(),
                        **{row.name: self.extra_runners[row.name] for row in lacking}}
             self.session.say(f"configuration search: the best settings at batch {size}")
             outcome = interleaved_rounds(runners, size, plan)
@@ -365,13 +367,18 @@ class ConfigurationSearch:
 
     # --- rows, runners, results -----------------------------------------------------
 
+    def _served_runner(self) -> dict:
+        """The served version's runner, measured in every round too (where it is), so a
+        searched row's comparison with it is paired like the default rows'."""
+        served = getattr(self.session, "served", None)
+        return {served: self.session.runners[served]} if served in self.session.runners \
+            else {}
+
     def _runner(self, name: str):
         return self.extra_runners.get(name) or self.session.runners[name]
 
     def _start(self, rows: list[Row]) -> dict:
         """A loaded worker per row; a row that fails to start or load gets its error."""
-        from components.core.benchmark.worker import ProcessRunner
-
         session = self.session
         first_batch = session.pools[self.settings.batch_sizes[0]][0]
         runners = {}
@@ -379,7 +386,9 @@ class ConfigurationSearch:
             session.rows[row.name] = row
             session.signatures[row.name] = session.signatures[self.origin[row.name]]
             self.result.models[row.name] = self._model_result(row)
-            runners[row.name] = ProcessRunner(engine_spec(row, self.settings))
+            runners[row.name] = row_runner(  # a worker, or a TF Serving with its flags
+                row, sorted(session.signatures[row.name].signature.outputs), self.settings,
+                session.pools)
         for name, runner in list(runners.items()):
             try:
                 runner.wait_ready()
@@ -394,6 +403,8 @@ class ConfigurationSearch:
             model = self.result.models[name]
             model.load_time_s, model.first_request_ms = (loaded.load_time_s,
                                                          loaded.first_request_ms)
+            if getattr(runner, "command", None) and model.runtime is not None:
+                model.runtime.command = runner.command  # the tfserving backend's
         return runners
 
     def _model_result(self, row: Row) -> ModelResult:
@@ -426,13 +437,18 @@ class ConfigurationSearch:
 
         measured = {row.name: {size: series[row.name]} for row in rows if row.name in series}
         baseline = self.session.baseline
-        if baseline in series:
-            measured[baseline] = {size: series[baseline]}
-        results = {name: self.result.models[name] for name in measured if name != baseline}
-        scratch = {baseline: ModelResult(path="", role="baseline")}
-        fill_batches({**results, **scratch}, measured, baseline, self.settings.confidence)
+        served = getattr(self.session, "served", None)
+        for reference in (baseline, served):  # compared with, never re-recorded
+            if reference in series:
+                measured[reference] = {size: series[reference]}
+        results = {name: self.result.models[name] for name in measured
+                   if name not in (baseline, served)}
+        scratch = {name: ModelResult(path="", role="reference") for name in (baseline, served)
+                   if name is not None}
+        fill_batches({**results, **scratch}, measured, baseline, self.settings.confidence,
+                     served)
         for name, message in errors.items():
-            if name in self.result.models and name != baseline and \
+            if name in self.result.models and name not in (baseline, served) and \
                     self.result.models[name].runtime and \
                     self.result.models[name].runtime.label != "default":
                 self.result.models[name].error = f"{message} (configuration search)"

@@ -1,10 +1,21 @@
 """The `tfserving` backend: the models served by TF Serving, measured over gRPC or REST.
 
-Without a host, one `tensorflow_model_server` per model is started (same thread flags for
-every model) on a model base directory made for it (`<base>/1 -> model`: TF Serving
-serves numeric version subdirectories), and the benchmark waits until the model status
-API (REST GET /v1/models/NAME) reports version 1 AVAILABLE. Requests then go to gRPC
-`PredictionService/Predict` or REST `POST /v1/models/NAME:predict`.
+Without a host, every row (a version under one TF Serving configuration, see
+benchmark.runtimes) is served by its own `tensorflow_model_server`, started with that
+row's flags: the command `serving_config.server_command` builds from `row_flags`, the
+same function and rule the gate uses for the command it prints, so the command measured
+is the command the push prints, with this backend's ports and model base path, and the
+`BENCHMARK_ONLY_FLAGS` (none changes how a loaded model runs). The row's version
+directory is `<scratch>/model/1`: links to the model's files, plus what the push writes
+into a version for that configuration (`batching_params.pbtxt`, beside it the server-wide
+`--batching_parameters_file`) and, where the model carries none, warm-up records in
+`assets.extra/tf_serving_warmup_requests` built from the benchmark's first input batch at
+each batch size (TF Serving replays them at load: saved_model_warmup.md). The model's own
+files are never written. The benchmark waits until the model status API (REST GET
+/v1/models/NAME) reports version 1 AVAILABLE; a version that fails to load is a failed
+row with the server's own log line (`load_failure`). Requests then go to gRPC
+`PredictionService/Predict` or REST `POST /v1/models/NAME:predict`. With a host, the
+models must already be served there: their flags are not this backend's to set.
 
 Request building and response parsing are pure functions over TF Serving's documented
 formats (https://www.tensorflow.org/tfx/serving/api_rest): row format
@@ -17,6 +28,8 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
+import re
 import shutil
 import socket
 import subprocess
@@ -24,15 +37,17 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from components.core.batching import BatchingParameters
 from components.core.benchmark.config import TFServingOptions
 from components.core.benchmark.engines import Feeds
 from components.core.benchmark.measure import LocalRunner
 from components.core.errors import ServoptError
+from components.core.serving_config import server_command
 
 AVAILABLE = "AVAILABLE"
 END = "END"
@@ -174,11 +189,67 @@ def parse_grpc_predict_response(response) -> dict[str, np.ndarray]:
 
 # --- the server -------------------------------------------------------------------------
 
-def model_base_dir(model_dir: Path, root: Path) -> Path:
-    """`root/model/1 -> model_dir`: the layout TF Serving's --model_base_path expects."""
+# Flags the backend adds to a row's command, none of which changes how a loaded model runs:
+# --max_num_load_retries (main.cc:163; default 5 with a minute between tries, server.h:68-69):
+# 0 makes a version that cannot load fail in seconds instead of five minutes.
+BENCHMARK_ONLY_FLAGS = ("--max_num_load_retries=0",)
+
+
+@dataclass(frozen=True)
+class ServedRow:
+    """What one server serves: a row's version under the row's configuration."""
+
+    name: str  # the model name it is served under (the row's name)
+    model_dir: Path  # the SavedModel directory (the version)
+    flags: tuple[str, ...]  # serving_config.row_flags: the flags the push prints
+    environment: Mapping[str, str] = field(default_factory=dict)  # e.g. TF_ENABLE_ONEDNN_OPTS
+    batching: BatchingParameters | None = None  # its batching_params.pbtxt
+    # Warm-up requests to write where the model carries none (PredictionLog protos).
+    warmups: tuple = ()
+
+
+def version_dir(row: ServedRow, base: Path) -> Path:
+    """`base/1`: links to every file of the model, and what the row's configuration adds
+    to a version (as gate.push writes it): `batching_params.pbtxt` (read under
+    --enable_per_model_batching_parameters, bundle_factory_util.cc
+    GetPerModelBatchingParams) and, where the model carries none, the warm-up records
+    (assets.extra/tf_serving_warmup_requests, saved_model_warmup_util.cc)."""
+    from components.core.batching import BATCHING_PARAMS_FILE, write_batching_params
+    from components.core.gate.warmup import WARMUP_DIR, WARMUP_FILE, write_warmup_file
+
+    source = Path(row.model_dir).resolve()
+    version = base / VERSION
+    version.mkdir(parents=True)
+    for entry in sorted(source.iterdir()):
+        if entry.name == BATCHING_PARAMS_FILE and row.batching is not None:
+            continue
+        if entry.name == WARMUP_DIR and entry.is_dir():
+            (version / WARMUP_DIR).mkdir()
+            for extra in sorted(entry.iterdir()):
+                (version / WARMUP_DIR / extra.name).symlink_to(extra)
+            continue
+        (version / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+    if row.batching is not None:
+        write_batching_params(version, row.batching)
+    if row.warmups and not (version / WARMUP_DIR / WARMUP_FILE).exists():
+        write_warmup_file(list(row.warmups), version)
+    return version
+
+
+def model_base_dir(row: ServedRow | Path, root: Path) -> Path:
+    """`root/model`, the layout --model_base_path expects (numeric version directories,
+    file_system_storage_path_source.cc): version 1 (`version_dir`) and, where the row's
+    batching sets the batch thread pool, the server-wide batching file beside it (where
+    the push puts it; its flag names it under the model base path)."""
+    from components.core.batching import SERVER_BATCHING_FILE, write_server_batching_file
+
+    if not isinstance(row, ServedRow):
+        row = ServedRow("model", Path(row), ())
     base = root / "model"
     base.mkdir(parents=True)
-    (base / VERSION).symlink_to(Path(model_dir).resolve(), target_is_directory=True)
+    version_dir(row, base)
+    if row.batching is not None:
+        write_server_batching_file(base / SERVER_BATCHING_FILE, row.batching)
     return base
 
 
@@ -188,12 +259,56 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def server_command(binary: str, name: str, base: Path, grpc_port: int, rest_port: int,
-                   intra_op_threads: int, inter_op_threads: int) -> list[str]:
-    return [binary, f"--port={grpc_port}", f"--rest_api_port={rest_port}",
-            f"--model_name={name}", f"--model_base_path={base}",
-            f"--tensorflow_intra_op_parallelism={intra_op_threads}",
-            f"--tensorflow_inter_op_parallelism={inter_op_threads}"]
+def benchmark_command(binary: str, row: ServedRow, base: Path, grpc_port: int,
+                      rest_port: int) -> list[str]:
+    """The command that serves `row` from `base`: the gate's printed command
+    (serving_config.server_command) with this backend's binary, ports and base path, and
+    BENCHMARK_ONLY_FLAGS; the environment is given to the process, not in the list."""
+    return server_command(row.flags, str(base), row.name, binary=binary,
+                          grpc_port=grpc_port, rest_api_port=rest_port,
+                          extra_flags=BENCHMARK_ONLY_FLAGS)
+
+
+def warmup_records(model_name: str, signature: str, batches: Sequence[Feeds]) -> tuple:
+    """One Predict warm-up record per batch (PredictionLog, as gate.warmup writes them for
+    a push): TF Serving replays them at load, and one that fails fails the load."""
+    from components.core.tf_setup import tf
+
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    records = []
+    for feeds in batches:
+        request = predict_pb2.PredictRequest(
+            model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature))
+        for key, value in sorted(feeds.items()):
+            request.inputs[key].CopyFrom(tf.make_tensor_proto(np.asarray(value)))
+        records.append(prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=request)))
+    return tuple(records)
+
+
+def served_name(row_name: str) -> str:
+    """The model name a row is served under: its name with what a REST path cannot hold
+    (`:` ends the name in /v1/models/NAME:predict, http_rest_api_handler.cc) replaced."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", row_name)
+
+
+def served_row(row, settings, pools: Mapping[int, Sequence[Feeds]]) -> ServedRow:
+    """The ServedRow of a benchmark row (runtimes.Row): its flags by the gate's rule
+    (serving_config.row_flags, with the version's serving requirements), its environment,
+    batching and warm-ups (the first input batch of every batch size)."""
+    from components.core.requirements import TFLITE_RUNTIME, read_requirements
+    from components.core.serving_config import row_flags
+
+    config = row.serving_config(settings)
+    version = Path(row.path).parent if row.runtime == TFLITE_RUNTIME else Path(row.path)
+    requirements = read_requirements(version)
+    name = row.name if settings.tfserving.host else served_name(row.name)
+    return ServedRow(name=name, model_dir=version,
+                     flags=tuple(row_flags(config, row.beside_tflite, requirements)),
+                     environment=dict(requirements.environment), batching=config.batching,
+                     warmups=warmup_records(name, settings.signature,
+                                            [pool[0] for _, pool in sorted(pools.items())]))
 
 
 def find_server(binary: str) -> str:
@@ -218,12 +333,13 @@ def _get(host: str, port: int, path: str, timeout: float = 5.0) -> tuple[int, by
 
 def wait_available(host: str, rest_port: int, name: str, timeout_s: float,
                    process: subprocess.Popen | None = None, log: Path | None = None) -> None:
-    """Polls the model status API until version 1 is AVAILABLE; fails on END or exit."""
+    """Polls the model status API until version 1 is AVAILABLE; fails on END or exit,
+    with the server's own error line where its log has one (`load_failure`)."""
     deadline = time.monotonic() + timeout_s
     while True:
         if process is not None and process.poll() is not None:
-            raise ServoptError(f"tensorflow_model_server exited with code {process.returncode} "
-                               f"serving '{name}': {_tail(log)}")
+            raise ServoptError(f"TF Serving cannot load '{name}' (tensorflow_model_server "
+                               f"exited with code {process.returncode}): {_tail(log)}")
         try:
             status, body = _get(host, rest_port, f"/v1/models/{name}")
         except OSError:
@@ -233,17 +349,51 @@ def wait_available(host: str, rest_port: int, name: str, timeout_s: float,
             if available:
                 return
             if failure:
-                raise ServoptError(f"TF Serving cannot load '{name}': {failure}")
+                line = load_failure(_read(log)) if log is not None else None
+                raise ServoptError(f"TF Serving cannot load '{name}': {line or failure}")
         if time.monotonic() > deadline:
             raise ServoptError(f"'{name}' was not AVAILABLE in TF Serving after {timeout_s:.0f} "
                                f"s (http://{host}:{rest_port}/v1/models/{name}); {_tail(log)}")
         time.sleep(0.1)
 
 
+# The lines TF Serving logs when a version cannot be served, most specific first:
+# util/retrier.cc:40 `LOG(ERROR) << description << " failed: " << status` with the
+# description "Loading servable: {name: N version: V}" (core/loader_harness.cc:82);
+# core/aspired_versions_manager.cc:421 "Servable ... cannot be loaded: ..."; and
+# model_servers/main.cc:344 "Failed to start server. Error: ..." (printed to stdout before
+# the server exits: ServerCore::Create waits for the initial models, server_core.cc:328).
+_FAILURE_LINES = (re.compile(r"(Loading servable: .* failed: .*)$"),
+                  re.compile(r"(Servable .* cannot be loaded: .*)$"),
+                  re.compile(r"(Failed to start server\. Error: .*)$"))
+
+
+def load_failure(log_text: str) -> str | None:
+    """The server's own line saying why a version did not load (the most specific of
+    _FAILURE_LINES, the last of its kind), without the log prefix; None if none."""
+    lines = log_text.splitlines()
+    for pattern in _FAILURE_LINES:
+        found = [match.group(1).strip() for line in lines
+                 if (match := pattern.search(line))]
+        if found:
+            return found[-1]
+    return None
+
+
+def _read(log: Path | None) -> str:
+    if log is None or not log.is_file():
+        return ""
+    return log.read_text(errors="replace")
+
+
 def _tail(log: Path | None) -> str:
     if log is None or not log.is_file():
         return "no server log"
-    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    text = _read(log)
+    failure = load_failure(text)
+    if failure:
+        return failure
+    lines = [line for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else "the server log is empty"
 
 
@@ -260,11 +410,13 @@ def _peak_rss(pid: int) -> int | None:
 class TFServingEngine:
     """A model in TF Serving, called like an in-process Engine."""
 
-    def __init__(self, name: str, model_dir: Path, signature: str, output_keys: Sequence[str],
-                 options: TFServingOptions, intra_op_threads: int, inter_op_threads: int):
+    def __init__(self, row: ServedRow, signature: str, output_keys: Sequence[str],
+                 options: TFServingOptions):
+        name = row.name
         self.name, self.signature, self.output_keys = name, signature, list(output_keys)
         self.protocol = options.protocol
         self.process: subprocess.Popen | None = None
+        self.command: list[str] | None = None  # what was run, environment first
         self._scratch: Path | None = None
         self._channel = self._stub = None
         self._local = threading.local()
@@ -277,18 +429,23 @@ class TFServingEngine:
         else:
             binary = find_server(options.binary)
             self._scratch = Path(tempfile.mkdtemp(prefix="servopt-tfserving-"))
-            base = model_base_dir(model_dir, self._scratch)
-            self.host, self.grpc_port, self.rest_port = "127.0.0.1", free_port(), free_port()
-            log = self._scratch / "server.log"
-            with open(log, "wb") as handle:
-                self.process = subprocess.Popen(
-                    server_command(binary, name, base, self.grpc_port, self.rest_port,
-                                   intra_op_threads, inter_op_threads),
-                    stdout=handle, stderr=subprocess.STDOUT)
             try:
+                base = model_base_dir(row, self._scratch)
+                self.host, self.grpc_port, self.rest_port = ("127.0.0.1", free_port(),
+                                                             free_port())
+                command = benchmark_command(binary, row, base, self.grpc_port,
+                                            self.rest_port)
+                self.command = [f"{k}={v}" for k, v in sorted(row.environment.items())
+                                ] + command
+                log = self._scratch / "server.log"
+                start = time.perf_counter()  # the server's load, warm-ups included
+                with open(log, "wb") as handle:
+                    self.process = subprocess.Popen(
+                        command, stdout=handle, stderr=subprocess.STDOUT,
+                        env={**os.environ, **row.environment})
                 wait_available(self.host, self.rest_port, name, options.startup_timeout_s,
                                self.process, log)
-            except ServoptError:
+            except BaseException:
                 self.close()
                 raise
             self.load_time_s = time.perf_counter() - start
@@ -340,9 +497,22 @@ class TFServingEngine:
             self._scratch = None
 
 
-def tfserving_runner(name: str, model_dir: Path, signature: str, output_keys: Sequence[str],
-                     options: TFServingOptions, intra_op_threads: int,
-                     inter_op_threads: int) -> LocalRunner:
+class TFServingRunner(LocalRunner):
     """A runner whose `load` starts (or finds) the server and whose requests go to it."""
-    return LocalRunner(lambda: TFServingEngine(name, model_dir, signature, output_keys,
-                                               options, intra_op_threads, inter_op_threads))
+
+    def __init__(self, row: ServedRow, signature: str, output_keys: Sequence[str],
+                 options: TFServingOptions):
+        super().__init__(lambda: TFServingEngine(row, signature, output_keys, options))
+
+    def wait_ready(self) -> None:
+        """Nothing to wait for: the server starts in `load` (ProcessRunner's interface)."""
+
+    @property
+    def command(self) -> list[str] | None:
+        """The command the server was started with (None: not started, or a host's)."""
+        return getattr(self.engine, "command", None)
+
+
+def tfserving_runner(row: ServedRow, signature: str, output_keys: Sequence[str],
+                     options: TFServingOptions) -> TFServingRunner:
+    return TFServingRunner(row, signature, output_keys, options)

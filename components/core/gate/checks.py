@@ -19,6 +19,7 @@ from components.core.errors import ServoptError
 from components.core.gate.decision import CHANGE, REQUIREMENT, VALUE, Check, fmt
 from components.core.gate.metrics import measured_batch_sizes
 from components.core.gate.thresholds import ServerProfile, Thresholds
+from components.core.gate.vs_served import paired_p99_regression_check
 from components.core.model_io import resolve_saved_model_dir
 from components.core.requirements import (
     DEFAULT_REQUIREMENTS,
@@ -28,7 +29,7 @@ from components.core.requirements import (
     read_requirements,
 )
 from components.core.safety import scan_ops
-from components.core.serving_config import DEFAULT_LABEL
+from components.core.serving_config import DEFAULT_LABEL, with_requirements
 
 NOT_SERVED = "not applicable: no model served yet"
 MB = 1e6
@@ -43,6 +44,8 @@ class Context:
     baseline: ModelResult | None  # None when it has no usable result
     baseline_problem: str | None  # why `baseline` is None
     served: ModelResult | None  # the model served now, as measured; None on a first push
+    # True: `served` was measured in the same rounds as the candidates (gate.vs_served)
+    served_paired: bool = False
 
     @property
     def batch(self) -> int:
@@ -176,10 +179,7 @@ def server_check(version: str, row: JudgedRow, requirements: ServingRequirements
 def serving_flags(row: JudgedRow, requirements: ServingRequirements) -> list[str]:
     """The tensorflow_model_server flags that run the candidate as measured: the row's,
     and those its serving requirements add for that runtime."""
-    flags = row.server_flags
-    if requirements.runtime == (row.runtime or TENSORFLOW_RUNTIME):
-        flags += [flag for flag in requirements.server_flags if flag not in flags]
-    return flags
+    return with_requirements(row.server_flags, row.runtime, requirements)
 
 
 def _some(flags: set[str]) -> str:
@@ -370,7 +370,14 @@ def served_checks(name: str, model: ModelResult, context: Context) -> list[Check
                       applicable=False) for key, limit in wanted.items()]
     served = context.served
     checks = []
-    if limits.max_p99_regression_pct is not None:
+    paired = (paired_p99_regression_check(name, model, context.batch,
+                                          limits.max_p99_regression_pct,
+                                          context.thresholds.inconclusive)
+              if context.served_paired and limits.max_p99_regression_pct is not None
+              else None)
+    if paired is not None:  # same-run, paired rounds (gate.vs_served)
+        checks.append(paired)
+    elif limits.max_p99_regression_pct is not None:
         own = model.at(context.batch).p99_ms
         reference = served.at(context.batch).p99_ms if served.at(context.batch) else None
         regression = (None if own is None or not reference

@@ -12,27 +12,24 @@ import os
 import shlex
 from dataclasses import asdict, dataclass, field, replace
 
-from components.core.batching import SERVER_BATCHING_FILE, SERVER_BATCHING_FILE_PLACEHOLDER
 from components.core.errors import ServoptError
+from components.core.serving_config import (  # noqa: F401 (re-exported)
+    GRPC_PORT,
+    MODEL_BASE_PATH_PLACEHOLDER,
+    REST_API_PORT,
+    SERVER_BINARY,
+    server_command,
+)
 
 REQUIREMENT = "requirement"  # benchmark result present, stable latency, safe ops, blessing
 VALUE = "value"  # TFMA value threshold: a bound on the candidate's own measurement
 CHANGE = "change"  # TFMA change threshold: against the baseline or the served model
 NOTE = "note"  # informs, never blocks (e.g. the ranking was measured on another CPU)
 
-# How TF Serving's Docker image starts the server (tensorflow_serving/tools/docker/
-# Dockerfile, tf_serving_entrypoint.sh): gRPC on 8500 (`--port`, main.cc; server.h's
-# default), REST on 8501 (`--rest_api_port`, main.cc; off by default).
-SERVER_BINARY = "tensorflow_model_server"
-GRPC_PORT = 8500
-REST_API_PORT = 8501
 # Placeholders in the command of a decision made without a destination (`servopt gate`):
 # shell variables, as TF Serving's Docker entrypoint names them.
 MODEL_NAME_VAR = "${MODEL_NAME}"
 MODEL_BASE_PATH_VAR = "${MODEL_BASE_PATH}"
-# How a row's flags name a file beside the versions (batching.batching_flags).
-MODEL_BASE_PATH_PLACEHOLDER = SERVER_BATCHING_FILE_PLACEHOLDER.removesuffix(
-    f"/{SERVER_BATCHING_FILE}")
 
 
 class GateBlocked(ServoptError):
@@ -115,13 +112,8 @@ class GateDecision:
     def command_for(self, model_base_path: str, model_name: str) -> list[str]:
         """The tensorflow_model_server command (environment assignments first) that serves
         the chosen pair from `model_base_path` (the directory holding its versions)."""
-        env = [f"{key}={value}" for key, value in sorted(self.environment.items())]
-        # Flags naming files beside the versions (the server-wide batching file) name them
-        # under the model base path, which only the push knows.
-        flags = [flag.replace(MODEL_BASE_PATH_PLACEHOLDER, model_base_path)
-                 for flag in self.server_flags]
-        return [*env, SERVER_BINARY, f"--port={GRPC_PORT}", f"--rest_api_port={REST_API_PORT}",
-                f"--model_name={model_name}", f"--model_base_path={model_base_path}", *flags]
+        return server_command(self.server_flags, model_base_path, model_name,
+                              self.environment)
 
     def with_destination(self, base_dir: str, model_name: str | None = None) -> GateDecision:
         """This decision with its server command for the push destination: versions go

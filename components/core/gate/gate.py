@@ -34,6 +34,7 @@ from components.core.gate.checks import (
     value_checks,
 )
 from components.core.gate.decision import (
+    NOTE,
     REQUIREMENT,
     CandidateResult,
     Check,
@@ -49,6 +50,7 @@ from components.core.gate.thresholds import (
     OBJECTIVES,
     Thresholds,
 )
+from components.core.gate.vs_served import served_note_check, served_reference
 from components.core.requirements import ServingRequirements
 from components.core.serving_config import DEFAULT_LABEL
 
@@ -74,18 +76,21 @@ def evaluate_gate(metrics: BenchmarkResult | dict, thresholds: Thresholds | dict
     metrics = typed_metrics(metrics)
     if not candidates:
         raise ServoptError("no candidates given to the gate; pass at least one model")
-    served = typed_model(served, "served")
+    # The served version measured in this run (paired) wins over its recorded figures.
+    served, served_paired, served_note = served_reference(metrics,
+                                                          typed_model(served, "served"))
     baseline_name = metrics.baseline
     baseline = metrics.models.get(baseline_name) if baseline_name else None
     baseline_problem = (benchmark_problem(baseline_name, baseline,
                                           thresholds.primary_batch_size)
                         if baseline_name else "the metrics name no baseline")
     context = Context(thresholds, baseline_name, None if baseline_problem else baseline,
-                      baseline_problem, served)
+                      baseline_problem, served, served_paired)
     allowed = sorted(set(allowed_ops))
 
     checks = _blessing_checks(model_blessed, infra_blessed)
     checks.append(ranking_cpu_check(metrics.machine, thresholds.server))
+    checks += served_note_check(served_note, served_paired)
     rows = {name: judged_rows(name, metrics, thresholds.server) for name in candidates}
     requirements = {name: model_requirements(str(path)) for name, path in candidates.items()}
     needed = baseline_signatures(metrics) if thresholds.required_signatures is None else None
@@ -159,7 +164,17 @@ def _candidate_checks(pair: str, row: JudgedRow, requirements: ServingRequiremen
     return (checks + [measurement_check(pair, model, context)]
             + value_checks(pair, model, context)
             + baseline_checks(pair, model, context, row.name)
-            + served_checks(pair, model, context))
+            + served_checks(pair, model, context)
+            + _runtime_notes(pair, model))
+
+
+def _runtime_notes(pair: str, model: ModelResult) -> list[Check]:
+    """What the benchmark noted about how the row was measured (e.g. an in-process TFLite
+    int8 figure that may overstate TF Serving, benchmark.runtimes.build_gap_note): shown
+    with the pair, never blocking."""
+    notes = model.runtime.notes if model.runtime else []
+    return [Check("measurement.note", pair, note, None, True, note, kind=NOTE)
+            for note in notes]
 
 
 def _figures(model: ModelResult | None, batch_size: int) -> dict:
