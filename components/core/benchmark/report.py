@@ -216,8 +216,8 @@ def _search_section(result: BenchmarkResult) -> str:
             f"{_e(search.stopped)}.</p>"
             f"<div class=\"card\"><table><thead>{head}</thead><tbody>{body}</tbody></table>"
             f"<ul>{steps}</ul></div>"
-            + _figure(plots.search_figure(result), "configuration search: p99 against "
-                      "throughput"))
+            + _plot(plots.search_figure, result, "configuration search: p99 against "
+                    "throughput"))
 
 
 def _figure(png: bytes | None, alt: str) -> str:
@@ -226,6 +226,31 @@ def _figure(png: bytes | None, alt: str) -> str:
     data = base64.b64encode(png).decode("ascii")
     return f'<figure class="card"><img alt="{_e(alt)}" src="data:image/png;base64,{data}">' \
            '</figure>'
+
+
+def _plot(draw, result: BenchmarkResult, alt: str) -> str:
+    """One figure; a figure that cannot be drawn is noted on the page and recorded in
+    the result's `step_errors['plots']`, and the page goes on without it."""
+    try:
+        return _figure(draw(result), alt)
+    except Exception as err:  # noqa: BLE001 - one figure must not cost the report
+        text = f"{alt}: {type(err).__name__}: {err}"
+        previous = result.step_errors.get("plots")
+        result.step_errors["plots"] = f"{previous}; {text}" if previous else text
+        return f'<div class="card err">figure not drawn: {_e(text)}</div>'
+
+
+def _run_notes(result: BenchmarkResult) -> str:
+    """What the time budget left unmeasured and the steps that failed."""
+    notes = []
+    budget = result.budget
+    if budget and budget.stopped:
+        notes.append(f"time budget: {budget.stopped} ({budget.elapsed_s:.0f} s of "
+                     f"{budget.budget_s:g} s)")
+    notes += [f"{step} failed: {error}" for step, error in result.step_errors.items()]
+    notes += [f"{name}: {step} failed: {error}" for name, model in result.models.items()
+              for step, error in model.step_errors.items()]
+    return "".join(f'<div class="card err">{_e(note)}</div>' for note in notes)
 
 
 def render_report(result: BenchmarkResult) -> str:
@@ -239,11 +264,11 @@ def render_report(result: BenchmarkResult) -> str:
     warning = "".join(f'<div class="card err"><b>{_e(n)}</b> could not be measured: '
                       f"{_e(e)}</div>" for n, e in failed.items())
     figures = [
-        _figure(plots.latency_figure(result), "latency percentiles per batch size"),
-        _figure(plots.throughput_figure(result), "throughput against p99 latency"),
+        _plot(plots.latency_figure, result, "latency percentiles per batch size"),
+        _plot(plots.throughput_figure, result, "throughput against p99 latency"),
     ]
-    small = [f for f in (_figure(plots.size_figure(result), "model size"),
-                         _figure(plots.accuracy_figure(result), "accuracy per model")) if f]
+    small = [f for f in (_plot(plots.size_figure, result, "model size"),
+                         _plot(plots.accuracy_figure, result, "accuracy per model")) if f]
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -255,6 +280,7 @@ def render_report(result: BenchmarkResult) -> str:
 <p class="sub">{subtitle}</p>
 {_machine(result)}
 {warning}
+{_run_notes(result)}
 <h2>Models</h2>
 {_summary(result)}
 {"".join(_batch_table(result, size) for size in sizes)}
