@@ -219,11 +219,13 @@ def _register_commands() -> None:
     from components.benchmark_cli import benchmark_command
     from components.gate_cli import gate_command, push_command
     from components.kfp_cli import kfp_group
+    from components.zoo_cli import zoo_group
 
     main.add_command(benchmark_command, "benchmark")
     main.add_command(gate_command, "gate")
     main.add_command(push_command, "push")
     main.add_command(kfp_group, "kfp")
+    main.add_command(zoo_group, "zoo")
 
 
 _register_commands()
