@@ -72,7 +72,7 @@ def find(names: list[str] | None) -> list[ZooModel]:
     if unknown:
         raise ServoptError(f"unknown zoo model '{unknown[0]}'; choose from "
                            f"{', '.join(known)}")
-    return [known[name] for name in names]
+    return [model for model in ZOO if model.name in names]
 
 
 def load_function(reference: str):
@@ -129,11 +129,15 @@ def _pipeline(model: ZooModel, workdir: Path, built: dict) -> dict:
             "model_metadata": run.model_metadata}
 
 
+SPEC_FILE = "model.json"
+
+
 def child_main(argv: list[str]) -> int:
-    """`python -m pipelines.zoo build|pipeline NAME WORKDIR`: writes WORKDIR/STEP.json."""
-    step, name, workdir = argv[0], argv[1], Path(argv[2])
-    model = find([name])[0]
-    workdir.mkdir(parents=True, exist_ok=True)
+    """`python -m pipelines.zoo build|pipeline WORKDIR`: the model WORKDIR/model.json
+    names; writes WORKDIR/STEP.json."""
+    step, workdir = argv[0], Path(argv[1])
+    spec = json.loads((workdir / SPEC_FILE).read_text())
+    model = ZooModel(**{**spec, "batch_sizes": tuple(spec["batch_sizes"])})
     if step == "build":
         output = _build(model, workdir)
     else:
@@ -164,7 +168,7 @@ def cpu_description() -> dict:
 
 def _child(step: str, model: ZooModel, workdir: Path, log, say) -> tuple[dict, dict]:
     """Runs one child step under the monitor: (its JSON output, its stages' usage)."""
-    command = [sys.executable, "-m", "pipelines.zoo", step, model.name, str(workdir)]
+    command = [sys.executable, "-m", "pipelines.zoo", step, str(workdir)]
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                cwd=Path(__file__).resolve().parent.parent)
@@ -206,6 +210,7 @@ def run_zoo(models: list[ZooModel], workdir: Path, record_path: Path,
         model_dir.mkdir(parents=True, exist_ok=True)
         for stale in ("build.json", "pipeline.json"):
             (model_dir / stale).unlink(missing_ok=True)
+        (model_dir / SPEC_FILE).write_text(json.dumps(dataclasses.asdict(model)))
         started = time.monotonic()
         with open(model_dir / "log.txt", "w") as log:
             say(f"{model.name}: building the model and its examples")
