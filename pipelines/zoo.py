@@ -166,8 +166,17 @@ def cpu_description() -> dict:
             "platform": platform.platform(), "python": platform.python_version()}
 
 
-def _child(step: str, model: ZooModel, workdir: Path, log, say) -> tuple[dict, dict]:
-    """Runs one child step under the monitor: (its JSON output, its stages' usage)."""
+def _usage(monitor: ProcessTreeMonitor, started: float) -> dict:
+    return {"wall_s": round(time.monotonic() - started, 1),
+            "peak_rss_bytes": monitor.peak_rss_bytes,
+            "stages": {name: u.to_dict() for name, u in sorted(
+                dict(monitor.stages).items(), key=lambda item: item[1].first_seen_s)}}
+
+
+def _child(step: str, model: ZooModel, workdir: Path, log, say,
+           partial=lambda usage: None) -> tuple[dict, dict]:
+    """Runs one child step under the monitor: (its JSON output, its stages' usage);
+    `partial` gets the usage so far every minute (the record is written with it)."""
     command = [sys.executable, "-m", "pipelines.zoo", step, str(workdir)]
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
@@ -184,11 +193,9 @@ def _child(step: str, model: ZooModel, workdir: Path, log, say) -> tuple[dict, d
             say(f"  {model.name}: {step} running for {time.monotonic() - started:.0f} s "
                 f"({', '.join(sorted(running)) or 'starting'})")
             last_said = time.monotonic()
+            partial(_usage(monitor, started))
     monitor.stop()
-    usage = {"wall_s": round(time.monotonic() - started, 1),
-             "peak_rss_bytes": monitor.peak_rss_bytes,
-             "stages": {name: u.to_dict() for name, u in sorted(
-                 monitor.stages.items(), key=lambda item: item[1].first_seen_s)}}
+    usage = _usage(monitor, started)
     output_file = workdir / f"{step}.json"
     if process.returncode != 0 or not output_file.is_file():
         return {"error": f"{step} failed (exit code {process.returncode}); its log: "
@@ -214,7 +221,13 @@ def run_zoo(models: list[ZooModel], workdir: Path, record_path: Path,
         started = time.monotonic()
         with open(model_dir / "log.txt", "w") as log:
             say(f"{model.name}: building the model and its examples")
-            built, build_usage = _child("build", model, model_dir, log, say)
+            entry["status"] = "running"
+
+            def partial(usage: dict, key: str = "build", entry: dict = entry) -> None:
+                entry[key] = usage
+                _write(record, record_path)
+
+            built, build_usage = _child("build", model, model_dir, log, say, partial)
             entry["build"] = build_usage
             if "skipped" in built or "error" in built:
                 entry["status"] = "skipped" if "skipped" in built else "failed"
@@ -223,7 +236,8 @@ def run_zoo(models: list[ZooModel], workdir: Path, record_path: Path,
                 _write(record, record_path)
                 continue
             say(f"{model.name}: the whole pipeline (kfp run-local)")
-            output, usage = _child("pipeline", model, model_dir, log, say)
+            output, usage = _child("pipeline", model, model_dir, log, say,
+                                   lambda usage: partial(usage, "pipeline"))
         entry["pipeline"] = usage
         entry["total_s"] = round(time.monotonic() - started, 1)
         if "error" in output:
