@@ -53,13 +53,14 @@ ZOO: tuple[ZooModel, ...] = (
              note="keras.applications, weights=None, 224x224x3; labels: its own top-1"),
     ZooModel("resnet50", "pipelines.zoo_models:export_resnet50", (1, 16),
              note="keras.applications, weights=None, 224x224x3; labels: its own top-1"),
-    # Hooks: builders written on another branch (tests/model_zoo.py); until they exist the
-    # entries are recorded as skipped, with the reason.
-    ZooModel("bert-encoder", "tests.model_zoo:export_bert_like_encoder", (1, 16),
-             note="a BERT-like encoder (token ids and mask in, a classifier head)"),
-    ZooModel("text-tokenizing", "tests.model_zoo:export_text_tokenizing_model", (1, 100),
-             examples="tests.model_zoo:text_examples",
-             note="a text classifier that tokenizes in its graph (strings in)"),
+    # Builders of tests/model_zoo.py (written with the text models' support); where they
+    # do not exist the entries are recorded as skipped, with the reason.
+    ZooModel("bert-encoder", "tests.model_zoo:export_transformer_encoder", (1, 100),
+             note="a BERT-like encoder, 2 blocks, width 32 (token ids and padding mask "
+                  "in); labels: its own top-1"),
+    ZooModel("text-tokenizing", "tests.model_zoo:export_text_classifier", (1, 100),
+             note="raw strings in, TF Text tokenization in the graph; labels: its own "
+                  "top-1"),
 )
 
 

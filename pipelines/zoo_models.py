@@ -10,10 +10,15 @@ returns its path; `write_examples` writes a TFX-style Examples directory
   classes), weights=None (no download here), batch norms given non-trivial statistics so
   that folding them is visible; examples: random images, labelled with the exported
   model's own top-1 class, so "accuracy" is the agreement with the source model.
+- the text models (builders in tests/model_zoo.py: a BERT-like encoder, a classifier that
+  tokenizes raw strings with TF Text in its graph): their builders leave real inputs in
+  `<name>-inputs.npz` beside the SavedModel; `write_examples` uses them, labelled the
+  same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -129,9 +134,19 @@ def write_examples(model_dir: Path, out: Path, count: int, seed: int = 0) -> Pat
     class where it has a classifier output."""
     from components.core.tf_setup import tf
 
+    with contextlib.suppress(ImportError):  # TF Text ops load once registered
+        import tensorflow_text  # noqa: F401
     loaded = tf.saved_model.load(str(model_dir))
     signature = loaded.signatures["serving_default"]
-    feeds = _random_inputs(signature, count, np.random.default_rng(seed))
+    given = Path(model_dir).parent / f"{Path(model_dir).name}-inputs.npz"
+    if given.is_file():  # the builder's real inputs
+        with np.load(given) as arrays:
+            feeds = {key: arrays[key][:count] for key in arrays.files}
+        feeds = {key: (values.astype(object) if values.dtype.kind == "U" else values)
+                 for key, values in feeds.items()}
+        count = min(len(values) for values in feeds.values())
+    else:
+        feeds = _random_inputs(signature, count, np.random.default_rng(seed))
     labels = []
     for start in range(0, count, 16):
         batch = {k: tf.constant(v[start:start + 16]) for k, v in feeds.items()}
