@@ -106,6 +106,7 @@ def test_rows_that_fit_keep_the_longest_prefix_and_always_the_first():
     costs = {"a": 1.0, "b": 1.0, "c": 5.0}
     assert rows_that_fit(["a", "b", "c"], costs, rounds=3, seconds=7) == ["a", "b"]
     assert rows_that_fit(["c", "a"], costs, rounds=3, seconds=1) == ["c"]
+    assert rows_that_fit(["c", "a", "b"], costs, rounds=3, seconds=0, keep=2) == ["c", "a"]
 
 
 def test_progress_lines_say_the_time_spent_the_budget_and_the_time_left():
@@ -148,15 +149,18 @@ def test_a_short_budget_leaves_out_the_least_promising_row_and_says_why(tiny_mod
     assert result.budget.stopped.startswith("the budget ran short at batch size 1")
 
 
-def test_a_spent_budget_measures_nothing_more_and_records_every_row(tiny_models):
+def test_a_spent_budget_still_compares_the_baseline_with_the_most_promising(tiny_models):
     import dataclasses
 
     session, runners = _session(tiny_models, dataclasses.replace(PLAN, total_budget_s=0.001))
     time.sleep(0.01)
     result = session.measure()
-    assert set(result.budget.not_measured) == set(tiny_models)
-    assert all(not model.batches and "budget" in model.error
-               for model in result.models.values())
+    assert set(result.budget.not_measured) == {"mid", "slow"}
+    assert all(not result.models[name].batches and "budget" in result.models[name].error
+               for name in ("mid", "slow"))
+    for name in ("base", "fast"):  # the floor: its minimum rounds, past the budget
+        assert result.models[name].batches[1].windows == 3
+    assert result.models["fast"].batches[1].speedup_p50 == pytest.approx(4.0)
 
 
 def test_rounds_end_at_the_deadline_even_before_the_models_settle():

@@ -1,9 +1,11 @@
 """The benchmark's total time budget: how much measuring fits, and how long is left.
 
-`total_budget_s` (BenchmarkConfig) bounds the measuring of one run: starting and loading
-the workers, the default rows at every batch size, the concurrency sweep and the
-configuration search. Counting FLOPs and the accuracy pipeline come after it and are not
-cut short (the gate needs accuracy), but they report their progress too.
+`total_budget_s` (BenchmarkConfig) bounds the measuring of one run, counted from when its
+workers are ready (starting them, a TensorFlow import each, takes what the machine's load
+makes it take; dropping rows cannot shorten it): loading the rows, the default rows at
+every batch size, the concurrency sweep and the configuration search. Counting FLOPs
+and the accuracy pipeline come after it and are not cut short (the gate needs
+accuracy), but they report their progress too.
 
 How the budget is spent, in order:
 
@@ -13,9 +15,12 @@ How the budget is spent, in order:
    request ranks the candidates, fastest (most promising) first, the baseline always
    kept: a round costs about one window plus the re-warm requests per row, and the
    least promising candidates that do not fit the minimum rounds (stats.rounds_for) in
-   the share are not measured (recorded per row, with the reason, in the result's
+   the share are not measured (the baseline and the most promising candidate always are,
+   for the minimum rounds, past the budget if need be: a run always compares something;
+   the others are recorded per row, with the reason, in the result's
    `budget.not_measured` and the row's `error`, so a gate rejects them);
-3. rounds stop at the share's deadline even when not yet stable (reported unstable, as
+3. rounds stop at the share's deadline (or when the floor's minimum rounds are done)
+   even when not yet stable (reported unstable, as
    at `max_windows`);
 4. the concurrency sweep runs when its estimate fits what is left, else it is skipped
    (recorded); the search gets at most what is left (its own `search_budget_s` still
@@ -95,14 +100,14 @@ def rank_rows(baseline: str, per_request_s: Mapping[str, float]) -> list[str]:
 
 
 def rows_that_fit(ranked: Sequence[str], costs: Mapping[str, float], rounds: int,
-                  seconds: float) -> list[str]:
-    """The longest prefix of `ranked` (at least its first) whose `rounds` rounds fit in
-    `seconds`."""
+                  seconds: float, keep: int = 1) -> list[str]:
+    """The longest prefix of `ranked` (at least its first `keep`) whose `rounds` rounds
+    fit in `seconds`."""
     kept: list[str] = []
     total = 0.0
     for name in ranked:
         total += costs[name] * rounds
-        if kept and total > seconds:
+        if len(kept) >= keep and total > seconds:
             break
         kept.append(name)
     return kept

@@ -73,6 +73,11 @@ Progress = Callable[[str], None]
 Checkpoint = Callable[[BenchmarkResult], None]
 
 
+# Rows every batch size measures whatever the budget: the baseline and the most promising
+# candidate (see budget).
+MIN_ROWS = 2
+
+
 def failure_text(err: BaseException) -> str:
     """One line for a failed step: a ServoptError's message, else the type and message."""
     text = str(err) if isinstance(err, ServoptError) else f"{type(err).__name__}: {err}"
@@ -232,13 +237,12 @@ class BenchmarkSession:
         self.say(f"starting {len(healthy)} {self.config.backend} worker(s)")
         self.runners = _start_runners(healthy, self.signatures, self.config, self.errors,
                                       self._cleanup)
+        # The budget counts from here: starting workers (a TensorFlow import each) takes
+        # what the machine's load makes it take, and dropping rows cannot shorten it.
+        self.budget = Budget(self.config.total_budget_s)
         names = list(self.runners)
         for index, name in enumerate(names):
             runner = self.runners[name]
-            if index and self.budget.exhausted():  # the baseline always loads
-                self._not_measure(names[index:], "loading", "the budget ran out while "
-                                  "the workers loaded")
-                break
             self.say(self.budget.line(f"loading {name} ({index + 1} of {len(names)})"))
             try:
                 loaded = runner.load(first_batch)
@@ -300,11 +304,6 @@ class BenchmarkSession:
         """One batch size's share of the budget: warm-up, rank, keep what fits, rounds."""
         config, budget = self.config, self.budget
         share = 1.0 / (count - index)  # an equal part of what is left for each size left
-        if budget.exhausted():
-            self._not_measure(list(self.runners), f"batch size {size}",
-                              "the budget was spent before it")
-            return
-        deadline = budget.deadline(share)
         per_request, failed = warm_up(self.runners, size, config.warmup_requests)
         _drop_failed(self.runners, failed, self.errors, f"warming up at batch size {size}")
         ranked = rank_rows(self.baseline, per_request)
@@ -314,14 +313,18 @@ class BenchmarkSession:
                  for name in ranked}
         minimum = rounds_for(config.confidence)
         seconds = budget.remaining() * share
-        kept = ranked if math.isinf(seconds) else rows_that_fit(ranked, costs, minimum,
-                                                               seconds)
+        kept = ranked if math.isinf(seconds) else rows_that_fit(
+            ranked, costs, minimum, seconds, keep=MIN_ROWS)
+        round_s = sum(costs[name] for name in kept)
+        # The floor (the baseline and the most promising candidate) gets its minimum
+        # rounds even past the budget: a run always compares something.
+        deadline = (None if math.isinf(seconds)
+                    else time.monotonic() + max(seconds, minimum * round_s))
         if len(kept) < len(ranked):
             self._not_measure(ranked[len(kept):], f"batch size {size}",
                               f"{seconds:.0f} s of the budget were left for it, too little "
                               f"for {minimum} rounds of this row after the {len(kept)} more "
                               "promising")
-        round_s = sum(costs[name] for name in kept)
         self.say(budget.line(f"batch size {size} ({index + 1} of {count}): {len(kept)} "
                              "rows in interleaved rounds, the most promising first: "
                              f"{', '.join(kept)}", min(minimum * round_s, seconds)))
