@@ -13,6 +13,8 @@ from components.core.errors import ServoptError
 
 # The pipeline's stages as kfp.local runs them, in order (others follow as recorded).
 STAGE_ORDER = ("freeze", "optimize", "quantize", "benchmark", "gate", "push")
+# The run's own process (kfp.local): alive throughout, so its time is the whole run's.
+STAGE_LABELS = {"orchestrator": "kfp.local itself (whole run)"}
 
 
 def read_record(path: Path) -> dict:
@@ -94,7 +96,7 @@ def stages_table(record: dict) -> list[str]:
             s for s in stages if s not in STAGE_ORDER]
         for stage in ordered:
             usage = stages[stage]
-            lines.append(f"| {_cell(entry['name'])} | {_cell(stage)} | "
+            lines.append(f"| {_cell(entry['name'])} | {_cell(STAGE_LABELS.get(stage, stage))} | "
                          f"{_time(usage.get('wall_s'))} | {_gb(usage.get('peak_rss_bytes'))} "
                          f"| {_gb(usage.get('peak_process_bytes'))} |")
     return lines
