@@ -291,10 +291,14 @@ def benchmark_command(models: tuple[str, ...], names: tuple[str, ...],
         if out and out != "-" and not Path(out).parent.is_dir():
             raise ServoptError(f"{out}: the directory for {option} does not exist; create it "
                                "first")
+    from components.core.benchmark.outputs import metrics_checkpoint
+
+    checkpoint = metrics_checkpoint(json_out) if json_out and json_out != "-" else None
     with stderr.status("benchmark: starting") as status:
         result = run_benchmark(specs, config,
                                progress=lambda message: status.update(f"benchmark: {message}"),
-                               served=Path(served) if served else None)
+                               served=Path(served) if served else None,
+                               checkpoint=checkpoint)
     if json_out == "-":
         json.dump(result.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -311,10 +315,14 @@ def benchmark_command(models: tuple[str, ...], names: tuple[str, ...],
             result.write_json(json_out)
             stdout.print(f"metrics written to {json_out}")
     if report_out:
-        from components.core.benchmark.report import write_report
+        from components.core.benchmark.outputs import write_results
 
-        write_report(result, report_out)
-        if json_out != "-":
+        failure = write_results(result, json_out if json_out and json_out != "-" else None,
+                                report_out)
+        if failure:
+            click.echo(f"servopt: warning: the report could not be written: {failure}",
+                       err=True)
+        elif json_out != "-":
             stdout.print(f"report written to {report_out}")
     failed = result.failed()
     if result.baseline in failed:

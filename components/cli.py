@@ -220,6 +220,7 @@ def _register_commands() -> None:
     from components.gate_cli import gate_command, push_command
     from components.kfp_cli import kfp_group
     from components.release_cli import COMMANDS as RELEASE_COMMANDS
+    from components.zoo_cli import zoo_group
 
     main.add_command(benchmark_command, "benchmark")
     main.add_command(gate_command, "gate")
@@ -227,6 +228,7 @@ def _register_commands() -> None:
     main.add_command(kfp_group, "kfp")
     for name, command in RELEASE_COMMANDS.items():
         main.add_command(command, name)
+    main.add_command(zoo_group, "zoo")
 
 
 _register_commands()

@@ -57,7 +57,8 @@ def result() -> BenchmarkResult:
 def test_metrics_json_has_exactly_the_documented_schema(result, tmp_path):
     data = json.loads(result.write_json(tmp_path / "metrics.json").read_text())
     assert set(data) == {"schema_version", "machine", "settings", "baseline", "models",
-                         "search"}
+                         "search", "budget", "step_errors"}
+    assert data["budget"] is None and data["step_errors"] == {}  # built by hand: no run
     assert data["search"] is None  # no configuration search in this run
     assert set(data["machine"]) == {"cpu_model", "cores", "tensorflow_version",
                                     "python_version", "platform", "cpu_features"}
@@ -72,7 +73,7 @@ def test_metrics_json_has_exactly_the_documented_schema(result, tmp_path):
     model_keys = {"path", "role", "error", "runtime", "size_bytes", "load_time_s",
                   "first_request_ms", "peak_memory_bytes", "flops_per_example", "batches",
                   "concurrency",
-                  "accuracy"}
+                  "accuracy", "step_errors"}
     batch_keys = {"p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms", "min_ms",
                   "max_ms", "throughput", "stable", "windows", "requests",
                   "achieved_flops_per_s", "other_cpu", "busy_windows"}

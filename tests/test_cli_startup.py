@@ -10,7 +10,8 @@ import time
 import pytest
 
 COMMANDS = [[], ["describe"], ["optimize"], ["benchmark"], ["gate"], ["push"], ["demo"],
-            ["kfp"], ["kfp", "compile"], ["kfp", "run-local"], ["kfp", "submit"]]
+            ["kfp"], ["kfp", "compile"], ["kfp", "run-local"], ["kfp", "submit"],
+            ["zoo"], ["zoo", "run"], ["zoo", "table"]]
 HEAVY = ("tensorflow", "tfx", "kfp", "apache_beam", "ml_metadata", "pipelines")
 
 

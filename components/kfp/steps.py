@@ -95,11 +95,11 @@ def benchmark(model_uri: str, frozen_model: Input[Model], optimized_model: Input
     metrics: the headline figures, shown in the KFP / Vertex AI UI. report: the HTML page.
     """
     given = dict(locals())
-    import json
     import shutil
     from pathlib import Path
 
-    from components.core.benchmark import ModelSpec, run_benchmark, write_report
+    from components.core.benchmark import ModelSpec, run_benchmark
+    from components.core.benchmark.outputs import metrics_checkpoint, write_results
     from components.core.producers import MODEL_OUTPUTS
     from components.kfp.mapping import (
         METRICS_FILE,
@@ -113,15 +113,19 @@ def benchmark(model_uri: str, frozen_model: Input[Model], optimized_model: Input
     examples = local_path(eval_examples_uri)
     settings = settings_for(batch_sizes, benchmark_settings, label_key, examples)
     paths = model_paths(model_uri, [given[name] for name in MODEL_OUTPUTS])
-    result = run_benchmark([ModelSpec(name, Path(path)) for name, path in paths.items()],
-                           settings.for_run(Path(examples) if examples else None),
-                           progress=lambda line: print(f"ServingBenchmark: {line}", flush=True))
-    data = result.to_dict()
     out = Path(results.path)
     out.mkdir(parents=True, exist_ok=True)
-    (out / METRICS_FILE).write_text(json.dumps(data, indent=2))
-    write_report(result, out / REPORT_FILE)
-    shutil.copyfile(out / REPORT_FILE, report.path)
+    result = run_benchmark([ModelSpec(name, Path(path)) for name, path in paths.items()],
+                           settings.for_run(Path(examples) if examples else None),
+                           progress=lambda line: print(f"ServingBenchmark: {line}", flush=True),
+                           checkpoint=metrics_checkpoint(out / METRICS_FILE))
+    failure = write_results(result, out / METRICS_FILE, out / REPORT_FILE)
+    data = result.to_dict()
+    if failure is None:
+        shutil.copyfile(out / REPORT_FILE, report.path)
+    else:  # the measurements stand; the UI's page says why there is no report
+        print(f"ServingBenchmark: the report failed: {failure}", flush=True)
+        Path(report.path).write_text(f"<p>The report could not be made: {failure}</p>")
     for name, value in headline_metrics(result).items():
         metrics.log_metric(name, value)
     failed = result.failed()

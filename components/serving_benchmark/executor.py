@@ -11,8 +11,9 @@ from tfx import types
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
-from components.core.benchmark import ModelSpec, run_benchmark, write_report
+from components.core.benchmark import ModelSpec, run_benchmark
 from components.core.benchmark.config import BenchmarkConfig
+from components.core.benchmark.outputs import metrics_checkpoint, write_results
 from components.core.benchmark.schema import headline_figures
 from components.core.producers import ModelIdentity, was_produced
 from components.core.uris import Staging
@@ -66,13 +67,16 @@ class Executor(Staged, base_beam_executor.BaseBeamExecutor):
         config = settings.for_run(Path(stage.input(examples.uri)) if examples else None,
                                   self._beam_pipeline_args or ())
         served = served_version(optional_single(input_dict, "served_model"))
+        out_dir = Path(stage.output(output.uri))
+        # metrics.json as rows complete (local paths until the end rewrites them)
         result = run_benchmark(models, config, progress=lambda line: logging.info("%s", line),
-                               served=Path(stage.input(served)) if served else None)
+                               served=Path(stage.input(served)) if served else None,
+                               checkpoint=metrics_checkpoint(out_dir / METRICS_FILE))
         for model in result.models.values():  # the gate reads the models from their URIs
             model.path = stage.uri_of(model.path)
-        out_dir = Path(stage.output(output.uri))
-        result.write_json(out_dir / METRICS_FILE)
-        write_report(result, out_dir / REPORT_FILE)
+        failure = write_results(result, out_dir / METRICS_FILE, out_dir / REPORT_FILE)
+        if failure:
+            logging.warning("ServingBenchmark: the report failed: %s", failure)
         set_custom_properties(output, {"baseline": result.baseline,
                                        "models": ",".join(result.models),
                                        **headline_figures(result)})

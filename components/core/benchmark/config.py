@@ -119,6 +119,12 @@ class BenchmarkConfig:
     # Op types (see the gate's safety scan) a model may run although they read or write
     # files, run Python or open the network; a model with others is not run at all.
     allowed_ops: tuple[str, ...] = ()
+    # --- total time budget (see budget) ---
+    # Seconds for the whole measuring (workers, default rows, concurrency sweep, search;
+    # not the FLOPs count and accuracy after it); None: no limit. When it runs short the
+    # least promising rows go unmeasured first, each recorded with the reason.
+    total_budget_s: float | None = 420.0
+    # --- end total time budget ---
 
     def validate(self) -> None:
         """Raises ServoptError for the first setting that cannot work."""
@@ -173,6 +179,9 @@ class BenchmarkConfig:
             raise ServoptError("tflite_pools and tflite_interpreters_per_pool must be >= 1 "
                                f"(got {self.tflite_pools} and "
                                f"{self.tflite_interpreters_per_pool})")
+        if self.total_budget_s is not None and not self.total_budget_s > 0:
+            raise ServoptError(f"total_budget_s must be > 0 or null (no limit; got "
+                               f"{self.total_budget_s})")
         if self.search_budget_s < 0:
             raise ServoptError(f"search_budget_s must be >= 0 (0: no configuration search; "
                                f"got {self.search_budget_s})")

@@ -220,8 +220,8 @@ def _search_section(result: BenchmarkResult) -> str:
             f"{_e(search.stopped)}.</p>"
             f"<div class=\"card\"><table><thead>{head}</thead><tbody>{body}</tbody></table>"
             f"<ul>{steps}</ul></div>"
-            + _figure(plots.search_figure(result), "configuration search: p99 against "
-                      "throughput"))
+            + _plot(plots.search_figure, result, "configuration search: p99 against "
+                    "throughput"))
 
 
 def _figure(png: bytes | None, alt: str) -> str:
@@ -230,6 +230,32 @@ def _figure(png: bytes | None, alt: str) -> str:
     data = base64.b64encode(png).decode("ascii")
     return f'<figure class="card"><img alt="{_e(alt)}" src="data:image/png;base64,{data}">' \
            '</figure>'
+
+
+def _plot(title: str, draw, result: BenchmarkResult, alt: str, caption: str = "") -> str:
+    """One figure's section; a figure that cannot be drawn is noted on the page and
+    recorded in the result's `step_errors['plots']`, and the page goes on without it."""
+    try:
+        return _section(title, draw(), alt, caption)
+    except Exception as err:  # noqa: BLE001 - one figure must not cost the report
+        text = f"{alt}: {type(err).__name__}: {err}"
+        previous = result.step_errors.get("plots")
+        result.step_errors["plots"] = f"{previous}; {text}" if previous else text
+        return (f'<h2>{_e(title)}</h2><div class="card err">figure not drawn: '
+                f'{_e(text)}</div>')
+
+
+def _run_notes(result: BenchmarkResult) -> str:
+    """What the time budget left unmeasured and the steps that failed."""
+    notes = []
+    budget = result.budget
+    if budget and budget.stopped:
+        notes.append(f"time budget: {budget.stopped} ({budget.elapsed_s:.0f} s of "
+                     f"{budget.budget_s:g} s)")
+    notes += [f"{step} failed: {error}" for step, error in result.step_errors.items()]
+    notes += [f"{name}: {step} failed: {error}" for name, model in result.models.items()
+              for step, error in model.step_errors.items()]
+    return "".join(f'<div class="card err">{_e(note)}</div>' for note in notes)
 
 
 def render_report(result: BenchmarkResult, chosen: str | None = None,
@@ -247,13 +273,13 @@ def render_report(result: BenchmarkResult, chosen: str | None = None,
     warning = "".join(f'<div class="card err"><b>{_e(n)}</b> could not be measured: '
                       f"{_e(e)}</div>" for n, e in failed.items())
     figures = "".join([
-        _section("Which pair is fastest", plots.speed_figure(result, chosen, weighted),
-                 "speedup over the baseline per pair and batch size",
-                 _star(result, chosen)),
-        _section("Latency against throughput", plots.throughput_figure(result),
-                 "throughput against p99 latency per runtime"),
-        _section("Accuracy against speed", plots.accuracy_figure(result, chosen),
-                 "accuracy against speedup per pair"),
+        _plot("Which pair is fastest", lambda: plots.speed_figure(result, chosen, weighted),
+              result, "speedup over the baseline per pair and batch size",
+              _star(result, chosen)),
+        _plot("Latency against throughput", lambda: plots.throughput_figure(result), result,
+              "throughput against p99 latency per runtime"),
+        _plot("Accuracy against speed", lambda: plots.accuracy_figure(result, chosen), result,
+              "accuracy against speedup per pair"),
     ])
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>
@@ -267,6 +293,7 @@ def render_report(result: BenchmarkResult, chosen: str | None = None,
 {_machine(result)}
 {warning}
 {figures}
+{_run_notes(result)}
 <h2>Models</h2>
 {_summary(result)}
 {"".join(_batch_table(result, size) for size in sizes)}

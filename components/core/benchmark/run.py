@@ -11,6 +11,13 @@ one at a time (load time and first request); measure each batch size in interlea
 rounds, then the concurrency sweep; read each worker's peak memory; count FLOPs; run the
 accuracy pipeline when examples are given.
 
+The total time budget (`total_budget_s`, see budget) bounds the measuring: when it runs
+short, the least promising rows go unmeasured first, each recorded with the reason. The
+result is handed to `checkpoint` (e.g. to write metrics.json) after every batch size and
+every late step, so what was measured is never lost; a late step that fails (the sweep,
+a worker's memory, the search, FLOPs, accuracy) is recorded in `step_errors` of its row
+or of the run, and the run goes on.
+
 A model that cannot be read, loaded or run gets its `error` and the others are still
 measured. What the caller does about failures is its policy: the CLI fails when the
 baseline failed and warns when a candidate did.
@@ -20,6 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import math
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -27,6 +37,13 @@ from components.core.benchmark.accuracy import (
     AccuracyModel,
     check_label_key,
     compute_accuracy,
+)
+from components.core.benchmark.budget import (
+    Budget,
+    clock_text,
+    rank_rows,
+    round_cost_s,
+    rows_that_fit,
 )
 from components.core.benchmark.config import BenchmarkConfig, ModelSpec
 from components.core.benchmark.engines import ResolvedModel, resolve_model
@@ -46,18 +63,33 @@ from components.core.benchmark.scheduler import (
     compare,
     concurrency_sweep,
     interleaved_rounds,
+    warm_up,
 )
 from components.core.benchmark.schema import (
     BASELINE,
     CANDIDATE,
     SERVED,
     BenchmarkResult,
+    BudgetRecord,
     ModelResult,
 )
+from components.core.benchmark.stats import rounds_for
 from components.core.errors import ServoptError
 from components.core.requirements import TFLITE_RUNTIME
 
 Progress = Callable[[str], None]
+Checkpoint = Callable[[BenchmarkResult], None]
+
+
+# Rows every batch size measures whatever the budget: the baseline and the most promising
+# candidate (see budget).
+MIN_ROWS = 2
+
+
+def failure_text(err: BaseException) -> str:
+    """One line for a failed step: a ServoptError's message, else the type and message."""
+    text = str(err) if isinstance(err, ServoptError) else f"{type(err).__name__}: {err}"
+    return " ".join(text.split())[:500]
 
 
 def size_on_disk(path: Path, skip_tflite: bool = False) -> int:
@@ -130,18 +162,26 @@ class BenchmarkSession:
     """
 
     def __init__(self, models: Sequence[ModelSpec], config: BenchmarkConfig | None = None,
-                 progress: Progress | None = None, served: Path | None = None):
+                 progress: Progress | None = None, served: Path | None = None,
+                 checkpoint: Checkpoint | None = None):
         """served: the version served now at the push destination (its version
         directory), measured as one more row, `served`, in the same interleaved rounds, so
         each candidate's comparison with it is paired like its speedups over the baseline
         (BatchResult.served_speedup_*); run on the runtime and TF Serving configuration it
-        was pushed with (runtimes.served_row_plan). Never a candidate."""
+        was pushed with (runtimes.served_row_plan). Never a candidate. checkpoint: gets
+        the result so far after every batch size and each late step."""
         config = (config or BenchmarkConfig()).resolved()
         self.config, self.say = config, progress or (lambda message: None)
+        self.checkpoint = checkpoint
         config.validate()
         # Measured on a TF Serving someone else started (--tfserving-host): its flags are
         # not ours to set, so rows have no configuration and nothing is searched.
         self.remote = config.backend == "tfserving" and config.tfserving.host is not None
+        self.budget = Budget(config.total_budget_s)
+        self.order: list[str] = []  # the rows, most promising first (see budget)
+        self.not_measured: dict[str, str] = {}
+        self.stopped = ""
+        self._measures = 0
         if not models:
             raise ServoptError("no models given; pass the baseline model first, then "
                                "candidates")
@@ -213,8 +253,13 @@ class BenchmarkSession:
         self.say(f"starting {len(healthy)} {self.config.backend} worker(s)")
         self.runners = _start_runners(healthy, self.signatures, self.config, self.errors,
                                       self._cleanup, self.pools)
-        for name, runner in list(self.runners.items()):
-            self.say(f"loading {name}")
+        # The budget counts from here: starting workers (a TensorFlow import each) takes
+        # what the machine's load makes it take, and dropping rows cannot shorten it.
+        self.budget = Budget(self.config.total_budget_s)
+        names = list(self.runners)
+        for index, name in enumerate(names):
+            runner = self.runners[name]
+            self.say(self.budget.line(f"loading {name} ({index + 1} of {len(names)})"))
             try:
                 loaded = runner.load(first_batch)
                 for size, pool in self.pools.items():
@@ -253,23 +298,105 @@ class BenchmarkSession:
 
     def measure(self) -> BenchmarkResult:
         """One run of interleaved rounds at every batch size: latency, throughput,
-        stability and each candidate's speedups, with the models' sizes and load times."""
+        stability and each candidate's speedups, with the models' sizes and load times.
+        Within the total time budget (see budget); the result goes to `checkpoint` after
+        every batch size."""
+        if self._measures:  # a repeated trial (pipelines/gate_quality) gets its own budget
+            self.budget = Budget(self.config.total_budget_s)
+            self.not_measured, self.stopped = {}, ""
+        self._measures += 1
         results = self._results()
-        series: dict[str, dict[int, Series]] = {name: {} for name in self.rows}
-        for size in self.config.batch_sizes if self.runners else ():
-            self.say(f"measuring batch size {size}: {', '.join(self.runners)} in "
-                     "interleaved rounds")
-            outcome = interleaved_rounds(self.runners, size, self.config)
-            for name, measured in outcome.series.items():
-                series[name][size] = measured
-            _drop_failed(self.runners, outcome.errors, self.errors, f"at batch size {size}")
-        fill_batches(results, series, self.baseline, self.config.confidence, self.served)
-        for name, result in results.items():
-            result.error = self.errors.get(name)
         result = BenchmarkResult(machine=machine_info(), settings=self.config,
                                  baseline=self.baseline, models=results)
-        self.share_twins(result)
+        series: dict[str, dict[int, Series]] = {name: {} for name in self.rows}
+        sizes = list(self.config.batch_sizes) if self.runners else []
+        for index, size in enumerate(sizes):
+            self._measure_size(size, index, len(sizes), series)
+            fill_batches(results, series, self.baseline, self.config.confidence,
+                         self.served)
+            self.settle(result)
+            self.save(result)
+        if not sizes:
+            self.settle(result)
         return result
+
+    def _measure_size(self, size: int, index: int, count: int,
+                      series: dict[str, dict[int, Series]]) -> None:
+        """One batch size's share of the budget: warm-up, rank, keep what fits, rounds."""
+        config, budget = self.config, self.budget
+        share = 1.0 / (count - index)  # an equal part of what is left for each size left
+        per_request, failed = warm_up(self.runners, size, config.warmup_requests)
+        _drop_failed(self.runners, failed, self.errors, f"warming up at batch size {size}")
+        ranked = rank_rows(self.baseline, per_request)
+        self.order = ranked
+        costs = {name: round_cost_s(per_request[name], config.window_seconds,
+                                    config.window_requests, config.rewarm_requests)
+                 for name in ranked}
+        minimum = rounds_for(config.confidence)
+        seconds = budget.remaining() * share
+        kept = ranked if math.isinf(seconds) else rows_that_fit(
+            ranked, costs, minimum, seconds, keep=MIN_ROWS)
+        round_s = sum(costs[name] for name in kept)
+        # The floor (the baseline and the most promising candidate) gets its minimum
+        # rounds even past the budget: a run always compares something.
+        deadline = (None if math.isinf(seconds)
+                    else time.monotonic() + max(seconds, minimum * round_s))
+        if len(kept) < len(ranked):
+            self._not_measure(ranked[len(kept):], f"batch size {size}",
+                              f"{seconds:.0f} s of the budget were left for it, too little "
+                              f"for {minimum} rounds of this row after the {len(kept)} more "
+                              "promising")
+        self.say(budget.line(f"batch size {size} ({index + 1} of {count}): {len(kept)} "
+                             "rows in interleaved rounds, the most promising first: "
+                             f"{', '.join(kept)}", min(minimum * round_s, seconds)))
+
+        def heard(done: int) -> None:
+            left = max(minimum - done, 0) * round_s
+            self.say(budget.line(f"batch size {size}: round {done} of at least {minimum} "
+                                 f"(at most {config.max_windows})", left))
+
+        outcome = interleaved_rounds({name: self.runners[name] for name in kept}, size,
+                                     config, deadline=deadline, warmed=True, progress=heard)
+        for name, measured in outcome.series.items():
+            series[name][size] = measured
+        _drop_failed(self.runners, outcome.errors, self.errors, f"at batch size {size}")
+        if deadline is not None and time.monotonic() >= deadline and not self.stopped:
+            self.stopped = (f"batch size {size}'s share of the budget "
+                            f"({config.total_budget_s:g} s in all) ran out during its rounds")
+
+    def _not_measure(self, names: Sequence[str], what: str, why: str) -> None:
+        """Rows the budget leaves out: recorded (their `error`, so a gate rejects them)
+        and their workers closed (their memory freed)."""
+        for name in names:
+            message = (f"not measured at {what}: the total time budget "
+                       f"({self.config.total_budget_s:g} s) ran short ({why}); raise "
+                       "total_budget_s to measure it")
+            self.not_measured[name] = message
+            self.errors.setdefault(name, message)
+            runner = self.runners.pop(name, None)
+            if runner is not None:
+                runner.close()
+        if names and not self.stopped:
+            self.stopped = f"the budget ran short at {what}"
+
+    def settle(self, result: BenchmarkResult) -> None:
+        """The errors, twins and budget record, as of now, into `result`."""
+        for name, model in result.models.items():
+            model.error = self.errors.get(name)
+        self.share_twins(result)
+        result.budget = BudgetRecord(
+            budget_s=self.config.total_budget_s, elapsed_s=round(self.budget.elapsed(), 1),
+            order=list(self.order), not_measured=dict(self.not_measured),
+            stopped=self.stopped)
+
+    def save(self, result: BenchmarkResult) -> None:
+        """Hands the result so far to `checkpoint`; a failing checkpoint is only said."""
+        if self.checkpoint is None:
+            return
+        try:
+            self.checkpoint(result)
+        except Exception as err:  # noqa: BLE001 - the measuring goes on; the end writes again
+            self.say(f"could not save the partial result: {failure_text(err)}")
 
     def share_twins(self, result: BenchmarkResult) -> None:
         """A twin row (runtimes.plan_rows) gets what its twin measured."""
@@ -281,18 +408,48 @@ class BenchmarkSession:
         """The concurrency sweep and each worker's peak memory, into `result`."""
         config = self.config
         if config.concurrency and self.runners:
-            self.say(f"concurrency sweep {list(config.concurrency)}")
-            sweep, failed = concurrency_sweep(self.runners, config.batch_sizes,
-                                              config.concurrency, config)
-            for name, points in sweep.items():
-                result.models[name].concurrency = points
-            _drop_failed(self.runners, failed, self.errors, "in the concurrency sweep")
+            estimate = self._sweep_estimate(result)
+            if estimate > self.budget.remaining():
+                for name in self.runners:
+                    self.not_measured[name] = (
+                        f"the concurrency sweep: about {estimate:.0f} s, more than the "
+                        f"{self.budget.remaining():.0f} s left of the total time budget")
+                self.stopped = self.stopped or "the concurrency sweep did not fit the budget"
+            else:
+                self.say(self.budget.line(f"concurrency sweep {list(config.concurrency)}",
+                                          estimate))
+                try:
+                    sweep, failed = concurrency_sweep(self.runners, config.batch_sizes,
+                                                      config.concurrency, config)
+                except Exception as err:  # noqa: BLE001 - recorded; the rest stands
+                    sweep, failed = {}, {}
+                    result.step_errors["concurrency"] = failure_text(err)
+                for name, points in sweep.items():
+                    result.models[name].concurrency = points
+                # A model that fails under concurrent clients fails as TF Serving would
+                # serve it: its error, as before (a gate rejects it).
+                _drop_failed(self.runners, failed, self.errors, "in the concurrency sweep")
         for name, runner in self.runners.items():
-            with contextlib.suppress(ServoptError):
+            try:
                 result.models[name].peak_memory_bytes = runner.peak_memory_bytes()
-        for name, model in result.models.items():
-            model.error = self.errors.get(name)
-        self.share_twins(result)
+            except Exception as err:  # noqa: BLE001 - recorded for the row
+                result.models[name].step_errors["memory"] = failure_text(err)
+        self.settle(result)
+        self.save(result)
+
+    def _sweep_estimate(self, result: BenchmarkResult) -> float:
+        """Seconds the sweep will take: per row, batch size and level one window (at
+        least one request per client) and one warm-up request per client."""
+        config, total = self.config, 0.0
+        for name in self.runners:
+            for size in config.batch_sizes:
+                batch = result.models[name].at(size)
+                request_s = (batch.p50_ms / 1e3) if batch and batch.p50_ms else 0.0
+                for level in config.concurrency:
+                    window = (config.window_seconds if config.window_seconds
+                              else config.window_requests * request_s * level)
+                    total += max(window, request_s * level) + request_s * level
+        return total
 
 
 MEASUREMENTS = ("load_time_s", "first_request_ms", "peak_memory_bytes", "flops_per_example",
@@ -310,30 +467,64 @@ def copy_measurements(source: ModelResult, target: ModelResult,
 
 
 def run_benchmark(models: Sequence[ModelSpec], config: BenchmarkConfig | None = None,
-                  progress: Progress | None = None, served: Path | None = None
-                  ) -> BenchmarkResult:
+                  progress: Progress | None = None, served: Path | None = None,
+                  checkpoint: Checkpoint | None = None) -> BenchmarkResult:
     """Benchmarks `models` (the first is the baseline) and returns every measurement;
     with `served` (the version served now), that version too, in the same rounds, as the
-    row `served` (see BenchmarkSession)."""
-    from components.core.benchmark.search import ConfigurationSearch
-
+    row `served` (see BenchmarkSession); `checkpoint` gets the result so far after each
+    batch size and each late step."""
     search = None
-    with BenchmarkSession(models, config, progress, served) as session:
+    with BenchmarkSession(models, config, progress, served, checkpoint) as session:
         result = session.measure()
         session.sweep_and_memory(result)
         if session.config.search_budget_s > 0 and not session.remote:
-            search = ConfigurationSearch(session, result)
-            result.search = search.run()
+            search = _search(session, result)
+        session.settle(result)
+        session.save(result)
     inherited = set(search.origin) - search.numeric_rows() if search else set()
     inherited |= {name for name, row in session.rows.items() if row.twin}
-    _count_flops(session.rows, result.models, session.config, session.say, skip=inherited)
+    order = [*session.order, *(name for name in result.models if name not in session.order)]
+    _count_flops(session.rows, result.models, session.config, session.say, skip=inherited,
+                 order=order)
+    session.save(result)
     if session.config.examples is not None:
         _accuracy(session.rows, result.models, session.baseline, session.config, session.say,
                   skip=inherited)
     session.share_twins(result)
     if search:
-        search.inherit()
+        try:
+            search.inherit()
+        except Exception as err:  # noqa: BLE001 - recorded; the measured rows stand
+            result.step_errors["search"] = failure_text(err)
+    session.save(result)
     return result
+
+
+def _search(session: BenchmarkSession, result: BenchmarkResult):
+    """The configuration search within what is left of the total budget (and its own);
+    a search that fails is recorded in `step_errors` and the default rows stand."""
+    from components.core.benchmark.search import ConfigurationSearch
+
+    left = session.budget.remaining()
+    if left < 1:
+        session.stopped = session.stopped or "no time was left for the configuration search"
+        return None
+    full = session.config
+    session.config = dataclasses.replace(full, search_budget_s=min(full.search_budget_s,
+                                                                   left))
+    session.say(session.budget.line(f"configuration search (at most "
+                                    f"{clock_text(session.config.search_budget_s)})",
+                                    session.config.search_budget_s))
+    try:
+        search = ConfigurationSearch(session, result)
+        result.search = search.run()
+        return search
+    except Exception as err:  # noqa: BLE001 - recorded; the default rows stand
+        result.step_errors["search"] = failure_text(err)
+        session.say(f"the configuration search failed: {failure_text(err)}")
+        return None
+    finally:
+        session.config = full
 
 
 def _drop_failed(runners: dict, failed: dict[str, str], errors: dict[str, str],
@@ -376,16 +567,25 @@ def fill_batches(results: dict[str, ModelResult], series: dict[str, dict[int, Se
 
 
 def _count_flops(rows: dict[str, Row], results: dict[str, ModelResult],
-                 config: BenchmarkConfig, say: Progress, skip: set[str] = frozenset()) -> None:
-    for name, result in results.items():
-        if (name in skip or (result.error and not result.batches)
-                or rows[name].runtime == TFLITE_RUNTIME):
-            continue  # TF's profiler counts TensorFlow graphs only
-        say(f"counting FLOPs of {name}")
+                 config: BenchmarkConfig, say: Progress, skip: set[str] = frozenset(),
+                 order: Sequence[str] = ()) -> None:
+    """FLOPs per example of every TensorFlow row, `order` first (the most promising); a
+    row whose count fails gets `step_errors['flops']`."""
+    names = [name for name in (*order, *results) if name in results]
+    todo = [name for name in dict.fromkeys(names)
+            if not (name in skip or (results[name].error and not results[name].batches)
+                    or name not in rows or rows[name].runtime == TFLITE_RUNTIME)]
+    started = time.monotonic()  # TF's profiler counts TensorFlow graphs only
+    for index, name in enumerate(todo):
+        result = results[name]
+        left = ((time.monotonic() - started) / index * (len(todo) - index)) if index else None
+        say(f"counting FLOPs of {name} ({index + 1} of {len(todo)})"
+            + (f", about {clock_text(left)} left" if left is not None else ""))
         try:
             result.flops_per_example = flops_per_example(rows[name].path, config.signature)
-        except ServoptError:
+        except Exception as err:  # noqa: BLE001 - recorded for the row
             result.flops_per_example = None
+            result.step_errors["flops"] = failure_text(err)
         for batch in result.batches.values():
             if result.flops_per_example is not None:
                 batch.achieved_flops_per_s = result.flops_per_example * batch.throughput
@@ -400,10 +600,44 @@ def _accuracy(rows: dict[str, Row], results: dict[str, ModelResult], baseline: s
     if not healthy:
         return
     groups = [healthy] if healthy[0] == baseline else [[name] for name in healthy]
-    say(f"accuracy on {config.examples} (Apache Beam)")
+    say(f"accuracy on {config.examples} (Apache Beam), {len(healthy)} models")
     for group in groups:
-        measured = compute_accuracy(
-            [AccuracyModel(name, engine_spec(rows[name], config)) for name in group],
-            config.examples, config.label_key, config.output_key, config.beam_pipeline_args)
+        try:
+            measured = _accuracy_of(group, rows, config)
+        except Exception as err:  # noqa: BLE001 - retried pair by pair below
+            if len(group) == 1:
+                results[group[0]].step_errors["accuracy"] = failure_text(err)
+                continue
+            say(f"accuracy of {len(group)} models together failed ({failure_text(err)}); "
+                "again with the baseline and one candidate at a time")
+            measured = _accuracy_pairwise(group, rows, config, results, say)
         for name, accuracy in measured.items():
             results[name].accuracy = accuracy
+
+
+def _accuracy_of(group: list[str], rows: dict[str, Row], config: BenchmarkConfig) -> dict:
+    return compute_accuracy(
+        [AccuracyModel(name, engine_spec(rows[name], config)) for name in group],
+        config.examples, config.label_key, config.output_key, config.beam_pipeline_args)
+
+
+def _accuracy_pairwise(group: list[str], rows: dict[str, Row], config: BenchmarkConfig,
+                       results: dict[str, ModelResult], say: Progress) -> dict:
+    """The baseline `group[0]` with each candidate alone, so one model that breaks the
+    pipeline loses only its own accuracy (recorded in its `step_errors`)."""
+    baseline, measured = group[0], {}
+    for index, name in enumerate(group[1:]):
+        say(f"accuracy of {name} ({index + 1} of {len(group) - 1})")
+        try:
+            pair = _accuracy_of([baseline, name], rows, config)
+        except Exception as err:  # noqa: BLE001 - recorded for the row
+            results[name].step_errors["accuracy"] = failure_text(err)
+            continue
+        measured.setdefault(baseline, pair[baseline])
+        measured[name] = pair[name]
+    if baseline not in measured:
+        try:
+            measured.update(_accuracy_of([baseline], rows, config))
+        except Exception as err:  # noqa: BLE001 - recorded for the row
+            results[baseline].step_errors["accuracy"] = failure_text(err)
+    return measured

@@ -21,6 +21,9 @@ configured confidence (6 rounds for 95%). Then:
   second rule is what settles on a shared machine: other tenants' load moves every
   model's latency together, so absolute latency may never settle while the comparison has.
 
+With a `deadline` (the total time budget's share of this batch size, see budget), rounds
+also end when it passes, after at least one complete round.
+
 A model that never settled is reported `stable: false`. A model that fails is dropped
 from the following rounds and its error kept; the others go on.
 
@@ -38,7 +41,7 @@ steady state, not the wake-up after the switch.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -124,16 +127,34 @@ class RoundsOutcome:
     errors: dict[str, str]  # models that failed at this batch size
 
 
-def interleaved_rounds(runners: dict[str, Runner], batch_size: int, plan: BenchmarkConfig
-                       ) -> RoundsOutcome:
-    """Warms every model up, then measures rounds of one window per model, in order."""
+def warm_up(runners: dict[str, Runner], batch_size: int, requests: int
+            ) -> tuple[dict[str, float], dict[str, str]]:
+    """Every model's warm-up at `batch_size`: (seconds per warm-up request, errors). The
+    time ranks the rows by promise when the budget is short (see budget)."""
+    per_request: dict[str, float] = {}
     errors: dict[str, str] = {}
-    active = dict(runners)
-    for name, runner in list(active.items()):
+    for name, runner in runners.items():
+        start = time.perf_counter()
         try:
-            runner.warmup(batch_size, plan.warmup_requests)
+            runner.warmup(batch_size, requests)
         except ServoptError as err:
             errors[name] = str(err)
+            continue
+        per_request[name] = (time.perf_counter() - start) / max(requests, 1)
+    return per_request, errors
+
+
+def interleaved_rounds(runners: dict[str, Runner], batch_size: int, plan: BenchmarkConfig,
+                       *, deadline: float | None = None, warmed: bool = False,
+                       progress: Callable[[int], None] | None = None) -> RoundsOutcome:
+    """Warms every model up (unless `warmed`), then measures rounds of one window per
+    model, in order, until a rule above ends them or `deadline` (time.monotonic) passes.
+    `progress` hears the number of each completed round."""
+    errors: dict[str, str] = {}
+    active = dict(runners)
+    if not warmed:
+        _, errors = warm_up(active, batch_size, plan.warmup_requests)
+        for name in errors:
             del active[name]
     series = {name: Series(batch_size, plan.stability_percent)
               for name in active}
@@ -154,6 +175,10 @@ def interleaved_rounds(runners: dict[str, Runner], batch_size: int, plan: Benchm
                 errors[name] = str(err)
                 del active[name], series[name]
         round_index += 1
+        if progress is not None:
+            progress(round_index)
+        if deadline is not None and time.monotonic() >= deadline:
+            break
         if round_index < minimum:
             continue
         if deciding:

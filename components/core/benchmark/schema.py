@@ -145,6 +145,9 @@ class ModelResult:
     batches: dict[int, BatchResult] = field(default_factory=dict)
     concurrency: list[ConcurrencyResult] = field(default_factory=list)
     accuracy: AccuracyResult | None = None
+    # Late steps that failed for this row only: step ("flops", "accuracy", "memory",
+    # "concurrency") -> the error. What that step measures stays null; the rest stands.
+    step_errors: dict[str, str] = field(default_factory=dict)
 
     def at(self, batch_size: int) -> BatchResult | None:
         """The measurements at `batch_size`, None where it was not measured."""
@@ -170,6 +173,7 @@ class ModelResult:
                         for size, batch in sorted(self.batches.items())},
             "concurrency": [vars(point).copy() for point in self.concurrency],
             "accuracy": vars(self.accuracy).copy() if self.accuracy else None,
+            "step_errors": dict(self.step_errors),
         }
 
     @classmethod
@@ -196,7 +200,8 @@ class ModelResult:
             batches={int(k): BatchResult.from_dict(v)
                      for k, v in data.get("batches", {}).items()},
             concurrency=[ConcurrencyResult(**p) for p in data.get("concurrency", [])],
-            accuracy=AccuracyResult(**accuracy) if accuracy else None)
+            accuracy=AccuracyResult(**accuracy) if accuracy else None,
+            step_errors=dict(data.get("step_errors") or {}))
 
 
 @dataclass
@@ -234,12 +239,39 @@ class SearchRecord:
 
 
 @dataclass
+class BudgetRecord:
+    """How the total time budget (settings.total_budget_s) was spent: see budget."""
+
+    budget_s: float | None  # None: no limit
+    elapsed_s: float  # of measuring (workers, rows, sweep, search), when it ended
+    order: list[str]  # the rows, most promising first: the order they are kept in
+    not_measured: dict[str, str] = field(default_factory=dict)  # row -> what and why
+    stopped: str = ""  # why measuring ended early; "" when everything fitted
+
+    def to_dict(self) -> dict:
+        return {"budget_s": self.budget_s, "elapsed_s": self.elapsed_s,
+                "order": list(self.order), "not_measured": dict(self.not_measured),
+                "stopped": self.stopped}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BudgetRecord:
+        return cls(budget_s=data.get("budget_s"), elapsed_s=data["elapsed_s"],
+                   order=list(data.get("order", [])),
+                   not_measured=dict(data.get("not_measured") or {}),
+                   stopped=data.get("stopped", ""))
+
+
+@dataclass
 class BenchmarkResult:
     machine: MachineInfo
     settings: BenchmarkConfig
     baseline: str
     models: dict[str, ModelResult]  # in command-line order, the baseline first
     search: SearchRecord | None = None  # None: no configuration search ran
+    budget: BudgetRecord | None = None  # None: results of earlier versions
+    # Steps of the whole run that failed ("search", "report"): step -> the error; what was
+    # measured before and besides them stands.
+    step_errors: dict[str, str] = field(default_factory=dict)
 
     def version_of(self, row: str) -> str:
         """The model (version) a row measured: a TFLite variant has two rows,
@@ -281,6 +313,8 @@ class BenchmarkResult:
             "baseline": self.baseline,
             "models": {name: model.to_dict() for name, model in self.models.items()},
             "search": self.search.to_dict() if self.search else None,
+            "budget": self.budget.to_dict() if self.budget else None,
+            "step_errors": dict(self.step_errors),
         })
 
     @classmethod
@@ -300,12 +334,18 @@ class BenchmarkResult:
                    baseline=data.get("baseline"),
                    models={name: ModelResult.from_dict(m, f"{source}: models.{name}")
                            for name, m in data["models"].items()},
-                   search=_search(data.get("search"), source))
+                   search=_search(data.get("search"), source),
+                   budget=_budget(data.get("budget"), source),
+                   step_errors=dict(data.get("step_errors") or {}))
 
     def write_json(self, path: str | os.PathLike) -> Path:
+        """Writes metrics.json atomically (a temporary file renamed over it), so a reader
+        never sees half a file while the benchmark rewrites it as rows complete."""
         target = Path(path)
+        partial = target.with_name(f".{target.name}.partial")
         try:
-            target.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+            partial.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+            os.replace(partial, target)
         except OSError as err:
             raise ServoptError(f"{target}: cannot write the metrics ({err.strerror}); choose "
                                "a writable path") from None
@@ -323,6 +363,16 @@ def _search(data, source: str) -> SearchRecord | None:
         return SearchRecord.from_dict(data)
     except (TypeError, AttributeError) as err:
         raise ServoptError(f"{source}: 'search' is not what the benchmark records "
+                           f"({type(err).__name__}: {err}); run the benchmark again") from None
+
+
+def _budget(data, source: str) -> BudgetRecord | None:
+    if data is None:
+        return None
+    try:
+        return BudgetRecord.from_dict(data)
+    except (KeyError, TypeError, AttributeError) as err:
+        raise ServoptError(f"{source}: 'budget' is not what the benchmark records "
                            f"({type(err).__name__}: {err}); run the benchmark again") from None
 
 
