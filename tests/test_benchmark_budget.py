@@ -293,10 +293,10 @@ def test_a_figure_that_cannot_be_drawn_leaves_the_page_and_is_recorded(tiny_mode
 
     from components.core.benchmark import plots
 
-    def broken(result):  # fault injection: a plotting library failing
+    def broken(*args, **kwargs):  # fault injection: a plotting library failing
         raise ValueError("no backend")
 
-    monkeypatch.setattr(plots, "latency_figure", broken)
+    monkeypatch.setattr(plots, "throughput_figure", broken)
     session, _ = _session(tiny_models, dataclasses.replace(PLAN, total_budget_s=None))
     result = session.measure()
     report = tmp_path / "report.html"
