@@ -322,7 +322,7 @@ class _TextClassifier(tf.Module):
     pattern of TFX's BERT examples): case folding, whitespace words, WordPiece ids,
     an embedding, masked mean pooling and a dense layer."""
 
-    def __init__(self, classes: int = 3, width: int = 16):
+    def __init__(self, classes: int = 3, width: int = 32):
         import tensorflow_text as text
 
         rng = np.random.default_rng(0)

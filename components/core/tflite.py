@@ -50,6 +50,7 @@ from components.core.requirements import (
     ServingRequirements,
 )
 from components.core.rewrite import CannotUnfuse, unfuse
+from components.core.safety.allowlist import library_of
 from components.core.serving_session import first_line
 from components.core.tflite_session import (
     TfLiteSession,
@@ -291,7 +292,12 @@ def convert_signatures(graph: ServingGraph, mode: str, reference: Reference
     subgraph, with `signature_defs_metadata`; skips if none converts."""
     validate_mode(mode)
     names = [n for n in graph.signatures if n in reference.inputs]
-    skipped: dict[str, str] = {}
+    skipped: dict[str, str] = {name: reason for name in names
+                               if (reason := _runtime_lacks(graph, name))}
+    names = [n for n in names if n not in skipped]
+    if not names:
+        reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        raise StepSkipped(f"no signature can run in TF Serving's TFLite runtime: {reasons}")
     with tempfile.TemporaryDirectory(prefix="servopt-tflite-") as scratch:
         try:  # Grappler's fused ops are TF-internal: the converter reads standard ops
             standard = graph.with_graph(unfuse(graph.graph_def))
@@ -320,6 +326,57 @@ def convert_signatures(graph: ServingGraph, mode: str, reference: Reference
                                   f"{_converter_reason(err)}") from None
     return TFLiteConversion(_serving_flatbuffer(flatbuffer, graph, names, combined), mode,
                             names, skipped)
+
+
+def _runtime_lacks(graph: ServingGraph, name: str) -> str | None:
+    """Why signature `name` cannot run in TF Serving's TFLite runtime, read before
+    converting: it computes with a custom-op library's ops (TF Text's tokenizers, ...).
+    TF Serving links their TensorFlow kernels (safety/libraries.py), but its TFLite
+    interpreters register TFLite's builtin ops and the ParseExample custom op only
+    (tensorflow_serving/servables/tensorflow/tflite_interpreter_pool.cc, `BuiltinOpResolver`
+    + `AddParseExampleOp`), so no conversion of them (Flex or custom ops) would be served."""
+    signature = graph.signatures[name]
+    nodes = {node.name: node for node in graph.graph_def.node}
+    functions = {f.signature.name: f for f in graph.graph_def.library.function}
+    pending = [t.name.split(":")[0] for t in signature.outputs.values()]
+    seen: set[str] = set()
+    ops: set[str] = set()
+    while pending:
+        node = nodes.get(pending.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        ops.add(node.op)
+        ops.update(n.op for f in _functions_of(node, functions) for n in f.node_def)
+        pending.extend(i.lstrip("^").split(":")[0] for i in node.input)
+    libraries: dict[str, list[str]] = {}
+    for op in sorted(ops):
+        library = library_of(op)
+        if library is not None:
+            libraries.setdefault(library.name, []).append(op)
+    if not libraries:
+        return None
+    used = "; ".join(f"{', '.join(found)} ({library})" for library, found in libraries.items())
+    return (f"it runs {used}, which TF Serving's TFLite runtime lacks: its interpreters "
+            "have TFLite's builtin ops and ParseExample only (tflite_interpreter_pool.cc); "
+            "serve it from saved_model.pb, where TF Serving links these ops")
+
+
+def _functions_of(node, functions: dict) -> list:
+    """The library functions `node` runs, however deep (its op, attributes naming one)."""
+    found, pending = [], [node.op, *(a.func.name for a in node.attr.values()
+                                     if a.HasField("func"))]
+    seen: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in seen or name not in functions:
+            continue
+        seen.add(name)
+        found.append(functions[name])
+        for inner in functions[name].node_def:
+            pending += [inner.op, *(a.func.name for a in inner.attr.values()
+                                    if a.HasField("func"))]
+    return found
 
 
 def _converter_reason(err: Exception) -> str:
