@@ -238,3 +238,29 @@ def test_a_transformer_encoder_through_optimize_bf16_and_tflite(encoder_model, t
         assert report.steps[-1].status == "applied", (steps, report.steps[-1].reason)
         if steps[-1].name == "tflite":
             assert report.steps[-1].tflite_verification.passed
+
+
+class _FourPositions(tf.Module):
+    """Position embeddings for 4 positions: a longer sequence is out of range."""
+
+    def __init__(self):
+        self.positions = tf.Variable(np.arange(8, dtype=np.float32).reshape(4, 2))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="token_ids")])
+    def serve(self, token_ids):
+        length = tf.shape(token_ids)[1]
+        return {"encoded": tf.gather(self.positions, tf.range(length))[None]
+                + tf.cast(token_ids, tf.float32)[:, :, None]}
+
+
+def test_a_model_that_generated_inputs_do_not_fit_asks_for_real_inputs(tmp_path):
+    module = _FourPositions()
+    tf.saved_model.save(module, str(tmp_path / "m"), signatures={"serving_default":
+                                                                 module.serve})
+    with pytest.raises(ServoptError, match=r"servopt generated these inputs .*--inputs"):
+        optimize_model(tmp_path / "m", tmp_path / "out", [Step("freeze")],
+                       OptimizeConfig(num_examples=4))
+    np.savez(tmp_path / "real.npz", token_ids=np.ones((4, 3), np.int32))
+    report = optimize_model(tmp_path / "m", tmp_path / "out", [Step("freeze")],
+                            OptimizeConfig(num_examples=4, examples=tmp_path / "real.npz"))
+    assert report.verification.passed

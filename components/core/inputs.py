@@ -27,6 +27,12 @@ from components.core.errors import ServoptError
 from components.core.model_io import inside
 
 UNKNOWN_DIM = 8  # size for unknown non-batch dimensions (e.g. image height/width)
+# Generated integers are 0 and 1: ids of any vocabulary (an embedding has at least 2
+# rows), valid segment ids, masks and class indices. What they cannot be is said here.
+GENERATED_INPUTS = (f"servopt generated these inputs (integers 0 and 1, unknown dimensions "
+                    f"{UNKNOWN_DIM}, strings as sentences): a model that needs other values "
+                    "(ids in another range, a longer or shorter sequence) needs real inputs: "
+                    "pass them with --inputs (components: examples)")
 STRING_BYTES = 256  # what a string input (a serialized tf.Example) is counted as
 MEMORY_SHARE = 0.5  # inputs may take at most this share of the memory available now
 

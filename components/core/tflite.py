@@ -42,6 +42,7 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.lite.python import schema_py_generated as schema
 
 from components.core.errors import ServoptError, StepSkipped
+from components.core.inputs import GENERATED_INPUTS
 from components.core.model_io import ServingGraph, write_serving_graph
 from components.core.requirements import (
     PREFER_TFLITE_FLAG,
@@ -409,7 +410,9 @@ def verify_tflite(path: Path, reference: Reference, tolerance: Tolerance,
         try:
             produced[name] = [session.run(name, feed) for feed in reference.inputs[name]]
         except TfLiteSessionError as err:
-            problems.append(f"signature '{name}': {err}")
+            hint = (f" ({GENERATED_INPUTS})" if name in getattr(reference, "generated", ())
+                    else "")
+            problems.append(f"signature '{name}': {err}{hint}")
     result = compare_outputs(reference, produced, tolerance, signatures)
     if problems:
         result.failures[:0] = problems
