@@ -223,21 +223,32 @@ def test_a_raw_text_input_reads_its_feature_from_tf_examples(text_model, tmp_pat
 
 # ------------------------------------------------------------------ the transformer
 
-def test_a_transformer_encoder_through_optimize_bf16_and_tflite(encoder_model, tmp_path):
+def test_a_transformer_encoder_through_optimize_and_bf16(encoder_model, tmp_path):
     """Token ids are generated in range (0 and 1 are ids of any vocabulary); the real
-    inputs cover the whole vocabulary. Every variant verifies on both."""
+    inputs cover the whole vocabulary. Both verify."""
     for steps, examples in (
             ([Step("freeze"), Step("optimize")], None),
-            ([Step("freeze"), Step("quantize", "bfloat16")], _inputs(encoder_model)),
-            ([Step("freeze"), Step("tflite", "dynamic_int8")], None),
-            ([Step("freeze"), Step("tflite", "dynamic_int8")], _inputs(encoder_model))):
-        out = tmp_path / f"{steps[-1]}-{examples is not None}"
-        report = optimize_model(encoder_model, out, steps,
+            ([Step("freeze"), Step("quantize", "bfloat16")], _inputs(encoder_model))):
+        report = optimize_model(encoder_model, tmp_path / str(steps[-1]), steps,
                                 OptimizeConfig(examples=examples, num_examples=64))
         assert report.verification.passed, steps
         assert report.steps[-1].status == "applied", (steps, report.steps[-1].reason)
-        if steps[-1].name == "tflite":
-            assert report.steps[-1].tflite_verification.passed
+
+
+def test_a_tflite_encoder_whose_inputs_tf_serving_would_lose_is_skipped(encoder_model,
+                                                                        tmp_path):
+    """The issue's `gather index out of bounds`: not invalid ids, but TF Serving's
+    TfLiteSession copying `token_ids` in, then resizing `padding_mask` and re-allocating,
+    which re-plans the arena under the copied ids (tflite_session.cc). The probe replays
+    that sequence; the variant is skipped with the reason instead of failing at random."""
+    report = optimize_model(encoder_model, tmp_path / "out",
+                            [Step("freeze"), Step("tflite", "dynamic_int8")],
+                            OptimizeConfig(examples=_inputs(encoder_model), num_examples=64))
+    tflite = report.steps[-1]
+    assert tflite.status == "skipped"
+    assert "would be lost when a later input is resized" in tflite.reason
+    assert "SetInputAndInvokeMiniBatch" in tflite.reason
+    assert not (tmp_path / "out" / "model.tflite").exists()
 
 
 class _FourPositions(tf.Module):

@@ -325,8 +325,61 @@ def convert_signatures(graph: ServingGraph, mode: str, reference: Reference
             except Exception as err:
                 raise StepSkipped(f"TFLite {mode} conversion failed: "
                                   f"{_converter_reason(err)}") from None
+    lost = inputs_lost_on_resize(flatbuffer)
+    if lost:
+        raise StepSkipped(lost)
     return TFLiteConversion(_serving_flatbuffer(flatbuffer, graph, names, combined), mode,
                             names, skipped)
+
+
+def inputs_lost_on_resize(flatbuffer: bytes) -> str | None:
+    """Why TF Serving would run this model on a lost input, or None.
+
+    TF Serving's TfLiteSession fills inputs one at a time and, for each whose shape differs
+    from the interpreter's, resizes it and calls AllocateTensors before copying it in
+    (tensorflow_serving/servables/tensorflow/tflite_session.cc `SetInputAndInvokeMiniBatch`).
+    AllocateTensors re-plans the arena, so an input copied before a later input's resize
+    can lose its data: a model with several resizable inputs then computes, on the first
+    request at each new shape, on whatever the arena held (a transformer's token ids read
+    as garbage fail TFLite's GATHER with "gather index out of bounds"). This replays that
+    sequence, both ways round, without running the model."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        probe = tf.lite.Interpreter(model_content=flatbuffer, num_threads=1)
+    inputs = [d for d in probe.get_input_details()
+              if d["dtype"] not in (np.bytes_, np.object_)
+              and any(size < 0 for size in d["shape_signature"])]
+    if len(inputs) < 2:
+        return None
+    for new_size, order in ((n, o) for n in (3, 64) for o in (inputs, inputs[::-1])):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            interpreter = tf.lite.Interpreter(model_content=flatbuffer, num_threads=1)
+        interpreter.allocate_tensors()
+        written = {}
+        for detail in order:
+            shape = [new_size if size < 0 else size for size in detail["shape_signature"]]
+            interpreter.resize_tensor_input(detail["index"], shape)
+            try:
+                interpreter.allocate_tensors()
+            except RuntimeError as err:
+                return (f"in TF Serving's TFLite runtime, resizing input '{detail['name']}' "
+                        "before the others fails (TfLiteSession resizes and allocates each "
+                        "input in turn, tflite_session.cc SetInputAndInvokeMiniBatch): "
+                        f"{first_line(err)}; serve saved_model.pb")
+            value = (np.arange(int(np.prod(shape))) % 7 + 1).reshape(shape).astype(
+                detail["dtype"])
+            interpreter.set_tensor(detail["index"], value)
+            written[detail["name"]] = (detail["index"], value)
+        for name, (index, value) in written.items():
+            if not np.array_equal(interpreter.get_tensor(index), value):
+                return (f"in TF Serving's TFLite runtime, input '{name}' would be lost when "
+                        "a later input is resized: TfLiteSession resizes and allocates each "
+                        "input before copying it in (tflite_session.cc "
+                        "SetInputAndInvokeMiniBatch), and with several resizable inputs an "
+                        "input copied first is re-planned away, so the first request at each "
+                        "new batch size computes on garbage; serve saved_model.pb")
+    return None
 
 
 def _runtime_lacks(graph: ServingGraph, name: str) -> str | None:
