@@ -325,14 +325,16 @@ def convert_signatures(graph: ServingGraph, mode: str, reference: Reference
             except Exception as err:
                 raise StepSkipped(f"TFLite {mode} conversion failed: "
                                   f"{_converter_reason(err)}") from None
-    lost = inputs_lost_on_resize(flatbuffer)
+    served = _serving_flatbuffer(flatbuffer, graph, names, combined)
+    lost = inputs_lost_on_resize(served, [
+        {info.name for info in graph.signatures[combined.same_as.get(n, n)].inputs.values()}
+        for n in names])
     if lost:
         raise StepSkipped(lost)
-    return TFLiteConversion(_serving_flatbuffer(flatbuffer, graph, names, combined), mode,
-                            names, skipped)
+    return TFLiteConversion(served, mode, names, skipped)
 
 
-def inputs_lost_on_resize(flatbuffer: bytes) -> str | None:
+def inputs_lost_on_resize(flatbuffer: bytes, requests: list[set[str]]) -> str | None:
     """Why TF Serving would run this model on a lost input, or None.
 
     TF Serving's TfLiteSession fills inputs one at a time and, for each whose shape differs
@@ -342,15 +344,24 @@ def inputs_lost_on_resize(flatbuffer: bytes) -> str | None:
     can lose its data: a model with several resizable inputs then computes, on the first
     request at each new shape, on whatever the arena held (a transformer's token ids read
     as garbage fail TFLite's GATHER with "gather index out of bounds"). This replays that
-    sequence, both ways round, without running the model."""
+    sequence for the inputs of each request (`requests`: the tensor names one signature
+    takes), both ways round, without running the model."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         probe = tf.lite.Interpreter(model_content=flatbuffer, num_threads=1)
-    inputs = [d for d in probe.get_input_details()
-              if d["dtype"] not in (np.bytes_, np.object_)
-              and any(size < 0 for size in d["shape_signature"])]
-    if len(inputs) < 2:
-        return None
+    resizable = [d for d in probe.get_input_details()
+                 if d["dtype"] not in (np.bytes_, np.object_)
+                 and any(size < 0 for size in d["shape_signature"])]
+    for request in requests:
+        inputs = [d for d in resizable if d["name"] in request]
+        if len(inputs) > 1:
+            lost = _lost_on_resize(flatbuffer, inputs)
+            if lost:
+                return lost
+    return None
+
+
+def _lost_on_resize(flatbuffer: bytes, inputs: list[dict]) -> str | None:
     for new_size, order in ((n, o) for n in (3, 64) for o in (inputs, inputs[::-1])):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
