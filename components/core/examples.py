@@ -88,11 +88,18 @@ def feature_values(example: tf.train.Example, key: str) -> list:
 
 def records_to_feeds(records: list[bytes], signature: meta_graph_pb2.SignatureDef,
                      source: Path) -> Feeds:
-    """One batch of feeds for `signature` from serialized `tf.Example` records."""
+    """One batch of feeds for `signature` from serialized `tf.Example` records. A single
+    string input takes the records themselves (TFX's serving convention), unless every
+    example has a feature named after it: then it takes that feature (raw text for a model
+    that tokenizes in its graph)."""
+    examples = [_parse_example(r) for r in records]
     if takes_serialized_examples(signature):
         key = next(iter(signature.inputs))
-        return {key: np.array(records, dtype=object)}
-    examples = [tf.train.Example.FromString(r) for r in records]
+        if any(e is None or not feature_values(e, key) for e in examples):
+            return {key: np.array(records, dtype=object)}
+    if any(e is None for e in examples):
+        raise ServoptError(f"{source}: holds records that are not tf.Example protos; the "
+                           "signature's inputs are read from their features")
     feeds = {}
     for key, info in signature.inputs.items():
         dtype = tf.dtypes.as_dtype(info.dtype)
@@ -112,6 +119,13 @@ def records_to_feeds(records: list[bytes], signature: meta_graph_pb2.SignatureDe
                                "differ in length or type between examples") from None
     check_feeds(source, feeds, signature)
     return feeds
+
+
+def _parse_example(record: bytes) -> tf.train.Example | None:
+    try:
+        return tf.train.Example.FromString(record)
+    except Exception:  # noqa: BLE001  protobuf's DecodeError: not a tf.Example
+        return None
 
 
 def _shape(info: meta_graph_pb2.TensorInfo) -> str:

@@ -4,7 +4,11 @@ Tensor inputs get random values of the signature's dtype and shape (unknown batc
 dimension -> the batch size). A signature that takes serialized `tf.Example`s (TFX's
 serving convention) gets real `tf.Example`s built from the feature spec of the graph's
 ParseExample op, with string features drawn from the model's vocabulary assets so lookup
-tables see known tokens as well as out-of-vocabulary ones.
+tables see known tokens as well as out-of-vocabulary ones. Any other string input (raw
+text, as a model that tokenizes in its graph takes it) gets sentences: words of the
+vocabulary assets, or of a small English word list, in mixed case with punctuation, so
+tokenizers see words, pieces they must split and unknown words. Random bytes would be
+no text at all (often not even UTF-8).
 """
 
 from __future__ import annotations
@@ -23,6 +27,12 @@ from components.core.errors import ServoptError
 from components.core.model_io import inside
 
 UNKNOWN_DIM = 8  # size for unknown non-batch dimensions (e.g. image height/width)
+# Generated integers are 0 and 1: ids of any vocabulary (an embedding has at least 2
+# rows), valid segment ids, masks and class indices. What they cannot be is said here.
+GENERATED_INPUTS = (f"servopt generated these inputs (integers 0 and 1, unknown dimensions "
+                    f"{UNKNOWN_DIM}, strings as sentences): a model that needs other values "
+                    "(ids in another range, a longer or shorter sequence) needs real inputs: "
+                    "pass them with --inputs (components: examples)")
 STRING_BYTES = 256  # what a string input (a serialized tf.Example) is counted as
 MEMORY_SHARE = 0.5  # inputs may take at most this share of the memory available now
 
@@ -130,6 +140,25 @@ def vocabulary_tokens(model_dir: Path | None) -> list[str]:
     return tokens
 
 
+# Words for raw text inputs when the model has no vocabulary asset (TF Text's tokenizers
+# keep theirs inside the graph).
+TEXT_WORDS = ("the", "a", "of", "and", "to", "in", "is", "was", "it", "this", "that", "not",
+              "very", "good", "bad", "great", "movie", "story", "people", "time", "day",
+              "running", "played", "quickly", "Hello", "World", "don't", "U.S.", "2024",
+              "naïve", "café", "unbelievable", "tokenization", "!", "?", ",")
+
+
+def sentence(rng: np.random.Generator, tokens: list[str]) -> bytes:
+    """One sentence of 1 to 24 words, UTF-8: words from `tokens` (a vocabulary; WordPiece
+    suffixes `##x` dropped) mixed with TEXT_WORDS."""
+    words = [t for t in tokens if t and not t.startswith("##") and not t.startswith("[")]
+    pool = list(TEXT_WORDS) + words[:2000]
+    count = int(rng.integers(1, 25))
+    picked = [pool[i] for i in rng.integers(0, len(pool), count)]
+    picked = [w.capitalize() if rng.random() < 0.1 else w for w in picked]
+    return " ".join(picked).encode()
+
+
 def _example(specs: list[FeatureSpec], rng: np.random.Generator, tokens: list[str]) -> bytes:
     features = {}
     for spec in specs:
@@ -175,7 +204,7 @@ def generate_inputs(signature: meta_graph_pb2.SignatureDef, graph_def: graph_pb2
     tokens = list(tokens)
 
     def examples() -> bytes:
-        return _example(specs, rng, tokens) if specs else rng.bytes(8)
+        return _example(specs, rng, tokens) if specs else sentence(rng, tokens)
 
     return {key: _random_tensor(info, batch_size, rng, examples)
             for key, info in sorted(signature.inputs.items())}

@@ -77,8 +77,11 @@ class PassResult:
     nodes_before: int
     nodes_after: int
     changes: dict[str, int] = field(default_factory=dict)  # e.g. {"batch_norms_folded": 53}
+    skipped: str | None = None  # why the pass's output was dropped (the graph kept as it was)
 
     def summary(self) -> str:
+        if self.skipped:
+            return f"{self.name}: skipped ({self.skipped})"
         said = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in self.changes.items() if v)
         return f"{self.name}: {self.nodes_before} -> {self.nodes_after} nodes" + (
             f" ({said})" if said else "")
@@ -122,6 +125,12 @@ def optimize(graph: ServingGraph, passes=DEFAULT_PASSES
         if graph_pass.rewrite is not None:
             graph_def = _copy(graph_def)
             changes = graph_pass.rewrite(graph_def, keep)
+        dangling = dangling_inputs(graph_def)
+        if dangling:  # never publish (or prune) a graph that names nodes it lacks
+            node, tensor = dangling[0]
+            results.append(PassResult(name, before, before, skipped=(
+                f"its output left node '{node}' reading '{tensor}', which it does not hold")))
+            continue
         present = {node.name for node in graph_def.node}  # a pass may drop unused assets
         graph_def = graph_util.extract_sub_graph(graph_def, sorted(keep & present))
         fused = fused_op_counts(graph_def)
@@ -130,6 +139,13 @@ def optimize(graph: ServingGraph, passes=DEFAULT_PASSES
         graph = graph.with_graph(graph_def)
         results.append(PassResult(name, before, len(graph_def.node), changes))
     return graph, results
+
+
+def dangling_inputs(graph_def: graph_pb2.GraphDef) -> list[tuple[str, str]]:
+    """(node, input) for every input, data or control, naming a node the graph lacks."""
+    names = {node.name for node in graph_def.node}
+    return [(node.name, tensor) for node in graph_def.node for tensor in node.input
+            if tensor.lstrip("^").split(":")[0] not in names]
 
 
 def _copy(graph_def: graph_pb2.GraphDef) -> graph_pb2.GraphDef:

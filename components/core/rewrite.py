@@ -70,24 +70,52 @@ class _Index:
 
 # --- remove_identity -------------------------------------------------------------------
 
+# Grappler's own rules for an Identity it may not remove (tensorflow/core/grappler/
+# optimizers/dependency_optimizer.cc `DependencyOptimizer::SafeToRemoveIdentity`): one
+# after a variable read or a Recv; one with control inputs that a Merge or a _Retval
+# consumes; and one after a Switch that anchors a control dependency (the `pivot_t` /
+# `pivot_f` nodes lowered `If`/`cond` leave): `^Switch` would fire on both branches.
+_VARIABLE_OPS = frozenset({"Variable", "VariableV2", "AutoReloadVariable", "VarHandleOp",
+                           "ReadVariableOp", "_VarHandlesOp", "_ReadVariablesOp"})
+_RECV_OPS = frozenset({"_Recv", "_HostRecv"})
+_SWITCH_OPS = frozenset({"Switch", "RefSwitch", "_SwitchN"})
+_MERGE_OPS = frozenset({"Merge", "RefMerge", "_XlaMerge"})
+
+
+def _safe_to_remove(identity: node_def_pb2.NodeDef, nodes: dict, consumers: dict) -> bool:
+    source = nodes.get(node_name(identity.input[0])) if identity.input else None
+    if source is None or source.op in _VARIABLE_OPS | _RECV_OPS:
+        return False
+    for consumer, tensor in consumers.get(identity.name, []):
+        if len(identity.input) > 1 and consumer.op in _MERGE_OPS | {"_Retval"}:
+            return False
+        if source.op in _SWITCH_OPS and tensor.startswith("^"):
+            return False
+    return True
+
+
 def remove_identity(graph_def: graph_pb2.GraphDef, keep: set[str]) -> int:
-    """Bypasses Identity nodes not named in `keep` (signature tensors, init op); returns
-    how many were removed. An Identity's control inputs move to its consumers, except
-    those on constants (constant folding leaves `Identity(x, ^const)` for `x + 0`), which
-    order nothing."""
-    nodes = {n.name: n for n in graph_def.node}
-    removable = {n.name for n in graph_def.node if n.op == "Identity" and n.name not in keep}
+    """Bypasses Identity nodes not named in `keep` (signature tensors, init op) that
+    Grappler's rules allow removing (above); returns how many were removed. An Identity's
+    control inputs move to its consumers, except those on constants (constant folding
+    leaves `Identity(x, ^const)` for `x + 0`), which order nothing."""
+    index = _Index(graph_def)
+    nodes = index.nodes
+    removable = {n.name for n in graph_def.node if n.op == "Identity" and n.name not in keep
+                 and _safe_to_remove(n, nodes, index.consumers)}
 
     def resolve(tensor: str) -> list[str]:
-        """The tensor `tensor` stands for, and the control inputs that must come along."""
-        controls: list[str] = []
-        while node_name(tensor) in removable:
-            identity = nodes[node_name(tensor)]
-            controls += [c for c in identity.input[1:]
-                         if nodes.get(node_name(c)) is None or nodes[node_name(c)].op != "Const"]
-            source = identity.input[0]
-            tensor = f"^{node_name(source)}" if tensor.startswith("^") else source
-        return [tensor, *controls]
+        """The tensor `tensor` stands for, and the control inputs that must come along
+        (each resolved the same way: a removed Identity is never left named)."""
+        if node_name(tensor) not in removable:
+            return [tensor]
+        identity = nodes[node_name(tensor)]
+        source = identity.input[0]
+        controls = [t for c in identity.input[1:]
+                    if nodes.get(node_name(c)) is None or nodes[node_name(c)].op != "Const"
+                    for t in resolve(c)]
+        head, *more = resolve(f"^{node_name(source)}" if tensor.startswith("^") else source)
+        return [head, *more, *controls]
 
     for node in graph_def.node:
         if node.name in removable:

@@ -36,6 +36,7 @@ from components.core.model_io import (
     serving_meta_graph,
     serving_signatures,
 )
+from components.core.safety.allowlist import register_libraries
 
 # Every run of an untrusted model ends: a model can block forever (a dequeue from a queue
 # nothing fills) or loop without end. DirectSession applies `operation_timeout_in_ms` as
@@ -84,6 +85,11 @@ class ServingSession:
         proto = read_saved_model(self.model_dir)
         meta_graph = serving_meta_graph(proto, self.model_dir)
         self.signatures = serving_signatures(meta_graph)
+        # TF Serving's model server links TF Text's ops (safety/libraries.py): here they
+        # exist once their package is imported.
+        register_libraries({n.op for n in meta_graph.graph_def.node}
+                           | {n.op for f in meta_graph.graph_def.library.function
+                              for n in f.node_def}, str(self.model_dir))
         self.config = session_config(intra_op_threads, inter_op_threads, mixed_precision)
         self.batching = batching.validate() if batching is not None else None
         self.count_batches = count_batches

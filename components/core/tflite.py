@@ -42,6 +42,7 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.lite.python import schema_py_generated as schema
 
 from components.core.errors import ServoptError, StepSkipped
+from components.core.inputs import GENERATED_INPUTS
 from components.core.model_io import ServingGraph, write_serving_graph
 from components.core.requirements import (
     PREFER_TFLITE_FLAG,
@@ -50,6 +51,7 @@ from components.core.requirements import (
     ServingRequirements,
 )
 from components.core.rewrite import CannotUnfuse, unfuse
+from components.core.safety.allowlist import library_of
 from components.core.serving_session import first_line
 from components.core.tflite_session import (
     TfLiteSession,
@@ -291,7 +293,12 @@ def convert_signatures(graph: ServingGraph, mode: str, reference: Reference
     subgraph, with `signature_defs_metadata`; skips if none converts."""
     validate_mode(mode)
     names = [n for n in graph.signatures if n in reference.inputs]
-    skipped: dict[str, str] = {}
+    skipped: dict[str, str] = {name: reason for name in names
+                               if (reason := _runtime_lacks(graph, name))}
+    names = [n for n in names if n not in skipped]
+    if not names:
+        reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        raise StepSkipped(f"no signature can run in TF Serving's TFLite runtime: {reasons}")
     with tempfile.TemporaryDirectory(prefix="servopt-tflite-") as scratch:
         try:  # Grappler's fused ops are TF-internal: the converter reads standard ops
             standard = graph.with_graph(unfuse(graph.graph_def))
@@ -318,8 +325,123 @@ def convert_signatures(graph: ServingGraph, mode: str, reference: Reference
             except Exception as err:
                 raise StepSkipped(f"TFLite {mode} conversion failed: "
                                   f"{_converter_reason(err)}") from None
-    return TFLiteConversion(_serving_flatbuffer(flatbuffer, graph, names, combined), mode,
-                            names, skipped)
+    served = _serving_flatbuffer(flatbuffer, graph, names, combined)
+    lost = inputs_lost_on_resize(served, [
+        {info.name for info in graph.signatures[combined.same_as.get(n, n)].inputs.values()}
+        for n in names])
+    if lost:
+        raise StepSkipped(lost)
+    return TFLiteConversion(served, mode, names, skipped)
+
+
+def inputs_lost_on_resize(flatbuffer: bytes, requests: list[set[str]]) -> str | None:
+    """Why TF Serving would run this model on a lost input, or None.
+
+    TF Serving's TfLiteSession fills inputs one at a time and, for each whose shape differs
+    from the interpreter's, resizes it and calls AllocateTensors before copying it in
+    (tensorflow_serving/servables/tensorflow/tflite_session.cc `SetInputAndInvokeMiniBatch`).
+    AllocateTensors re-plans the arena, so an input copied before a later input's resize
+    can lose its data: a model with several resizable inputs then computes, on the first
+    request at each new shape, on whatever the arena held (a transformer's token ids read
+    as garbage fail TFLite's GATHER with "gather index out of bounds"). This replays that
+    sequence for the inputs of each request (`requests`: the tensor names one signature
+    takes), both ways round, without running the model."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        probe = tf.lite.Interpreter(model_content=flatbuffer, num_threads=1)
+    resizable = [d for d in probe.get_input_details()
+                 if d["dtype"] not in (np.bytes_, np.object_)
+                 and any(size < 0 for size in d["shape_signature"])]
+    for request in requests:
+        inputs = [d for d in resizable if d["name"] in request]
+        if len(inputs) > 1:
+            lost = _lost_on_resize(flatbuffer, inputs)
+            if lost:
+                return lost
+    return None
+
+
+def _lost_on_resize(flatbuffer: bytes, inputs: list[dict]) -> str | None:
+    for new_size, order in ((n, o) for n in (3, 64) for o in (inputs, inputs[::-1])):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            interpreter = tf.lite.Interpreter(model_content=flatbuffer, num_threads=1)
+        interpreter.allocate_tensors()
+        written = {}
+        for detail in order:
+            shape = [new_size if size < 0 else size for size in detail["shape_signature"]]
+            interpreter.resize_tensor_input(detail["index"], shape)
+            try:
+                interpreter.allocate_tensors()
+            except RuntimeError as err:
+                return (f"in TF Serving's TFLite runtime, resizing input '{detail['name']}' "
+                        "before the others fails (TfLiteSession resizes and allocates each "
+                        "input in turn, tflite_session.cc SetInputAndInvokeMiniBatch): "
+                        f"{first_line(err)}; serve saved_model.pb")
+            value = (np.arange(int(np.prod(shape))) % 7 + 1).reshape(shape).astype(
+                detail["dtype"])
+            interpreter.set_tensor(detail["index"], value)
+            written[detail["name"]] = (detail["index"], value)
+        for name, (index, value) in written.items():
+            if not np.array_equal(interpreter.get_tensor(index), value):
+                return (f"in TF Serving's TFLite runtime, input '{name}' would be lost when "
+                        "a later input is resized: TfLiteSession resizes and allocates each "
+                        "input before copying it in (tflite_session.cc "
+                        "SetInputAndInvokeMiniBatch), and with several resizable inputs an "
+                        "input copied first is re-planned away, so the first request at each "
+                        "new batch size computes on garbage; serve saved_model.pb")
+    return None
+
+
+def _runtime_lacks(graph: ServingGraph, name: str) -> str | None:
+    """Why signature `name` cannot run in TF Serving's TFLite runtime, read before
+    converting: it computes with a custom-op library's ops (TF Text's tokenizers, ...).
+    TF Serving links their TensorFlow kernels (safety/libraries.py), but its TFLite
+    interpreters register TFLite's builtin ops and the ParseExample custom op only
+    (tensorflow_serving/servables/tensorflow/tflite_interpreter_pool.cc, `BuiltinOpResolver`
+    + `AddParseExampleOp`), so no conversion of them (Flex or custom ops) would be served."""
+    signature = graph.signatures[name]
+    nodes = {node.name: node for node in graph.graph_def.node}
+    functions = {f.signature.name: f for f in graph.graph_def.library.function}
+    pending = [t.name.split(":")[0] for t in signature.outputs.values()]
+    seen: set[str] = set()
+    ops: set[str] = set()
+    while pending:
+        node = nodes.get(pending.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        ops.add(node.op)
+        ops.update(n.op for f in _functions_of(node, functions) for n in f.node_def)
+        pending.extend(i.lstrip("^").split(":")[0] for i in node.input)
+    libraries: dict[str, list[str]] = {}
+    for op in sorted(ops):
+        library = library_of(op)
+        if library is not None:
+            libraries.setdefault(library.name, []).append(op)
+    if not libraries:
+        return None
+    used = "; ".join(f"{', '.join(found)} ({library})" for library, found in libraries.items())
+    return (f"it runs {used}, which TF Serving's TFLite runtime lacks: its interpreters "
+            "have TFLite's builtin ops and ParseExample only (tflite_interpreter_pool.cc); "
+            "serve it from saved_model.pb, where TF Serving links these ops")
+
+
+def _functions_of(node, functions: dict) -> list:
+    """The library functions `node` runs, however deep (its op, attributes naming one)."""
+    found, pending = [], [node.op, *(a.func.name for a in node.attr.values()
+                                     if a.HasField("func"))]
+    seen: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in seen or name not in functions:
+            continue
+        seen.add(name)
+        found.append(functions[name])
+        for inner in functions[name].node_def:
+            pending += [inner.op, *(a.func.name for a in inner.attr.values()
+                                    if a.HasField("func"))]
+    return found
 
 
 def _converter_reason(err: Exception) -> str:
@@ -352,7 +474,9 @@ def verify_tflite(path: Path, reference: Reference, tolerance: Tolerance,
         try:
             produced[name] = [session.run(name, feed) for feed in reference.inputs[name]]
         except TfLiteSessionError as err:
-            problems.append(f"signature '{name}': {err}")
+            hint = (f" ({GENERATED_INPUTS})" if name in getattr(reference, "generated", ())
+                    else "")
+            problems.append(f"signature '{name}': {err}{hint}")
     result = compare_outputs(reference, produced, tolerance, signatures)
     if problems:
         result.failures[:0] = problems

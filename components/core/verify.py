@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from components.core.errors import ServoptError
 from components.core.examples import batches_for_signature, load_npz, npz_mismatch
-from components.core.inputs import generate_inputs, vocabulary_tokens
+from components.core.inputs import GENERATED_INPUTS, generate_inputs, vocabulary_tokens
 from components.core.model_io import read_saved_model, serving_meta_graph
 from components.core.requirements import ONEDNN_ENV
 from components.core.serving_session import ServingSession
@@ -117,8 +118,15 @@ class Reference:
             if examples is not None and not fitted:  # not silently on generated inputs
                 raise npz_mismatch(Path(examples), load_npz(Path(examples)),
                                    source.signatures)
-            self.outputs = {name: [source.run(name, feed) for feed in feeds]
-                            for name, feeds in self.inputs.items()}
+            self.generated = set(self.inputs) - set(fitted)  # signatures on generated inputs
+            self.outputs = {}
+            for name, feeds in self.inputs.items():
+                try:
+                    self.outputs[name] = [source.run(name, feed) for feed in feeds]
+                except ServoptError as err:
+                    if name not in self.generated:
+                        raise
+                    raise ServoptError(f"{err}; {GENERATED_INPUTS}") from None
         except BaseException:
             source.close()  # kept only for a reference that exists
             raise

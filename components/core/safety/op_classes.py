@@ -3,9 +3,14 @@
 The table itself is `op_table.py`, generated once from TensorFlow's op registry (the C
 registry every kernel registers into, `TF_GetAllOpList`; `tf.raw_ops` is its public part)
 by `python -m components.core.safety.op_classes > components/core/safety/op_table.py`,
-then reviewed. A model's op that is not in the table (a custom op, an op of a newer TF)
-is refused; tests/test_safety_op_table.py fails when the installed TF registers an op
-the table does not classify, so a TF upgrade cannot bring an op nobody looked at.
+then reviewed. The ops of the libraries TF Serving's model server links (TF Text with
+SentencePiece, TF Decision Forests' inference; libraries.py) are classified by the same
+rules, read from the registry after importing the pinned package (or, where no package
+fits this TF, from the source TF Serving builds); an op the pinned package registers but
+TF Serving's pinned version does not link is NOT_LINKED. A model's op that is not in the
+table (a custom op, an op of a newer TF) is refused; tests/test_safety_allowlist.py fails
+when the installed TF or library registers an op the table does not classify, so an
+upgrade cannot bring an op nobody looked at.
 
 The classification rules, in order (the first that matches wins):
 1. Ops the scan checks where they run (CHECKED): they read a file, which is fine only on
@@ -19,7 +24,7 @@ The classification rules, in order (the first that matches wins):
    files (ReadFile, MatchingFiles, DecodeProtoV2's descriptor file, ...) are caught by 2.
 4. Stateful ops reviewed one by one and found to keep their state in memory
    (`_STATEFUL_COMPUTE`: variables, tables, random numbers, control flow, queues,
-   tensor arrays, in-memory datasets).
+   tensor arrays, in-memory datasets; the libraries' models and vocabularies).
 5. Everything else: UNREVIEWED, refused until someone reviews it.
 """
 
@@ -28,24 +33,31 @@ from __future__ import annotations
 import re
 import sys
 
-COMPUTE = "compute"
-# Checked where they run (see safety/scan.py): allowed on the loader's own paths only.
-RESTORE = "restores a checkpoint"
-TABLE_FROM_FILE = "fills a table from a file"
-FILE_ATTRIBUTE = "opens a file when an attribute names one"
-CHECKED = frozenset({RESTORE, TABLE_FROM_FILE, FILE_ATTRIBUTE})
-# Refused unless allowed by name.
-FILES = "reads or writes files"
-PYTHON = "runs Python"
-NETWORK = "opens the network"
-DEVICES = "talks to other devices or hosts (TPU, XLA, collectives, send/recv)"
-OUTSIDE_STATE = "reaches state outside the model (session handles, iterators by name)"
-HIDDEN_GRAPH = "runs a graph carried as a serialized string, which the scan cannot see into"
-LOG = "writes to the server's log"
-PROCESS = "ends the server's process"
-TEST_ONLY = "exists only for TensorFlow's own tests"
-UNREVIEWED = "not known to compute only (a stateful op nobody reviewed)"
-UNKNOWN = "not a TensorFlow op this version of servopt knows (a custom op?)"
+from components.core.safety.categories import (
+    CHECKED,
+    COMPUTE,
+    DEVICES,
+    FILE_ATTRIBUTE,
+    FILES,
+    HIDDEN_GRAPH,
+    LOG,
+    NETWORK,
+    NOT_LINKED,
+    OUTSIDE_STATE,
+    PROCESS,
+    PYTHON,
+    RESTORE,
+    TABLE_FROM_FILE,
+    TEST_ONLY,
+    UNKNOWN,
+    UNREVIEWED,
+)
+from components.core.safety.libraries import LIBRARIES, OpLibrary, load
+
+__all__ = ["CHECKED", "COMPUTE", "DEVICES", "FILES", "FILE_ATTRIBUTE", "HIDDEN_GRAPH", "LOG",
+           "NETWORK", "NOT_LINKED", "OUTSIDE_STATE", "PROCESS", "PYTHON", "RESTORE",
+           "TABLE_FROM_FILE", "TEST_ONLY", "UNKNOWN", "UNREVIEWED", "classify",
+           "classify_library", "registered_ops"]
 
 _CHECKED = {
     # tensorflow/cc/saved_model/loader.cc RunRestore feeds the restore op the path of the
@@ -83,6 +95,12 @@ _REFUSED: list[tuple[str, str]] = [
      r"|^_?DeviceArg$|^_?DeviceRetval$|^ConvertToCooTensor$|DedupData", DEVICES),
     (r"Session(Handle|Tensor)|FromStringHandle", OUTSIDE_STATE),
     (r"^DatasetFromGraph$", HIDDEN_GRAPH),
+    # TF Decision Forests (libraries.py): its loaders read a model directory whose path is
+    # computed at run time (RegexReplace of an asset's path, decision-forests
+    # inference/api.py `_DiskModelLoader.get_model_path`); the identifier form reaches a
+    # model in a process-wide container by name, any model's.
+    (r"^SimpleMLLoadModelFromPath", FILES),
+    (r"^SimpleMLInferenceOp$", OUTSIDE_STATE),
     (r"^Print$", LOG),
     (r"^Abort$", PROCESS),
     (r"Test|^Sleep|SleepDataset$|^(Stub|Dtype)|^ResourceCreateOp$|^ResourceUsingOp$"
@@ -125,7 +143,14 @@ _STATEFUL_COMPUTE = re.compile(
     r"|MultiDeviceIterator\w+|MakeIterator|OneShotIterator|(Serialize|Deserialize)Iterator"
     r"|DummyIterationCounter|GlobalIterId"
     # boosted trees and cuDNN RNNs: models' own compute
-    r"|BoostedTrees\w+|IsBoostedTrees\w+|CudnnRNN\w*)$")
+    r"|BoostedTrees\w+|IsBoostedTrees\w+|CudnnRNN\w*"
+    # TF Text (libraries.py): SentencePiece's processor, built from the op's `model`
+    # attribute, a serialized model proto in memory (tensorflow/text core/kernels/
+    # sentencepiece_kernels.cc `LoadFromSerializedProto`); WordPiece's vocabulary, a TF
+    # lookup table (wordpiece_kernel.cc `GetLookupTable`; its initialiser is scanned).
+    r"|Sentencepiece\w*Op|WordpieceTokenizeWithOffsets"
+    # TF Decision Forests: a model resource in memory, used through its handle.
+    r"|SimpleML(CreateModelResource|InferenceOpWithHandle|InferenceLeafIndexOpWithHandle))$")
 
 
 def classify(name: str, is_stateful: bool) -> str:
@@ -155,29 +180,60 @@ def registered_ops() -> dict[str, bool]:
     return {op.name: op.is_stateful for op in ops.op}
 
 
-def op_category(name: str) -> str:
-    """The category the table gives op `name` (UNKNOWN when it holds none)."""
-    from components.core.safety.op_table import OP_TABLE
+def classify_library(library: OpLibrary, name: str, is_stateful: bool) -> str:
+    """The category of op `name` of `library`: the rules above, for an op the version TF
+    Serving links registers; NOT_LINKED for any other."""
+    if name not in library.linked:
+        return NOT_LINKED
+    return classify(name, is_stateful)
 
-    return OP_TABLE.get(name, UNKNOWN)
+
+def library_ops(library: OpLibrary, tf_ops: dict[str, bool]) -> dict[str, bool]:
+    """The ops `library` registers here (a diff of the registry around its import, after
+    `tf_ops`), or those its source registers where the package cannot be installed."""
+    if library.installable:
+        return dict(library.linked)
+    why = load(library)
+    if why:
+        raise SystemExit(f"cannot generate the table of {library.name}: {why}")
+    return {name: stateful for name, stateful in registered_ops().items()
+            if name not in tf_ops}
 
 
 def _generate() -> str:
     from components.core.tf_setup import tf
 
-    constants = {value: name for name, value in globals().items()
+    from components.core.safety import categories
+
+    constants = {value: name for name, value in vars(categories).items()
                  if name.isupper() and isinstance(value, str)}
+    tf_ops = registered_ops()  # before any library adds its own
+    registered: dict[str, dict[str, bool]] = {}
+    for key, library in LIBRARIES.items():
+        registered[key] = library_ops(library, tf_ops)
+    library_names = {name for ops in registered.values() for name in ops}
+    entries = ["OP_TABLE: dict[str, str] = {"]
+    for name, stateful in sorted(tf_ops.items()):
+        if name not in library_names:
+            entries.append(f"    {name!r}: {constants[classify(name, stateful)]},")
+    entries += ["}", "", "# library (the module that registers its ops) -> op -> category",
+                "LIBRARY_OP_TABLE: dict[str, dict[str, str]] = {"]
+    for key, ops in registered.items():
+        entries.append(f"    {key!r}: {{")
+        for name, stateful in sorted(ops.items()):
+            category = classify_library(LIBRARIES[key], name, stateful)
+            entries.append(f"        {name!r}: {constants[category]},")
+        entries.append("    },")
+    used = {name for name in constants.values()
+            if any(line.endswith(f": {name},") for line in entries)}
     lines = ['"""Generated by `python -m components.core.safety.op_classes` from the op',
-             f"registry of TensorFlow {tf.__version__}: every op type and its category (rules:",
-             'op_classes.py). Review changes before committing them."""', "",
-             "from components.core.safety.op_classes import (",
-             *[f"    {name}," for name in sorted(set(constants.values()) - {"UNKNOWN"},
-                                             key=lambda name: name.replace("_", " "))],
-             ")",
-             "", "OP_TABLE: dict[str, str] = {"]
-    for name, stateful in sorted(registered_ops().items()):
-        lines.append(f"    {name!r}: {constants[classify(name, stateful)]},")
-    return "\n".join([*lines, "}", ""])
+             f"registry of TensorFlow {tf.__version__} and of the libraries TF Serving links",
+             "(libraries.py): every op type and its category (rules: op_classes.py). Review",
+             'changes before committing them."""', "",
+             "from components.core.safety.categories import (",
+             *[f"    {name}," for name in sorted(used, key=lambda n: n.replace("_", " "))],
+             ")", "", *entries, "}", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -43,14 +43,14 @@ from components.core.model_io import (
     serving_meta_graph,
     serving_signatures,
 )
-from components.core.safety.op_classes import (
+from components.core.safety.allowlist import op_category
+from components.core.safety.categories import (
     COMPUTE,
     FILE_ATTRIBUTE,
     FILES,
     RESTORE,
     TABLE_FROM_FILE,
     UNKNOWN,
-    op_category,
 )
 
 NOT_AN_ASSET = "reads a file that is not one of the model's assets"
