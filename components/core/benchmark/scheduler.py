@@ -22,7 +22,8 @@ configured confidence (6 rounds for 95%). Then:
   model's latency together, so absolute latency may never settle while the comparison has.
 
 With a `deadline` (the total time budget's share of this batch size, see budget), rounds
-also end when it passes, after at least one complete round.
+also end when it passes, once the minimum rounds an interval needs are complete (the
+budget keeps only the rows whose minimum rounds fit).
 
 A model that never settled is reported `stable: false`. A model that fails is dropped
 from the following rounds and its error kept; the others go on.
@@ -177,10 +178,10 @@ def interleaved_rounds(runners: dict[str, Runner], batch_size: int, plan: Benchm
         round_index += 1
         if progress is not None:
             progress(round_index)
+        if round_index < minimum:  # an interval needs these, deadline or not
+            continue
         if deadline is not None and time.monotonic() >= deadline:
             break
-        if round_index < minimum:
-            continue
         if deciding:
             if _decided(series, plan):
                 break
