@@ -188,6 +188,7 @@ def demo_command(workdir: Path, runner: str, config_path: Path | None, verbose: 
     import components.core.tf_setup  # noqa: F401  (before TFX imports TensorFlow loudly)
 
     from components.benchmark_cli import search_table
+    from components.core.gate import pairs_table
     from components.core.table import Paragraph
     from pipelines.demo import (
         benchmark_result,
@@ -207,7 +208,7 @@ def demo_command(workdir: Path, runner: str, config_path: Path | None, verbose: 
         stdout.print(search)
     decision = gate_decision(result)
     if decision is not None:
-        stdout.print(decision.pairs_table())
+        stdout.print(pairs_table(decision))
         if decision.blessed:
             stdout.print(Paragraph(f"serve it with: {decision.serving_command()}"))
     for line in (push_summary(result), f"ML Metadata:   {result.metadata_path}",

@@ -68,6 +68,7 @@ def gate_command(metrics_json: Path, thresholds_path: Path, served_metrics: Path
         candidate_paths,
         evaluate_gate,
         load_metrics,
+        pairs_table,
     )
 
     metrics = load_metrics(metrics_json)
@@ -84,8 +85,8 @@ def gate_command(metrics_json: Path, thresholds_path: Path, served_metrics: Path
     else:
         from components.core.table import Paragraph
 
-        stdout.print(decision.pairs_table())
-        for line in decision.summary_lines(table_width=None):
+        stdout.print(pairs_table(decision))
+        for line in decision.summary_lines():
             stdout.print(Paragraph(line))
     if not decision.blessed:
         sys.exit(BLOCKED_EXIT)

@@ -148,7 +148,7 @@ def gate(results: Input[Artifact], thresholds: dict, model_uri: str,
     from collections import namedtuple
     from pathlib import Path
 
-    from components.core.gate import evaluate_gate, load_metrics
+    from components.core.gate import evaluate_gate, load_metrics, log_lines
     from components.core.producers import MODEL_OUTPUTS
     from components.kfp.mapping import (
         DECISION_FILE,
@@ -163,7 +163,7 @@ def gate(results: Input[Artifact], thresholds: dict, model_uri: str,
                            candidates).with_destination(push_destination)
     Path(decision.path).mkdir(parents=True, exist_ok=True)
     (Path(decision.path) / DECISION_FILE).write_text(json.dumps(result.to_dict(), indent=2))
-    for line in result.summary_lines():
+    for line in log_lines(result):
         print(line, flush=True)
     decision.metadata.update({"blessed": int(result.blessed), "chosen": result.chosen or "",
                               "configuration": result.label or "",

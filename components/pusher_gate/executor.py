@@ -18,6 +18,7 @@ from components.core.gate import (
     candidate_paths,
     evaluate_gate,
     load_metrics,
+    log_lines,
     push_model,
 )
 from components.core.uris import Staging
@@ -61,7 +62,7 @@ class Executor(Staged, base_executor.BaseExecutor):
             infra_blessed=_blessed(input_dict, "infra_blessing"),
             allowed_ops=allowed_ops)
         decision = _with_uris(decision, uris).with_destination(destination)
-        for line in decision.summary_lines():
+        for line in log_lines(decision):
             logging.info("PusherGate: %s", line)
         blessing_dir = Path(stage.output(blessing.uri))
         (blessing_dir / DECISION_FILE).write_text(json.dumps(decision.to_dict(), indent=2))

@@ -19,7 +19,6 @@ baseline failed and warns when a candidate did.
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -33,13 +32,9 @@ from components.core.benchmark.engines import ResolvedModel, resolve_model
 from components.core.benchmark.feeds import ModelSignature, input_pools, read_signature
 from components.core.benchmark.flops import flops_per_example
 from components.core.benchmark.machine import machine_info
+from components.core.benchmark.results import copy_measurements, fill_batches
 from components.core.benchmark.runtimes import Row, engine_spec, plan_rows, runtime_info
-from components.core.benchmark.scheduler import (
-    Series,
-    compare,
-    concurrency_sweep,
-    interleaved_rounds,
-)
+from components.core.benchmark.scheduler import Series, concurrency_sweep, interleaved_rounds
 from components.core.benchmark.schema import (
     BASELINE,
     CANDIDATE,
@@ -277,20 +272,6 @@ class BenchmarkSession:
         self.share_twins(result)
 
 
-MEASUREMENTS = ("load_time_s", "first_request_ms", "peak_memory_bytes", "flops_per_example",
-                "batches", "concurrency", "accuracy", "error")
-
-
-def copy_measurements(source: ModelResult, target: ModelResult,
-                      keys: Sequence[str] = MEASUREMENTS) -> None:
-    """`keys` of what was measured of `source`, onto a row that computes the same."""
-    for key in keys:
-        setattr(target, key, copy.deepcopy(getattr(source, key)))
-    if "flops_per_example" in keys and source.flops_per_example is not None:
-        for batch in target.batches.values():
-            batch.achieved_flops_per_s = source.flops_per_example * batch.throughput
-
-
 def run_benchmark(models: Sequence[ModelSpec], config: BenchmarkConfig | None = None,
                   progress: Progress | None = None) -> BenchmarkResult:
     """Benchmarks `models` (the first is the baseline) and returns every measurement."""
@@ -322,27 +303,6 @@ def _drop_failed(runners: dict, failed: dict[str, str], errors: dict[str, str],
         runner = runners.pop(name, None)
         if runner is not None:
             runner.close()
-
-
-def fill_batches(results: dict[str, ModelResult], series: dict[str, dict[int, Series]],
-                 baseline: str, confidence: float) -> None:
-    """Each model's statistics per batch size, and a candidate's speedups over `baseline`
-    with their `confidence` intervals."""
-    for name, by_size in series.items():
-        for size, measured in by_size.items():
-            batch = measured.result()
-            if name != baseline and size in series[baseline]:
-                batch.speedup_stable = measured.speedup_stable(series[baseline][size])
-                comparison = compare(series[baseline][size], measured, confidence)
-                if comparison is not None:
-                    batch.speedup_p50 = comparison.speedup_p50.estimate
-                    batch.speedup_p99 = comparison.speedup_p99.estimate
-                    batch.throughput_ratio = comparison.throughput_ratio.estimate
-                    batch.speedup_p50_interval = comparison.speedup_p50.to_list()
-                    batch.speedup_p99_interval = comparison.speedup_p99.to_list()
-                    batch.throughput_ratio_interval = comparison.throughput_ratio.to_list()
-                    batch.confidence = confidence
-            results[name].batches[size] = batch
 
 
 def _count_flops(rows: dict[str, Row], results: dict[str, ModelResult],

@@ -4,7 +4,8 @@
 - `evaluate_gate` (gate.py): checks every (candidate, TF Serving configuration) pair the
   benchmark measured against its metrics, the served model, the blessings and the safety
   scan; returns a `GateDecision` (the chosen pair, its whole server command once
-  `with_destination` knows where it is pushed, and `pairs_table()`).
+  `with_destination` knows where it is pushed); `pairs_table` and `log_lines` (report.py)
+  show it.
 - `scan_ops` (components/core/safety/, re-exported): ops a model runs that do more than
   compute; `refuse_unsafe` runs it before optimize, the benchmark or push touches
   a model.
@@ -22,7 +23,7 @@ from components.core.gate.decision import (
 from components.core.gate.gate import evaluate_gate
 from components.core.gate.metrics import candidate_paths
 from components.core.gate.push import PushResult, checked_destination, push_model, versions
-from components.core.gate.report import candidate_table, decision_table, pairs_table
+from components.core.gate.report import candidate_table, decision_table, log_lines, pairs_table
 from components.core.gate.thresholds import (
     BaselineThresholds,
     ServedThresholds,
@@ -38,6 +39,6 @@ __all__ = [
     "OpScan", "PushResult", "ServedThresholds", "Thresholds",
     "ServerProfile", "ValueThresholds", "candidate_paths", "candidate_table",
     "checked_destination", "decision_table", "evaluate_gate",
-    "load_metrics", "pairs_table", "push_model", "read_warmup_file", "scan_ops", "versions",
-    "warmup_logs", "write_warmup_file",
+    "load_metrics", "log_lines", "pairs_table", "push_model", "read_warmup_file", "scan_ops",
+    "versions", "warmup_logs", "write_warmup_file",
 ]
