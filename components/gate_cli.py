@@ -41,7 +41,8 @@ def _served_metrics(path: Path):
 @click.command("gate", cls=ServoptCommand)
 @click.argument("metrics_json", type=click.Path(path_type=Path))
 @click.option("--thresholds", "thresholds_path", type=click.Path(path_type=Path),
-              required=True, help="Thresholds YAML (start from configs/thresholds.yaml).")
+              default=None, help="Thresholds YAML (default: the packaged "
+                                 "configs/thresholds.yaml; start from a copy of it).")
 @click.option("--served-metrics", type=click.Path(path_type=Path), default=None,
               help="The metrics of the model served now (one model's entry of a "
                    "metrics.json, e.g. the 'chosen_metrics' of an earlier `servopt gate "
@@ -55,14 +56,16 @@ def _served_metrics(path: Path):
                    "to, for the whole tensorflow_model_server command line (without it: "
                    "${MODEL_BASE_PATH} and ${MODEL_NAME}).")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
-def gate_command(metrics_json: Path, thresholds_path: Path, served_metrics: Path | None,
+def gate_command(metrics_json: Path, thresholds_path: Path | None,
+                 served_metrics: Path | None,
                  allowed_ops: tuple[str, ...], destination: str | None,
                  as_json: bool) -> None:
     """Decide which model of METRICS_JSON (a `servopt benchmark --json` or ServingBenchmark
     result) may be pushed. Exit 0 when one passes, 1 when blocked, 2 on bad input.
 
-    Model paths are those metrics.json recorded (relative ones from the directory the
-    benchmark ran in)."""
+    Model paths are those metrics.json recorded: absolute ones (`servopt benchmark`, the
+    pipelines) from anywhere; a relative one from the directory the benchmark ran in.
+    Thresholds: --thresholds, else the packaged defaults (configs/thresholds.yaml)."""
     from components.core.gate import (
         Thresholds,
         candidate_paths,

@@ -100,6 +100,7 @@ def benchmark(model_uri: str, frozen_model: Input[Model], optimized_model: Input
     from pathlib import Path
 
     from components.core.benchmark import ModelSpec, run_benchmark, write_report
+    from components.core.benchmark.worker_log import WORKERS_DIR, worker_output
     from components.core.producers import MODEL_OUTPUTS
     from components.kfp.mapping import (
         METRICS_FILE,
@@ -113,12 +114,14 @@ def benchmark(model_uri: str, frozen_model: Input[Model], optimized_model: Input
     examples = local_path(eval_examples_uri)
     settings = settings_for(batch_sizes, benchmark_settings, label_key, examples)
     paths = model_paths(model_uri, [given[name] for name in MODEL_OUTPUTS])
-    result = run_benchmark([ModelSpec(name, Path(path)) for name, path in paths.items()],
-                           settings.for_run(Path(examples) if examples else None),
-                           progress=lambda line: print(f"ServingBenchmark: {line}", flush=True))
-    data = result.to_dict()
     out = Path(results.path)
     out.mkdir(parents=True, exist_ok=True)
+    with worker_output(out / WORKERS_DIR):  # the workers' logs, beside metrics.json
+        result = run_benchmark(
+            [ModelSpec(name, Path(path)) for name, path in paths.items()],
+            settings.for_run(Path(examples) if examples else None),
+            progress=lambda line: print(f"ServingBenchmark: {line}", flush=True))
+    data = result.to_dict()
     (out / METRICS_FILE).write_text(json.dumps(data, indent=2))
     write_report(result, out / REPORT_FILE)
     shutil.copyfile(out / REPORT_FILE, report.path)

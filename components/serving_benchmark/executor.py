@@ -14,6 +14,7 @@ from tfx.types import artifact_utils
 from components.core.benchmark import ModelSpec, run_benchmark, write_report
 from components.core.benchmark.config import BenchmarkConfig
 from components.core.benchmark.schema import headline_figures
+from components.core.benchmark.worker_log import WORKERS_DIR, worker_output
 from components.core.producers import ModelIdentity, was_produced
 from components.core.uris import Staging
 from components.serving_benchmark.keys import CANDIDATE_KEYS
@@ -55,10 +56,12 @@ class Executor(Staged, base_beam_executor.BaseBeamExecutor):
                             Path(stage.input(serving_uri(a)))) for key, a in inputs]
         config = settings.for_run(Path(stage.input(examples.uri)) if examples else None,
                                   self._beam_pipeline_args or ())
-        result = run_benchmark(models, config, progress=lambda line: logging.info("%s", line))
+        out_dir = Path(stage.output(output.uri))
+        with worker_output(out_dir / WORKERS_DIR):  # the workers' logs, in the artifact
+            result = run_benchmark(models, config,
+                                   progress=lambda line: logging.info("%s", line))
         for model in result.models.values():  # the gate reads the models from their URIs
             model.path = stage.uri_of(model.path)
-        out_dir = Path(stage.output(output.uri))
         result.write_json(out_dir / METRICS_FILE)
         write_report(result, out_dir / REPORT_FILE)
         set_custom_properties(output, {"baseline": result.baseline,
