@@ -110,3 +110,21 @@ def test_the_graph_sees_function_level_relative_and_type_checking_imports(tmp_pa
     assert graph["components.sub.low"] == {"components.sub.high"}
     assert graph["components.sub.alone"] == {"components.sub.low"}
     assert cycles(graph) == [["components.sub.high", "components.sub.low"]]
+
+
+def test_every_module_imports_tensorflow_through_tf_setup_first():
+    """Importing any `tensorflow.*` module runs TensorFlow's __init__, which prints its
+    start-up logs unless components.core.tf_setup imported it first, with stderr caught."""
+    late = []
+    for name, path in _modules().items():
+        if name == "components.core.tf_setup":
+            continue
+        seen_setup = False
+        for node in ast.parse(path.read_text(), str(path)).body:  # module level, in order
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            seen_setup |= "components.core.tf_setup" in names
+            if any(n == "tensorflow" or n.startswith("tensorflow.") for n in names) \
+                    and not seen_setup:
+                late.append(f"{name} (line {node.lineno})")
+    assert late == [], "import components.core.tf_setup before tensorflow in: " + ", ".join(late)
