@@ -66,17 +66,13 @@ def gate_command(metrics_json: Path, thresholds_path: Path | None,
     Model paths are those metrics.json recorded: absolute ones (`servopt benchmark`, the
     pipelines) from anywhere; a relative one from the directory the benchmark ran in.
     Thresholds: --thresholds, else the packaged defaults (configs/thresholds.yaml)."""
-    from components.core.gate import (
-        Thresholds,
-        candidate_paths,
-        evaluate_gate,
-        load_metrics,
-        pairs_table,
-    )
+    from components.core.gate import Thresholds, load_metrics
 
-    metrics = load_metrics(metrics_json)
+    metrics = load_metrics(metrics_json)  # bad input fails here, before TensorFlow loads
     thresholds = Thresholds.from_yaml(thresholds_path)
     served = _served_metrics(served_metrics) if served_metrics else None
+    from components.core.gate import candidate_paths, evaluate_gate, pairs_table
+
     decision = evaluate_gate(metrics, thresholds, candidate_paths(metrics), served=served,
                              allowed_ops=allowed_ops)
     if destination:
