@@ -23,6 +23,7 @@ from components.core.benchmark.config import (
     BenchmarkConfig,
     TFServingOptions,
 )
+from components.core.benchmark.worker_log import WORKERS_DIR
 from components.core.errors import ServoptError
 
 if TYPE_CHECKING:
@@ -239,6 +240,10 @@ def _accuracy_table(result) -> Table | None:
               help="Write metrics.json here ('-': print it instead of the tables).")
 @click.option("--report", "report_out", type=click.Path(), default=None,
               help="Write a self-contained HTML report here.")
+@click.option("--verbose", is_flag=True,
+              help="Show what the worker processes print (TensorFlow's logs). Otherwise "
+                   f"it is kept in {WORKERS_DIR}/ beside --json (or --report), and a failed "
+                   "worker's last lines are shown.")
 def benchmark_command(models: tuple[str, ...], names: tuple[str, ...],
                       batch_sizes: str | None, concurrency: str | None, examples: str | None,
                       label_key: str | None, output_key: str | None, backend: str | None,
@@ -254,12 +259,12 @@ def benchmark_command(models: tuple[str, ...], names: tuple[str, ...],
                       tfserving_rest_port: int | None, tfserving_protocol: str | None,
                       tfserving_binary: str | None, beam_args: tuple[str, ...],
                       allowed_ops: str | None, served: str | None, json_out: str | None,
-                      report_out: str | None) -> None:
+                      report_out: str | None, verbose: bool) -> None:
     """Benchmark MODEL (the baseline) against each further MODEL (candidates)."""
     from pathlib import Path
 
     from components.core.benchmark.config import name_models, parse_int_list
-    from components.core.benchmark.run import run_benchmark
+    from components.core.benchmark.worker_log import worker_output
 
     given = {
         "backend": backend, "signature": signature, "label_key": label_key,
@@ -292,9 +297,13 @@ def benchmark_command(models: tuple[str, ...], names: tuple[str, ...],
             raise ServoptError(f"{out}: the directory for {option} does not exist; create it "
                                "first")
     from components.core.benchmark.outputs import metrics_checkpoint
+    from components.core.benchmark.run import run_benchmark  # TensorFlow: after validation
 
     checkpoint = metrics_checkpoint(json_out) if json_out and json_out != "-" else None
-    with stderr.status("benchmark: starting") as status:
+    beside = next((Path(out).parent for out in (json_out, report_out) if out and out != "-"),
+                  None)  # None: a temporary directory
+    with (worker_output(beside / WORKERS_DIR if beside else None, verbose),
+          stderr.status("benchmark: starting") as status):
         result = run_benchmark(specs, config,
                                progress=lambda message: status.update(f"benchmark: {message}"),
                                served=Path(served) if served else None,

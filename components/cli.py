@@ -182,12 +182,16 @@ def optimize_command(model: str, out: str, steps_text: str | None, passes: str |
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="YAML overlaying configs/: any of the sections graph_optimizer, "
                    "quantizer, verification, trainer, benchmark, thresholds.")
-@click.option("--verbose", is_flag=True, help="Show TFX's own logging.")
+@click.option("--verbose", is_flag=True,
+              help="Show TFX's own logging and what the benchmark's worker processes print "
+                   "(otherwise kept in benchmark-workers/ in the ServingBenchmark artifact).")
 def demo_command(workdir: Path, runner: str, config_path: Path | None, verbose: bool) -> None:
     """Run the digits pipeline end to end on the embedded defaults (SQLite MLMD)."""
     import components.core.tf_setup  # noqa: F401  (before TFX imports TensorFlow loudly)
 
     from components.benchmark_cli import search_table
+    from components.core.benchmark.worker_log import worker_output
+    from components.core.gate import pairs_table
     from components.core.table import Paragraph
     from pipelines.demo import (
         benchmark_result,
@@ -199,7 +203,8 @@ def demo_command(workdir: Path, runner: str, config_path: Path | None, verbose: 
     from pipelines.digits.config import load_pipeline_config
 
     load_pipeline_config(config_path)  # a bad config fails before anything runs
-    result = run_demo(workdir, runner, config_path, console=stderr.get(), verbose=verbose)
+    with worker_output(verbose=verbose):
+        result = run_demo(workdir, runner, config_path, console=stderr.get(), verbose=verbose)
     stdout.print(stage_table(result))
     measured = benchmark_result(result)
     search = search_table(measured) if measured is not None else None
@@ -207,7 +212,7 @@ def demo_command(workdir: Path, runner: str, config_path: Path | None, verbose: 
         stdout.print(search)
     decision = gate_decision(result)
     if decision is not None:
-        stdout.print(decision.pairs_table())
+        stdout.print(pairs_table(decision))
         if decision.blessed:
             stdout.print(Paragraph(f"serve it with: {decision.serving_command()}"))
     for line in (push_summary(result), f"ML Metadata:   {result.metadata_path}",

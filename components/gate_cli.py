@@ -49,7 +49,8 @@ def _served_metrics(path: Path):
 @click.command("gate", cls=ServoptCommand)
 @click.argument("metrics_json", type=click.Path(path_type=Path))
 @click.option("--thresholds", "thresholds_path", type=click.Path(path_type=Path),
-              required=True, help="Thresholds YAML (start from configs/thresholds.yaml).")
+              default=None, help="Thresholds YAML (default: the packaged "
+                                 "configs/thresholds.yaml; start from a copy of it).")
 @click.option("--served-metrics", type=click.Path(path_type=Path), default=None,
               help="The metrics of the model served now (one model's entry of a "
                    "metrics.json, e.g. the 'chosen_metrics' of an earlier `servopt gate "
@@ -66,24 +67,23 @@ def _served_metrics(path: Path):
 @click.option("--report", "report_out", type=click.Path(path_type=Path), default=None,
               help="Write the benchmark's HTML report here, the pair the gate chose "
                    "highlighted in its figures.")
-def gate_command(metrics_json: Path, thresholds_path: Path, served_metrics: Path | None,
+def gate_command(metrics_json: Path, thresholds_path: Path | None,
+                 served_metrics: Path | None,
                  allowed_ops: tuple[str, ...], destination: str | None,
                  as_json: bool, report_out: Path | None) -> None:
     """Decide which model of METRICS_JSON (a `servopt benchmark --json` or ServingBenchmark
     result) may be pushed. Exit 0 when one passes, 1 when blocked, 2 on bad input.
 
-    Model paths are those metrics.json recorded (relative ones from the directory the
-    benchmark ran in)."""
-    from components.core.gate import (
-        Thresholds,
-        candidate_paths,
-        evaluate_gate,
-        load_metrics,
-    )
+    Model paths are those metrics.json recorded: absolute ones (`servopt benchmark`, the
+    pipelines) from anywhere; a relative one from the directory the benchmark ran in.
+    Thresholds: --thresholds, else the packaged defaults (configs/thresholds.yaml)."""
+    from components.core.gate import Thresholds, load_metrics
 
-    metrics = load_metrics(metrics_json)
+    metrics = load_metrics(metrics_json)  # bad input fails here, before TensorFlow loads
     thresholds = Thresholds.from_yaml(thresholds_path)
     served = _served_metrics(served_metrics) if served_metrics else None
+    from components.core.gate import candidate_paths, evaluate_gate, pairs_table
+
     decision = evaluate_gate(metrics, thresholds, candidate_paths(metrics), served=served,
                              allowed_ops=allowed_ops)
     if destination:
@@ -99,8 +99,8 @@ def gate_command(metrics_json: Path, thresholds_path: Path, served_metrics: Path
     else:
         from components.core.table import Paragraph
 
-        stdout.print(decision.pairs_table())
-        for line in decision.summary_lines(table_width=None):
+        stdout.print(pairs_table(decision))
+        for line in decision.summary_lines():
             stdout.print(Paragraph(line))
     if not decision.blessed:
         sys.exit(BLOCKED_EXIT)

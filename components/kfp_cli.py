@@ -145,6 +145,7 @@ def run_local_command(model: str, examples: str, push_destination: str, pipeline
                       benchmark_config: Path | None, thresholds_path: Path | None,
                       recipe_path: Path | None) -> None:
     """Run the pipeline on this machine with kfp.local (each step in its own process)."""
+    from components.core.gate import pairs_table
     from components.kfp.pipeline import run_local
 
     sizes, settings = _benchmark(benchmark_config, _batch_sizes(batch_sizes))
@@ -152,7 +153,7 @@ def run_local_command(model: str, examples: str, push_destination: str, pipeline
                     label_key=label_key, thresholds=_thresholds(thresholds_path),
                     batch_sizes=sizes, benchmark_settings=settings, **_recipe(recipe_path))
     decision = run.gate_decision()
-    stdout.print(decision.pairs_table())
+    stdout.print(pairs_table(decision))
     if run.pushed:
         stdout.print(f"pushed '{run.pushed['pushed_model_name']}' as version "
                      f"{run.pushed_version} to {run.pushed['path']}")

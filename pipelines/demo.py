@@ -27,6 +27,7 @@ from pipelines.local_runner import (
     SERVING_DIR,
     local_pipeline,
     run_tfx_pipeline,
+    work_directory,
 )
 from pipelines.mlmd_summary import (
     ExecutionRecord,
@@ -60,6 +61,7 @@ class DemoResult:
 def run_demo(workdir: Path, runner: str = "beam", config_path: Path | None = None,
              console: Console | None = None, verbose: bool = False) -> DemoResult:
     console = console or Console(stderr=True)
+    workdir = work_directory(workdir)  # absolute URIs in ML Metadata and metrics.json
     metadata_path = workdir / METADATA_FILE
     if not verbose:
         absl_logging.set_verbosity(absl_logging.ERROR)

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from components.core.errors import ServoptError
+from components.core.uris import absolute
 
 RUNNERS = ("beam", "local")
 METADATA_FILE = "metadata.sqlite"
@@ -19,9 +20,17 @@ PIPELINE_ROOT = "pipeline_root"
 SERVING_DIR = Path("serving") / "digits"
 
 
+def work_directory(workdir: Path) -> Path:
+    """The work directory, absolute: ML Metadata records the artifact URIs under it as
+    they are given, and a reader started in another directory (`servopt gate` on the
+    benchmark's metrics.json, an ML Metadata client) must find them."""
+    return Path(absolute(workdir))
+
+
 def local_pipeline(workdir: Path, config_path: Path | None = None):
     from pipelines.digits.pipeline import create_pipeline
 
+    workdir = work_directory(workdir)
     return create_pipeline(workdir / PIPELINE_ROOT, workdir / METADATA_FILE,
                            workdir / SERVING_DIR, config_path)
 
@@ -29,6 +38,7 @@ def local_pipeline(workdir: Path, config_path: Path | None = None):
 def run_pipeline(workdir: Path, runner: str = "beam", config_path: Path | None = None
                  ) -> None:
     """Runs the digits pipeline with BeamDagRunner (default) or LocalDagRunner."""
+    workdir = work_directory(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     run_tfx_pipeline(local_pipeline(workdir, config_path), runner)
 

@@ -38,6 +38,22 @@ def test_a_passing_candidate_exits_0_and_names_the_choice(metrics_json):
     assert "quantized" in result.output  # lowest p99 at batch 100
 
 
+def test_without_thresholds_the_packaged_defaults_judge_from_any_directory(
+        metrics_json, tmp_path, monkeypatch):
+    """The packaged defaults are components/configs/thresholds.yaml (= configs/, see
+    test_packaged_defaults); the models' paths in metrics.json are absolute."""
+    given = servopt("gate", metrics_json, "--thresholds", CONFIGS / "thresholds.yaml",
+                    "--json")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    default = servopt("gate", metrics_json, "--json")
+    assert default.exit_code == given.exit_code == 0, default.output
+    assert json.loads(default.stdout) == json.loads(given.stdout)
+    assert "safety" not in " ".join(c["threshold"] for c in json.loads(default.stdout)["checks"]
+                                    if not c["passed"])
+
+
 def test_blocked_exits_1_and_json_says_why(metrics_json):
     result = servopt("gate", metrics_json, "--thresholds",
                      CONFIGS / "thresholds_impossible.yaml", "--json")

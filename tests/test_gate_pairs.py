@@ -22,7 +22,14 @@ from components.core.batching import (
 )
 from components.core.config import deep_merge
 from components.core.errors import ServoptError
-from components.core.gate import GateDecision, Thresholds, evaluate_gate, push_model
+from components.core.gate import (
+    GateDecision,
+    Thresholds,
+    evaluate_gate,
+    log_lines,
+    pairs_table,
+    push_model,
+)
 from components.core.requirements import (
     ServingRequirements,
     read_requirements,
@@ -239,7 +246,7 @@ def test_without_a_destination_the_command_names_the_model_base_path_as_a_variab
 
 def test_the_pairs_table_lists_every_pair_best_first_the_chosen_marked(model_dirs):
     decision = gate(model_dirs, {"value": {"max_p99_ms": 20}})
-    text = decision.pairs_table().plain(200)
+    text = pairs_table(decision).plain(200)
     lines = text.splitlines()
     assert lines[0] == (f"PusherGate: push '{VARIANT}', configuration interpreters_per_pool=10; "
                         "the (version, TF Serving configuration) pairs judged at batch 100")
@@ -255,9 +262,9 @@ def test_the_pairs_table_lists_every_pair_best_first_the_chosen_marked(model_dir
     assert body[0][9:] == ["chosen"] and body[1][9:] == ["pass"]
     assert " ".join(body[3][9:]) == ("blocked: value.max_p99_ms: p99 latency at batch 100: "
                                      "30 ms > max 20 ms")
-    summary = decision.summary_lines()
+    summary = log_lines(decision)
     assert any(line.strip().startswith(lines[0][:40]) for line in summary)
-    narrow = decision.pairs_table().plain(40)  # one block per pair: nothing cut
+    narrow = pairs_table(decision).plain(40)  # one block per pair: nothing cut
     assert "interpreters_per_pool=10" in narrow and "19608" in narrow
 
 

@@ -36,7 +36,10 @@ STARTUP_NOISE = re.compile(
     # DefaultOneDnnPolicy() or TF_ENABLE_ONEDNN_OPTS turns oneDNN on. Only this INFO
     # line: its LOG(WARNING) for a malformed TF_ENABLE_ONEDNN_OPTS is still shown.
     r"|port\.cc:\d+\] oneDNN custom operations are on\. "
-    r"|^To enable the following instructions: .* rebuild TensorFlow")
+    r"|^To enable the following instructions: .* rebuild TensorFlow"
+    # tensorflow/lite/core/interpreter_builder.cc (TFLITE_LOG_PROD_ONCE, INFO) at the first
+    # interpreter that applies the default XNNPACK delegate.
+    r"|^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.")
 
 
 @contextlib.contextmanager

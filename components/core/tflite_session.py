@@ -41,7 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.core.tf_setup import tf
+from components.core.tf_setup import quiet_stderr, tf, without_noise
 
 import flatbuffers
 import numpy as np
@@ -302,21 +302,24 @@ class TfLiteSession:
         except TfLiteSessionError as err:
             raise TfLiteSessionError(f"{self.path}: {err}") from None
         _check_ops(self.path, content)
-        first = _interpreter(self.path, content)
-        try:
-            resolved = resolve_signatures(content, first.get_input_details(),
-                                          first.get_output_details())
-        except TfLiteSessionError as err:
-            raise TfLiteSessionError(f"{self.path}: {err}") from None
-        self.signatures, self.generated = resolved.signatures, resolved.generated
-        self._inputs = _tensor_map(first.get_input_details(), "Input")
-        self._outputs = _tensor_map(first.get_output_details(), "Output")
-        self._free: queue.Queue = queue.Queue()
-        for index in range(max(1, pools)):
-            interpreter = first if index == 0 else _interpreter(self.path, content)
-            interpreter.allocate_tensors()
-            shapes = {d["index"]: list(d["shape"]) for d in interpreter.get_input_details()}
-            self._free.put((interpreter, shapes))
+        # The first interpreter with XNNPACK prints TFLite's "Created TensorFlow Lite XNNPACK
+        # delegate for CPU" (start-up noise, tf_setup.STARTUP_NOISE): left out here.
+        with quiet_stderr(keep=without_noise):
+            first = _interpreter(self.path, content)
+            try:
+                resolved = resolve_signatures(content, first.get_input_details(),
+                                              first.get_output_details())
+            except TfLiteSessionError as err:
+                raise TfLiteSessionError(f"{self.path}: {err}") from None
+            self.signatures, self.generated = resolved.signatures, resolved.generated
+            self._inputs = _tensor_map(first.get_input_details(), "Input")
+            self._outputs = _tensor_map(first.get_output_details(), "Output")
+            self._free: queue.Queue = queue.Queue()
+            for index in range(max(1, pools)):
+                interpreter = first if index == 0 else _interpreter(self.path, content)
+                interpreter.allocate_tensors()
+                shapes = {d["index"]: list(d["shape"]) for d in interpreter.get_input_details()}
+                self._free.put((interpreter, shapes))
 
     def signature(self, name: str) -> meta_graph_pb2.SignatureDef:
         """predict_util.cc: an unknown key fails; so does a method Predict cannot run."""

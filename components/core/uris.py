@@ -26,6 +26,13 @@ def is_remote(uri: str | os.PathLike) -> bool:
     return "://" in str(uri)
 
 
+def absolute(uri: str | os.PathLike) -> str:
+    """`uri` as recorded for readers started in any directory (ML Metadata, metrics.json,
+    `servopt gate`): a local path made absolute (os.path.abspath: from the current
+    directory, `..` folded, symbolic links kept); a URI as it is."""
+    return str(uri) if is_remote(uri) else os.path.abspath(uri)
+
+
 def local_path(uri: str, into: str | None = None) -> str:
     """A path this process can read for `uri`: a local path as is; gs://... through the
     Cloud Storage FUSE mount where there is one; any other URL copied into a new

@@ -255,8 +255,12 @@ def run_local(model_uri: str | Path, eval_examples_uri: str | Path,
     import kfp.local
 
     from components.core.model_io import resolve_saved_model_dir
+    from components.core.uris import absolute
 
-    arguments = pipeline_arguments(model_uri, eval_examples_uri, push_destination, **optional)
+    # Absolute: the steps record these paths (metrics.json, the decision) for readers
+    # started in any directory.
+    arguments = pipeline_arguments(absolute(model_uri), absolute(eval_examples_uri),
+                                   absolute(push_destination), **optional)
     check_arguments(arguments)
     resolve_saved_model_dir(arguments["model_uri"])  # a wrong path fails now, with its reason
     if not Path(arguments["eval_examples_uri"]).exists():

@@ -100,6 +100,7 @@ def benchmark(model_uri: str, frozen_model: Input[Model], optimized_model: Input
 
     from components.core.benchmark import ModelSpec, run_benchmark
     from components.core.benchmark.outputs import metrics_checkpoint, write_results
+    from components.core.benchmark.worker_log import WORKERS_DIR, worker_output
     from components.core.producers import MODEL_OUTPUTS
     from components.kfp.mapping import (
         METRICS_FILE,
@@ -115,10 +116,12 @@ def benchmark(model_uri: str, frozen_model: Input[Model], optimized_model: Input
     paths = model_paths(model_uri, [given[name] for name in MODEL_OUTPUTS])
     out = Path(results.path)
     out.mkdir(parents=True, exist_ok=True)
-    result = run_benchmark([ModelSpec(name, Path(path)) for name, path in paths.items()],
-                           settings.for_run(Path(examples) if examples else None),
-                           progress=lambda line: print(f"ServingBenchmark: {line}", flush=True),
-                           checkpoint=metrics_checkpoint(out / METRICS_FILE))
+    with worker_output(out / WORKERS_DIR):  # the workers' logs, beside metrics.json
+        result = run_benchmark(
+            [ModelSpec(name, Path(path)) for name, path in paths.items()],
+            settings.for_run(Path(examples) if examples else None),
+            progress=lambda line: print(f"ServingBenchmark: {line}", flush=True),
+            checkpoint=metrics_checkpoint(out / METRICS_FILE))
     failure = write_results(result, out / METRICS_FILE, out / REPORT_FILE)
     data = result.to_dict()
     if failure is None:
@@ -152,7 +155,7 @@ def gate(results: Input[Artifact], thresholds: dict, model_uri: str,
     from collections import namedtuple
     from pathlib import Path
 
-    from components.core.gate import evaluate_gate, load_metrics
+    from components.core.gate import evaluate_gate, load_metrics, log_lines
     from components.core.producers import MODEL_OUTPUTS
     from components.kfp.mapping import (
         DECISION_FILE,
@@ -175,7 +178,7 @@ def gate(results: Input[Artifact], thresholds: dict, model_uri: str,
             judged.release))
     Path(decision.path).mkdir(parents=True, exist_ok=True)
     (Path(decision.path) / DECISION_FILE).write_text(json.dumps(result.to_dict(), indent=2))
-    for line in result.summary_lines():
+    for line in log_lines(result):
         print(line, flush=True)
     decision.metadata.update({"blessed": int(result.blessed), "chosen": result.chosen or "",
                               "configuration": result.label or "",

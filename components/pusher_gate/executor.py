@@ -18,6 +18,7 @@ from components.core.gate import (
     candidate_paths,
     evaluate_gate,
     load_metrics,
+    log_lines,
     push_model,
 )
 from components.core.gate.release import (
@@ -73,7 +74,7 @@ class Executor(Staged, base_executor.BaseExecutor):
             decision = dataclasses.replace(decision, server_command=server_command(
                 decision.server_command, config_path(destination, thresholds.release),
                 thresholds.release))
-        for line in decision.summary_lines():
+        for line in log_lines(decision):
             logging.info("PusherGate: %s", line)
         blessing_dir = Path(stage.output(blessing.uri))
         (blessing_dir / DECISION_FILE).write_text(json.dumps(decision.to_dict(), indent=2))

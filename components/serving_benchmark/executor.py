@@ -15,6 +15,7 @@ from components.core.benchmark import ModelSpec, run_benchmark
 from components.core.benchmark.config import BenchmarkConfig
 from components.core.benchmark.outputs import metrics_checkpoint, write_results
 from components.core.benchmark.schema import headline_figures
+from components.core.benchmark.worker_log import WORKERS_DIR, worker_output
 from components.core.producers import ModelIdentity, was_produced
 from components.core.uris import Staging
 from components.serving_benchmark.keys import CANDIDATE_KEYS
@@ -69,9 +70,11 @@ class Executor(Staged, base_beam_executor.BaseBeamExecutor):
         served = served_version(optional_single(input_dict, "served_model"))
         out_dir = Path(stage.output(output.uri))
         # metrics.json as rows complete (local paths until the end rewrites them)
-        result = run_benchmark(models, config, progress=lambda line: logging.info("%s", line),
-                               served=Path(stage.input(served)) if served else None,
-                               checkpoint=metrics_checkpoint(out_dir / METRICS_FILE))
+        with worker_output(out_dir / WORKERS_DIR):  # the workers' logs, in the artifact
+            result = run_benchmark(
+                models, config, progress=lambda line: logging.info("%s", line),
+                served=Path(stage.input(served)) if served else None,
+                checkpoint=metrics_checkpoint(out_dir / METRICS_FILE))
         for model in result.models.values():  # the gate reads the models from their URIs
             model.path = stage.uri_of(model.path)
         failure = write_results(result, out_dir / METRICS_FILE, out_dir / REPORT_FILE)

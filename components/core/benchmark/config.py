@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from components.core.errors import ServoptError
+from components.core.uris import absolute
 
 # session: every model in-process on the runtime TF Serving would use for it (a Session,
 # or TfLiteSession's interpreters for model.tflite); tfserving: a live tensorflow_model_server.
@@ -315,7 +316,8 @@ def default_name(path: Path) -> str:
 def name_models(arguments: Sequence[str], names: Sequence[str] = ()) -> list[ModelSpec]:
     """ModelSpecs for command-line models: 'PATH' or 'NAME=PATH', or names given apart.
 
-    Names are made unique in order: a second 'model' becomes 'model-2'.
+    Names are made unique in order: a second 'model' becomes 'model-2'. Paths are made
+    absolute (metrics.json records them; `servopt gate` reads them from any directory).
     """
     if not arguments:
         raise ServoptError("no models given; pass the baseline model first, then candidates")
@@ -338,7 +340,7 @@ def name_models(arguments: Sequence[str], names: Sequence[str] = ()) -> list[Mod
         while candidate in taken:
             candidate, suffix = f"{name}-{suffix}", suffix + 1
         taken.add(candidate)
-        unique.append(ModelSpec(candidate, path))
+        unique.append(ModelSpec(candidate, Path(absolute(path))))  # metrics.json holds it
     return unique
 
 

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import components.core.tf_setup  # noqa: F401  (TensorFlow quietly, before tensorflow.*)
+
 import numpy as np
 from tensorflow.core.protobuf import meta_graph_pb2
 

@@ -26,7 +26,6 @@ baseline failed and warns when a candidate did.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import math
 import time
@@ -50,6 +49,7 @@ from components.core.benchmark.engines import ResolvedModel, resolve_model
 from components.core.benchmark.feeds import ModelSignature, input_pools, read_signature
 from components.core.benchmark.flops import flops_per_example
 from components.core.benchmark.machine import machine_info
+from components.core.benchmark.results import copy_measurements, fill_batches
 from components.core.benchmark.runtimes import (
     Row,
     engine_spec,
@@ -60,7 +60,6 @@ from components.core.benchmark.runtimes import (
 )
 from components.core.benchmark.scheduler import (
     Series,
-    compare,
     concurrency_sweep,
     interleaved_rounds,
     warm_up,
@@ -452,20 +451,6 @@ class BenchmarkSession:
         return total
 
 
-MEASUREMENTS = ("load_time_s", "first_request_ms", "peak_memory_bytes", "flops_per_example",
-                "batches", "concurrency", "accuracy", "error")
-
-
-def copy_measurements(source: ModelResult, target: ModelResult,
-                      keys: Sequence[str] = MEASUREMENTS) -> None:
-    """`keys` of what was measured of `source`, onto a row that computes the same."""
-    for key in keys:
-        setattr(target, key, copy.deepcopy(getattr(source, key)))
-    if "flops_per_example" in keys and source.flops_per_example is not None:
-        for batch in target.batches.values():
-            batch.achieved_flops_per_s = source.flops_per_example * batch.throughput
-
-
 def run_benchmark(models: Sequence[ModelSpec], config: BenchmarkConfig | None = None,
                   progress: Progress | None = None, served: Path | None = None,
                   checkpoint: Checkpoint | None = None) -> BenchmarkResult:
@@ -534,36 +519,6 @@ def _drop_failed(runners: dict, failed: dict[str, str], errors: dict[str, str],
         runner = runners.pop(name, None)
         if runner is not None:
             runner.close()
-
-
-def fill_batches(results: dict[str, ModelResult], series: dict[str, dict[int, Series]],
-                 baseline: str, confidence: float, served: str | None = None) -> None:
-    """Each model's statistics per batch size, and a candidate's speedups over `baseline`
-    with their `confidence` intervals; where the `served` version was measured in the same
-    rounds, a candidate's speedups over it too (served_speedup_*), paired the same way."""
-    for name, by_size in series.items():
-        for size, measured in by_size.items():
-            batch = measured.result()
-            if served is not None and name not in (baseline, served) \
-                    and size in series.get(served, {}):
-                versus = compare(series[served][size], measured, confidence)
-                if versus is not None:
-                    batch.served_speedup_p50 = versus.speedup_p50.estimate
-                    batch.served_speedup_p50_interval = versus.speedup_p50.to_list()
-                    batch.served_speedup_p99 = versus.speedup_p99.estimate
-                    batch.served_speedup_p99_interval = versus.speedup_p99.to_list()
-            if name != baseline and size in series[baseline]:
-                batch.speedup_stable = measured.speedup_stable(series[baseline][size])
-                comparison = compare(series[baseline][size], measured, confidence)
-                if comparison is not None:
-                    batch.speedup_p50 = comparison.speedup_p50.estimate
-                    batch.speedup_p99 = comparison.speedup_p99.estimate
-                    batch.throughput_ratio = comparison.throughput_ratio.estimate
-                    batch.speedup_p50_interval = comparison.speedup_p50.to_list()
-                    batch.speedup_p99_interval = comparison.speedup_p99.to_list()
-                    batch.throughput_ratio_interval = comparison.throughput_ratio.to_list()
-                    batch.confidence = confidence
-            results[name].batches[size] = batch
 
 
 def _count_flops(rows: dict[str, Row], results: dict[str, ModelResult],

@@ -55,6 +55,7 @@ from components.core.batching import batching_candidates
 from components.core.benchmark.config import BenchmarkConfig, available_cores
 from components.core.benchmark.engines import TFLITE_INITIAL_BATCH_SIZE
 from components.core.benchmark.measure import WindowSample
+from components.core.benchmark.results import copy_measurements, fill_batches
 from components.core.benchmark.runtimes import Row, row_runner, runtime_info
 from components.core.benchmark.scheduler import Series, compare, interleaved_rounds
 from components.core.benchmark.schema import (
@@ -422,8 +423,6 @@ class ConfigurationSearch:
     def inherit(self) -> None:
         """Searched rows compute what their default row computes (same model file, same
         numbers) unless a numeric knob changed: FLOPs and accuracy are copied from it."""
-        from components.core.benchmark.run import copy_measurements
-
         numeric = self.numeric_rows()
         for name, origin in self.origin.items():
             if name in self.result.models:
@@ -433,8 +432,6 @@ class ConfigurationSearch:
 
     def _record(self, rows: list[Row], series: dict[str, Series], size: int,
                 errors: dict[str, str]) -> None:
-        from components.core.benchmark.run import fill_batches
-
         measured = {row.name: {size: series[row.name]} for row in rows if row.name in series}
         baseline = self.session.baseline
         served = getattr(self.session, "served", None)

@@ -1,6 +1,7 @@
 """The gate's decision: every check made, the candidate chosen and why.
 
-`GateDecision.to_dict()` is what decision.json holds; `summary_lines()` is for logs.
+`GateDecision.to_dict()` is what decision.json holds; `summary_lines()` is for logs (with the
+pairs table: report.log_lines, which sits above this module).
 A candidate passes when every check on it passes, and so do the run-wide checks
 (blessings, candidate None). Not-applicable checks (e.g. against a served model on the
 first push) pass and are recorded with the reason they do not apply.
@@ -151,16 +152,10 @@ class GateDecision:
                       "candidates": [CandidateResult(**c) for c in data["candidates"]],
                       "checks": [Check(**c) for c in data["checks"]]})
 
-    def pairs_table(self):
-        """Every (version, configuration) pair judged, best first, the chosen one marked
-        (components.core.gate.report.pairs_table)."""
-        from components.core.gate.report import pairs_table
-
-        return pairs_table(self)
-
-    def summary_lines(self, table_width: int | None = 200) -> list[str]:
-        """The decision for logs; with the pairs table laid out for `table_width` (None:
-        without it, for callers that print the table themselves)."""
+    def summary_lines(self, table: str | None = None) -> list[str]:
+        """The decision for logs; `table`, the pairs table laid out as text, after the
+        candidates (report.log_lines passes it; callers that print the table themselves
+        leave it out)."""
         head = (f"PusherGate: blessed: push '{self.chosen}'" if self.blessed
                 else "PusherGate: not blessed: nothing is pushed")
         lines = [head, f"  why: {self.reason}"]
@@ -189,9 +184,8 @@ class GateDecision:
                 not_applicable.setdefault(check.reason, []).append(check.threshold)
         lines += [f"  {reason}: {', '.join(names)}" for reason, names in
                   not_applicable.items()]
-        if table_width is not None and self.candidates:
-            lines += ["  " + line if line else line
-                      for line in self.pairs_table().plain(table_width).splitlines()]
+        if table is not None:
+            lines += ["  " + line if line else line for line in table.splitlines()]
         if self.blessed:
             if self.signatures:
                 lines.append(f"  '{self.chosen}' serves signatures: "
@@ -214,7 +208,7 @@ class GateDecision:
         """Raises GateBlocked (with the summary) when nothing may be pushed."""
         if not self.blessed:
             raise GateBlocked("; ".join(line.strip() for line in
-                                        self.summary_lines(table_width=None)[1:]))
+                                        self.summary_lines()[1:]))
 
 
 def _shell_word(word: str) -> str:

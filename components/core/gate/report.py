@@ -65,6 +65,12 @@ def _cell(value) -> str:
     return str(value)
 
 
+def log_lines(decision: GateDecision, table_width: int = 200) -> list[str]:
+    """The decision for logs, with the pairs table laid out for `table_width`."""
+    table = pairs_table(decision).plain(table_width) if decision.candidates else None
+    return decision.summary_lines(table)
+
+
 def pairs_table(decision: GateDecision) -> Table:
     """Every (version, TF Serving configuration) pair the gate judged, at the primary batch
     size: best first (those that passed by the objective, then the blocked ones), the
