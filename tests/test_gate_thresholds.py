@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from components.core.errors import ServoptError
-from components.core.traffic import TrafficProfile
 from components.core.gate import (
     BaselineThresholds,
     ServedThresholds,
@@ -16,6 +15,7 @@ from components.core.gate import (
     Thresholds,
     ValueThresholds,
 )
+from components.core.traffic import TrafficProfile
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

@@ -6,7 +6,8 @@ thresholds, changes against the baseline and the served model) and so is the run
 traffic profile's objective picks one (e.g. the request-weighted mean p50 over the batch
 sizes clients send), ties broken by the `objective` metrics, in order, each with its own
 direction (lower latency and size are better, higher throughput and accuracy are), then
-the name, so the choice is deterministic. A pair must meet every SLO of the profile. If none pass, nothing is pushed.
+the name, so the choice is deterministic. A pair must meet every SLO of the profile. If
+none pass, nothing is pushed.
 """
 
 from __future__ import annotations
@@ -53,9 +54,9 @@ from components.core.gate.thresholds import (
     Thresholds,
 )
 from components.core.requirements import ServingRequirements
+from components.core.serving_config import DEFAULT_LABEL
 from components.core.traffic import OBJECTIVES as TRAFFIC_OBJECTIVES
 from components.core.traffic import TrafficProfile
-from components.core.serving_config import DEFAULT_LABEL
 
 
 def evaluate_gate(metrics: BenchmarkResult | dict, thresholds: Thresholds | dict,
