@@ -355,7 +355,8 @@ def test_the_decision_says_when_load_may_distort_a_ranking_between_thread_counts
         "8 rounds, 300 requests at batch 100, latency stable; other processes took 40% of "
         "the CPU (median per window), 6 of 8 windows busy (over 25%); the speedup may be "
         "distorted by that load: it runs requests on 1 thread(s), the baseline on 2, and "
-        "load slows the one with more threads more; measure on a machine as quiet as the server will be")
+        "load slows the one with more threads more; measure on a machine as quiet as the "
+        "server will be")
     assert "distorted" not in check(decision, "measurement", "optimized").reason
 
 
