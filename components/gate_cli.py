@@ -19,6 +19,39 @@ from components.core.errors import ServoptError
 
 BLOCKED_EXIT = 1
 stdout = LazyConsole()
+TRAFFIC_OBJECTIVES = ("weighted_p50_ms", "weighted_p99_ms", "throughput_per_core")
+
+
+def traffic_options(command):
+    """The traffic profile's flags, over the thresholds file's `traffic:` (shared by
+    `servopt gate` and `servopt benchmark`)."""
+    options = (
+        click.option("--traffic", "traffic_requests", default=None,
+                     help="The batch sizes clients send with their share of requests, "
+                          "e.g. 1:0.9,100:0.1 (default: the thresholds' traffic.requests)."),
+        click.option("--slo-p99-ms", "traffic_slo", default=None,
+                     help="The p99 SLO per batch size in ms, e.g. 1:50,100:500."),
+        click.option("--traffic-objective", type=click.Choice(TRAFFIC_OBJECTIVES),
+                     default=None, help="What ranks the pairs that meet every SLO "
+                                        "(default: the thresholds' traffic.objective)."),
+        click.option("--clients", "traffic_clients", type=int, default=None,
+                     help="Clients sending at once (default: the thresholds' "
+                          "traffic.clients)."))
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def thresholds_with_flags(thresholds, requests: str | None, slo: str | None,
+                          objective: str | None, clients: int | None):
+    """The thresholds with the traffic flags applied."""
+    import dataclasses
+
+    from components.core.traffic import with_flags
+
+    profile = with_flags(thresholds.traffic, requests, slo, objective, clients)
+    return thresholds if profile is thresholds.traffic else dataclasses.replace(
+        thresholds, traffic=profile)
 
 
 def _served_metrics(path: Path):
@@ -55,9 +88,12 @@ def _served_metrics(path: Path):
                    "to, for the whole tensorflow_model_server command line (without it: "
                    "${MODEL_BASE_PATH} and ${MODEL_NAME}).")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+@traffic_options
 def gate_command(metrics_json: Path, thresholds_path: Path, served_metrics: Path | None,
                  allowed_ops: tuple[str, ...], destination: str | None,
-                 as_json: bool) -> None:
+                 as_json: bool, traffic_requests: str | None = None,
+                 traffic_slo: str | None = None, traffic_objective: str | None = None,
+                 traffic_clients: int | None = None) -> None:
     """Decide which model of METRICS_JSON (a `servopt benchmark --json` or ServingBenchmark
     result) may be pushed. Exit 0 when one passes, 1 when blocked, 2 on bad input.
 
@@ -71,7 +107,9 @@ def gate_command(metrics_json: Path, thresholds_path: Path, served_metrics: Path
     )
 
     metrics = load_metrics(metrics_json)
-    thresholds = Thresholds.from_yaml(thresholds_path)
+    thresholds = thresholds_with_flags(Thresholds.from_yaml(thresholds_path),
+                                       traffic_requests, traffic_slo, traffic_objective,
+                                       traffic_clients)
     served = _served_metrics(served_metrics) if served_metrics else None
     decision = evaluate_gate(metrics, thresholds, candidate_paths(metrics), served=served,
                              allowed_ops=allowed_ops)

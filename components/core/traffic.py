@@ -257,3 +257,47 @@ def _g(value: float) -> str:
 
 def _kind(value) -> str:
     return f"{type(value).__name__} {value!r}"
+
+
+def parse_pairs(text: str, option: str, value_type=float) -> dict[int, float]:
+    """'1:0.9,100:0.1' -> {1: 0.9, 100: 0.1}, with an error naming the option."""
+    pairs: dict[int, float] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        batch, sep, value = item.partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            pairs[int(batch)] = value_type(value)
+        except ValueError:
+            raise ServoptError(f"{option}: '{item}' is not BATCH:VALUE; write e.g. "
+                               f"{option} 1:0.9,100:0.1") from None
+    if not pairs:
+        raise ServoptError(f"{option}: no BATCH:VALUE pair given; write e.g. {option} "
+                           "1:0.9,100:0.1")
+    return pairs
+
+
+def with_flags(profile: TrafficProfile, requests: str | None = None,
+               slo_p99_ms: str | None = None, objective: str | None = None,
+               clients: int | None = None) -> TrafficProfile:
+    """`profile` with what the command line gives instead (--traffic 1:0.9,100:0.1,
+    --slo-p99-ms 1:50,100:500, --traffic-objective, --clients)."""
+    if requests is None and slo_p99_ms is None and objective is None and clients is None:
+        return profile
+    data = profile.to_dict()
+    if requests is not None:
+        shares = parse_pairs(requests, "--traffic")
+        data["requests"] = dict(shares)
+        data["slo_p99_ms"] = {b: ms for b, ms in profile.slo_p99_ms.items() if b in shares}
+    else:
+        data["slo_p99_ms"] = profile.slo_p99_ms
+        data["requests"] = profile.shares
+    if slo_p99_ms is not None:
+        data["slo_p99_ms"] = parse_pairs(slo_p99_ms, "--slo-p99-ms")
+    if objective is not None:
+        data["objective"] = objective
+    if clients is not None:
+        data["clients"] = clients
+    return TrafficProfile.from_dict(data, "the command line")

@@ -253,7 +253,8 @@ class Thresholds:
         if not isinstance(objective, list | tuple):
             raise ServoptError(f"{source}: 'objective' must be a list of metric names, got "
                                f"{_kind(objective)}")
-        if "primary_batch_size" in data and data.get("traffic") is not None:
+        packaged = TrafficProfile.one_batch(DEFAULT_PRIMARY_BATCH_SIZE).to_dict()
+        if "primary_batch_size" in data and data.get("traffic") not in (None, packaged):
             raise ServoptError(f"{source}: both 'primary_batch_size' and 'traffic' are set; "
                                "drop primary_batch_size (write it as traffic: {requests: "
                                f"{{{data['primary_batch_size']}: 1.0}}}})")
