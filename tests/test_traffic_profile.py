@@ -5,6 +5,7 @@ with `primary_batch_size` read as a one-entry profile."""
 from __future__ import annotations
 
 import json
+
 import pytest
 
 from components.core.errors import ServoptError
