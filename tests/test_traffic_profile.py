@@ -236,3 +236,14 @@ def test_the_packaged_profile_is_one_entry_and_the_demo_declares_an_online_one()
     assert demo.slo_p99_ms and demo.objective == "weighted_p50_ms"
 
 
+
+
+def test_the_pairs_table_shows_each_batch_size_and_the_weighted_objective(
+        metrics_and_models):
+    metrics, candidates = metrics_and_models
+    decision = evaluate_gate(metrics, {"traffic": ONLINE, **NO_ACCURACY}, candidates)
+    text = decision.pairs_table().plain(200)
+    assert "pairs judged on the traffic profile 90% batch 1, 10% batch 100" in text
+    assert "p50 ms @1" in text and "p99 ms @100" in text and "weighted_p50_ms" in text
+    chosen_line = next(line for line in text.splitlines() if "chosen" in line)
+    assert "2.35" in chosen_line and "1.5" in chosen_line and "10" in chosen_line
