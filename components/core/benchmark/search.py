@@ -8,8 +8,9 @@ measured (run.BenchmarkSession.measure), the search:
    TF Serving can serve, by the traffic profile's objective (BenchmarkConfig.
    search_profile: the gate's `traffic:`, e.g. the request-weighted mean p50 over 90%
    batch 1 and 10% batch 100; without one, `search_objective` at `search_batch_size`);
-2. tries one knob at a time (KNOBS, in order: the most promising first) on every
-   contender whose runtime has it: each value of the knob is a new row
+2. tries one stage of knobs at a time (KNOBS, in order: the most promising first; a
+   stage measures in one step knobs of different runtimes, or alternatives on one
+   contender) on every contender whose runtime has them: each value is a new row
    (`NAME@runtime:label`, its own worker process with those settings), measured in
    interleaved rounds with the baseline and the contender's current best at EVERY batch
    size of the profile (so a winner's figures are complete for the gate, nothing is
@@ -29,13 +30,12 @@ measured (run.BenchmarkSession.measure), the search:
    complete for the gate and the report.
 
 What it costs: one step measures (1 + contenders + values) workers for 6 rounds (95%
-confidence) of one window at each profile batch size, plus starting the new workers:
-for the demo on 2 cores (one contender per runtime, batch 1 and 100, 1 s windows) about
-15 + 5 x 6 x 1.2 x 2 = 87 s for the TFLite split, about 58 s for each of mixed
-precision, intra-op and inter-op threads and about 73 s for batching: about 330 s in
-all without extra rounds; the default budget (300 s) covers the knobs that apply on a
-CPU (bf16 applies only with bf16 units, where the thread knobs are cheap: see
-docs/traffic-profile.md).
+confidence) of one window at each profile batch size, plus starting the new workers
+(STARTUP_S). For the demo on 2 cores (one contender per runtime, batch 1 and 100, 1 s
+windows, 2 clients): the TFLite split with bf16, 5 workers, 15 + 5 x 6 x 1.2 x 2 = 87 s;
+batching, 6 workers and its winner at both batch sizes, about 130 s; both thread pools,
+4 workers, 73 s: about 290 s before extra rounds, within the default budget of 300 s
+(docs/traffic-profile.md).
 
 Every row it measured stays in the result, with its speedups over the baseline from
 the same rounds, so the gate can judge every (variant, configuration) pair and pick the
@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -112,6 +113,9 @@ class Knob:
     # (current config, row, settings) -> (values to try, why nothing is tried)
     values: Callable[[ServingConfig, Row, BenchmarkConfig], tuple[list, str]]
     concurrent: bool = False  # judged with concurrent clients (search_clients)
+    # Knobs of one stage are measured in one step (one startup, one baseline and
+    # incumbent for all): knobs of different runtimes, or alternatives on one contender.
+    stage: int = 0
 
 
 def search_clients(settings: BenchmarkConfig) -> int:
@@ -170,12 +174,16 @@ def _batching(config: ServingConfig, row: Row, settings: BenchmarkConfig
 
 # The most promising first (measured here: the TFLite split and bf16 gain 1.5-4x at batch
 # 100, thread pools a few percent), so a budget that runs short leaves out the least.
+# Stages: the TFLite split and bf16 (different runtimes) together, batching alone (judged
+# under concurrent clients), then both thread pools as alternatives to the best so far.
 KNOBS = (
-    Knob("tflite_interpreters_per_pool", TFLITE_RUNTIME, _interpreter_counts),
-    Knob("mixed_precision", TENSORFLOW_RUNTIME, _mixed_precision),
-    Knob("batching", TENSORFLOW_RUNTIME, _batching, concurrent=True),
-    Knob("intra_op_threads", TENSORFLOW_RUNTIME, _thread_counts("intra_op_threads")),
-    Knob("inter_op_threads", TENSORFLOW_RUNTIME, _thread_counts("inter_op_threads")),
+    Knob("tflite_interpreters_per_pool", TFLITE_RUNTIME, _interpreter_counts, stage=0),
+    Knob("mixed_precision", TENSORFLOW_RUNTIME, _mixed_precision, stage=0),
+    Knob("batching", TENSORFLOW_RUNTIME, _batching, concurrent=True, stage=1),
+    Knob("intra_op_threads", TENSORFLOW_RUNTIME, _thread_counts("intra_op_threads"),
+         stage=2),
+    Knob("inter_op_threads", TENSORFLOW_RUNTIME, _thread_counts("inter_op_threads"),
+         stage=2),
 )
 
 
@@ -308,28 +316,8 @@ class ConfigurationSearch:
         contenders = self.contenders()
         self.best = {name: name for name in contenders}
         stopped = "every knob was tried" if contenders else "no candidate to search"
-        for knob in KNOBS:
-            plans, outcomes = self._plan(knob, contenders)
-            if not plans:
-                if outcomes:
-                    self.steps.append(SearchStep(knob.name, [], outcomes))
-                continue
-            # The step, and measuring at the other batch sizes (_complete) every searched
-            # row that can be a best after it: the budget holds both.
-            kept = {self.origin[name] for name in self.extra_runners} | set(plans)
-            cost = (self._step_cost(1 + len(plans) + sum(map(len, plans.values())))
-                    + self._completion_cost(len(kept), knob.concurrent))
-            if self.elapsed() + cost > self.settings.search_budget_s:
-                self.skipped.append(knob.name)
-                self.steps.append(SearchStep(knob.name, [], {
-                    contender: f"not tried: the search budget of "
-                               f"{self.settings.search_budget_s:g} s would be passed (about "
-                               f"{cost:.0f} s more after {self.elapsed():.0f} s)"
-                    for contender in plans}))
-                continue
-            self.session.say(f"configuration search: {knob.name} on "
-                             f"{', '.join(plans)}")
-            self._step(knob, plans, outcomes)
+        for _, group in itertools.groupby(KNOBS, key=lambda knob: knob.stage):
+            self._stage(list(group), contenders)
         self._complete()
         if self.skipped:
             stopped = (f"the search budget of {self.settings.search_budget_s:g} s left out "
@@ -340,6 +328,43 @@ class ConfigurationSearch:
                             best=dict(self.best), steps=self.steps, stopped=stopped,
                             traffic=self.profile.to_dict(),
                             tried=[step.knob for step in self.steps if step.rows])
+
+    def _stage(self, knobs: list[Knob], contenders: list[str]) -> None:
+        """The knobs of one stage in one step, if the budget holds it; one SearchStep per
+        knob either way."""
+        plans: dict[str, list[Row]] = {}
+        per_knob, reasons = {}, {}
+        for knob in knobs:
+            per_knob[knob.name], reasons[knob.name] = self._plan(knob, contenders)
+            for contender, rows in per_knob[knob.name].items():
+                plans.setdefault(contender, []).extend(rows)
+        concurrent = any(knob.concurrent for knob in knobs)
+        chosen: dict[str, str] = {}
+        if plans:
+            # The step, and measuring at the batch sizes it does not (_complete) every
+            # searched row that can be a best after it: the budget holds both.
+            kept = {self.origin[name] for name in self.extra_runners} | set(plans)
+            cost = (self._step_cost(1 + len(plans) + sum(map(len, plans.values())))
+                    + self._completion_cost(len(kept), concurrent))
+            if self.elapsed() + cost > self.settings.search_budget_s:
+                skipped = [knob.name for knob in knobs if per_knob[knob.name]]
+                self.skipped += skipped
+                chosen = {contender: f"not tried: the search budget of "
+                                     f"{self.settings.search_budget_s:g} s would be passed "
+                                     f"(about {cost:.0f} s more after "
+                                     f"{self.elapsed():.0f} s)" for contender in plans}
+                plans = {}
+            else:
+                tried = " and ".join(knob.name for knob in knobs if per_knob[knob.name])
+                self.session.say(f"configuration search: {tried} on {', '.join(plans)}")
+                chosen = self._step(concurrent, plans)
+        for knob in knobs:
+            rows = [row.name for rows in per_knob[knob.name].values() for row in rows]
+            outcomes = {**reasons[knob.name],
+                        **{contender: chosen[contender] for contender in per_knob[knob.name]
+                           if contender in chosen}}
+            if outcomes:
+                self.steps.append(SearchStep(knob.name, rows if plans else [], outcomes))
 
     def _plan(self, knob: Knob, contenders: list[str]
               ) -> tuple[dict[str, list[Row]], dict[str, str]]:
@@ -358,8 +383,9 @@ class ConfigurationSearch:
                                 for v in values]
         return plans, outcomes
 
-    def _step(self, knob: Knob, plans: dict[str, list[Row]], outcomes: dict[str, str]
-              ) -> None:
+    def _step(self, concurrent: bool, plans: dict[str, list[Row]]) -> dict[str, str]:
+        """Measures the plans' rows with their incumbents and the baseline; returns each
+        contender's outcome."""
         session = self.session
         new_rows = [row for rows in plans.values() for row in rows]
         for contender, rows in plans.items():
@@ -369,8 +395,8 @@ class ConfigurationSearch:
         for contender in plans:
             runners[self.best[contender]] = self._runner(self.best[contender])
         runners |= started
-        clients = search_clients(self.settings) if knob.concurrent else 1
-        if knob.concurrent:
+        clients = search_clients(self.settings) if concurrent else 1
+        if concurrent:
             runners = {name: ConcurrentClients(runner, clients)
                        for name, runner in runners.items()}
         series, errors = self._rounds(runners)
@@ -378,10 +404,11 @@ class ConfigurationSearch:
         for size in self.profile.batch_sizes:
             at_size = {name: by_size[size] for name, by_size in series.items()
                        if size in by_size}
-            if knob.concurrent:
+            if concurrent:
                 self._record_concurrent(new_rows, at_size, clients, errors, size)
             else:
                 self._record(new_rows, at_size, size, errors)
+        outcomes = {}
         for contender, rows in plans.items():
             incumbent = self.best[contender]
             outcomes[contender] = self._choose(contender, incumbent, rows, judged)
@@ -393,7 +420,7 @@ class ConfigurationSearch:
         for name in list(self.extra_runners):  # a searched best that was beaten
             if name not in self.best.values():
                 self._close(name, self.extra_runners.pop(name))
-        self.steps.append(SearchStep(knob.name, [row.name for row in new_rows], outcomes))
+        return outcomes
 
     def _rounds(self, runners: dict) -> tuple[dict[str, dict[int, Series]], dict[str, str]]:
         """Interleaved rounds of `runners` at every batch size of the profile."""
