@@ -247,3 +247,13 @@ def test_the_pairs_table_shows_each_batch_size_and_the_weighted_objective(
     assert "p50 ms @1" in text and "p99 ms @100" in text and "weighted_p50_ms" in text
     chosen_line = next(line for line in text.splitlines() if "chosen" in line)
     assert "2.35" in chosen_line and "1.5" in chosen_line and "10" in chosen_line
+
+
+def test_replacing_a_group_or_the_profile_keeps_the_profile_given():
+    import dataclasses
+
+    online = Thresholds.from_dict({"traffic": ONLINE})
+    relaxed = dataclasses.replace(online, inconclusive="allow")
+    assert relaxed.traffic == online.traffic and relaxed.primary_batch_size == 1
+    flagged = dataclasses.replace(Thresholds(), traffic=online.traffic)
+    assert flagged.traffic == online.traffic

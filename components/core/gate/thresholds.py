@@ -205,7 +205,10 @@ class Thresholds:
     primary_batch_size: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        if self.primary_batch_size is not None:
+        # An explicit profile wins (dataclasses.replace passes the primary batch size of
+        # the profile it replaces); a given batch size replaces the default profile only.
+        if self.primary_batch_size is not None and self.traffic == TrafficProfile.one_batch(
+                DEFAULT_PRIMARY_BATCH_SIZE):
             _validate("thresholds", self.primary_batch_size, self.inconclusive,
                       self.objective, {})
             object.__setattr__(self, "traffic", _legacy_profile(self.primary_batch_size,
