@@ -42,8 +42,8 @@ def traffic_options(command):
     return command
 
 
-def thresholds_with_flags(thresholds, requests: str | None, slo: str | None,
-                          objective: str | None, clients: int | None):
+def thresholds_with_flags(thresholds, requests: str | None = None, slo: str | None = None,
+                          objective: str | None = None, clients: int | None = None):
     """The thresholds with the traffic flags applied."""
     import dataclasses
 

@@ -257,3 +257,24 @@ def test_replacing_a_group_or_the_profile_keeps_the_profile_given():
     assert relaxed.traffic == online.traffic and relaxed.primary_batch_size == 1
     flagged = dataclasses.replace(Thresholds(), traffic=online.traffic)
     assert flagged.traffic == online.traffic
+
+
+def test_servopt_benchmark_measures_what_the_gate_it_feeds_will_decide(tmp_path):
+    """`servopt benchmark` then `servopt gate`: the benchmark reads the thresholds the
+    gate will read (packaged, or --thresholds): their speedup lines, so a candidate is
+    measured until its interval clears them, and their traffic profile."""
+    from components.benchmark_cli import _gate_lines
+
+    packaged = _gate_lines({}, None)
+    assert packaged["decide_speedup_p50"] == Thresholds().vs_baseline.min_speedup_p50
+    assert packaged["traffic"] == Thresholds().traffic  # {100: 1.0}, measured by default
+    other_sizes = _gate_lines({"batch_sizes": (1, 8)}, None)
+    assert "traffic" not in other_sizes and "batch_sizes" not in other_sizes
+    path = tmp_path / "t.yaml"
+    path.write_text("traffic: {requests: {1: 0.5, 8: 0.5}}\n"
+                    "vs_baseline: {min_speedup_p50: 1.2}\n")
+    given = _gate_lines({"batch_sizes": (1,)}, str(path))
+    assert given["batch_sizes"] == (1, 8) and given["decide_speedup_p50"] == 1.2
+    assert given["traffic"].shares == {1: 0.5, 8: 0.5}
+    flagged = _gate_lines({}, None, "1:1.0", None, None, None)
+    assert flagged["traffic"].batch_sizes == (1,) and 1 in flagged["batch_sizes"]
