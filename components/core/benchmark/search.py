@@ -472,10 +472,14 @@ class ConfigurationSearch:
             more, failed = self._rounds({name: runners[name] for name in names
                                          if name in runners and name not in errors})
             errors |= failed
+            added = 0
             for name, by_size in more.items():
                 for size, extra in by_size.items():
                     if size in series.get(name, {}):
                         series[name][size].windows += extra.windows
+                        added += len(extra.windows)
+            if not added:  # nothing could be measured: judge on what there is
+                return judged
             judged = judge_all()
 
     def _figures(self, by_size: dict[int, Series]) -> dict[int, list[float]]:
