@@ -25,6 +25,7 @@ from components.core.benchmark.config import (
 )
 from components.core.benchmark.worker_log import WORKERS_DIR
 from components.core.errors import ServoptError
+from components.gate_cli import thresholds_with_flags, traffic_options
 
 if TYPE_CHECKING:
     from components.core.table import Cell, Table
@@ -93,9 +94,16 @@ def search_table(result) -> Table | None:
     if not rows:
         return None
     search = result.search
-    table = Table(title=f"configuration search: {search.objective} at batch "
-                        f"{search.batch_size}, best first ({search.elapsed_s:.0f} s of "
-                        f"{search.budget_s:g}; {search.stopped}); * = best of its version",
+    judged = f"{search.objective} at batch {search.batch_size}"
+    if search.traffic and len(search.traffic.get("requests") or ()) > 1:
+        from components.core.traffic import TrafficProfile
+
+        judged = ("the traffic profile "
+                  + TrafficProfile.from_dict(search.traffic, "metrics").describe())
+    tried = f"; knobs tried: {', '.join(search.tried) or 'none'}" if search.traffic else ""
+    table = Table(title=f"configuration search: {judged}, best first "
+                        f"({search.elapsed_s:.0f} s of {search.budget_s:g}; "
+                        f"{search.stopped}{tried}); * = best of its version",
                   columns=(Column("model"), Column("runtime"), Column("configuration"),
                            *(Column(c, numeric=True) for c in (
                                "p50", "p99", "ex/s", "x p99", "CI x p99"))),
@@ -140,6 +148,28 @@ def _accuracy_table(result) -> Table | None:
         table.add_row(name, _fmt(a.accuracy, ".2%"), _fmt(a.top1_agreement, ".2%"),
                       _fmt(a.max_abs_diff, ".2e"))
     return table
+
+
+def _gate_lines(settings: dict, thresholds_path: str | None, *traffic_flags) -> dict:
+    """What the gate that reads this benchmark decides on (its thresholds: `--thresholds`,
+    else the packaged ones): the speedup lines to measure until decided, and its traffic
+    profile (its batch sizes measured, the search judged on it). Without --thresholds or
+    a traffic flag, a profile whose batch sizes --batch-sizes leaves out is not searched
+    on (the search then reads --search-objective at --search-batch-size)."""
+    from components.core.gate import Thresholds
+
+    thresholds = thresholds_with_flags(Thresholds.from_yaml(thresholds_path), *traffic_flags)
+    lines = {key: value for key, value in thresholds.decision_lines().items()
+             if key != "traffic"}
+    profile = thresholds.traffic
+    asked = thresholds_path is not None or any(f is not None for f in traffic_flags)
+    sizes = tuple(settings.get("batch_sizes") or DEFAULTS.batch_sizes)
+    if asked:
+        lines["batch_sizes"] = sizes + tuple(b for b in profile.batch_sizes if b not in sizes)
+    searched_as_asked = "search_objective" in settings or "search_batch_size" in settings
+    if not searched_as_asked and (asked or all(b in sizes for b in profile.batch_sizes)):
+        lines["traffic"] = profile
+    return lines
 
 
 @click.command("benchmark", cls=ServoptCommand)
@@ -244,6 +274,12 @@ def _accuracy_table(result) -> Table | None:
               help="Show what the worker processes print (TensorFlow's logs). Otherwise "
                    f"it is kept in {WORKERS_DIR}/ beside --json (or --report), and a failed "
                    "worker's last lines are shown.")
+@click.option("--thresholds", "thresholds_path", type=click.Path(), default=None,
+              help="The gate's thresholds YAML `servopt gate` will read (default: the "
+                   "packaged configs/thresholds.yaml): the benchmark measures until its "
+                   "speedup thresholds are decided, measures its traffic profile's batch "
+                   "sizes and searches on the profile.")
+@traffic_options
 def benchmark_command(models: tuple[str, ...], names: tuple[str, ...],
                       batch_sizes: str | None, concurrency: str | None, examples: str | None,
                       label_key: str | None, output_key: str | None, backend: str | None,
@@ -259,7 +295,11 @@ def benchmark_command(models: tuple[str, ...], names: tuple[str, ...],
                       tfserving_rest_port: int | None, tfserving_protocol: str | None,
                       tfserving_binary: str | None, beam_args: tuple[str, ...],
                       allowed_ops: str | None, served: str | None, json_out: str | None,
-                      report_out: str | None, verbose: bool) -> None:
+                      report_out: str | None, verbose: bool,
+                      thresholds_path: str | None = None,
+                      traffic_requests: str | None = None, traffic_slo: str | None = None,
+                      traffic_objective: str | None = None,
+                      traffic_clients: int | None = None) -> None:
     """Benchmark MODEL (the baseline) against each further MODEL (candidates)."""
     from pathlib import Path
 
@@ -286,6 +326,8 @@ def benchmark_command(models: tuple[str, ...], names: tuple[str, ...],
     tfserving = {"host": tfserving_host, "grpc_port": tfserving_grpc_port,
                  "rest_port": tfserving_rest_port, "protocol": tfserving_protocol,
                  "binary": tfserving_binary}
+    settings |= _gate_lines(settings, thresholds_path, traffic_requests, traffic_slo,
+                            traffic_objective, traffic_clients)
     config = BenchmarkConfig(
         **settings,
         tfserving=TFServingOptions(**{k: v for k, v in tfserving.items() if v is not None}),

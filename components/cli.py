@@ -202,7 +202,9 @@ def demo_command(workdir: Path, runner: str, config_path: Path | None, verbose: 
     )
     from pipelines.digits.config import load_pipeline_config
 
-    load_pipeline_config(config_path)  # a bad config fails before anything runs
+    config = load_pipeline_config(config_path)  # a bad config fails before anything runs
+    stdout.print(Paragraph(f"traffic profile: {config.thresholds.traffic.describe()} "
+                           "(the thresholds' traffic:, judged on by the search and the gate)"))
     with worker_output(verbose=verbose):
         result = run_demo(workdir, runner, config_path, console=stderr.get(), verbose=verbose)
     stdout.print(stage_table(result))

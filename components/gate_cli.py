@@ -27,6 +27,39 @@ from components.release_cli import (
 
 BLOCKED_EXIT = 1
 stdout = LazyConsole()
+TRAFFIC_OBJECTIVES = ("weighted_p50_ms", "weighted_p99_ms", "throughput_per_core")
+
+
+def traffic_options(command):
+    """The traffic profile's flags, over the thresholds file's `traffic:` (shared by
+    `servopt gate` and `servopt benchmark`)."""
+    options = (
+        click.option("--traffic", "traffic_requests", default=None,
+                     help="The batch sizes clients send with their share of requests, "
+                          "e.g. 1:0.9,100:0.1 (default: the thresholds' traffic.requests)."),
+        click.option("--slo-p99-ms", "traffic_slo", default=None,
+                     help="The p99 SLO per batch size in ms, e.g. 1:50,100:500."),
+        click.option("--traffic-objective", type=click.Choice(TRAFFIC_OBJECTIVES),
+                     default=None, help="What ranks the pairs that meet every SLO "
+                                        "(default: the thresholds' traffic.objective)."),
+        click.option("--clients", "traffic_clients", type=int, default=None,
+                     help="Clients sending at once (default: the thresholds' "
+                          "traffic.clients)."))
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def thresholds_with_flags(thresholds, requests: str | None = None, slo: str | None = None,
+                          objective: str | None = None, clients: int | None = None):
+    """The thresholds with the traffic flags applied."""
+    import dataclasses
+
+    from components.core.traffic import with_flags
+
+    profile = with_flags(thresholds.traffic, requests, slo, objective, clients)
+    return thresholds if profile is thresholds.traffic else dataclasses.replace(
+        thresholds, traffic=profile)
 
 
 def _served_metrics(path: Path):
@@ -67,10 +100,13 @@ def _served_metrics(path: Path):
 @click.option("--report", "report_out", type=click.Path(path_type=Path), default=None,
               help="Write the benchmark's HTML report here, the pair the gate chose "
                    "highlighted in its figures.")
+@traffic_options
 def gate_command(metrics_json: Path, thresholds_path: Path | None,
                  served_metrics: Path | None,
                  allowed_ops: tuple[str, ...], destination: str | None,
-                 as_json: bool, report_out: Path | None) -> None:
+                 as_json: bool, report_out: Path | None, traffic_requests: str | None = None,
+                 traffic_slo: str | None = None, traffic_objective: str | None = None,
+                 traffic_clients: int | None = None) -> None:
     """Decide which model of METRICS_JSON (a `servopt benchmark --json` or ServingBenchmark
     result) may be pushed. Exit 0 when one passes, 1 when blocked, 2 on bad input.
 
@@ -80,7 +116,9 @@ def gate_command(metrics_json: Path, thresholds_path: Path | None,
     from components.core.gate import Thresholds, load_metrics
 
     metrics = load_metrics(metrics_json)  # bad input fails here, before TensorFlow loads
-    thresholds = Thresholds.from_yaml(thresholds_path)
+    thresholds = thresholds_with_flags(Thresholds.from_yaml(thresholds_path),
+                                       traffic_requests, traffic_slo, traffic_objective,
+                                       traffic_clients)
     served = _served_metrics(served_metrics) if served_metrics else None
     from components.core.gate import candidate_paths, evaluate_gate, pairs_table
 

@@ -139,9 +139,9 @@ def main() -> None:
     thresholds = Thresholds.from_yaml(args.thresholds)
     thresholds = dataclasses.replace(thresholds, vs_baseline=dataclasses.replace(
         thresholds.vs_baseline, max_accuracy_drop=None, min_top1_agreement=None))
-    settings = dataclasses.replace(  # the batch the gate reads; no concurrency sweep
+    settings = dataclasses.replace(  # the batches the gate reads; no concurrency sweep
         BenchmarkConfig.from_yaml(args.benchmark).for_run(),
-        batch_sizes=(thresholds.primary_batch_size,), concurrency=(),
+        batch_sizes=thresholds.batch_sizes, concurrency=(),
         **thresholds.decision_lines()).resolved()
     args.work.mkdir(parents=True, exist_ok=True)
     paths = build_models(args.work)

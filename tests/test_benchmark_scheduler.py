@@ -54,7 +54,7 @@ class FakeRunner:
 # Confidence 0.75: 3 rounds can reach it (min to max of 3 ratios), as the stability rule's 3.
 PLAN = BenchmarkConfig(warmup_requests=5, window_requests=4, window_seconds=None,
                        rewarm_requests=2, max_windows=6, stability_percent=10,
-                       confidence=0.75)
+                       confidence=0.75, min_requests=1)  # the request rule: its own test
 
 
 def windows(calls: list) -> list[str]:
@@ -146,7 +146,8 @@ def test_rounds_go_on_until_the_interval_can_reach_its_confidence():
     """Stable after 3 rounds, but a 95% interval needs 6 ratios (5 reach 93.75%)."""
     calls: list = []
     runners = {"A": FakeRunner("A", [10.0], calls), "B": FakeRunner("B", [5.0], calls)}
-    plan = BenchmarkConfig(window_requests=4, window_seconds=None, max_windows=10)
+    plan = BenchmarkConfig(window_requests=4, window_seconds=None, max_windows=10,
+                           min_requests=1)
     outcome = interleaved_rounds(runners, batch_size=1, plan=plan)
     assert len(windows(calls)) == 12  # 6 rounds
     interval = compare(outcome.series["A"], outcome.series["B"], 0.95).speedup_p50
@@ -191,3 +192,18 @@ def test_each_window_records_how_busy_the_machine_was():
     busy, quiet = outcome.series["A"].result(), outcome.series["B"].result()
     assert (busy.other_cpu, busy.busy_windows) == (0.5, busy.windows)
     assert (quiet.other_cpu, quiet.busy_windows) == (0.1, 0)
+
+
+def test_rounds_go_on_until_every_model_has_the_requests_a_p99_needs():
+    """Stable and confident after 6 rounds of 4 requests (24 each), but a p99 from 24
+    requests is their maximum: rounds go on to 300 requests, up to max_windows."""
+    calls: list = []
+    runners = {"A": FakeRunner("A", [10.0], calls), "B": FakeRunner("B", [5.0], calls)}
+    plan = dataclasses.replace(PLAN, window_requests=40, max_windows=20, min_requests=300)
+    outcome = interleaved_rounds(runners, batch_size=1, plan=plan)
+    assert outcome.series["A"].requests == 320  # 8 rounds of 40: the first >= 300
+    capped = dataclasses.replace(plan, max_windows=7)
+    calls.clear()
+    outcome = interleaved_rounds({"A": FakeRunner("A", [10.0], calls),
+                                  "B": FakeRunner("B", [5.0], calls)}, 1, capped)
+    assert outcome.series["A"].requests == 280  # never past max_windows

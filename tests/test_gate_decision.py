@@ -151,7 +151,8 @@ def test_the_objective_by_default_picks_the_lowest_p99_at_the_primary_batch_size
     assert decision.blessed and decision.chosen == "quantized"
     assert decision.chosen_path == str(candidates["quantized"])
     assert [c.name for c in decision.candidates] == ["quantized", "optimized"]
-    assert decision.reason == ("'quantized' has the lowest p99_ms at batch 100 of the 2 "
+    assert decision.reason == ("'quantized' has the lowest weighted_p99_ms at batch 100 of "
+                               "the 2 "
                                "candidates that passed every check: 11.5 vs 12 for "
                                "'optimized'")
 
@@ -167,9 +168,9 @@ def test_a_tie_on_p99_is_broken_by_the_smaller_size(candidates):
 
 @pytest.mark.parametrize(("objective", "chosen"), [
     (["p99_ms", "size_bytes"], "quantized"),
-    (["accuracy"], "optimized"),  # higher is better
+    (["p50_ms", "accuracy"], "quantized"),  # the profile's objective (p50) ranks first
     (["throughput"], "quantized"),  # higher is better
-    (["top1_agreement"], "optimized"),
+    (["top1_agreement"], "quantized"),  # breaks ties only: p99 (the default) ranks first
     (["load_time_s", "p50_ms"], "quantized"),  # tie on the first, the second decides
 ])
 def test_the_objective_is_configurable(candidates, objective, chosen):
@@ -351,10 +352,11 @@ def test_the_decision_says_when_load_may_distort_a_ranking_between_thread_counts
     busy = check(decision, "measurement", "quantized")
     assert busy.passed and busy.measured == 0.4
     assert busy.reason == (
-        "8 rounds at batch 100, latency stable; other processes took 40% of the CPU (median "
-        "per window), 6 of 8 windows busy (over 25%); the speedup may be distorted by that "
-        "load: it runs requests on 1 thread(s), the baseline on 2, and load slows the one "
-        "with more threads more; measure on a machine as quiet as the server will be")
+        "8 rounds, 300 requests at batch 100, latency stable; other processes took 40% of "
+        "the CPU (median per window), 6 of 8 windows busy (over 25%); the speedup may be "
+        "distorted by that load: it runs requests on 1 thread(s), the baseline on 2, and "
+        "load slows the one with more threads more; measure on a machine as quiet as the "
+        "server will be")
     assert "distorted" not in check(decision, "measurement", "optimized").reason
 
 

@@ -164,8 +164,8 @@ def test_every_configuration_on_the_servers_runtime_is_a_pair_and_the_best_one_i
                                      "--num_tflite_interpreters_per_pool=10"]
     assert decision.chosen_candidate().version == VARIANT
     assert decision.reason == (
-        f"'{VARIANT}:interpreters_per_pool=10' has the lowest p99_ms at batch 100 of the 4 "
-        f"candidates that passed every check: 6 vs 9.5 for '{VARIANT}'")
+        f"'{VARIANT}:interpreters_per_pool=10' has the lowest weighted_p99_ms at batch 100 of "
+        f"the 4 candidates that passed every check: 6 vs 9.5 for '{VARIANT}'")
     # every check is made per pair, the version's own (safety, signatures) included
     for pair in decision.candidates:
         assert {"benchmark", "server", "safety", "signatures", "measurement"} <= {
@@ -179,7 +179,7 @@ def test_a_pair_blocked_by_a_threshold_loses_to_a_worse_pair_that_passes(model_d
                     names=("optimized",))
     assert decision.chosen_pair == "optimized" and decision.label == "default"
     blocked = decision.candidate(f"optimized:{BATCHED_LABEL}")
-    assert not blocked.passed and blocked.objective == {"p50_ms": 9.0}
+    assert not blocked.passed and blocked.objective == {"weighted_p50_ms": 9.0, "p50_ms": 9.0}
     assert blocked.blocked_by == ["value.max_p99_ms: p99 latency at batch 100: 30 ms > max "
                                   "20 ms"]
     assert decision.server_flags == ["--tensorflow_intra_op_parallelism=2",

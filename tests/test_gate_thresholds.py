@@ -15,6 +15,7 @@ from components.core.gate import (
     Thresholds,
     ValueThresholds,
 )
+from components.core.traffic import TrafficProfile
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -30,7 +31,8 @@ def test_the_default_thresholds_file_reads_as_documented():
     assert thresholds.primary_batch_size == 100
     assert thresholds.inconclusive == "block" == Thresholds().inconclusive  # one default
     assert thresholds.server == ServerProfile()  # TF Serving's defaults, this machine's CPU
-    assert thresholds.objective == ("p99_ms", "size_bytes")
+    assert thresholds.traffic == TrafficProfile.one_batch(100, "weighted_p99_ms")
+    assert thresholds.objective == ("size_bytes",)  # ties on the profile's objective
     assert thresholds.value == ValueThresholds(max_size_mb=500)
     assert thresholds.vs_baseline == BaselineThresholds(
         max_accuracy_drop=0.01, min_top1_agreement=0.99, min_speedup_p50=0.95)

@@ -174,8 +174,9 @@ def test_the_demo_searches_tf_serving_settings_and_pushes_the_best_pair_with_its
     assert all(flag in command for flag in decision["server_flags"])
     stdout = " ".join((workdir / "first_stdout.txt").read_text().split())  # lines wrap at 80
     assert "serve it with:" in stdout and "tensorflow_model_server" in stdout
-    assert "pairs judged at batch 100" in stdout
-    assert "configuration search: p99_ms at batch 100" in stdout
+    assert "pairs judged on the traffic profile 90% batch 1, 10% batch 100" in stdout
+    assert "configuration search: the traffic profile 90% batch 1, 10% batch 100" in stdout
+    assert "traffic profile: 90% batch 1, 10% batch 100; 2 clients" in stdout
 
 
 def test_the_demo_pushes_with_the_flags_its_chosen_runtime_needs(workdir):

@@ -34,8 +34,19 @@ from components.core.gate import Thresholds
 # served from model.tflite does not serve, see gate.parity), so the TFLite variants are
 # candidates. The library and configs/thresholds.yaml keep TF Serving's default (false)
 # and require every signature of the Trainer's model; a user file may set either back.
+#
+# Its clients are online: DEMO_TRAFFIC, 9 requests in 10 carry one image, 1 in 10 a batch of
+# 100 (a page of thumbnails), 2 clients at once (the demo's 2 cores), with p99 SLOs of
+# 50 ms and 500 ms, ranked by the request-weighted mean p50 (what a typical request
+# waits). The benchmark measures both batch sizes, the configuration search and the gate
+# judge every (version, configuration) pair on this mix.
+DEMO_TRAFFIC: dict[str, Any] = {
+    "requests": [{"batch_size": 1, "share": 0.9, "slo_p99_ms": 50},
+                 {"batch_size": 100, "share": 0.1, "slo_p99_ms": 500}],
+    "clients": 2, "objective": "weighted_p50_ms"}
 DEMO_OVERLAY: dict[str, Any] = {"thresholds": {"server": {"prefer_tflite_model": True},
-                                               "required_signatures": ["serving_default"]}}
+                                               "required_signatures": ["serving_default"],
+                                               "traffic": DEMO_TRAFFIC}}
 SECTIONS = ("graph_optimizer", "quantizer", "verification", "trainer", "benchmark",
             "thresholds")
 
@@ -69,6 +80,10 @@ def load_pipeline_config(path: str | Path | None = None) -> PipelineConfig:
             raise ServoptError(f"{path}: unknown section '{unknown[0]}'; known sections: "
                                f"{', '.join(SECTIONS)}")
         merged = deep_merge(merged, user)
+        given = user.get("thresholds") or {}
+        if isinstance(given, dict) and "primary_batch_size" in given and \
+                "traffic" not in given:  # an old file: its one batch size is the profile
+            merged["thresholds"].pop("traffic", None)
     config = PipelineConfig(
         recipe=OptimizationRecipe.from_dict(merged, source),
         trainer=fill_dataclass(TrainerSettings, section(merged, "trainer", source), source,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from components.core.errors import ServoptError
+from components.core.traffic import FROM_BATCH_METRIC, TrafficProfile
 from components.core.uris import absolute
 
 # session: every model in-process on the runtime TF Serving would use for it (a Session,
@@ -94,6 +95,9 @@ class BenchmarkConfig:
     decide_speedup_p50: float | None = None
     decide_speedup_p99: float | None = None
     decision_budget_s: float = 60.0
+    # Requests a batch size's p99 needs (stats.MIN_REQUESTS_P99, why there): rounds go on,
+    # up to max_windows, until every model has this many at that batch size.
+    min_requests: int = 300
     intra_op_threads: int | None = None  # None: every core, as TF Serving's default
     inter_op_threads: int | None = None
     # TFLite rows, as TF Serving's flags set them: --num_tflite_pools (None: the cores,
@@ -113,10 +117,16 @@ class BenchmarkConfig:
     # (None: the largest batch size) are measured under other TF Serving settings, one knob
     # at a time, for at most `search_budget_s` seconds (0: no search). The demo pipeline
     # sets the objective and batch size from the gate's thresholds; None: p99_ms.
-    search_budget_s: float = 120.0
+    # With a traffic profile (the gate's thresholds' `traffic:`, set by the demo and by
+    # `servopt benchmark` from the thresholds it reads), the search judges on the profile:
+    # every batch size it lists, its objective, its clients (see search); the two keys
+    # above then do not apply. The default budget covers every knob for the demo on two
+    # cores (see docs/traffic-profile.md for what each step costs).
+    search_budget_s: float = 300.0
     search_objective: str | None = None
     search_batch_size: int | None = None
-    search_contenders: int = 2
+    search_contenders: int = 1
+    traffic: TrafficProfile | None = None
     # Op types (see the gate's safety scan) a model may run although they read or write
     # files, run Python or open the network; a model with others is not run at all.
     allowed_ops: tuple[str, ...] = ()
@@ -124,7 +134,7 @@ class BenchmarkConfig:
     # Seconds for the whole measuring (workers, default rows, concurrency sweep, search;
     # not the FLOPs count and accuracy after it); None: no limit. When it runs short the
     # least promising rows go unmeasured first, each recorded with the reason.
-    total_budget_s: float | None = 420.0
+    total_budget_s: float | None = 600.0
     # --- end total time budget ---
 
     def validate(self) -> None:
@@ -195,6 +205,13 @@ class BenchmarkConfig:
             raise ServoptError(f"search_batch_size {self.search_batch_size} is not among the "
                                f"batch sizes {list(self.batch_sizes)}; add it or leave it "
                                "null (the largest)")
+        if self.traffic is not None:
+            missing = [b for b in self.traffic.batch_sizes if b not in self.batch_sizes]
+            if missing:
+                raise ServoptError(f"the traffic profile's batch size {missing[0]} is not "
+                                   f"among the batch sizes {list(self.batch_sizes)}; add it")
+        if self.min_requests < 1:
+            raise ServoptError(f"min_requests must be >= 1 (got {self.min_requests})")
         if self.search_contenders < 1:
             raise ServoptError(f"search_contenders must be >= 1 (got "
                                f"{self.search_contenders})")
@@ -215,6 +232,14 @@ class BenchmarkConfig:
         """The batch size the configuration search reads its objective at."""
         return self.search_batch_size or max(self.batch_sizes)
 
+    def search_profile(self) -> TrafficProfile:
+        """What the configuration search judges on: the traffic profile; without one,
+        every request at `search_at()`, ranked by `search_metric()`."""
+        if self.traffic is not None:
+            return self.traffic
+        return TrafficProfile.one_batch(self.search_at(),
+                                        FROM_BATCH_METRIC[self.search_metric()])
+
     def tflite_pool_count(self) -> int:
         """--num_tflite_pools: TF Serving's default is the schedulable CPUs (server.h)."""
         return self.tflite_pools or available_cores()
@@ -233,6 +258,9 @@ class BenchmarkConfig:
                                "given by the run (the examples input, Beam's arguments)")
         values = {key: tuple(value) if isinstance(value, list) else value
                   for key, value in values.items()}
+        if isinstance(values.get("traffic"), dict):
+            values["traffic"] = TrafficProfile.from_dict(values["traffic"],
+                                                         f"{source}: {where}")
         if isinstance(values.get("tfserving"), dict):
             values["tfserving"] = fill_dataclass(TFServingOptions, values["tfserving"],
                                                  source, f"{where}.tfserving")
@@ -255,6 +283,7 @@ class BenchmarkConfig:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.name not in RUN_FIELDS}
         data["tfserving"] = dataclasses.asdict(self.tfserving)
+        data["traffic"] = self.traffic.to_dict() if self.traffic is not None else None
         return {key: list(value) if isinstance(value, tuple) else value
                 for key, value in data.items()}
 

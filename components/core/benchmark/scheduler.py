@@ -95,6 +95,11 @@ class Series:
         return [w.examples / w.duration_s if w.duration_s else 0.0 for w in self.windows]
 
     @property
+    def requests(self) -> int:
+        """Timed requests over every window."""
+        return sum(len(w.latencies_ms) for w in self.windows)
+
+    @property
     def other_cpu(self) -> list[float]:
         """Each window's share of the machine other processes took (where known)."""
         return [w.other_cpu for w in self.windows if w.other_cpu is not None]
@@ -182,6 +187,9 @@ def interleaved_rounds(runners: dict[str, Runner], batch_size: int, plan: Benchm
             continue
         if deadline is not None and time.monotonic() >= deadline:
             break
+        if round_index < plan.max_windows and any(
+                series[name].requests < plan.min_requests for name in active):
+            continue  # too few requests yet for a p99 (stats.MIN_REQUESTS_P99)
         if deciding:
             if _decided(series, plan):
                 break

@@ -225,6 +225,8 @@ class SearchRecord:
     best: dict[str, str]  # contender -> its best row (itself when nothing beat it)
     steps: list[SearchStep] = field(default_factory=list)
     stopped: str = ""  # why it ended
+    traffic: dict | None = None  # the traffic profile it judged on (TrafficProfile.to_dict)
+    tried: list[str] = field(default_factory=list)  # the knobs it measured settings of
 
     def to_dict(self) -> dict:
         data = dict(vars(self))

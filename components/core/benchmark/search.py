@@ -4,20 +4,38 @@ The best variant and the best server settings differ per CPU and per model, so t
 measured, not guessed, on the machine the benchmark runs on. After the default rows are
 measured (run.BenchmarkSession.measure), the search:
 
-1. takes the contenders: per runtime, the `search_contenders` best candidate rows by
-   `search_objective` at the search batch size that TF Serving can serve;
-2. tries one knob at a time (KNOBS, in order) on every contender whose runtime has it:
-   each value of the knob is a new row (`NAME@runtime:label`, its own worker process with
-   those settings), measured in interleaved rounds with the baseline and the contender's
-   current best, at the search batch size;
-3. keeps a value only when it beats the current best with the benchmark's confidence (the
-   interval of the paired per-round ratio lies wholly above 1); otherwise the knob "did
-   not help" and the contender keeps its settings. A knob that has nothing to try on this
-   machine (no bf16 units, a batch too small to split) is recorded with the reason;
-4. stops when every knob was tried or the next step, with measuring its possible winners
-   at the other batch sizes (5.), would pass `search_budget_s`;
-5. measures each contender's best row at the other batch sizes too, so the row is
+1. takes the contenders: per runtime, the `search_contenders` best candidate rows that
+   TF Serving can serve, by the traffic profile's objective (BenchmarkConfig.
+   search_profile: the gate's `traffic:`, e.g. the request-weighted mean p50 over 90%
+   batch 1 and 10% batch 100; without one, `search_objective` at `search_batch_size`);
+2. tries one stage of knobs at a time (KNOBS, in order: the most promising first; a
+   stage measures in one step knobs of different runtimes, or alternatives on one
+   contender) on every contender whose runtime has them: each value is a new row
+   (`NAME@runtime:label`, its own worker process with those settings), measured in
+   interleaved rounds with the baseline and the contender's current best at EVERY batch
+   size of the profile (so a winner's figures are complete for the gate, nothing is
+   measured again at the end);
+3. judges a value on the profile's objective with the gate's interval rule (judge_gain):
+   the objective per round (rounds of each batch size paired by their index) gives a
+   paired per-round gain over the current best, and its distribution-free interval
+   decides: wholly above 1, the value is better; wholly below, worse; straddling 1, it is
+   measured for more rounds (up to MAX_ROUNDS, within the budget) before it is judged,
+   never discarded on the first rounds. The best value that is better is kept; a knob
+   that has nothing to try on this machine (no bf16 units, a batch too small to split,
+   one client) is recorded with the reason;
+4. skips a knob whose step (with measuring its possible winners at batch sizes outside
+   the profile, 5.) would pass `search_budget_s`, says so, and goes on with the next;
+5. measures each contender's best row at the batch sizes outside the profile (and a
+   batching winner, judged under concurrent clients, at every batch size), so the row is
    complete for the gate and the report.
+
+What it costs: one step measures (1 + contenders + values) workers for 6 rounds (95%
+confidence) of one window at each profile batch size, plus starting the new workers
+(STARTUP_S). For the demo on 2 cores (one contender per runtime, batch 1 and 100, 1 s
+windows, 2 clients): the TFLite split with bf16, 5 workers, 15 + 5 x 6 x 1.2 x 2 = 87 s;
+batching, 6 workers and its winner at both batch sizes, about 130 s; both thread pools,
+4 workers, 73 s: about 290 s before extra rounds, within the default budget of 300 s
+(docs/traffic-profile.md).
 
 Every row it measured stays in the result, with its speedups over the baseline from
 the same rounds, so the gate can judge every (variant, configuration) pair and pick the
@@ -46,6 +64,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -57,7 +76,7 @@ from components.core.benchmark.engines import TFLITE_INITIAL_BATCH_SIZE
 from components.core.benchmark.measure import WindowSample
 from components.core.benchmark.results import copy_measurements, fill_batches
 from components.core.benchmark.runtimes import Row, row_runner, runtime_info
-from components.core.benchmark.scheduler import Series, compare, interleaved_rounds
+from components.core.benchmark.scheduler import Series, interleaved_rounds
 from components.core.benchmark.schema import (
     CANDIDATE,
     BenchmarkResult,
@@ -66,7 +85,7 @@ from components.core.benchmark.schema import (
     SearchRecord,
     SearchStep,
 )
-from components.core.benchmark.stats import rounds_for
+from components.core.benchmark.stats import Interval, median_interval, rounds_for
 from components.core.errors import ServoptError
 from components.core.requirements import (
     BF16_CPU_FEATURES,
@@ -76,11 +95,16 @@ from components.core.requirements import (
     read_requirements,
 )
 from components.core.serving_config import ServingConfig
+from components.core.traffic import TrafficProfile
 
 # Knobs that change the model's numbers: rows with them get their accuracy measured.
 NUMERIC_KNOBS = ("mixed_precision",)
 # Seconds to start a step's workers (each imports TensorFlow), for the budget estimate.
 STARTUP_S = 15.0
+# A value whose gain interval straddles 1 is measured for more rounds, up to this many in
+# all (3 x the 6 a 95% interval needs: the interval narrows about as 1/sqrt(rounds)).
+MAX_ROUNDS = 18
+BETTER, WORSE, UNDECIDED = "better", "worse", "no clear difference"
 
 
 @dataclass(frozen=True)
@@ -90,17 +114,23 @@ class Knob:
     # (current config, row, settings) -> (values to try, why nothing is tried)
     values: Callable[[ServingConfig, Row, BenchmarkConfig], tuple[list, str]]
     concurrent: bool = False  # judged with concurrent clients (search_clients)
+    # Knobs of one stage are measured in one step (one startup, one baseline and
+    # incumbent for all): knobs of different runtimes, or alternatives on one contender.
+    stage: int = 0
 
 
 def search_clients(settings: BenchmarkConfig) -> int:
-    """Clients at once for the knobs judged under concurrency: the sweep's largest."""
+    """Clients at once for the knobs judged under concurrency: the traffic profile's;
+    without one, the concurrency sweep's largest."""
+    if settings.traffic is not None:
+        return settings.traffic.clients
     return max(settings.concurrency, default=1)
 
 
 def _interpreter_counts(config: ServingConfig, row: Row, settings: BenchmarkConfig
                         ) -> tuple[list, str]:
     cores = settings.tflite_pool_count()
-    batch = settings.search_at()
+    batch = max(settings.search_profile().batch_sizes)
     values = sorted({math.ceil(TFLITE_INITIAL_BATCH_SIZE / math.ceil(batch / parts))
                      for parts in range(2, min(cores, batch) + 1)}
                     - {config.tflite_interpreters_per_pool})
@@ -137,17 +167,24 @@ def _batching(config: ServingConfig, row: Row, settings: BenchmarkConfig
     if config.batching is not None:
         return [], "already on"
     if clients < 2:
-        return [], ("batching merges concurrent requests, and the concurrency sweep has no "
-                    "level above 1 client (benchmark.concurrency)")
-    return batching_candidates(available_cores(), clients, max(settings.batch_sizes)), ""
+        return [], ("batching merges concurrent requests, and the traffic profile (or the "
+                    "concurrency sweep) has no more than 1 client")
+    return batching_candidates(available_cores(), clients,
+                               max(settings.search_profile().batch_sizes)), ""
 
 
+# The most promising first (measured here: the TFLite split and bf16 gain 1.5-4x at batch
+# 100, thread pools a few percent), so a budget that runs short leaves out the least.
+# Stages: the TFLite split and bf16 (different runtimes) together, batching alone (judged
+# under concurrent clients), then both thread pools as alternatives to the best so far.
 KNOBS = (
-    Knob("tflite_interpreters_per_pool", TFLITE_RUNTIME, _interpreter_counts),
-    Knob("intra_op_threads", TENSORFLOW_RUNTIME, _thread_counts("intra_op_threads")),
-    Knob("inter_op_threads", TENSORFLOW_RUNTIME, _thread_counts("inter_op_threads")),
-    Knob("mixed_precision", TENSORFLOW_RUNTIME, _mixed_precision),
-    Knob("batching", TENSORFLOW_RUNTIME, _batching, concurrent=True),
+    Knob("tflite_interpreters_per_pool", TFLITE_RUNTIME, _interpreter_counts, stage=0),
+    Knob("mixed_precision", TENSORFLOW_RUNTIME, _mixed_precision, stage=0),
+    Knob("batching", TENSORFLOW_RUNTIME, _batching, concurrent=True, stage=1),
+    Knob("intra_op_threads", TENSORFLOW_RUNTIME, _thread_counts("intra_op_threads"),
+         stage=2),
+    Knob("inter_op_threads", TENSORFLOW_RUNTIME, _thread_counts("inter_op_threads"),
+         stage=2),
 )
 
 
@@ -173,15 +210,50 @@ def objective_value(model: ModelResult, objective: str, batch_size: int) -> floa
     return getattr(batch, objective, None) if batch else None
 
 
-def _ratio_interval(incumbent: Series, challenger: Series, objective: str,
-                    confidence: float):
-    """The challenger's gain over the incumbent on the objective (above 1: better), as
-    the median of the per-round ratios with its interval; None without paired rounds."""
-    comparison = compare(incumbent, challenger, confidence)
-    if comparison is None:
+def profile_value(model: ModelResult, profile: TrafficProfile) -> float | None:
+    """The profile's objective of a measured row, from its figures at each batch size."""
+    return profile.weighted({b: objective_value(model, profile.metric, b)
+                             for b in profile.batch_sizes})
+
+
+def round_figures(series: Series, metric: str) -> list[float]:
+    """The per-round (per-window) figure the objective weights."""
+    return {"p50_ms": series.p50s, "p99_ms": series.p99s,
+            "throughput": series.throughputs}[metric]
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A challenger against the incumbent on the profile's objective."""
+
+    gain: Interval  # median per-round gain (above 1: the challenger is better)
+    outcome: str  # BETTER, WORSE or UNDECIDED
+    rounds: int
+
+
+def judge_gain(incumbent: dict[int, list[float]], challenger: dict[int, list[float]],
+               profile: TrafficProfile, confidence: float) -> Judgement | None:
+    """The keep rule, on figures recorded per round at each batch size of `profile`
+    (rounds paired by index): the objective per round of each, the per-round gain of the
+    challenger, the median and its distribution-free interval (stats.median_interval,
+    the gate's): BETTER when the interval lies wholly above 1, WORSE wholly below,
+    UNDECIDED when it straddles 1 (or too few rounds to reach the confidence). None
+    without a round measured at every batch size."""
+    mine, theirs = profile.per_round(incumbent), profile.per_round(challenger)
+    gains = [profile.gain(a, b) for a, b in zip(mine, theirs, strict=False)
+             if a > 0 and b > 0]
+    if not gains:
         return None
-    return {"p50_ms": comparison.speedup_p50, "throughput": comparison.throughput_ratio
-            }.get(objective, comparison.speedup_p99)
+    interval = median_interval(gains, confidence)
+    if not interval.coverage:
+        outcome = UNDECIDED
+    elif interval.low > 1.0:
+        outcome = BETTER
+    elif interval.high < 1.0:
+        outcome = WORSE
+    else:
+        outcome = UNDECIDED
+    return Judgement(interval, outcome, len(gains))
 
 
 class ConfigurationSearch:
@@ -190,9 +262,11 @@ class ConfigurationSearch:
     def __init__(self, session, result: BenchmarkResult):
         self.session, self.result = session, result
         self.settings: BenchmarkConfig = session.config
-        self.batch = self.settings.search_at()
-        self.objective = self.settings.search_metric()
-        self.lower_is_better = self.objective.endswith("_ms")
+        self.profile = self.settings.search_profile()
+        self.batch = self.profile.primary_batch_size
+        self.objective = self.profile.metric  # the per-batch figure the profile weights
+        self.lower_is_better = self.profile.lower_is_better
+        self.skipped: list[str] = []  # knobs left out for the budget
         self.started = time.monotonic()
         self.best: dict[str, str] = {}  # contender -> its best row so far
         self.steps: list[SearchStep] = []
@@ -202,11 +276,12 @@ class ConfigurationSearch:
     # --- what to search -------------------------------------------------------------
 
     def contenders(self) -> list[str]:
-        """Per runtime, the best servable candidate rows by the objective, best first."""
+        """Per runtime, the best servable candidate rows by the profile's objective, best
+        first."""
         by_runtime: dict[str, list[tuple[float, str]]] = {}
         for name, model in self.result.models.items():
             row = self.session.rows.get(name)
-            value = objective_value(model, self.objective, self.batch)
+            value = profile_value(model, self.profile)
             if (model.role != CANDIDATE or model.error or row is None or not row.servable
                     or value is None or name not in self.session.runners):
                 continue
@@ -226,12 +301,14 @@ class ConfigurationSearch:
         return runners * rounds_for(self.settings.confidence) * window
 
     def _step_cost(self, runners: int) -> float:
-        return STARTUP_S + self._rounds_cost(runners)
+        """Starting the new workers, then rounds at every batch size of the profile."""
+        return STARTUP_S + len(self.profile.batch_sizes) * self._rounds_cost(runners)
 
-    def _completion_cost(self, kept: int) -> float:
+    def _completion_cost(self, kept: int, concurrent: bool = False) -> float:
         """What _complete needs for `kept` searched rows (already running, with the
-        baseline) at the other batch sizes: the budget holds it too."""
-        others = len(self.settings.batch_sizes) - 1
+        baseline) at the batch sizes their steps did not measure: the budget holds it."""
+        others = len(self.settings.batch_sizes) if concurrent else len(
+            set(self.settings.batch_sizes) - set(self.profile.batch_sizes))
         return others * self._rounds_cost(1 + kept) if kept else 0.0
 
     # --- the search -----------------------------------------------------------------
@@ -240,29 +317,55 @@ class ConfigurationSearch:
         contenders = self.contenders()
         self.best = {name: name for name in contenders}
         stopped = "every knob was tried" if contenders else "no candidate to search"
-        for knob in KNOBS:
-            plans, outcomes = self._plan(knob, contenders)
-            if not plans:
-                if outcomes:
-                    self.steps.append(SearchStep(knob.name, [], outcomes))
-                continue
-            # The step, and measuring at the other batch sizes (_complete) every searched
-            # row that can be a best after it: the budget holds both.
-            kept = {self.origin[name] for name in self.extra_runners} | set(plans)
-            cost = (self._step_cost(1 + len(plans) + sum(map(len, plans.values())))
-                    + self._completion_cost(len(kept)))
-            if self.elapsed() + cost > self.settings.search_budget_s:
-                stopped = (f"the search budget of {self.settings.search_budget_s:g} s was "
-                           f"reached before {knob.name} (about {cost:.0f} s more)")
-                break
-            self.session.say(f"configuration search: {knob.name} on "
-                             f"{', '.join(plans)}")
-            self._step(knob, plans, outcomes)
+        for _, group in itertools.groupby(KNOBS, key=lambda knob: knob.stage):
+            self._stage(list(group), contenders)
         self._complete()
+        if self.skipped:
+            stopped = (f"the search budget of {self.settings.search_budget_s:g} s left out "
+                       f"{', '.join(self.skipped)}; every other knob was tried")
         return SearchRecord(objective=self.objective, batch_size=self.batch,
                             budget_s=self.settings.search_budget_s,
                             elapsed_s=round(self.elapsed(), 1), contenders=contenders,
-                            best=dict(self.best), steps=self.steps, stopped=stopped)
+                            best=dict(self.best), steps=self.steps, stopped=stopped,
+                            traffic=self.profile.to_dict(),
+                            tried=[step.knob for step in self.steps if step.rows])
+
+    def _stage(self, knobs: list[Knob], contenders: list[str]) -> None:
+        """The knobs of one stage in one step, if the budget holds it; one SearchStep per
+        knob either way."""
+        plans: dict[str, list[Row]] = {}
+        per_knob, reasons = {}, {}
+        for knob in knobs:
+            per_knob[knob.name], reasons[knob.name] = self._plan(knob, contenders)
+            for contender, rows in per_knob[knob.name].items():
+                plans.setdefault(contender, []).extend(rows)
+        concurrent = any(knob.concurrent for knob in knobs)
+        chosen: dict[str, str] = {}
+        if plans:
+            # The step, and measuring at the batch sizes it does not (_complete) every
+            # searched row that can be a best after it: the budget holds both.
+            kept = {self.origin[name] for name in self.extra_runners} | set(plans)
+            cost = (self._step_cost(1 + len(plans) + sum(map(len, plans.values())))
+                    + self._completion_cost(len(kept), concurrent))
+            if self.elapsed() + cost > self.settings.search_budget_s:
+                skipped = [knob.name for knob in knobs if per_knob[knob.name]]
+                self.skipped += skipped
+                chosen = {contender: f"not tried: the search budget of "
+                                     f"{self.settings.search_budget_s:g} s would be passed "
+                                     f"(about {cost:.0f} s more after "
+                                     f"{self.elapsed():.0f} s)" for contender in plans}
+                plans = {}
+            else:
+                tried = " and ".join(knob.name for knob in knobs if per_knob[knob.name])
+                self.session.say(f"configuration search: {tried} on {', '.join(plans)}")
+                chosen = self._step(concurrent, plans)
+        for knob in knobs:
+            rows = [row.name for rows in per_knob[knob.name].values() for row in rows]
+            outcomes = {**reasons[knob.name],
+                        **{contender: chosen[contender] for contender in per_knob[knob.name]
+                           if contender in chosen}}
+            if outcomes:
+                self.steps.append(SearchStep(knob.name, rows if plans else [], outcomes))
 
     def _plan(self, knob: Knob, contenders: list[str]
               ) -> tuple[dict[str, list[Row]], dict[str, str]]:
@@ -281,9 +384,10 @@ class ConfigurationSearch:
                                 for v in values]
         return plans, outcomes
 
-    def _step(self, knob: Knob, plans: dict[str, list[Row]], outcomes: dict[str, str]
-              ) -> None:
-        session, settings = self.session, self.settings
+    def _step(self, concurrent: bool, plans: dict[str, list[Row]]) -> dict[str, str]:
+        """Measures the plans' rows with their incumbents and the baseline; returns each
+        contender's outcome."""
+        session = self.session
         new_rows = [row for rows in plans.values() for row in rows]
         for contender, rows in plans.items():
             self.origin |= {row.name: contender for row in rows}
@@ -293,20 +397,23 @@ class ConfigurationSearch:
         for contender in plans:
             runners[self.best[contender]] = self._runner(self.best[contender])
         runners |= started
-        plan = dataclasses.replace(settings, max_windows=rounds_for(settings.confidence),
-                                   decide_speedup_p50=None, decide_speedup_p99=None)
-        if knob.concurrent:
-            clients = search_clients(settings)
+        clients = search_clients(self.settings) if concurrent else 1
+        if concurrent:
             runners = {name: ConcurrentClients(runner, clients)
                        for name, runner in runners.items()}
-            outcome = interleaved_rounds(runners, self.batch, plan)
-            self._record_concurrent(new_rows, outcome.series, clients, outcome.errors)
-        else:
-            outcome = interleaved_rounds(runners, self.batch, plan)
-            self._record(new_rows, outcome.series, self.batch, outcome.errors)
+        series, errors = self._rounds(runners)
+        judged = self._judge(plans, series, runners, errors)
+        for size in self.profile.batch_sizes:
+            at_size = {name: by_size[size] for name, by_size in series.items()
+                       if size in by_size}
+            if concurrent:
+                self._record_concurrent(new_rows, at_size, clients, errors, size)
+            else:
+                self._record(new_rows, at_size, size, errors)
+        outcomes = {}
         for contender, rows in plans.items():
             incumbent = self.best[contender]
-            outcomes[contender] = self._choose(contender, incumbent, rows, outcome.series)
+            outcomes[contender] = self._choose(contender, incumbent, rows, judged)
         for row in new_rows:  # keep only the new best rows running
             if row.name not in self.best.values() and row.name in started:
                 self._close(row.name, started[row.name])
@@ -315,34 +422,91 @@ class ConfigurationSearch:
         for name in list(self.extra_runners):  # a searched best that was beaten
             if name not in self.best.values():
                 self._close(name, self.extra_runners.pop(name))
-        self.steps.append(SearchStep(knob.name, [row.name for row in new_rows], outcomes))
+        return outcomes
+
+    def _rounds(self, runners: dict) -> tuple[dict[str, dict[int, Series]], dict[str, str]]:
+        """Interleaved rounds of `runners` at every batch size of the profile."""
+        plan = dataclasses.replace(self.settings,
+                                   max_windows=rounds_for(self.settings.confidence),
+                                   decide_speedup_p50=None, decide_speedup_p99=None)
+        series: dict[str, dict[int, Series]] = {name: {} for name in runners}
+        errors: dict[str, str] = {}
+        for size in self.profile.batch_sizes:
+            active = {name: runner for name, runner in runners.items() if name not in errors}
+            outcome = interleaved_rounds(active, size, plan)
+            for name, measured in outcome.series.items():
+                series[name][size] = measured
+            errors |= outcome.errors
+        return series, errors
+
+    def _judge(self, plans: dict[str, list[Row]], series: dict[str, dict[int, Series]],
+               runners: dict, errors: dict[str, str]) -> dict[str, Judgement | None]:
+        """Each new row against its contender's current best (judge_gain); rows whose
+        interval straddles 1 are measured for more rounds, with the baseline and their
+        incumbents (paired again), while MAX_ROUNDS and the budget allow."""
+        def judge_all() -> dict[str, Judgement | None]:
+            judged = {}
+            for contender, rows in plans.items():
+                incumbent = series.get(self.best[contender])
+                for row in rows:
+                    mine = series.get(row.name)
+                    judged[row.name] = (None if not incumbent or not mine
+                                        or row.name in errors else judge_gain(
+                        self._figures(incumbent), self._figures(mine), self.profile,
+                        self.settings.confidence))
+            return judged
+
+        judged = judge_all()
+        while True:
+            open_rows = [name for name, j in judged.items()
+                         if j is not None and j.outcome == UNDECIDED]
+            if not open_rows:
+                return judged
+            incumbents = {self.best[self.origin[name]] for name in open_rows}
+            names = [self.session.baseline, *incumbents, *open_rows]
+            rounds = min(j.rounds for name, j in judged.items() if name in open_rows)
+            cost = len(self.profile.batch_sizes) * self._rounds_cost(len(names))
+            if (rounds >= MAX_ROUNDS
+                    or self.elapsed() + cost > self.settings.search_budget_s):
+                return judged
+            self.session.say(f"configuration search: {len(open_rows)} setting(s) not yet "
+                             f"clear after {rounds} rounds, measuring more")
+            more, failed = self._rounds({name: runners[name] for name in names
+                                         if name in runners and name not in errors})
+            errors |= failed
+            added = 0
+            for name, by_size in more.items():
+                for size, extra in by_size.items():
+                    if size in series.get(name, {}):
+                        series[name][size].windows += extra.windows
+                        added += len(extra.windows)
+            if not added:  # nothing could be measured: judge on what there is
+                return judged
+            judged = judge_all()
+
+    def _figures(self, by_size: dict[int, Series]) -> dict[int, list[float]]:
+        return {size: round_figures(measured, self.objective)
+                for size, measured in by_size.items()}
 
     def _choose(self, contender: str, incumbent: str, rows: list[Row],
-                series: dict[str, Series]) -> str:
-        if incumbent not in series:
-            return f"not compared: {incumbent} failed in this step"
-        gains = []
-        for row in rows:
-            if row.name not in series:
-                continue
-            gain = _ratio_interval(series[incumbent], series[row.name], self.objective,
-                                   self.settings.confidence)
-            if gain is not None:
-                gains.append((gain, row.name))
-        better = [(gain, name) for gain, name in gains
-                  if gain.low is not None and gain.low > 1.0]
-        described = "; ".join(f"{name.split(':', 1)[1]} {gain.estimate:.2f}x "
-                              f"[{_num(gain.low)}, {_num(gain.high)}]"
-                              for gain, name in gains) or "nothing measured"
-        what = "lower" if self.lower_is_better else "higher"
+                judged: dict[str, Judgement | None]) -> str:
+        gains = [(judged[row.name], row.name) for row in rows
+                 if judged.get(row.name) is not None]
+        if not gains and rows:
+            return f"not compared: {incumbent} or every setting failed in this step"
+        better = [(j, name) for j, name in gains if j.outcome == BETTER]
+        described = "; ".join(
+            f"{name.split(':', 1)[1]} {j.gain.estimate:.2f}x [{_num(j.gain.low)}, "
+            f"{_num(j.gain.high)}] over {j.rounds} rounds: {j.outcome}"
+            for j, name in gains) or "nothing measured"
+        on = f"{self.profile.objective} ({self.profile.describe()})"
         if not better:
-            return (f"kept {_label(incumbent)}: no setting gave a {what} {self.objective} "
-                    f"at batch {self.batch} with {self.settings.confidence:.0%} confidence "
-                    f"({described})")
-        gain, winner = max(better, key=lambda pair: pair[0].estimate)
+            return (f"kept {_label(incumbent)}: no setting was better on {on} with "
+                    f"{self.settings.confidence:.0%} confidence ({described})")
+        best, winner = max(better, key=lambda pair: pair[0].gain.estimate)
         self.best[contender] = winner
-        return (f"chose {_label(winner)}: {self.objective} {gain.estimate:.2f}x better than "
-                f"{_label(incumbent)} at batch {self.batch} ({described})")
+        return (f"chose {_label(winner)}: {best.gain.estimate:.2f}x better than "
+                f"{_label(incumbent)} on {on} ({described})")
 
     def _complete(self) -> None:
         """The best searched rows at every batch size they lack (one client at a time, as
@@ -451,14 +615,14 @@ class ConfigurationSearch:
                 self.result.models[name].error = f"{message} (configuration search)"
 
     def _record_concurrent(self, rows: list[Row], series: dict[str, Series], clients: int,
-                           errors: dict[str, str]) -> None:
-        """What each new row did under `clients` concurrent clients, as its concurrency
-        points; its one-client figures come from _complete if it wins."""
+                           errors: dict[str, str], size: int) -> None:
+        """What each new row did under `clients` concurrent clients at batch `size`, as
+        its concurrency points; its one-client figures come from _complete if it wins."""
         for row in rows:
             if row.name in series:
                 result = series[row.name].result()
                 self.result.models[row.name].concurrency.append(ConcurrencyResult(
-                    concurrency=clients, batch_size=self.batch,
+                    concurrency=clients, batch_size=size,
                     throughput=result.throughput, p50_ms=result.p50_ms,
                     p99_ms=result.p99_ms))
             elif row.name in errors:

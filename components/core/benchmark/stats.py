@@ -14,6 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 
 STABILITY_WINDOWS = 3  # windows the stability rule looks at (perf_analyzer's choice)
+# Requests a p99 needs: of n requests, the largest exceeds the true p99 with probability
+# 1 - 0.99^n, which reaches 95% at n = 299; with fewer, a sample's p99 is decided by its
+# one or two slowest requests (below 100 it is interpolated towards the maximum). The
+# benchmark measures a batch size for more rounds (up to max_windows) until every model
+# has this many requests there (BenchmarkConfig.min_requests), and the gate's SLO check
+# says when a p99 came from fewer.
+MIN_REQUESTS_P99 = 300
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -14,7 +14,12 @@ from dataclasses import dataclass
 
 from components.core.benchmark.load import BUSY_SHARE
 from components.core.benchmark.schema import BASELINE, BatchResult, BenchmarkResult, ModelResult
-from components.core.benchmark.stats import NOT_REGRESSED, REGRESSED, judge_at_least
+from components.core.benchmark.stats import (
+    MIN_REQUESTS_P99,
+    NOT_REGRESSED,
+    REGRESSED,
+    judge_at_least,
+)
 from components.core.errors import ServoptError
 from components.core.gate.decision import CHANGE, REQUIREMENT, VALUE, Check, fmt
 from components.core.gate.metrics import measured_batch_sizes
@@ -49,7 +54,13 @@ class Context:
 
     @property
     def batch(self) -> int:
-        return self.thresholds.primary_batch_size
+        """The profile's primary batch size (the one most requests carry)."""
+        return self.thresholds.traffic.primary_batch_size
+
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        """Every batch size of the traffic profile: per-batch checks run at each."""
+        return self.thresholds.traffic.batch_sizes
 
 
 @dataclass
@@ -188,25 +199,33 @@ def _some(flags: set[str]) -> str:
                                           f"{len(flags)} flags, none of them")
 
 
-def benchmark_problem(name: str, model: ModelResult | None, batch_size: int) -> str | None:
-    """Why the benchmark result of `name` cannot be used, or None if it can."""
+def benchmark_problem(name: str, model: ModelResult | None,
+                      batch_sizes: int | tuple[int, ...]) -> str | None:
+    """Why the benchmark result of `name` cannot be used at the profile's `batch_sizes`,
+    or None if it can."""
     if model is None:
         return f"no benchmark result for '{name}' in the metrics; benchmark every candidate"
     if model.error:
         return f"the benchmark of '{name}' failed: {model.error}"
-    if model.at(batch_size) is None:
-        measured = ", ".join(map(str, measured_batch_sizes(model))) or "none"
-        return (f"no benchmark result at the primary batch size {batch_size} (measured: "
-                f"{measured}); benchmark that batch size or change primary_batch_size")
+    sizes = (batch_sizes,) if isinstance(batch_sizes, int) else tuple(batch_sizes)
+    for batch_size in sizes:
+        if model.at(batch_size) is None:
+            measured = ", ".join(map(str, measured_batch_sizes(model))) or "none"
+            where, change = (("the primary batch size", "primary_batch_size")
+                             if len(sizes) == 1 else
+                             ("the traffic profile's batch size", "the traffic profile"))
+            return (f"no benchmark result at {where} {batch_size} (measured: "
+                    f"{measured}); benchmark that batch size or change {change}")
     return None
 
 
-def benchmark_check(name: str, model: ModelResult | None, batch_size: int,
-                    row: str | None = None) -> Check:
+def benchmark_check(name: str, model: ModelResult | None,
+                    batch_sizes: int | tuple[int, ...], row: str | None = None) -> Check:
     """`row`: the benchmark row judged for candidate `name` (default: its own name)."""
-    problem = benchmark_problem(row or name, model, batch_size)
+    problem = benchmark_problem(row or name, model, batch_sizes)
+    sizes = (batch_sizes,) if isinstance(batch_sizes, int) else tuple(batch_sizes)
     return Check("benchmark", name, problem is None, True, problem is None,
-                 problem or f"benchmark result at batch {batch_size} present",
+                 problem or f"benchmark result at batch {', '.join(map(str, sizes))} present",
                  kind=REQUIREMENT)
 
 
@@ -234,8 +253,9 @@ def measurement_check(name: str, model: ModelResult, context: Context) -> Check:
     bias, and intervals cannot show, is the ranking between runtimes with different
     thread counts (see benchmark.load); the reason says so when it may have."""
     entry = model.at(context.batch)
-    parts = [f"{entry.windows} rounds at batch {context.batch}, latency "
-             + ("stable" if entry.stable else "not stable")]
+    parts = [f"{model.at(b).windows} rounds, {model.at(b).requests or '?'} requests at "
+             f"batch {b}, latency " + ("stable" if model.at(b).stable else "not stable")
+             for b in context.batch_sizes]
     if entry.other_cpu is not None:
         parts.append(f"other processes took {entry.other_cpu:.0%} of the CPU (median per "
                      f"window), {entry.busy_windows} of {entry.windows} windows busy (over "
@@ -255,18 +275,40 @@ def _threads(model: ModelResult | None) -> int | None:
     return settings.get("threads_per_interpreter") or settings.get("intra_op_threads")
 
 
+def slo_checks(name: str, model: ModelResult, context: Context) -> list[Check]:
+    """The traffic profile's p99 SLO at each batch size that has one. The p99 is the
+    benchmark's, over every request of every round at that batch size; fewer than
+    MIN_REQUESTS_P99 requests make it close to their maximum (it overstates the p99, so
+    the check errs on the safe side), and the reason says how many there were."""
+    checks = []
+    for batch_size, limit in sorted(context.thresholds.traffic.slo_p99_ms.items()):
+        batch = model.at(batch_size)
+        count = batch.requests if batch is not None else None
+        few = ("" if count is None or count >= MIN_REQUESTS_P99 else
+               f" (from {count} requests, fewer than the {MIN_REQUESTS_P99} a p99 needs: "
+               "close to their maximum)")
+        checks.append(_bound("traffic.slo_p99_ms", name, f"p99 latency at batch "
+                             f"{batch_size} (SLO)", None if batch is None else batch.p99_ms,
+                             limit, upper=True, unit=" ms", suffix=few,
+                             missing=f"not measured at batch {batch_size}"))
+    return checks
+
+
 def value_checks(name: str, model: ModelResult, context: Context) -> list[Check]:
     limits = context.thresholds.value
-    batch = model.at(context.batch)
     size = model.size_bytes
-    at = f"at batch {context.batch}"
-    checks = [
-        _bound("value.max_p50_ms", name, f"p50 latency {at}", batch.p50_ms,
-               limits.max_p50_ms, upper=True, unit=" ms"),
-        _bound("value.max_p99_ms", name, f"p99 latency {at}", batch.p99_ms,
-               limits.max_p99_ms, upper=True, unit=" ms"),
-        _bound("value.min_throughput", name, f"throughput {at}", batch.throughput,
-               limits.min_throughput, upper=False, unit=" examples/s"),
+    checks = []
+    for batch_size in context.batch_sizes:
+        batch = model.at(batch_size)
+        at = f"at batch {batch_size}"
+        checks += [
+            _bound("value.max_p50_ms", name, f"p50 latency {at}", batch.p50_ms,
+                   limits.max_p50_ms, upper=True, unit=" ms"),
+            _bound("value.max_p99_ms", name, f"p99 latency {at}", batch.p99_ms,
+                   limits.max_p99_ms, upper=True, unit=" ms"),
+            _bound("value.min_throughput", name, f"throughput {at}", batch.throughput,
+                   limits.min_throughput, upper=False, unit=" examples/s")]
+    checks += [
         _bound("value.max_size_mb", name, "size", None if size is None else size / MB,
                limits.max_size_mb, upper=True, unit=" MB"),
         _bound("value.min_accuracy", name, "accuracy", model.accuracy_value("accuracy"),
@@ -289,7 +331,6 @@ def baseline_checks(name: str, model: ModelResult, context: Context,
         return [Check(f"vs_baseline.{key}", name, None, limit, False,
                       f"cannot compare with the baseline: {context.baseline_problem}",
                       kind=CHANGE) for key, limit in wanted.items()]
-    batch = model.at(context.batch)
     itself = " (the baseline itself)" if is_baseline else ""
     checks = []
     if limits.max_accuracy_drop is not None:
@@ -313,12 +354,15 @@ def baseline_checks(name: str, model: ModelResult, context: Context,
     for quantile, limit in (("p50", limits.min_speedup_p50), ("p99", limits.min_speedup_p99)):
         if limit is None:
             continue
-        label = f"{quantile} speedup over baseline '{base}' at batch {context.batch}"
-        if is_baseline:
-            checks.append(_bound(f"vs_baseline.min_speedup_{quantile}", name, label, 1.0,
-                                 limit, upper=False, unit="x", kind=CHANGE, suffix=itself))
-        else:
-            checks.append(_speedup_check(quantile, name, label, batch, limit, context))
+        for batch_size in context.batch_sizes:  # a regression at any batch clients send
+            label = f"{quantile} speedup over baseline '{base}' at batch {batch_size}"
+            if is_baseline:
+                checks.append(_bound(f"vs_baseline.min_speedup_{quantile}", name, label,
+                                     1.0, limit, upper=False, unit="x", kind=CHANGE,
+                                     suffix=itself))
+            else:
+                checks.append(_speedup_check(quantile, name, label, model.at(batch_size),
+                                             limit, context))
     return checks
 
 
@@ -370,25 +414,26 @@ def served_checks(name: str, model: ModelResult, context: Context) -> list[Check
                       applicable=False) for key, limit in wanted.items()]
     served = context.served
     checks = []
-    paired = (paired_p99_regression_check(name, model, context.batch,
-                                          limits.max_p99_regression_pct,
-                                          context.thresholds.inconclusive)
-              if context.served_paired and limits.max_p99_regression_pct is not None
-              else None)
-    if paired is not None:  # same-run, paired rounds (gate.vs_served)
-        checks.append(paired)
-    elif limits.max_p99_regression_pct is not None:
-        own = model.at(context.batch).p99_ms
-        reference = served.at(context.batch).p99_ms if served.at(context.batch) else None
+    for batch_size in (context.batch_sizes if limits.max_p99_regression_pct is not None
+                       else ()):
+        paired = (paired_p99_regression_check(name, model, batch_size,
+                                              limits.max_p99_regression_pct,
+                                              context.thresholds.inconclusive)
+                  if context.served_paired else None)
+        if paired is not None:  # same-run, paired rounds (gate.vs_served)
+            checks.append(paired)
+            continue
+        own = model.at(batch_size).p99_ms
+        reference = served.at(batch_size).p99_ms if served.at(batch_size) else None
         regression = (None if own is None or not reference
                       else 100.0 * (own - reference) / reference)
-        label = f"p99 latency at batch {context.batch} vs the served model"
+        label = f"p99 latency at batch {batch_size} vs the served model"
         if regression is not None:
             label += f" ({fmt(reference)} -> {fmt(own)} ms)"
         checks.append(_bound(
             "vs_served.max_p99_regression_pct", name, label, regression,
             limits.max_p99_regression_pct, upper=True, unit="%", kind=CHANGE, signed=True,
-            missing=f"the served model's metrics have no p99 at batch {context.batch}"))
+            missing=f"the served model's metrics have no p99 at batch {batch_size}"))
     if limits.max_accuracy_regression is not None:
         own, reference = model.accuracy_value("accuracy"), served.accuracy_value("accuracy")
         regression = None if own is None or reference is None else reference - own

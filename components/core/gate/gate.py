@@ -3,13 +3,16 @@
 Every candidate is checked (benchmark result present, safe ops, how it was measured, value
 thresholds, changes against the baseline and the served model) and so is the run
 (model and infra blessings, when given). Among the candidates that pass everything, the
-objective picks one: the metrics it lists, in order, each with its own direction (lower
-latency and size are better, higher throughput and accuracy are), then the name, so the
-choice is deterministic. If none pass, nothing is pushed.
+traffic profile's objective picks one (e.g. the request-weighted mean p50 over the batch
+sizes clients send), ties broken by the `objective` metrics, in order, each with its own
+direction (lower latency and size are better, higher throughput and accuracy are), then
+the name, so the choice is deterministic. A pair must meet every SLO of the profile. If
+none pass, nothing is pushed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -31,6 +34,7 @@ from components.core.gate.checks import (
     served_checks,
     server_check,
     serving_flags,
+    slo_checks,
     value_checks,
 )
 from components.core.gate.decision import (
@@ -53,6 +57,8 @@ from components.core.gate.thresholds import (
 from components.core.gate.vs_served import served_note_check, served_reference
 from components.core.requirements import ServingRequirements
 from components.core.serving_config import DEFAULT_LABEL
+from components.core.traffic import OBJECTIVES as TRAFFIC_OBJECTIVES
+from components.core.traffic import TrafficProfile
 
 
 def evaluate_gate(metrics: BenchmarkResult | dict, thresholds: Thresholds | dict,
@@ -81,8 +87,7 @@ def evaluate_gate(metrics: BenchmarkResult | dict, thresholds: Thresholds | dict
                                                           typed_model(served, "served"))
     baseline_name = metrics.baseline
     baseline = metrics.models.get(baseline_name) if baseline_name else None
-    baseline_problem = (benchmark_problem(baseline_name, baseline,
-                                          thresholds.primary_batch_size)
+    baseline_problem = (benchmark_problem(baseline_name, baseline, thresholds.batch_sizes)
                         if baseline_name else "the metrics name no baseline")
     context = Context(thresholds, baseline_name, None if baseline_problem else baseline,
                       baseline_problem, served, served_paired)
@@ -112,20 +117,26 @@ def evaluate_gate(metrics: BenchmarkResult | dict, thresholds: Thresholds | dict
     run_wide_failures = [c for c in checks if c.candidate is None and not c.passed]
 
     batch_size = thresholds.primary_batch_size
+    traffic = thresholds.traffic
+    cores = getattr(metrics.machine, "cores", None)  # throughput_per_core divides by it
     results = []
     for pair, name, row in pairs:
         failed = [c for c in checks if c.candidate in (pair, None) and not c.passed]
         results.append(CandidateResult(
             name=pair, path=str(candidates[name]), passed=not failed,
             blocked_by=[f"{c.threshold}: {c.reason}" for c in failed],
-            objective={key: _objective_value(row.model, key, batch_size,
-                                             row.name == baseline_name)
-                       for key in thresholds.objective},
+            objective={traffic.objective: _profile_value(row.model, traffic, cores),
+                       **{key: _objective_value(row.model, key, traffic, cores,
+                                                row.name == baseline_name)
+                          for key in thresholds.objective}},
             row=row.name, server_flags=serving_flags(row, requirements[name]),
             environment=dict(requirements[name].environment), signatures=signatures[name],
             runtime=row.runtime, version=name, label=row.label,
-            configuration=row.configuration, figures=_figures(row.model, batch_size)))
-    ranked = sorted(results, key=lambda r: _rank_key(r, thresholds.objective))
+            configuration=row.configuration, figures=_figures(row.model, batch_size),
+            per_batch=_per_batch(row.model, traffic.batch_sizes),
+            weighted=_profile_value(row.model, traffic, cores)))
+    ranking = (traffic.objective, *thresholds.objective)
+    ranked = sorted(results, key=lambda r: _rank_key(r, ranking))
     passing = [r for r in ranked if r.passed]
     blocked = [r for r in ranked if not r.passed]
     chosen = passing[0] if passing else None
@@ -135,7 +146,8 @@ def evaluate_gate(metrics: BenchmarkResult | dict, thresholds: Thresholds | dict
         chosen_path=chosen.path if chosen else None,
         reason=_reason(passing, run_wide_failures, len(results), thresholds),
         primary_batch_size=batch_size,
-        objective=list(thresholds.objective),
+        objective=list(dict.fromkeys(ranking)),
+        traffic=traffic.to_dict(),
         first_push=served is None,
         candidates=passing + blocked,
         checks=checks,
@@ -156,12 +168,13 @@ def _candidate_checks(pair: str, row: JudgedRow, requirements: ServingRequiremen
     """The checks of one pair: `version_checks` (safety, signatures: the same for every
     configuration of a version), and those of its row."""
     model = row.model
-    checks = [benchmark_check(pair, model, context.batch, row.name),
+    checks = [benchmark_check(pair, model, context.batch_sizes, row.name),
               server_check(pair, row, requirements, context.thresholds.server),
               *version_checks]
     if not checks[0].passed:  # nothing measured to check thresholds on
         return checks
     return (checks + [measurement_check(pair, model, context)]
+            + slo_checks(pair, model, context)
             + value_checks(pair, model, context)
             + baseline_checks(pair, model, context, row.name)
             + served_checks(pair, model, context)
@@ -202,18 +215,60 @@ def _blessing_checks(model_blessed: bool | None, infra_blessed: bool | None) -> 
     return checks
 
 
-def _objective_value(model: ModelResult | None, key: str, batch_size: int,
-                     is_baseline: bool) -> float | None:
+def _per_batch(model: ModelResult | None, batch_sizes: tuple[int, ...]) -> dict:
+    """What the decision shows of a pair at each batch size of the profile."""
+    figures = {}
+    for size in batch_sizes:
+        batch = model.at(size) if model is not None else None
+        if batch is not None:
+            figures[size] = {key: getattr(batch, key) for key in
+                             ("p50_ms", "p99_ms", "throughput", "requests", "speedup_p50",
+                              "speedup_p50_interval")}
+    return figures
+
+
+def _profile_value(model: ModelResult | None, traffic: TrafficProfile,
+                   cores: int | None) -> float | None:
+    """The traffic profile's objective of a pair, from its figures at each batch size."""
+    return _weighted(model, traffic.metric, traffic, cores)
+
+
+def _weighted(model: ModelResult | None, metric: str, traffic: TrafficProfile,
+              cores: int | None) -> float | None:
+    """A per-batch metric over the profile: request-weighted for latencies; for
+    throughput the mix's examples per second (per core when `cores` is given)."""
     if model is None:
         return None
-    if key in BATCH_OBJECTIVES:
-        batch = model.at(batch_size)
-        return getattr(batch, key) if batch else None
+    figures = {}
+    for size in traffic.batch_sizes:
+        batch = model.at(size)
+        figures[size] = getattr(batch, metric) if batch else None
+    if metric == "throughput":
+        per_core = dataclasses.replace(traffic, objective="throughput_per_core")
+        return per_core.weighted(figures, cores or 1)
+    mean = dataclasses.replace(traffic, objective="weighted_p50_ms")  # a weighted mean
+    return mean.weighted(figures)
+
+
+def _objective_value(model: ModelResult | None, key: str, traffic: TrafficProfile,
+                     cores: int | None, is_baseline: bool) -> float | None:
+    if model is None:
+        return None
+    if key in BATCH_OBJECTIVES:  # over the profile (one-entry profile: at its batch size)
+        if key == "throughput":
+            return _weighted(model, key, traffic, None)
+        return _weighted(model, key, traffic, cores)
     if key in ACCURACY_OBJECTIVES:
         if key == "top1_agreement" and is_baseline:
             return 1.0
         return model.accuracy_value(key)
     return getattr(model, key)
+
+
+def _lower_is_better(metric: str) -> bool:
+    if metric in TRAFFIC_OBJECTIVES:
+        return TRAFFIC_OBJECTIVES[metric][1]
+    return OBJECTIVES[metric]
 
 
 def _rank_key(result: CandidateResult, objective: tuple[str, ...]) -> tuple:
@@ -225,7 +280,7 @@ def _rank_key(result: CandidateResult, objective: tuple[str, ...]) -> tuple:
         if value is None:
             key.append(math.inf)
         else:
-            key.append(value if OBJECTIVES[metric] else -value)
+            key.append(value if _lower_is_better(metric) else -value)
     # Ties: the default configuration first (TF Serving's own settings need no flags to
     # keep), then by name, so the choice is deterministic.
     return (*key, result.label != DEFAULT_LABEL, result.name)
@@ -239,20 +294,24 @@ def _reason(passing: list[CandidateResult], run_wide_failures: list[Check], tota
         return (f"none of the {total} candidate(s) passed every check; nothing is pushed"
                 if total > 1 else "the candidate did not pass every check; nothing is pushed")
     best = passing[0]
-    at = f"at batch {thresholds.primary_batch_size}"
+    traffic = thresholds.traffic
+    at = (f"at batch {traffic.batch_sizes[0]}" if len(traffic.batch_sizes) == 1
+          else f"over the traffic profile ({traffic.describe()})")
     if len(passing) == 1:
         return (f"'{best.name}' is the only one of {total} candidate(s) that passed every "
                 "check")
     runner_up = passing[1]
-    for metric in thresholds.objective:
+    for metric in dict.fromkeys((thresholds.traffic.objective, *thresholds.objective)):
         mine, theirs = best.objective[metric], runner_up.objective[metric]
         if mine != theirs:
-            direction = "lowest" if OBJECTIVES[metric] else "highest"
-            where = f" {at}" if metric in BATCH_OBJECTIVES else ""
+            direction = "lowest" if _lower_is_better(metric) else "highest"
+            where = (f" {at}" if metric in BATCH_OBJECTIVES or metric in TRAFFIC_OBJECTIVES
+                     else "")
             return (f"'{best.name}' has the {direction} {metric}{where} of the "
                     f"{len(passing)} candidates that passed every check: "
                     f"{fmt(mine)} vs {fmt(theirs)} for '{runner_up.name}'")
     tie_break = ("the default configuration first" if best.label == DEFAULT_LABEL
                  and runner_up.label != DEFAULT_LABEL else "name")
-    return (f"'{best.name}' ties with '{runner_up.name}' on {', '.join(thresholds.objective)}"
+    ranking = ", ".join(dict.fromkeys((thresholds.traffic.objective, *thresholds.objective)))
+    return (f"'{best.name}' ties with '{runner_up.name}' on {ranking}"
             f"; chosen by {tie_break}")

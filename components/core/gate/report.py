@@ -72,19 +72,35 @@ def log_lines(decision: GateDecision, table_width: int = 200) -> list[str]:
 
 
 def pairs_table(decision: GateDecision) -> Table:
-    """Every (version, TF Serving configuration) pair the gate judged, at the primary batch
-    size: best first (those that passed by the objective, then the blocked ones), the
-    chosen one marked, each blocked one with the first reason."""
+    """Every (version, TF Serving configuration) pair the gate judged: best first (those
+    that passed by the objective, then the blocked ones), the chosen one marked, each
+    blocked one with the first reason. With a traffic profile of several batch sizes, the
+    p50 and p99 at each and the profile's objective over them; else at the primary
+    batch size."""
     at = decision.primary_batch_size
+    sizes = [int(e["batch_size"]) for e in (decision.traffic or {}).get("requests") or ()]
+    profile = len(sizes) > 1
     verdict = (f"push '{decision.chosen}'" if decision.blessed else "nothing pushed")
     configuration = (f", configuration {decision.label}"
                      if decision.blessed and decision.label not in (None, "default") else "")
+    if profile:
+        from components.core.traffic import TrafficProfile
+
+        judged = ("judged on the traffic profile "
+                  + TrafficProfile.from_dict(decision.traffic, "decision").describe())
+        objective = decision.traffic["objective"]
+        figures_columns = (*(Column(f"{q} ms @{b}", True) for b in sizes
+                             for q in ("p50", "p99")),
+                           Column(objective, True), Column(f"speedup p50 @{at}", True))
+    else:
+        judged = f"judged at batch {at}"
+        figures_columns = (Column("p50 ms", True), Column("p99 ms", True),
+                           Column("examples/s", True), Column("speedup p50", True))
     table = Table(title=f"PusherGate: {verdict}{configuration}; the (version, TF Serving "
-                        f"configuration) pairs judged at batch {at}", caption=decision.reason,
+                        f"configuration) pairs {judged}", caption=decision.reason,
                   key_columns=3, columns=(
-        Column("version"), Column("runtime"), Column("configuration"),
-        Column("p50 ms", True), Column("p99 ms", True), Column("examples/s", True),
-        Column("speedup p50", True), Column("verdict")))
+        Column("version"), Column("runtime"), Column("configuration"), *figures_columns,
+        Column("verdict")))
     chosen = _chosen(decision)
     for result in decision.candidates:
         figures = result.figures
@@ -97,10 +113,16 @@ def pairs_table(decision: GateDecision) -> Table:
             first = (f"{failures[0].threshold}: {failures[0].reason}" if failures
                      else "; ".join(result.blocked_by[:1]))
             verdict_cell = Cell(f"blocked: {first}", "red")
+        if profile:
+            per_batch = {int(b): f for b, f in (result.per_batch or {}).items()}
+            cells = [_cell(per_batch.get(b, {}).get(q)) for b in sizes
+                     for q in ("p50_ms", "p99_ms")]
+            cells += [_cell(result.weighted), _speedup(figures)]
+        else:
+            cells = [_cell(figures.get("p50_ms")), _cell(figures.get("p99_ms")),
+                     _cell(figures.get("throughput")), _speedup(figures)]
         table.add_row(Cell(result.model, "bold" if result.name == chosen else ""),
-                      result.runtime or "-", result.label,
-                      _cell(figures.get("p50_ms")), _cell(figures.get("p99_ms")),
-                      _cell(figures.get("throughput")), _speedup(figures), verdict_cell)
+                      result.runtime or "-", result.label, *cells, verdict_cell)
     return table
 
 

@@ -2,9 +2,9 @@
 
 Three groups, each named after what it compares against:
 
-- `value`: bounds on the candidate's own measurements at the primary batch size (TFMA's
-  value thresholds: an upper bound for latency and size, a lower bound for throughput and
-  accuracy).
+- `value`: bounds on the candidate's own measurements at every batch size of the traffic
+  profile (TFMA's value thresholds: an upper bound for latency and size, a lower bound
+  for throughput and accuracy).
 - `vs_baseline`: changes against the Trainer's model benchmarked in the same run (TFMA's
   change thresholds): accuracy may drop at most by an absolute amount (higher is better),
   top-1 agreement with the baseline's outputs has a lower bound, the speedup
@@ -26,6 +26,12 @@ reason saying so.
 on the runtime the server runs it on (see parity.py: a version served from model.tflite
 serves only model.tflite's signatures). Default (null): every signature of the baseline.
 
+`traffic` (components.core.traffic.TrafficProfile): the batch sizes clients send with their
+shares, the clients, the p99 SLO per batch size and the objective ranking the pairs that
+meet every SLO; the per-batch-size checks (value, vs_baseline speedups, vs_served p99)
+apply at each of its batch sizes. `primary_batch_size: N` of earlier files still reads,
+as the one-entry profile {N: 100%}.
+
 `server` describes the destination's TF Serving, so that each candidate is judged on the
 runtime that server will run it on (see checks.judged_row): `prefer_tflite_model` (its
 `--prefer_tflite_model` flag: serve `model.tflite` where a version holds one), the CPU
@@ -42,6 +48,7 @@ from pathlib import Path
 
 from components.core.errors import ServoptError
 from components.core.gate.release import ReleaseConfig
+from components.core.traffic import FROM_BATCH_METRIC, TrafficProfile
 from components.core.yaml_io import parse_yaml
 
 INCONCLUSIVE_POLICIES = ("block", "allow")
@@ -65,7 +72,8 @@ MODEL_OBJECTIVES = {"size_bytes": True, "peak_memory_bytes": True, "load_time_s"
                     "first_request_ms": True, "flops_per_example": True}
 ACCURACY_OBJECTIVES = {"accuracy": False, "top1_agreement": False}
 OBJECTIVES = {**BATCH_OBJECTIVES, **MODEL_OBJECTIVES, **ACCURACY_OBJECTIVES}
-DEFAULT_OBJECTIVE = ("p99_ms", "size_bytes")
+# Ties on the traffic profile's objective are broken by these, in order.
+DEFAULT_OBJECTIVE = ("size_bytes",)
 DEFAULT_PRIMARY_BATCH_SIZE = 100  # the batch size the seed experiment quotes
 
 
@@ -95,8 +103,8 @@ FRACTION = _Bound(0.0, 1.0, low_inclusive=True)
 class ValueThresholds:
     """Bounds on the candidate's own measurements (TFMA value thresholds)."""
 
-    max_p50_ms: float | None = None  # upper bound, at the primary batch size
-    max_p99_ms: float | None = None  # upper bound, at the primary batch size
+    max_p50_ms: float | None = None  # upper bound, at every profile batch size
+    max_p99_ms: float | None = None  # upper bound, at every profile batch size
     min_throughput: float | None = None  # lower bound, examples per second
     # Upper bound on size on disk, MB = 10^6 bytes: a common serving platform limit.
     max_size_mb: float | None = 500
@@ -180,20 +188,42 @@ class ServerProfile:
 class Thresholds:
     """Everything the gate checks, and how it chooses among candidates that pass."""
 
-    primary_batch_size: int = DEFAULT_PRIMARY_BATCH_SIZE
+    # What clients send (batch sizes and shares, clients, p99 SLOs) and the objective
+    # that ranks the pairs meeting every SLO: see components.core.traffic.
+    traffic: TrafficProfile = field(
+        default_factory=lambda: TrafficProfile.one_batch(DEFAULT_PRIMARY_BATCH_SIZE))
     inconclusive: str = DEFAULT_INCONCLUSIVE  # or "allow" a speedup the interval cannot decide
-    objective: tuple[str, ...] = DEFAULT_OBJECTIVE  # best first by these keys, in order
+    objective: tuple[str, ...] = DEFAULT_OBJECTIVE  # then best first by these keys, in order
     value: ValueThresholds = field(default_factory=ValueThresholds)
     vs_baseline: BaselineThresholds = field(default_factory=BaselineThresholds)
     vs_served: ServedThresholds = field(default_factory=ServedThresholds)
     server: ServerProfile = field(default_factory=ServerProfile)
     required_signatures: tuple[str, ...] | None = None  # None: the baseline's signatures
     release: ReleaseConfig = field(default_factory=ReleaseConfig)  # see gate/release.py
+    # Earlier versions' one batch size: given, it becomes the one-entry profile {N: 100%}
+    # (objective: the first of p50_ms / p99_ms / throughput in `objective`, else p99).
+    # After construction it is always the profile's primary batch size (the one most
+    # requests carry), where figures read at one batch size are read.
+    primary_batch_size: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        _validate("thresholds", self.primary_batch_size, self.inconclusive,
+        # An explicit profile wins (dataclasses.replace passes the primary batch size of
+        # the profile it replaces); a given batch size replaces the default profile only.
+        if self.primary_batch_size is not None and self.traffic == TrafficProfile.one_batch(
+                DEFAULT_PRIMARY_BATCH_SIZE):
+            _validate("thresholds", self.primary_batch_size, self.inconclusive,
+                      self.objective, {})
+            object.__setattr__(self, "traffic", _legacy_profile(self.primary_batch_size,
+                                                                self.objective))
+        _validate("thresholds", self.traffic.primary_batch_size, self.inconclusive,
                   self.objective, {name: getattr(self, name) for name in _GROUPS})
         _signature_names(self.required_signatures, "thresholds")
+        object.__setattr__(self, "primary_batch_size", self.traffic.primary_batch_size)
+
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        """Every batch size the profile's clients send: each is measured and judged."""
+        return self.traffic.batch_sizes
 
     @classmethod
     def from_dict(cls, data: dict | None, source: str = "thresholds") -> Thresholds:
@@ -228,13 +258,27 @@ class Thresholds:
         if not isinstance(objective, list | tuple):
             raise ServoptError(f"{source}: 'objective' must be a list of metric names, got "
                                f"{_kind(objective)}")
-        batch = data.get("primary_batch_size", defaults["primary_batch_size"])
-        if isinstance(batch, bool) or not isinstance(batch, int):
-            raise ServoptError(f"{source}: 'primary_batch_size' must be an integer, got "
-                               f"{_kind(batch)}")
+        packaged = TrafficProfile.one_batch(DEFAULT_PRIMARY_BATCH_SIZE).to_dict()
+        if "primary_batch_size" in data and data.get("traffic") not in (None, packaged):
+            raise ServoptError(f"{source}: both 'primary_batch_size' and 'traffic' are set; "
+                               "drop primary_batch_size (write it as traffic: {requests: "
+                               f"{{{data['primary_batch_size']}: 1.0}}}})")
         inconclusive = data.get("inconclusive", DEFAULT_INCONCLUSIVE)
-        _validate(source, batch, inconclusive, tuple(objective), groups)  # errors name source
-        return cls(primary_batch_size=batch, inconclusive=inconclusive,
+        if "primary_batch_size" in data:  # earlier versions: one batch size, kept working
+            batch = data["primary_batch_size"]
+            if isinstance(batch, bool) or not isinstance(batch, int):
+                raise ServoptError(f"{source}: 'primary_batch_size' must be an integer, got "
+                                   f"{_kind(batch)}; better, write traffic: {{requests: "
+                                   "{100: 1.0}}")
+            _validate(source, batch, inconclusive, tuple(objective), groups)
+            traffic = _legacy_profile(batch, tuple(objective))
+        elif data.get("traffic") is not None:
+            traffic = TrafficProfile.from_dict(data["traffic"], source)
+        else:  # the default batch size, ranked as the objective list says (as before)
+            traffic = _legacy_profile(DEFAULT_PRIMARY_BATCH_SIZE, tuple(objective))
+        _validate(source, traffic.primary_batch_size, inconclusive, tuple(objective),
+                  groups)  # errors name source
+        return cls(traffic=traffic, inconclusive=inconclusive,
                    objective=tuple(objective),
                    server=ServerProfile.from_dict(data.get("server"), source),
                    required_signatures=_signature_names(data.get("required_signatures"),
@@ -261,37 +305,42 @@ class Thresholds:
 
     def check_batch_sizes(self, batch_sizes, source: str) -> None:
         """Fails now, not after the whole benchmark ran, when the benchmark will not
-        measure the batch size the gate judges at."""
-        if self.primary_batch_size not in batch_sizes:
-            raise ServoptError(f"{source}: primary_batch_size {self.primary_batch_size} is "
-                               f"not among the benchmark's batch sizes {list(batch_sizes)}; "
-                               "add it to the batch sizes or set primary_batch_size to one "
-                               "of them")
+        measure a batch size the gate judges at (every batch size of the profile)."""
+        missing = [b for b in self.batch_sizes if b not in batch_sizes]
+        if missing:
+            what = ("primary_batch_size" if len(self.batch_sizes) == 1
+                    else "the traffic profile's batch size")
+            raise ServoptError(f"{source}: {what} {missing[0]} is not among the "
+                               f"benchmark's batch sizes {list(batch_sizes)}; add it to "
+                               "the batch sizes or change the traffic profile")
 
-    def decision_lines(self) -> dict[str, float | str | int | None]:
+    def decision_lines(self) -> dict:
         """The benchmark settings that measure what these thresholds decide: until the
         speedup intervals are decided (BenchmarkConfig.decide_speedup_p50 / _p99), and
-        the configuration search on the objective's first metric it can judge, at the
-        primary batch size."""
-        from components.core.benchmark.config import SEARCH_OBJECTIVES
-
-        lines: dict[str, float | str | int | None] = {
-            "decide_speedup_p50": self.vs_baseline.min_speedup_p50,
-            "decide_speedup_p99": self.vs_baseline.min_speedup_p99,
-            "search_batch_size": self.primary_batch_size}
-        searchable = [key for key in self.objective if key in SEARCH_OBJECTIVES]
-        if searchable:
-            lines["search_objective"] = searchable[0]
-        return lines
+        the configuration search on the traffic profile (BenchmarkConfig.traffic)."""
+        return {"decide_speedup_p50": self.vs_baseline.min_speedup_p50,
+                "decide_speedup_p99": self.vs_baseline.min_speedup_p99,
+                "traffic": self.traffic}
 
     def to_dict(self) -> dict:
         data = asdict(self)
+        data.pop("primary_batch_size")
+        data["traffic"] = self.traffic.to_dict()
         data["objective"] = list(self.objective)
         if self.server.cpu_features is not None:
             data["server"]["cpu_features"] = list(self.server.cpu_features)
         if self.required_signatures is not None:
             data["required_signatures"] = list(self.required_signatures)
         return data
+
+
+def _legacy_profile(batch: int, objective: tuple[str, ...]) -> TrafficProfile:
+    """`primary_batch_size: N` of earlier versions: every request of batch N, ranked by
+    the first per-batch metric of `objective` it named (p99 when none)."""
+    first = next((FROM_BATCH_METRIC[key] for key in objective if key in FROM_BATCH_METRIC),
+                 None)
+    return (TrafficProfile.one_batch(batch, first) if first
+            else TrafficProfile.one_batch(batch))
 
 
 def _signature_names(names, source: str) -> tuple[str, ...] | None:
