@@ -127,10 +127,13 @@ def pushed_line(recorded: RecordedRun) -> str:
     decision = recorded.decision
     if not decision.get("chosen"):
         return "PusherGate pushed nothing.\n"
-    flags = " ".join(decision.get("server_flags") or []) or "TF Serving's defaults"
+    environment = [f"{key}={value}" for key, value in
+                   sorted((decision.get("environment") or {}).items())]
+    serve = " ".join([*environment, "tensorflow_model_server ...",
+                      *(decision.get("server_flags") or [])])
+    reason = decision.get("reason", "").strip().rstrip(".")
     return (f"PusherGate pushed **{decision['chosen']}** (configuration "
-            f"`{decision.get('label', 'default')}`, served with `{flags}`): "
-            f"{decision.get('reason', '').strip()}\n")
+            f"`{decision.get('label') or 'default'}`, served as `{serve}`): {reason}.\n")
 
 
 def demo_summary(recorded: RecordedRun) -> str:
