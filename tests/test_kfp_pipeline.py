@@ -3,8 +3,9 @@
 Local runs use kfp.local's SubprocessRunner in this environment: every step runs in its
 own Python process on the seed CNN and the digits eval examples, with small benchmark
 settings (batch 8, short windows, no concurrency sweep). One full run, blessed, is shared
-by the module (3 to 4 minutes on 2 busy cores); a second, blocked by its thresholds, runs
-through `servopt kfp run-local`. Nothing is mocked,
+by the session (fixture `kfp_blessed_run`, tests/pipeline_runs.py); a second, blocked by
+its thresholds, runs through `servopt kfp run-local` with the variants and the search off.
+Nothing is mocked,
 except Vertex AI's PipelineJob in the one test that says so (a cloud API cannot be
 reached from here).
 """
@@ -25,28 +26,22 @@ from components.core.config import QuantizerSettings
 from components.core.errors import ServoptError
 from components.core.gate import versions
 from components.core.producers import MODEL_OUTPUTS, QUANTIZER_OUTPUTS, TFLITE_OUTPUTS
-from components.core.tflite import TFLITE_MODES
 from components.kfp import steps
 from components.kfp.local_conditions import evaluate_condition
 from components.kfp.pipeline import (
     DEFAULT_SETTINGS,
-    DEFAULT_THRESHOLDS,
     compile_pipeline,
     default_thresholds,
     run_local,
 )
 from components.kfp.steps import IMAGE
-from pipelines.digits.example_gen import write_examples
+from tests.pipeline_runs import BF16, QUICK_BENCHMARK, TFLITE
 
 STEPS = ["freeze", "optimize", "quantize", "benchmark", "gate", "push"]
 PARAMETERS = {"model_uri", "eval_examples_uri", "push_destination", "label_key",
               "thresholds", "batch_sizes", "benchmark_settings", "graph_optimizer", "quantizer",
               "verification", "keep_last"}
-QUICK_BENCHMARK = {"concurrency": [], "window_requests": 10, "max_windows": 6,
-                   "warmup_requests": 2, "search_budget_s": 20}
 # The TFX pipeline's names: the baseline, then each candidate by its producer's identity.
-BF16 = [] if bf16_unavailable_reason() else ["Quantizer-bfloat16"]
-TFLITE = [f"Quantizer-tflite-{mode}" for mode in TFLITE_MODES]  # every mode, by default
 VERSIONS = ["trainer", "Freezer", "GraphOptimizer", "Quantizer", *BF16, *TFLITE]
 ROWS = ["trainer", "Freezer", "GraphOptimizer", "Quantizer", *BF16,
         *(f"{name}@{runtime}" for name in TFLITE for runtime in ("tflite", "tensorflow"))]
@@ -159,54 +154,36 @@ def test_the_benchmark_task_can_be_given_the_serving_machines_cpus(tmp_path):
 
 # ------------------------------------------------------------------ local runs
 
-@pytest.fixture(scope="module")
-def examples_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("digits_examples")
-    write_examples(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def blessed_run(seed_cnn_model, examples_dir, tmp_path_factory):
-    """configs/thresholds.yaml, read at batch 8, with the server serving model.tflite as the
-    demo's does: the trainer's model is a candidate too, so at least one candidate passes
-    and the gate blesses. The Quantizer's settings are the defaults (all its variants)."""
-    work = tmp_path_factory.mktemp("kfp_blessed")
-    return run_local(seed_cnn_model, examples_dir, work / "serving", work / "pipeline_root",
-                     label_key="label",
-                     thresholds={**DEFAULT_THRESHOLDS, "primary_batch_size": 8,
-                                 "server": {"prefer_tflite_model": True}},
-                     batch_sizes=[8], benchmark_settings=QUICK_BENCHMARK,
-                     verification={"num_examples": 64})
-
+# The blessed run is the session's `kfp_blessed_run` (conftest.py): configs/thresholds.yaml
+# read at batch 8, the server serving model.tflite, the Quantizer's defaults.
 
 @pytest.mark.e2e
-def test_local_run_writes_the_tfx_quantizers_variants_verified(blessed_run):
-    models = blessed_run.models
+def test_local_run_writes_the_tfx_quantizers_variants_verified(kfp_blessed_run):
+    models = kfp_blessed_run.models
     for key in ("frozen_model", "optimized_model", "quantized_model",
                 *TFLITE_OUTPUTS.values()):
         assert (models[key] / "saved_model.pb").is_file(), key
-        assert blessed_run.model_metadata[key]["verification_passed"] == 1
+        assert kfp_blessed_run.model_metadata[key]["verification_passed"] == 1
     for mode, key in TFLITE_OUTPUTS.items():
         assert (models[key] / "model.tflite").is_file()
-        tflite = blessed_run.model_metadata[key]
+        tflite = kfp_blessed_run.model_metadata[key]
         assert tflite["servopt_component"] == "Quantizer"
         assert tflite["servopt_variant"] == f"tflite-{mode}"
         assert tflite["serving_flags"] == "--prefer_tflite_model=true"
         assert tflite["tflite_verification_top1_agreement"] >= 0.99
-    bf16 = blessed_run.model_metadata["bfloat16_model"]
+    bf16 = kfp_blessed_run.model_metadata["bfloat16_model"]
     reason = bf16_unavailable_reason()
     assert bf16["produced"] == (0 if reason else 1)
     if reason:  # this CPU: recorded, nothing published, as the TFX Quantizer does
         assert reason in bf16["skipped_reason"]
-    size = {name: blessed_run.metrics()["models"][name]["size_bytes"] for name in VERSIONS[:4]}
+    size = {name: kfp_blessed_run.metrics()["models"][name]["size_bytes"] for name in VERSIONS[:4]}
     assert size["Freezer"] < 0.6 * size["trainer"]  # Keras 3 stores the weights twice
     assert size["Quantizer"] < 0.35 * size["GraphOptimizer"]  # int8 weights
 
 
 @pytest.mark.e2e
-def test_the_benchmark_measures_every_variant_by_the_tfx_name(blessed_run):
-    metrics = blessed_run.metrics()
+def test_the_benchmark_measures_every_variant_by_the_tfx_name(kfp_blessed_run):
+    metrics = kfp_blessed_run.metrics()
     assert metrics["baseline"] == "trainer"
     models = metrics["models"]
     default = [name for name, model in models.items()
@@ -221,8 +198,8 @@ def test_the_benchmark_measures_every_variant_by_the_tfx_name(blessed_run):
         assert model["accuracy"]["accuracy"] > 0.9
     for name in TFLITE:
         assert metrics["models"][f"{name}@tflite"]["runtime"]["runtime"] == "tflite"
-    assert (blessed_run.results / "report.html").is_file()
-    headline = blessed_run.headline
+    assert (kfp_blessed_run.results / "report.html").is_file()
+    headline = kfp_blessed_run.headline
     for name in ROWS:
         assert headline[f"{name}_p50_ms_batch8"] > 0 and headline[f"{name}_p99_ms_batch8"] > 0
         assert headline[f"{name}_size_bytes"] > 0
@@ -231,8 +208,8 @@ def test_the_benchmark_measures_every_variant_by_the_tfx_name(blessed_run):
 
 
 @pytest.mark.e2e
-def test_the_gate_judges_every_variant_and_a_blessed_gate_pushes_its_choice(blessed_run):
-    decision = blessed_run.decision
+def test_the_gate_judges_every_variant_and_a_blessed_gate_pushes_its_choice(kfp_blessed_run):
+    decision = kfp_blessed_run.decision
     # every (version, configuration) pair the benchmark measured on the server's runtime
     version_of = {c["name"]: c["version"] for c in decision["candidates"]}
     assert sorted(set(version_of.values())) == sorted(VERSIONS)
@@ -243,30 +220,30 @@ def test_the_gate_judges_every_variant_and_a_blessed_gate_pushes_its_choice(bles
             if c["threshold"] == "vs_baseline.min_speedup_p50"} == set(version_of)
     assert decision["blessed"] and decision["chosen"] in VERSIONS
     assert decision["first_push"] and decision["primary_batch_size"] == 8
-    pushed = blessed_run.pushed
+    pushed = kfp_blessed_run.pushed
     assert pushed["pushed_model_name"] == decision["chosen"]
     assert pushed["pushed_configuration"] == decision["label"]
     assert pushed["server_command"] == decision["server_command"]
     assert f"--model_base_path={Path(pushed['base_dir'])}" in decision["server_command"]
     serving = Path(pushed["base_dir"])
-    assert versions(serving) == [blessed_run.pushed_version]
-    version_dir = serving / str(blessed_run.pushed_version)
+    assert versions(serving) == [kfp_blessed_run.pushed_version]
+    version_dir = serving / str(kfp_blessed_run.pushed_version)
     assert (version_dir / "saved_model.pb").is_file()
     assert (version_dir / "assets.extra" / "tf_serving_warmup_requests").is_file()
 
 
 @pytest.mark.e2e
-def test_run_local_cli_with_failing_thresholds_pushes_nothing(seed_cnn_model, examples_dir,
+def test_run_local_cli_with_failing_thresholds_pushes_nothing(seed_cnn_model, digits_examples,
                                                               tmp_path):
     thresholds = tmp_path / "impossible.yaml"
     thresholds.write_text("primary_batch_size: 8\nvalue:\n  max_p99_ms: 0.001\n")
     quick = tmp_path / "quick.yaml"
-    quick.write_text(yaml.safe_dump(QUICK_BENCHMARK))
+    quick.write_text(yaml.safe_dump({**QUICK_BENCHMARK, "search_budget_s": 0}))  # no pairs
     recipe = tmp_path / "recipe.yaml"  # the variants off: the Quantizer's weights only
     recipe.write_text("quantizer: {bfloat16: false, tflite: null}\n"
                       "verification: {num_examples: 64}\n")
     serving = tmp_path / "serving"
-    result = kfp("run-local", "--model", str(seed_cnn_model), "--examples", str(examples_dir),
+    result = kfp("run-local", "--model", str(seed_cnn_model), "--examples", str(digits_examples),
                  "--push-destination", str(serving), "--thresholds", str(thresholds),
                  "--batch-sizes", "8", "--benchmark-config", str(quick),
                  "--recipe", str(recipe),
