@@ -111,6 +111,7 @@ class ProcessTreeMonitor:
 
     def start(self) -> ProcessTreeMonitor:
         self._started = time.monotonic()
+        self.sample()  # at once: a step that fails fast ends before the first interval
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
         return self

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from components.core.errors import ServoptError
-from components.core.gate import Thresholds, evaluate_gate
+from components.core.gate import Thresholds, evaluate_gate, pairs_table
 from components.core.traffic import TrafficEntry, TrafficProfile, with_flags
 
 ONLINE = {"requests": [{"batch_size": 1, "share": 0.9, "slo_p99_ms": 50},
@@ -242,7 +242,7 @@ def test_the_pairs_table_shows_each_batch_size_and_the_weighted_objective(
         metrics_and_models):
     metrics, candidates = metrics_and_models
     decision = evaluate_gate(metrics, {"traffic": ONLINE, **NO_ACCURACY}, candidates)
-    text = decision.pairs_table().plain(200)
+    text = pairs_table(decision).plain(200)
     assert "pairs judged on the traffic profile 90% batch 1, 10% batch 100" in text
     assert "p50 ms @1" in text and "p99 ms @100" in text and "weighted_p50_ms" in text
     chosen_line = next(line for line in text.splitlines() if "chosen" in line)

@@ -12,7 +12,6 @@ configs/ of the repository holds the same files as the documented copy to start 
 from __future__ import annotations
 
 import dataclasses
-import importlib.resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,14 +21,7 @@ from components.core.optimize import DEFAULT_PASSES, validate_passes
 from components.core.quantize import DEFAULT_MIN_ELEMENTS, MODES
 from components.core.tflite import TFLITE_MODES, validate_mode
 from components.core.verify import QUANTIZED_TOLERANCE
-from components.core.yaml_io import parse_yaml
-
-
-def default_config(name: str) -> Path:
-    """The packaged default file `name` (optimization.yaml, benchmark.yaml,
-    thresholds.yaml) of components/configs/."""
-    return Path(str(importlib.resources.files("components") / "configs" / name))
-
+from components.core.yaml_io import default_config, parse_yaml
 
 DEFAULT_RECIPE = default_config("optimization.yaml")
 

@@ -13,6 +13,7 @@ integer longer than `MAX_INT_DIGITS` is refused too (Python refuses to parse one
 
 from __future__ import annotations
 
+import importlib.resources
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,14 @@ import yaml
 from components.core.errors import ServoptError
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def default_config(name: str) -> Path:
+    """The packaged default file `name` (optimization.yaml, benchmark.yaml,
+    thresholds.yaml) of components/configs/; light to import (no TensorFlow), so a command
+    can read its defaults and refuse bad input before TensorFlow loads."""
+    return Path(str(importlib.resources.files("components") / "configs" / name))
+
 MAX_VALUES = 100_000  # scalars, lists and mappings once aliases are expanded
 MAX_INT_DIGITS = 30
 

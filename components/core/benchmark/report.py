@@ -220,8 +220,8 @@ def _search_section(result: BenchmarkResult) -> str:
             f"{_e(search.stopped)}.</p>"
             f"<div class=\"card\"><table><thead>{head}</thead><tbody>{body}</tbody></table>"
             f"<ul>{steps}</ul></div>"
-            + _plot(plots.search_figure, result, "configuration search: p99 against "
-                    "throughput"))
+            + _plot(lambda: plots.search_figure(result), result,
+                    "configuration search: p99 against throughput"))
 
 
 def _figure(png: bytes | None, alt: str) -> str:
@@ -232,17 +232,24 @@ def _figure(png: bytes | None, alt: str) -> str:
            '</figure>'
 
 
-def _plot(title: str, draw, result: BenchmarkResult, alt: str, caption: str = "") -> str:
-    """One figure's section; a figure that cannot be drawn is noted on the page and
-    recorded in the result's `step_errors['plots']`, and the page goes on without it."""
+def _plot(draw, result: BenchmarkResult, alt: str) -> str:
+    """One figure; a figure that cannot be drawn is noted on the page and recorded in
+    the result's `step_errors['plots']`, and the page goes on without it."""
     try:
-        return _section(title, draw(), alt, caption)
+        return _figure(draw(), alt)
     except Exception as err:  # noqa: BLE001 - one figure must not cost the report
         text = f"{alt}: {type(err).__name__}: {err}"
         previous = result.step_errors.get("plots")
         result.step_errors["plots"] = f"{previous}; {text}" if previous else text
-        return (f'<h2>{_e(title)}</h2><div class="card err">figure not drawn: '
-                f'{_e(text)}</div>')
+        return f'<div class="card err">figure not drawn: {_e(text)}</div>'
+
+
+def _plot_section(title: str, draw, result: BenchmarkResult, alt: str,
+                  caption: str = "") -> str:
+    """A titled figure (see _plot); nothing where there is nothing to draw."""
+    figure = _plot(draw, result, alt)
+    caption = f'<p class="sub">{caption}</p>' if caption else ""
+    return f"<h2>{_e(title)}</h2>{caption}{figure}" if figure else ""
 
 
 def _run_notes(result: BenchmarkResult) -> str:
@@ -273,13 +280,15 @@ def render_report(result: BenchmarkResult, chosen: str | None = None,
     warning = "".join(f'<div class="card err"><b>{_e(n)}</b> could not be measured: '
                       f"{_e(e)}</div>" for n, e in failed.items())
     figures = "".join([
-        _plot("Which pair is fastest", lambda: plots.speed_figure(result, chosen, weighted),
-              result, "speedup over the baseline per pair and batch size",
-              _star(result, chosen)),
-        _plot("Latency against throughput", lambda: plots.throughput_figure(result), result,
-              "throughput against p99 latency per runtime"),
-        _plot("Accuracy against speed", lambda: plots.accuracy_figure(result, chosen), result,
-              "accuracy against speedup per pair"),
+        _plot_section("Which pair is fastest",
+                      lambda: plots.speed_figure(result, chosen, weighted), result,
+                      "speedup over the baseline per pair and batch size",
+                      _star(result, chosen)),
+        _plot_section("Latency against throughput", lambda: plots.throughput_figure(result),
+                      result, "throughput against p99 latency per runtime"),
+        _plot_section("Accuracy against speed",
+                      lambda: plots.accuracy_figure(result, chosen), result,
+                      "accuracy against speedup per pair"),
     ])
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>
@@ -304,12 +313,6 @@ more than {result.settings.stability_percent:g}%. Written by servopt benchmark,
 {stamp}.</footer>
 </main></body></html>
 """
-
-
-def _section(title: str, png: bytes | None, alt: str, caption: str = "") -> str:
-    figure = _figure(png, alt)
-    caption = f'<p class="sub">{caption}</p>' if caption else ""
-    return f"<h2>{_e(title)}</h2>{caption}{figure}" if figure else ""
 
 
 def _star(result: BenchmarkResult, chosen: str | None) -> str:

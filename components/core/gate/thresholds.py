@@ -49,7 +49,7 @@ from pathlib import Path
 from components.core.errors import ServoptError
 from components.core.gate.release import ReleaseConfig
 from components.core.traffic import FROM_BATCH_METRIC, TrafficProfile
-from components.core.yaml_io import parse_yaml
+from components.core.yaml_io import default_config, parse_yaml
 
 INCONCLUSIVE_POLICIES = ("block", "allow")
 # A speedup threshold is decided on the speedup's confidence interval (see checks): a
@@ -290,8 +290,6 @@ class Thresholds:
         """Thresholds from a YAML file; without a path, the packaged defaults
         (components/configs/thresholds.yaml, the same as configs/thresholds.yaml)."""
         if path is None:
-            from components.core.config import default_config
-
             path = default_config("thresholds.yaml")
         path = Path(path)
         try:
