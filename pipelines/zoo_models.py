@@ -50,8 +50,9 @@ def digits_examples(model_dir: Path, out: Path, count: int) -> Path:
     return out
 
 
-def _spread_batch_norms(model) -> None:
-    """Untrained batch norms are identities; give them the statistics a trained net has."""
+def spread_batch_norms(model) -> None:
+    """Untrained batch norms are identities (scale 1, offset 0); give them the statistics a
+    trained net has, so folding them is numerically visible (the zoo and the tests)."""
     import keras
 
     rng = np.random.default_rng(0)
@@ -70,7 +71,7 @@ def _export_application(name: str, out: Path) -> Path:
     keras.utils.set_random_seed(0)
     model = getattr(keras.applications, name)(input_shape=IMAGE_SHAPE, weights=None,
                                               classes=1000)
-    _spread_batch_norms(model)
+    spread_batch_norms(model)
     model.export(str(out), verbose=False)
     return out
 

@@ -19,6 +19,7 @@ from components.core.tf_setup import tf
 import numpy as np
 
 from pipelines.digits.model import digits_28x28, seed_cnn
+from pipelines.zoo_models import spread_batch_norms
 
 
 def _fit_quietly(model, images, labels, epochs: int) -> None:
@@ -179,27 +180,13 @@ def export_demo_cnn(out: Path) -> Path:
     return out
 
 
-def _spread_batch_norm_statistics(model) -> None:
-    """Untrained BNs are identities (scale 1, offset 0): make folding numerically visible."""
-    import keras
-
-    rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            shape = layer.get_weights()[0].shape
-            layer.set_weights([rng.uniform(0.5, 1.5, shape).astype("f4"),
-                               rng.normal(0, 0.1, shape).astype("f4"),
-                               rng.normal(0, 0.1, shape).astype("f4"),
-                               rng.uniform(0.5, 2.0, shape).astype("f4")])
-
-
 def export_resnet50(out: Path) -> Path:
     """keras.applications.ResNet50 (weights=None, 32x32x3) with non-trivial BN statistics."""
     import keras
 
     keras.utils.set_random_seed(0)
     model = keras.applications.ResNet50(input_shape=(32, 32, 3), weights=None, classes=10)
-    _spread_batch_norm_statistics(model)
+    spread_batch_norms(model)
     model.export(str(out), verbose=False)
     rgb = np.random.default_rng(1).random((32, 32, 32, 3)).astype("f4")
     np.savez(out.parent / f"{out.name}-inputs.npz", **{model.inputs[0].name: rgb})
