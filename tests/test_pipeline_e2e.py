@@ -126,9 +126,12 @@ def test_the_benchmark_measures_every_model_side_by_side(demo_run):
     for name, model in metrics["models"].items():
         assert model["error"] is None, name
         assert model["accuracy"]["accuracy"] > 0.9
-        sizes = ("1", "100") if name in default_rows else ("100",)  # searched at 100
-        for size in sizes:
-            assert model["batches"][size]["p99_ms"] >= model["batches"][size]["p50_ms"] > 0
+        if name in default_rows:
+            assert set(model["batches"]) == {"1", "100"}, name
+        else:  # searched: at the profile's batch sizes; batching under concurrent clients
+            assert model["batches"] or model["concurrency"], name
+        for batch in model["batches"].values():
+            assert batch["p99_ms"] >= batch["p50_ms"] > 0
     props = custom_properties(result)
     assert props["baseline"] == "DigitsTrainer"
     assert props["Quantizer_speedup_p50_batch100"] > 0
@@ -136,11 +139,18 @@ def test_the_benchmark_measures_every_model_side_by_side(demo_run):
 
 def test_the_demo_searches_tf_serving_settings_and_pushes_the_best_pair_with_its_command(
         demo_run):
-    """The benchmark searched the best rows' TF Serving settings on the gate's objective
-    (lowest p99 at batch 100); the gate chose among the pairs it kept, and the demo prints
-    the pairs table and the whole tensorflow_model_server command for what it pushed."""
+    """The benchmark searched the best rows' TF Serving settings on the demo's traffic
+    profile (request-weighted p50 over batch 1 and 100); the gate chose among the pairs it
+    kept, and the demo prints the pairs table and the whole tensorflow_model_server command
+    for what it pushed."""
     search = demo_run.metrics()["search"]
-    assert search["objective"] == "p99_ms" and search["batch_size"] == 100
+    traffic = search["traffic"]
+    assert traffic["objective"] == "weighted_p50_ms" and traffic["clients"] == 2
+    assert [(r["batch_size"], r["share"]) for r in traffic["requests"]] == [(1, 0.9),
+                                                                          (100, 0.1)]
+    assert search["tried"] and set(search["tried"]) <= {
+        "tflite_interpreters_per_pool", "mixed_precision", "batching", "intra_op_threads",
+        "inter_op_threads"}
     assert search["steps"] and search["contenders"]
     tried = {step["knob"] for step in search["steps"] if step["rows"]}
     assert "tflite_interpreters_per_pool" in tried  # the TFLite rows' batch split
@@ -231,7 +241,8 @@ def test_a_candidate_slower_than_the_served_model_is_blocked_for_it(demo_run, tm
     config = tmp_path / "wider.yaml"
     config.write_text("trainer:\n  dense_units: 4096\n"
                       "benchmark:\n  batch_sizes: [100]\n  concurrency: []\n"
-                      "  search_budget_s: 0\n")
+                      "  search_budget_s: 0\n"
+                      "thresholds:\n  primary_batch_size: 100\n")  # judged at 100 only
     demo(workdir, "--config", str(config))
     pushed, decision = gate_outcome(workdir)
     assert pushed["pushed"] == 0 and not decision["first_push"]
