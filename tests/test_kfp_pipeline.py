@@ -194,7 +194,12 @@ def test_the_benchmark_measures_every_variant_by_the_tfx_name(kfp_blessed_run):
         assert row.split("@")[0] in VERSIONS and models[name]["runtime"]["label"] == label, name
     for name, model in models.items():
         assert model["error"] is None, name
-        assert model["batches"]["8"]["p99_ms"] >= model["batches"]["8"]["p50_ms"] > 0
+        if name in default:
+            assert set(model["batches"]) == {"8"}, name
+        else:  # searched: at batch 8, or (batching) under concurrent clients
+            assert model["batches"] or model["concurrency"], name
+        for batch in model["batches"].values():
+            assert batch["p99_ms"] >= batch["p50_ms"] > 0
         assert model["accuracy"]["accuracy"] > 0.9
     for name in TFLITE:
         assert metrics["models"][f"{name}@tflite"]["runtime"]["runtime"] == "tflite"
