@@ -10,8 +10,8 @@ loses nothing measured; `servopt zoo table` renders it as the docs' table (zoo_t
 
 Models are (name, builder) entries: `ZOO` below. A builder is "module:function" taking
 the output directory and returning the SavedModel's path; an entry whose builder cannot
-be imported is recorded as skipped with the reason (the hook for models whose builders
-live elsewhere: the text models' builders come from tests/model_zoo.py).
+be imported is recorded as skipped with the reason (a builder of a module not
+installed, e.g. tensorflow-text's models without tensorflow-text).
 """
 
 from __future__ import annotations
@@ -53,12 +53,10 @@ ZOO: tuple[ZooModel, ...] = (
              note="keras.applications, weights=None, 224x224x3; labels: its own top-1"),
     ZooModel("resnet50", "pipelines.zoo_models:export_resnet50", (1, 16),
              note="keras.applications, weights=None, 224x224x3; labels: its own top-1"),
-    # Builders of tests/model_zoo.py (written with the text models' support); where they
-    # do not exist the entries are recorded as skipped, with the reason.
-    ZooModel("bert-encoder", "tests.model_zoo:export_transformer_encoder", (1, 100),
+    ZooModel("bert-encoder", "pipelines.zoo_text:export_transformer_encoder", (1, 100),
              note="a BERT-like encoder, 2 blocks, width 32 (token ids and padding mask "
                   "in); labels: its own top-1"),
-    ZooModel("text-tokenizing", "tests.model_zoo:export_text_classifier", (1, 100),
+    ZooModel("text-tokenizing", "pipelines.zoo_text:export_text_classifier", (1, 100),
              note="raw strings in, TF Text tokenization in the graph; labels: its own "
                   "top-1"),
 )

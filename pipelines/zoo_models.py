@@ -10,7 +10,7 @@ returns its path; `write_examples` writes a TFX-style Examples directory
   classes), weights=None (no download here), batch norms given non-trivial statistics so
   that folding them is visible; examples: random images, labelled with the exported
   model's own top-1 class, so "accuracy" is the agreement with the source model.
-- the text models (builders in tests/model_zoo.py: a BERT-like encoder, a classifier that
+- the text models (builders in pipelines/zoo_text.py: a BERT-like encoder, a classifier that
   tokenizes raw strings with TF Text in its graph): their builders leave real inputs in
   `<name>-inputs.npz` beside the SavedModel; `write_examples` uses them, labelled the
   same way.

@@ -25,7 +25,8 @@ from components.core.yaml_io import parse_yaml
 from pipelines.digits.config import load_pipeline_config
 
 QUICK = ["--batch-sizes", "1", "--concurrency", "", "--warmup-requests", "2",
-         "--window-requests", "10", "--max-windows", "6", "--search-budget", "0"]
+         "--window-seconds", "0", "--window-requests", "10", "--max-windows", "6",
+         "--search-budget", "0"]
 
 
 class _FileWritingModel(tf.Module):

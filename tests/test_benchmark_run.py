@@ -98,8 +98,10 @@ def test_metrics_hold_latency_percentiles_throughput_and_stability_per_batch_siz
             assert 0 < batch["min_ms"] <= batch["p50_ms"] <= batch["p90_ms"] <= batch["p99_ms"]
             assert batch["p99_ms"] <= batch["max_ms"]
             assert batch["throughput"] > 0 and isinstance(batch["stable"], bool)
-            # 6 rounds: the fewest a 95% speedup interval needs, and max_windows
-            assert batch["windows"] == 6 and batch["requests"] == 20 * batch["windows"]
+            # At least 6 rounds (the fewest a 95% speedup interval needs, and max_windows);
+            # more where a speedup's interval straddles the gate's 0.95 line (the packaged
+            # thresholds the CLI decides on), within decision_budget_s
+            assert batch["windows"] >= 6 and batch["requests"] == 20 * batch["windows"]
     assert (metrics["models"]["base"]["batches"]["100"]["throughput"]
             > metrics["models"]["base"]["batches"]["1"]["throughput"])
 

@@ -29,7 +29,8 @@ from components.core.yaml_io import parse_yaml
 
 TFX_TESTDATA = Path(tfx.__file__).parent / "components" / "testdata"
 QUICK = ["--batch-sizes", "1", "--concurrency", "", "--warmup-requests", "2",
-         "--window-requests", "10", "--max-windows", "6", "--search-budget", "0"]
+         "--window-seconds", "0", "--window-requests", "10", "--max-windows", "6",
+         "--search-budget", "0"]
 
 
 def servopt(*args: str):

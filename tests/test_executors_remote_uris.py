@@ -33,7 +33,8 @@ pytestmark = pytest.mark.e2e  # the five executors in a row, the benchmark's wor
 
 ROOT = "ram://pipeline_root"
 QUICK = BenchmarkConfig(batch_sizes=(8,), concurrency=(), warmup_requests=2,
-                        window_requests=10, max_windows=6, label_key="label",
+                        window_seconds=None, window_requests=10, max_windows=6,
+                        min_requests=1, decision_budget_s=10, label_key="label",
                         search_budget_s=0)
 gfile = tf.io.gfile
 

@@ -104,6 +104,35 @@ def test_the_p99_regression_vs_served_is_decided_on_the_paired_interval(
     assert any("vs_served is paired" in line for line in decision.summary_lines())
 
 
+
+@pytest.mark.parametrize("interval, stays", [
+    ([1.02, 1.4], None),  # faster with confidence: it replaces the served version
+    ([0.98, 1.02], "not faster than the served version with confidence"),  # a near-tie
+])
+def test_the_served_version_stays_unless_the_chosen_pair_is_faster_with_confidence(
+        candidates, interval, stays):
+    """A rerun of an unchanged pipeline measures the same models again: the pair noise
+    ranks first must not replace the served version unless its paired interval says it is
+    faster (the profile ranks by weighted p99: the p99 interval decides)."""
+    metrics = _with_served(benchmark(), sum(interval) / 2, interval)
+    decision = gate(candidates, {"vs_served": {"max_p99_regression_pct": 10}},
+                    metrics=metrics)
+    assert decision.blessed  # every check passed either way
+    if stays is None:
+        assert decision.served_stays is None
+        assert not any("nothing new is pushed" in line for line in decision.summary_lines())
+    else:
+        assert stays in decision.served_stays
+        assert "batch 100: [0.98, 1.02]" in decision.served_stays
+        assert any(line.startswith("  nothing new is pushed: '")
+                   for line in decision.summary_lines())
+
+
+def test_without_paired_figures_the_chosen_pair_is_not_held_back(candidates):
+    decision = gate(candidates, {"vs_served": {"max_p99_regression_pct": 10}},
+                    served=served_model())  # recorded figures only: nothing paired
+    assert decision.blessed and decision.served_stays is None
+
 def test_inconclusive_follows_the_inconclusive_policy(candidates):
     metrics = _with_served(benchmark(), 0.93, [0.85, 1.0])
     decision = gate(candidates, {"vs_served": {"max_p99_regression_pct": 10},

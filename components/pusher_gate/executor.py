@@ -100,6 +100,12 @@ class Executor(Staged, base_executor.BaseExecutor):
             set_custom_properties(pushed, {"pushed": 0, "pushed_base_directory": destination,
                                            "served_version": version, "decision": reason})
             return
+        if decision.served_stays:  # passed, but not faster than the served version
+            reason = f"'{decision.chosen}' passed, but {decision.served_stays}"
+            logging.info("PusherGate: nothing new to push: %s", reason)
+            set_custom_properties(pushed, {"pushed": 0, "pushed_base_directory": destination,
+                                           "decision": reason})
+            return
         examples = optional_single(input_dict, "examples")
         release = thresholds.release
         if release.mode == "labels":

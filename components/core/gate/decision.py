@@ -111,6 +111,9 @@ class GateDecision:
     server_command: list[str] = field(default_factory=list)
     measured_on: dict | None = None  # the benchmark's CPU: cpu_model, cores, cpu_features
     traffic: dict | None = None  # the traffic profile judged on (TrafficProfile.to_dict())
+    # Why the version served now stays although `chosen` passed (vs_served.served_stays):
+    # nothing new is pushed. None: push `chosen`.
+    served_stays: str | None = None
 
     def chosen_candidate(self) -> CandidateResult | None:
         """The chosen pair."""
@@ -201,6 +204,9 @@ class GateDecision:
                   not_applicable.items()]
         if table is not None:
             lines += ["  " + line if line else line for line in table.splitlines()]
+        if self.blessed and self.served_stays:
+            lines.append(f"  nothing new is pushed: '{self.chosen}' passed, but "
+                         f"{self.served_stays}")
         if self.blessed:
             if self.signatures:
                 lines.append(f"  '{self.chosen}' serves signatures: "

@@ -54,7 +54,7 @@ from components.core.gate.thresholds import (
     OBJECTIVES,
     Thresholds,
 )
-from components.core.gate.vs_served import served_note_check, served_reference
+from components.core.gate.vs_served import served_note_check, served_reference, served_stays
 from components.core.requirements import ServingRequirements
 from components.core.serving_config import DEFAULT_LABEL
 from components.core.traffic import OBJECTIVES as TRAFFIC_OBJECTIVES
@@ -140,6 +140,9 @@ def evaluate_gate(metrics: BenchmarkResult | dict, thresholds: Thresholds | dict
     passing = [r for r in ranked if r.passed]
     blocked = [r for r in ranked if not r.passed]
     chosen = passing[0] if passing else None
+    rows_by_pair = {pair: row.model for pair, _, row in pairs}
+    stays = (served_stays(rows_by_pair[chosen.name], traffic)
+             if chosen is not None and served_paired else None)
     return GateDecision(
         blessed=chosen is not None,
         chosen=chosen.model if chosen else None,
@@ -160,7 +163,8 @@ def evaluate_gate(metrics: BenchmarkResult | dict, thresholds: Thresholds | dict
         row=chosen.row if chosen else None,
         label=chosen.label if chosen else None,
         configuration=chosen.configuration if chosen else None,
-        measured_on=measured_on(metrics.machine))
+        measured_on=measured_on(metrics.machine),
+        served_stays=stays)
 
 
 def _candidate_checks(pair: str, row: JudgedRow, requirements: ServingRequirements,

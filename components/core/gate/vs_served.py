@@ -10,6 +10,10 @@ not regressed, or inconclusive under the `inconclusive` policy). Only where the 
 version could not be measured in this run (it failed to load or run, or the benchmark was
 not given it) does the gate fall back to the figures recorded at its push, from another
 run on possibly another machine, and the decision says so.
+
+A pair that passes every check replaces the served version only when it is faster than it
+with confidence (`served_stays`): a new version costs a rollout, and rerunning a pipeline
+whose inputs did not change must not push a near-tie that noise ranked first.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 from components.core.benchmark.schema import BenchmarkResult, ModelResult
 from components.core.benchmark.stats import NOT_REGRESSED, REGRESSED, judge_at_least
 from components.core.gate.decision import CHANGE, NOTE, Check, fmt
+from components.core.traffic import TrafficProfile
 
 PAIRED = "measured in this run, in the same interleaved rounds as the candidates"
 
@@ -89,3 +94,34 @@ def paired_p99_regression_check(name: str, model: ModelResult, batch_size: int,
     return Check(threshold, name, regression, limit_pct, passed,
                  f"{label}, {interval}, {verdict}", kind=CHANGE,
                  interval=[low, high], outcome=outcome)
+
+
+def served_stays(model: ModelResult | None, traffic: TrafficProfile) -> str | None:
+    """Why the served version stays although the chosen pair (its row `model`) passed every
+    check; None when the pair is faster than it with confidence, or cannot be compared.
+
+    Faster with confidence: the paired interval of the pair's speedup over the served
+    version, in the percentile the profile ranks by (p99 for weighted_p99_ms, else p50),
+    lies wholly above 1 at one batch size of the profile, and wholly below 1 at none. A
+    pair without paired figures (the served version was not measured in its rounds) is
+    not held back: nothing measured says it is no faster."""
+    if model is None:
+        return None
+    percentile = "p99" if traffic.objective == "weighted_p99_ms" else "p50"
+    faster, figures = False, []
+    for size in traffic.batch_sizes:
+        batch = model.at(size)
+        low, high = (getattr(batch, f"served_speedup_{percentile}_interval", None)
+                     or (None, None)) if batch else (None, None)
+        if low is None or high is None:
+            continue
+        figures.append(f"batch {size}: [{low:.3g}, {high:.3g}]")
+        if high < 1.0:
+            return (f"it is slower than the served version at batch {size} ({percentile} "
+                    f"speedup interval [{low:.3g}, {high:.3g}]): the served version stays")
+        faster = faster or low > 1.0
+    if not figures or faster:
+        return None
+    return (f"it is not faster than the served version with confidence ({percentile} "
+            f"speedup intervals over it, {PAIRED}: {'; '.join(figures)}): the served "
+            "version stays, nothing new is pushed")
