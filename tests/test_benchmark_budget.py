@@ -102,6 +102,16 @@ def test_the_baseline_comes_first_then_the_fastest_candidates():
     assert rank_rows("gone", {"b": 2.0, "a": 1.0}) == ["a", "b"]  # baseline failed
 
 
+def test_the_served_version_is_kept_beside_the_baseline_however_slow():
+    """The gate compares every candidate with the served version (vs_served): it is a
+    reference like the baseline, in the floor whatever the budget."""
+    per_request = {"slow": 0.2, "base": 0.5, "fast": 0.01, "served": 0.9}
+    ranked = rank_rows("base", per_request, ["served"])
+    assert ranked == ["base", "served", "fast", "slow"]
+    costs = dict.fromkeys(ranked, 1.0)
+    assert rows_that_fit(ranked, costs, 6, 1.0, keep=3) == ["base", "served", "fast"]
+
+
 def test_rows_that_fit_keep_the_longest_prefix_and_always_the_first():
     costs = {"a": 1.0, "b": 1.0, "c": 5.0}
     assert rows_that_fit(["a", "b", "c"], costs, rounds=3, seconds=7) == ["a", "b"]

@@ -92,11 +92,15 @@ def round_cost_s(per_request_s: float, window_seconds: float | None, window_requ
     return window + rewarm_requests * per_request_s
 
 
-def rank_rows(baseline: str, per_request_s: Mapping[str, float]) -> list[str]:
-    """The baseline first, then the candidates fastest first (the most promising)."""
-    candidates = sorted((name for name in per_request_s if name != baseline),
+def rank_rows(baseline: str, per_request_s: Mapping[str, float],
+              references: Sequence[str] = ()) -> list[str]:
+    """The baseline first, then the other `references` (the served version: the gate
+    compares every candidate with it), then the candidates fastest first (the most
+    promising)."""
+    firsts = [name for name in (baseline, *references) if name in per_request_s]
+    candidates = sorted((name for name in per_request_s if name not in firsts),
                         key=lambda name: (per_request_s[name], name))
-    return ([baseline] if baseline in per_request_s else []) + candidates
+    return firsts + candidates
 
 
 def rows_that_fit(ranked: Sequence[str], costs: Mapping[str, float], rounds: int,

@@ -326,7 +326,8 @@ class BenchmarkSession:
         share = 1.0 / (count - index)  # an equal part of what is left for each size left
         per_request, failed = warm_up(self.runners, size, config.warmup_requests)
         _drop_failed(self.runners, failed, self.errors, f"warming up at batch size {size}")
-        ranked = rank_rows(self.baseline, per_request)
+        references = [self.served] if self.served else []
+        ranked = rank_rows(self.baseline, per_request, references)
         self.order = ranked
         costs = {name: round_cost_s(per_request[name], config.window_seconds,
                                     config.window_requests, config.rewarm_requests)
@@ -334,10 +335,11 @@ class BenchmarkSession:
         minimum = rounds_for(config.confidence)
         seconds = budget.remaining() * share
         kept = ranked if math.isinf(seconds) else rows_that_fit(
-            ranked, costs, minimum, seconds, keep=MIN_ROWS)
+            ranked, costs, minimum, seconds,
+            keep=MIN_ROWS + sum(name in ranked for name in references))
         round_s = sum(costs[name] for name in kept)
-        # The floor (the baseline and the most promising candidate) gets its minimum
-        # rounds even past the budget: a run always compares something.
+        # The floor (the baseline, the served version and the most promising candidate)
+        # gets its minimum rounds even past the budget: a run always compares something.
         deadline = (None if math.isinf(seconds)
                     else time.monotonic() + max(seconds, minimum * round_s))
         if len(kept) < len(ranked):
