@@ -9,6 +9,7 @@ failed candidate and exits 0 (the failures are recorded in the result's `error` 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from typing import TYPE_CHECKING
@@ -163,10 +164,11 @@ def _gate_lines(settings: dict, thresholds_path: str | None, *traffic_flags) -> 
              if key != "traffic"}
     profile = thresholds.traffic
     asked = thresholds_path is not None or any(f is not None for f in traffic_flags)
-    sizes = tuple(settings.get("batch_sizes") or DEFAULTS.batch_sizes)
+    sizes = tuple(settings["batch_sizes"])
     if asked:
         lines["batch_sizes"] = sizes + tuple(b for b in profile.batch_sizes if b not in sizes)
-    searched_as_asked = "search_objective" in settings or "search_batch_size" in settings
+    searched_as_asked = (settings.get("search_objective") is not None
+                         or settings.get("search_batch_size") is not None)
     if not searched_as_asked and (asked or all(b in sizes for b in profile.batch_sizes)):
         lines["traffic"] = profile
     return lines
@@ -274,6 +276,10 @@ def _gate_lines(settings: dict, thresholds_path: str | None, *traffic_flags) -> 
               help="Show what the worker processes print (TensorFlow's logs). Otherwise "
                    f"it is kept in {WORKERS_DIR}/ beside --json (or --report), and a failed "
                    "worker's last lines are shown.")
+@click.option("--config", "config_path", type=click.Path(), default=None,
+              help="A benchmark settings YAML (the keys of configs/benchmark.yaml, e.g. "
+                   "total_budget_s, decision_budget_s, min_requests); the flags above "
+                   "override it. Default: the packaged configs/benchmark.yaml.")
 @click.option("--thresholds", "thresholds_path", type=click.Path(), default=None,
               help="The gate's thresholds YAML `servopt gate` will read (default: the "
                    "packaged configs/thresholds.yaml): the benchmark measures until its "
@@ -296,7 +302,7 @@ def benchmark_command(models: tuple[str, ...], names: tuple[str, ...],
                       tfserving_binary: str | None, beam_args: tuple[str, ...],
                       allowed_ops: str | None, served: str | None, json_out: str | None,
                       report_out: str | None, verbose: bool,
-                      thresholds_path: str | None = None,
+                      config_path: str | None = None, thresholds_path: str | None = None,
                       traffic_requests: str | None = None, traffic_slo: str | None = None,
                       traffic_objective: str | None = None,
                       traffic_clients: int | None = None) -> None:
@@ -326,11 +332,14 @@ def benchmark_command(models: tuple[str, ...], names: tuple[str, ...],
     tfserving = {"host": tfserving_host, "grpc_port": tfserving_grpc_port,
                  "rest_port": tfserving_rest_port, "protocol": tfserving_protocol,
                  "binary": tfserving_binary}
-    settings |= _gate_lines(settings, thresholds_path, traffic_requests, traffic_slo,
-                            traffic_objective, traffic_clients)
-    config = BenchmarkConfig(
-        **settings,
-        tfserving=TFServingOptions(**{k: v for k, v in tfserving.items() if v is not None}),
+    base = BenchmarkConfig.from_yaml(config_path)  # the packaged defaults without one
+    settings |= _gate_lines({**dataclasses.asdict(base), **settings}, thresholds_path,
+                            traffic_requests, traffic_slo, traffic_objective,
+                            traffic_clients)
+    config = dataclasses.replace(
+        base, **settings,
+        tfserving=dataclasses.replace(base.tfserving,
+                                      **{k: v for k, v in tfserving.items() if v is not None}),
         examples=Path(examples) if examples else None, beam_pipeline_args=tuple(beam_args))
     config.validate()
     specs = name_models(models, names)

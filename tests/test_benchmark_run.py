@@ -76,8 +76,11 @@ def benchmark_run(seed_cnn_model, optimized_model, broken_models, digits_example
                   tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     corrupted, no_variables = broken_models
+    settings = out / "settings.yaml"  # what no flag sets, from a benchmark YAML
+    settings.write_text("decision_budget_s: 5\nmax_windows: 9\n")  # the flag wins: 6
     result = CliRunner().invoke(benchmark_command, [
         f"base={seed_cnn_model}", f"opt={optimized_model}", str(corrupted), str(no_variables),
+        "--config", str(settings),
         "--batch-sizes", "1,100", "--concurrency", "1,2", *QUICK,
         "--examples", str(digits_examples), "--label-key", "label",
         "--json", str(out / "metrics.json"), "--report", str(out / "report.html")],
@@ -126,7 +129,8 @@ def test_the_settings_and_the_machine_are_recorded(benchmark_run):
         "warmup_requests": 5, "window_requests": 20, "window_seconds": None,
         "max_windows": 6, "stability_percent": 10.0, "intra_op_threads": machine["cores"],
         "inter_op_threads": machine["cores"], "signature": "serving_default",
-        "tflite_pools": machine["cores"], "tflite_interpreters_per_pool": 1}
+        "tflite_pools": machine["cores"], "tflite_interpreters_per_pool": 1,
+        "decision_budget_s": 5.0}  # --config's, under the flags
     assert {key: metrics["settings"][key] for key in expected} == expected
     assert machine["cores"] >= 1 and machine["tensorflow_version"] == tf.__version__
     assert machine["cpu_model"] and machine["python_version"].startswith("3.11")

@@ -11,7 +11,6 @@ configs/ of the repository holds the same files as the documented copy to start 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,66 +20,15 @@ from components.core.optimize import DEFAULT_PASSES, validate_passes
 from components.core.quantize import DEFAULT_MIN_ELEMENTS, MODES
 from components.core.tflite import TFLITE_MODES, validate_mode
 from components.core.verify import QUANTIZED_TOLERANCE
-from components.core.yaml_io import default_config, parse_yaml
+from components.core.yaml_io import (  # noqa: F401 (re-exported)
+    ONE_OR_LIST,
+    default_config,
+    fill_dataclass,
+    read_yaml,
+    section,
+)
 
 DEFAULT_RECIPE = default_config("optimization.yaml")
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ServoptError(f"{path}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ServoptError(f"{path}: cannot read the config file ({err})") from None
-    data = parse_yaml(text, path)
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ServoptError(f"{path}: expected a mapping of sections at the top level")
-    return data
-
-
-def section(data: dict[str, Any], name: str, source: Path | str) -> dict[str, Any]:
-    value = data.get(name) or {}
-    if not isinstance(value, dict):
-        raise ServoptError(f"{source}: section '{name}' must be a mapping")
-    return value
-
-
-# Field metadata: a list setting that also takes one item as a plain string.
-ONE_OR_LIST = "one_or_list"
-
-
-def fill_dataclass(cls, values: dict[str, Any], source: Path | str, where: str):
-    """cls(**values), with unknown keys and type mismatches reported by file and key."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ServoptError(f"{source}: unknown key '{where}.{unknown[0]}'; known keys: "
-                           f"{', '.join(fields)}")
-    defaults = cls()
-    for key, value in values.items():
-        default = getattr(defaults, key)
-        one_or_list = fields[key].metadata.get(ONE_OR_LIST, False)
-        if one_or_list and isinstance(value, str):
-            continue  # one item written without brackets
-        if value is not None and default is not None and not _same_kind(value, default):
-            raise ServoptError(f"{source}: '{where}.{key}' must be "
-                               f"{type(default).__name__}{' (or one item)' * one_or_list}, "
-                               f"got {value!r}")
-    return cls(**values)
-
-
-def _same_kind(value: Any, default: Any) -> bool:
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if isinstance(default, list | tuple):
-        return isinstance(value, list | tuple)
-    return isinstance(value, type(default))
 
 
 # One dataclass per settings group: its defaults are the only ones. The CLI, the TFX

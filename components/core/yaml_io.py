@@ -13,6 +13,7 @@ integer longer than `MAX_INT_DIGITS` is refused too (Python refuses to parse one
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 from pathlib import Path
 from typing import Any
@@ -100,3 +101,60 @@ def parse_yaml(text: str, source: str | Path) -> Any:
                            ) from None
     finally:
         loader.dispose()
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ServoptError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ServoptError(f"{path}: cannot read the config file ({err})") from None
+    data = parse_yaml(text, path)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ServoptError(f"{path}: expected a mapping of sections at the top level")
+    return data
+
+
+def section(data: dict[str, Any], name: str, source: Path | str) -> dict[str, Any]:
+    value = data.get(name) or {}
+    if not isinstance(value, dict):
+        raise ServoptError(f"{source}: section '{name}' must be a mapping")
+    return value
+
+
+# Field metadata: a list setting that also takes one item as a plain string.
+ONE_OR_LIST = "one_or_list"
+
+
+def fill_dataclass(cls, values: dict[str, Any], source: Path | str, where: str):
+    """cls(**values), with unknown keys and type mismatches reported by file and key."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ServoptError(f"{source}: unknown key '{where}.{unknown[0]}'; known keys: "
+                           f"{', '.join(fields)}")
+    defaults = cls()
+    for key, value in values.items():
+        default = getattr(defaults, key)
+        one_or_list = fields[key].metadata.get(ONE_OR_LIST, False)
+        if one_or_list and isinstance(value, str):
+            continue  # one item written without brackets
+        if value is not None and default is not None and not _same_kind(value, default):
+            raise ServoptError(f"{source}: '{where}.{key}' must be "
+                               f"{type(default).__name__}{' (or one item)' * one_or_list}, "
+                               f"got {value!r}")
+    return cls(**values)
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(default, list | tuple):
+        return isinstance(value, list | tuple)
+    return isinstance(value, type(default))

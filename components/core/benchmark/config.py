@@ -250,7 +250,7 @@ class BenchmarkConfig:
         """The settings in `values` (keys of configs/benchmark.yaml; lists for tuples,
         a mapping for `tfserving`) over the defaults; unknown keys and wrong types are
         errors naming `source` and the key."""
-        from components.core.config import fill_dataclass  # TensorFlow: only when used
+        from components.core.yaml_io import fill_dataclass
 
         unknown = sorted(set(values) & set(RUN_FIELDS))
         if unknown:
@@ -270,7 +270,7 @@ class BenchmarkConfig:
     def from_yaml(cls, path: str | os.PathLike | None = None,
                   section: str | None = None) -> BenchmarkConfig:
         """Settings from a benchmark YAML; without a path, the packaged defaults."""
-        from components.core.config import default_config, read_yaml
+        from components.core.yaml_io import default_config, read_yaml
 
         path = path or default_config("benchmark.yaml")
         data = read_yaml(path)
