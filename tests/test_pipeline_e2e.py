@@ -213,10 +213,12 @@ def test_a_second_run_reuses_the_cache_and_pushes_nothing_new(demo_run):
     assert {n for n, r in run.items() if r.state == "cached"} == set(COMPONENTS) - {
         "ServingBenchmark", "PusherGate"}
     pushed, decision = gate_outcome(workdir)
-    assert pushed["pushed"] == 0
+    assert pushed["pushed"] == 0 and not decision["first_push"]
+    # The same pair chosen again, or none faster than the served one with confidence, or
+    # (the searched configuration the first run pushed is not remeasured) every candidate
+    # slower than the served version: it stays, whichever way the rerun's rows fall.
     assert ("already served" in pushed["decision"]
             or "the served version stays" in pushed["decision"]), pushed["decision"]
-    assert decision["blessed"] and not decision["first_push"]
     assert versions(workdir / "serving" / "digits") == [int(first_pushed["pushed_version"])]
 
 

@@ -128,6 +128,20 @@ def test_the_served_version_stays_unless_the_chosen_pair_is_faster_with_confiden
                    for line in decision.summary_lines())
 
 
+
+def test_when_every_candidate_is_slower_than_the_served_version_the_reason_says_it_stays(
+        candidates):
+    metrics = _with_served(benchmark(), 0.8, [0.78, 0.82])  # each 25% slower
+    decision = gate(candidates, {"vs_served": {"max_p99_regression_pct": 10}},
+                    metrics=metrics)
+    assert not decision.blessed
+    assert decision.reason.endswith("(vs_served, measured in this run): the served "
+                                    "version stays")
+    # Not where a candidate is blocked for another reason only.
+    metrics = _with_served(benchmark(), 1.0, [0.98, 1.02])
+    blocked = gate(candidates, {"value": {"max_p99_ms": 0.001}}, metrics=metrics)
+    assert not blocked.blessed and "served version stays" not in blocked.reason
+
 def test_without_paired_figures_the_chosen_pair_is_not_held_back(candidates):
     decision = gate(candidates, {"vs_served": {"max_p99_regression_pct": 10}},
                     served=served_model())  # recorded figures only: nothing paired

@@ -168,10 +168,12 @@ def compile_pipeline(output: Path, image: str | None = None,
 
 def pipeline_arguments(model_uri: str, eval_examples_uri: str, push_destination: str,
                        **optional: Any) -> dict[str, Any]:
-    """The pipeline's arguments; optional ones left out (None) take the defaults."""
+    """The pipeline's arguments; optional ones left out (None) take the defaults. A null
+    inside a dict or list (e.g. `window_seconds: None` in benchmark_settings) is written
+    as KFP parameters hold it ('')."""
     arguments = {"model_uri": str(model_uri), "eval_examples_uri": str(eval_examples_uri),
                  "push_destination": str(push_destination)}
-    arguments.update({k: v for k, v in optional.items() if v is not None})
+    arguments.update({k: parameter_value(v) for k, v in optional.items() if v is not None})
     return arguments
 
 

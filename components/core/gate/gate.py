@@ -147,7 +147,8 @@ def evaluate_gate(metrics: BenchmarkResult | dict, thresholds: Thresholds | dict
         blessed=chosen is not None,
         chosen=chosen.model if chosen else None,
         chosen_path=chosen.path if chosen else None,
-        reason=_reason(passing, run_wide_failures, len(results), thresholds),
+        reason=_reason(passing, run_wide_failures, len(results), thresholds)
+        + _served_beats_all(served_paired, passing, results, checks),
         primary_batch_size=batch_size,
         objective=list(dict.fromkeys(ranking)),
         traffic=traffic.to_dict(),
@@ -288,6 +289,21 @@ def _rank_key(result: CandidateResult, objective: tuple[str, ...]) -> tuple:
     # Ties: the default configuration first (TF Serving's own settings need no flags to
     # keep), then by name, so the choice is deterministic.
     return (*key, result.label != DEFAULT_LABEL, result.name)
+
+
+def _served_beats_all(served_paired: bool, passing: list[CandidateResult],
+                      results: list[CandidateResult], checks: list[Check]) -> str:
+    """Where nothing passed and every pair failed a check against the version served now
+    (measured in this run), the reason says that version stays: a rerun of an unchanged
+    pipeline whose served pair beats every candidate is not a failure."""
+    if not served_paired or passing or not results:
+        return ""
+    beaten = {c.candidate for c in checks
+              if c.threshold.startswith("vs_served.") and not c.passed}
+    if all(r.name in beaten for r in results):
+        return ("; every candidate fails a check against the version served now "
+                "(vs_served, measured in this run): the served version stays")
+    return ""
 
 
 def _reason(passing: list[CandidateResult], run_wide_failures: list[Check], total: int,
