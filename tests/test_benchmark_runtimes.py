@@ -42,9 +42,11 @@ def bare_tflite(seed_cnn_model, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def metrics(seed_cnn_model, variant, bare_tflite, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("runtimes") / "out.json"
+    settings = out.parent / "settings.yaml"  # the rows' runtimes are checked, not speedups
+    settings.write_text("min_requests: 1\ndecision_budget_s: 0\n")
     result = CliRunner().invoke(benchmark_command, [
         f"base={seed_cnn_model}", str(variant), str(bare_tflite), "--batch-sizes", "1,100",
-        *QUICK, "--json", str(out)])
+        *QUICK, "--config", str(settings), "--json", str(out)])
     assert result.exit_code == 0, result.output
     return json.loads(out.read_text())
 

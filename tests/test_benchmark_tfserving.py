@@ -370,7 +370,8 @@ def test_the_tfserving_backend_starts_a_server_per_model_and_measures_it(
     shutil.copytree(seed_cnn_model, no_variables)
     shutil.rmtree(no_variables / "variables")
     config = BenchmarkConfig(backend="tfserving", batch_sizes=(1, 8), concurrency=(1, 2),
-                             warmup_requests=3, window_requests=10, max_windows=6,
+                             warmup_requests=3, window_seconds=None, window_requests=10,
+                             max_windows=6, min_requests=1,
                              search_budget_s=0,  # the live test covers the search
                              tfserving=TFServingOptions(protocol=protocol))
     result = run_benchmark([ModelSpec("base", seed_cnn_model),

@@ -196,18 +196,22 @@ def test_with_configs_defaults_the_demo_pushes_exactly_one_version(demo_run):
 
 # ------------------------------------------------------------------ reruns of the same workdir
 # Each appends a run to the demo's work directory and reads that run (the latest); none of
-# them may push, so the serving directory keeps the first run's one version.
+# them may push, so the serving directory keeps the first run's one version. The reruns
+# keep the demo's traffic profile (another one could rightly choose another pair) but
+# measure without the search and the concurrency sweep (both checked on the first run);
+# the impossible thresholds' rerun then reuses the second run's benchmark from the cache.
+RERUN = {"benchmark": {"concurrency": [], "search_budget_s": 0}}
+
 
 def test_a_second_run_reuses_the_cache_and_pushes_nothing_new(demo_run):
     """Every model is reused from the cache; the benchmark runs again because the served
     model is new input (it is measured in the same rounds as the candidates), and the gate
     finds the chosen model already served, or no pair faster than it with confidence (the
-    served version stays). The rerun's search is off: it was checked on the first run,
-    and only the caching and the push are judged here."""
+    served version stays). Only the caching and the push are judged here (RERUN)."""
     workdir = demo_run.workdir
     first_pushed, _ = demo_run.gate_outcome()
     assert versions(workdir / "serving" / "digits") == [int(first_pushed["pushed_version"])]
-    demo(workdir, {"benchmark": {"search_budget_s": 0}})
+    demo(workdir, RERUN)
     run = executions(workdir)
     assert sorted(run) == sorted(COMPONENTS)
     assert {n for n, r in run.items() if r.state == "cached"} == set(COMPONENTS) - {
@@ -225,8 +229,7 @@ def test_a_second_run_reuses_the_cache_and_pushes_nothing_new(demo_run):
 def test_impossible_thresholds_push_nothing_and_list_the_failed_thresholds(demo_run):
     workdir = demo_run.workdir
     before = versions(workdir / "serving" / "digits")
-    stdout = demo(workdir, {"thresholds": {"value": {"max_p99_ms": 0.001}},
-                            "benchmark": {"search_budget_s": 0}})  # the default rows suffice
+    stdout = demo(workdir, {**RERUN, "thresholds": {"value": {"max_p99_ms": 0.001}}})
     pushed, decision = gate_outcome(workdir)
     assert pushed["pushed"] == 0 and not decision["blessed"]
     assert versions(workdir / "serving" / "digits") == before
