@@ -279,7 +279,7 @@ def _gate_lines(settings: dict, thresholds_path: str | None, *traffic_flags) -> 
 @click.option("--config", "config_path", type=click.Path(), default=None,
               help="A benchmark settings YAML (the keys of configs/benchmark.yaml, e.g. "
                    "total_budget_s, decision_budget_s, min_requests); the flags above "
-                   "override it. Default: the packaged configs/benchmark.yaml.")
+                   "override it. Without it, the defaults the flags show.")
 @click.option("--thresholds", "thresholds_path", type=click.Path(), default=None,
               help="The gate's thresholds YAML `servopt gate` will read (default: the "
                    "packaged configs/thresholds.yaml): the benchmark measures until its "
@@ -332,7 +332,7 @@ def benchmark_command(models: tuple[str, ...], names: tuple[str, ...],
     tfserving = {"host": tfserving_host, "grpc_port": tfserving_grpc_port,
                  "rest_port": tfserving_rest_port, "protocol": tfserving_protocol,
                  "binary": tfserving_binary}
-    base = BenchmarkConfig.from_yaml(config_path)  # the packaged defaults without one
+    base = BenchmarkConfig.from_yaml(config_path) if config_path else DEFAULTS
     settings |= _gate_lines({**dataclasses.asdict(base), **settings}, thresholds_path,
                             traffic_requests, traffic_slo, traffic_objective,
                             traffic_clients)
