@@ -54,6 +54,7 @@ def test_benchmark_help_shows_the_librarys_defaults():
     ["benchmark", "A", "--batch-sizes", "1,0"],
     ["benchmark", "A", "--warmup-requests", "-1"],
     ["benchmark", "A", "B", "--name", "x"],
+    ["benchmark", "A", "--config", "no-such-settings.yaml"],
     ["gate", "no-such-metrics.json"],
 ], ids=lambda a: " ".join(a))
 def test_a_bad_argument_is_refused_in_one_line_before_tensorflow_loads(args):
