@@ -164,7 +164,7 @@ def _gate_lines(settings: dict, thresholds_path: str | None, *traffic_flags) -> 
              if key != "traffic"}
     profile = thresholds.traffic
     asked = thresholds_path is not None or any(f is not None for f in traffic_flags)
-    sizes = tuple(settings["batch_sizes"])
+    sizes = tuple(settings.get("batch_sizes") or DEFAULTS.batch_sizes)
     if asked:
         lines["batch_sizes"] = sizes + tuple(b for b in profile.batch_sizes if b not in sizes)
     searched_as_asked = (settings.get("search_objective") is not None
