@@ -89,22 +89,12 @@ class Executor(Staged, base_executor.BaseExecutor):
             if exec_properties.get("fail_on_block"):
                 decision.raise_if_blocked()
             return
-        served = optional_single(input_dict, "served_model")
-        if served is not None and served.has_custom_property("pushed_model_uri") and (
-                served.get_string_custom_property("pushed_model_uri") == decision.chosen_path
-                ) and _served_configuration(served) == (decision.label or "default"):
-            version = served.get_string_custom_property("pushed_version")
-            reason = (f"'{decision.chosen}' is already served as version {version}, in the "
-                      f"configuration chosen ({decision.label or 'default'})")
+        kept = _nothing_new(decision, optional_single(input_dict, "served_model"))
+        if kept is not None:
+            reason, recorded = kept
             logging.info("PusherGate: nothing new to push: %s", reason)
             set_custom_properties(pushed, {"pushed": 0, "pushed_base_directory": destination,
-                                           "served_version": version, "decision": reason})
-            return
-        if decision.served_stays:  # passed, but not faster than the served version
-            reason = f"'{decision.chosen}' passed, but {decision.served_stays}"
-            logging.info("PusherGate: nothing new to push: %s", reason)
-            set_custom_properties(pushed, {"pushed": 0, "pushed_base_directory": destination,
-                                           "decision": reason})
+                                           **recorded, "decision": reason})
             return
         examples = optional_single(input_dict, "examples")
         release = thresholds.release
@@ -134,6 +124,23 @@ class Executor(Staged, base_executor.BaseExecutor):
             "pushed_metrics": json.dumps(metrics.models[decision.row].to_dict()),
             "pushed_configuration": decision.label or "",
             "warmup_requests": result.warmup_requests, "decision": decision.reason})
+
+
+def _nothing_new(decision: GateDecision, served: types.Artifact | None
+                 ) -> tuple[str, dict[str, str]] | None:
+    """Why nothing new is pushed although the gate blessed a pair, with what to record
+    beside the reason: the pair is the served version in the same configuration, or it is
+    not faster than the served version with confidence (decision.served_stays). None: push."""
+    if served is not None and served.has_custom_property("pushed_model_uri") and (
+            served.get_string_custom_property("pushed_model_uri") == decision.chosen_path
+            ) and _served_configuration(served) == (decision.label or "default"):
+        version = served.get_string_custom_property("pushed_version")
+        return (f"'{decision.chosen}' is already served as version {version}, in the "
+                f"configuration chosen ({decision.label or 'default'})",
+                {"served_version": version})
+    if decision.served_stays:
+        return f"'{decision.chosen}' passed, but {decision.served_stays}", {}
+    return None
 
 
 def _served_configuration(served: types.Artifact) -> str:

@@ -140,8 +140,7 @@ def evaluate_gate(metrics: BenchmarkResult | dict, thresholds: Thresholds | dict
     passing = [r for r in ranked if r.passed]
     blocked = [r for r in ranked if not r.passed]
     chosen = passing[0] if passing else None
-    rows_by_pair = {pair: row.model for pair, _, row in pairs}
-    stays = (served_stays(rows_by_pair[chosen.name], traffic)
+    stays = (served_stays(metrics.models.get(chosen.row), traffic)
              if chosen is not None and served_paired else None)
     return GateDecision(
         blessed=chosen is not None,

@@ -111,8 +111,8 @@ def served_stays(model: ModelResult | None, traffic: TrafficProfile) -> str | No
     faster, figures = False, []
     for size in traffic.batch_sizes:
         batch = model.at(size)
-        low, high = (getattr(batch, f"served_speedup_{percentile}_interval", None)
-                     or (None, None)) if batch else (None, None)
+        interval = getattr(batch, f"served_speedup_{percentile}_interval") if batch else None
+        low, high = interval or (None, None)
         if low is None or high is None:
             continue
         figures.append(f"batch {size}: [{low:.3g}, {high:.3g}]")
