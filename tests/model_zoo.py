@@ -278,18 +278,3 @@ def converter_tflite_bytes(saved_model: Path) -> bytes:
     """The TFLite converter's own output, without signature_defs_metadata (what servopt
     wrote before TF Serving's signature rules were modelled)."""
     return tf.lite.TFLiteConverter.from_saved_model(str(saved_model)).convert()
-
-
-# The text and transformer models: in the package (the zoo builds them too).
-from pipelines.zoo_text import (  # noqa: E402, F401
-    ENCODER_SEQUENCE_LENGTH,
-    ENCODER_VOCABULARY_SIZE,
-    TEXT_MAX_TOKENS,
-    TEXT_VOCABULARY,
-    TEXT_WORDS,
-    export_text_classifier,
-    export_transformer_encoder,
-    text_model,
-    text_sentences,
-    transformer_model,
-)

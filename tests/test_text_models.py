@@ -1,6 +1,6 @@
 """Text and transformer models, as TFX's BERT examples serve them: raw strings in,
 tokenized in the graph with TF Text's ops (which TF Serving's model server links), and a
-small BERT-like encoder on int token ids. Real SavedModels built here (tests/model_zoo.py);
+small BERT-like encoder on int token ids. Real SavedModels built here (pipelines/zoo_text.py);
 tensorflow-text is a test dependency (pyproject's dev group) and the `text` extra."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from components.core.safety.op_classes import classify_library
 from components.core.safety.op_table import LIBRARY_OP_TABLE, OP_TABLE
 from components.core.serving_session import ServingSession
 from components.core.steps import OptimizeConfig, Step, optimize_model
-from tests import model_zoo
+from pipelines import zoo_text
 
 TEXT_OPS = {"CaseFoldUTF8", "TFText>WhitespaceTokenizeWithOffsetsV2",
             "FastWordpieceTokenizeWithOffsets"}
@@ -37,12 +37,12 @@ TEXT_OPS = {"CaseFoldUTF8", "TFText>WhitespaceTokenizeWithOffsetsV2",
 
 @pytest.fixture(scope="module")
 def text_model(tmp_path_factory) -> Path:
-    return model_zoo.text_model(tmp_path_factory.mktemp("text"))
+    return zoo_text.text_model(tmp_path_factory.mktemp("text"))
 
 
 @pytest.fixture(scope="module")
 def encoder_model(tmp_path_factory) -> Path:
-    return model_zoo.transformer_model(tmp_path_factory.mktemp("encoder"))
+    return zoo_text.transformer_model(tmp_path_factory.mktemp("encoder"))
 
 
 def _inputs(model: Path) -> Path:
@@ -210,7 +210,7 @@ def test_warmup_requests_for_string_inputs_replay(text_model, tmp_path):
 
 def test_a_raw_text_input_reads_its_feature_from_tf_examples(text_model, tmp_path):
     records = tmp_path / "text.tfrecord"
-    sentences = model_zoo.text_sentences(5)
+    sentences = zoo_text.text_sentences(5)
     with tf.io.TFRecordWriter(str(records)) as writer:
         for sentence in sentences:
             feature = tf.train.Feature(bytes_list=tf.train.BytesList(value=[sentence.encode()]))
