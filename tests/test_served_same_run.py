@@ -104,7 +104,6 @@ def test_the_p99_regression_vs_served_is_decided_on_the_paired_interval(
     assert any("vs_served is paired" in line for line in decision.summary_lines())
 
 
-
 @pytest.mark.parametrize("interval, stays", [
     ([1.02, 1.4], None),  # faster with confidence: it replaces the served version
     ([0.98, 1.02], "not faster than the served version with confidence"),  # a near-tie
@@ -126,7 +125,6 @@ def test_the_served_version_stays_unless_the_chosen_pair_is_faster_with_confiden
         assert "batch 100: [0.98, 1.02]" in decision.served_stays
         assert any(line.startswith("  nothing new is pushed: '")
                    for line in decision.summary_lines())
-
 
 
 def test_when_every_candidate_is_slower_than_the_served_version_the_reason_says_it_stays(
