@@ -204,11 +204,12 @@ def _gate_lines(settings: dict, thresholds_path: str | None, *traffic_flags) -> 
               help=_with_default("Requests per model and batch size before measuring (not "
                                  "counted).", DEFAULTS.warmup_requests))
 @click.option("--window-seconds", type=float, default=None,
-              help=_with_default("A measurement window is this time span; 0: use "
+              help=_with_default("A measurement window is this time span, or shorter "
+                                 "once it holds --window-requests; 0: windows of "
                                  "--window-requests.", DEFAULTS.window_seconds))
 @click.option("--window-requests", type=int, default=None,
-              help=_with_default("Requests per measurement window when --window-seconds "
-                                 "is 0.", DEFAULTS.window_requests))
+              help=_with_default("Requests that end a measurement window (all of it when "
+                                 "--window-seconds is 0).", DEFAULTS.window_requests))
 @click.option("--rewarm-requests", type=int, default=None,
               help=_with_default("Untimed requests before every window, after switching "
                                  "models.", DEFAULTS.rewarm_requests))

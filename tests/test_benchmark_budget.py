@@ -24,7 +24,13 @@ from components.core.tf_setup import tf
 import pytest
 
 from components.core.benchmark import run as run_module
-from components.core.benchmark.budget import Budget, clock_text, rank_rows, rows_that_fit
+from components.core.benchmark.budget import (
+    Budget,
+    clock_text,
+    rank_rows,
+    round_cost_s,
+    rows_that_fit,
+)
 from components.core.benchmark.config import BenchmarkConfig, ModelSpec
 from components.core.benchmark.measure import WindowSample
 from components.core.benchmark.outputs import metrics_checkpoint, write_results
@@ -117,6 +123,14 @@ def test_rows_that_fit_keep_the_longest_prefix_and_always_the_first():
     assert rows_that_fit(["a", "b", "c"], costs, rounds=3, seconds=7) == ["a", "b"]
     assert rows_that_fit(["c", "a"], costs, rounds=3, seconds=1) == ["c"]
     assert rows_that_fit(["c", "a", "b"], costs, rounds=3, seconds=0, keep=2) == ["c", "a"]
+
+
+def test_a_rows_round_costs_its_window_which_ends_at_its_requests_or_its_seconds():
+    # 300 requests of 0.1 ms end the window in 30 ms; 300 of 10 ms would take 3 s: 1 s
+    assert round_cost_s(0.0001, 1.0, 300, 3) == pytest.approx(0.0303)
+    assert round_cost_s(0.010, 1.0, 300, 3) == pytest.approx(1.03)
+    assert round_cost_s(2.0, 1.0, 300, 0) == 2.0  # at least one request
+    assert round_cost_s(0.010, None, 50, 0) == pytest.approx(0.5)  # count windows
 
 
 def test_progress_lines_say_the_time_spent_the_budget_and_the_time_left():

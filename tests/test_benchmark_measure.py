@@ -51,6 +51,14 @@ def test_a_window_can_be_a_time_span():
     assert 1 <= len(sample.latencies_ms) <= 11  # about 10 requests of 5 ms fit
 
 
+def test_a_time_window_ends_early_once_it_holds_its_requests():
+    runner, _ = _runner(0.001)
+    sample = runner.window(4, requests=5, seconds=30.0)
+    assert len(sample.latencies_ms) == 5 and sample.duration_s < 5.0
+    both = runner.concurrent(4, clients=2, requests_per_client=3, seconds=30.0)
+    assert len(both.latencies_ms) == 6 and both.duration_s < 5.0
+
+
 def test_concurrent_clients_overlap_their_requests():
     runner, _ = _runner(0.02)
     single = runner.concurrent(4, clients=1, requests_per_client=5)

@@ -325,6 +325,7 @@ def _scripted_search(budget_s: float):
                                    warmup_requests=0, rewarm_requests=0, min_requests=1)
     searcher = search.ConfigurationSearch.__new__(search.ConfigurationSearch)
     searcher.session = types.SimpleNamespace(baseline="base", say=lambda message: None)
+    searcher.result = types.SimpleNamespace(models={})  # nothing measured: 1 s windows
     searcher.settings, searcher.profile = settings, ONLINE
     searcher.objective, searcher.started = "p50_ms", time.monotonic()
     searcher.best, searcher.origin = {"v": "v"}, {"v:new": "v"}

@@ -86,9 +86,11 @@ class Budget:
 
 def round_cost_s(per_request_s: float, window_seconds: float | None, window_requests: int,
                  rewarm_requests: int) -> float:
-    """Seconds one row adds to a round: its window (at least one request) and re-warm."""
-    window = (max(window_seconds, per_request_s) if window_seconds
-              else window_requests * per_request_s)
+    """Seconds one row adds to a round: its window (at least one request; `window_requests`
+    requests or `window_seconds`, whichever ends first) and re-warm."""
+    window = window_requests * per_request_s
+    if window_seconds:
+        window = max(min(window_seconds, window), per_request_s)
     return window + rewarm_requests * per_request_s
 
 

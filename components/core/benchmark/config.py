@@ -71,13 +71,16 @@ class BenchmarkConfig:
     batch_sizes: tuple[int, ...] = (1, 100)
     concurrency: tuple[int, ...] = (1, 2)
     warmup_requests: int = 10
-    # A measurement window is a time span (perf_analyzer's way; its default is 5 s), or
-    # `window_requests` requests when window_seconds is None. 1 s settles here (2-core AMD
-    # EPYC, shared): the seed CNN gets ~300 requests at batch 1 and ~6-12 at batch 100 per
-    # window, and copies of one model pair within a few percent; 0.5 s left batch 100
-    # with 3-6 requests a window and identical models 11-18% apart. 5 s windows would
-    # make an interleaved run of 4 rows x 2 batch sizes last minutes.
-    window_requests: int = 50
+    # A measurement window is a time span (perf_analyzer's way; its default is 5 s) that
+    # ends early once it holds `window_requests` requests; with window_seconds None, it is
+    # `window_requests` requests. 1 s settles here (2-core AMD EPYC, shared): the seed CNN
+    # gets ~6-12 requests at batch 100 per window, and copies of one model pair within a
+    # few percent; 0.5 s left batch 100 with 3-6 requests a window and identical models
+    # 11-18% apart. 5 s windows would make an interleaved run of 4 rows x 2 batch sizes
+    # last minutes. 300 requests (stats.MIN_REQUESTS_P99) give one window a p99 of its
+    # own, so a fast row (TFLite at batch 1: 0.07 ms a request) is done in 21 ms instead
+    # of spending the whole second on 14,000 requests that tell nothing more.
+    window_requests: int = 300
     window_seconds: float | None = 1.0
     # Untimed requests before every window: the model's thread pools went idle while the
     # other models measured their windows, and the first requests after a switch pay

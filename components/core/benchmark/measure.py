@@ -90,15 +90,16 @@ class LocalRunner:
 
     def window(self, batch_size: int, requests: int, seconds: float | None = None
                ) -> WindowSample:
-        """`requests` timed requests, or as many as fit in `seconds` (at least one)."""
+        """`requests` timed requests, or fewer if `seconds` pass first (at least one): a
+        slow model's window is a time span, a fast one's ends at `requests`."""
         engine = self._engine()
         latencies: list[float] = []
         clock = time.perf_counter
         meter = CpuMeter.start()
         start = clock()
         deadline = start + seconds if seconds else None
-        while (len(latencies) < requests) if deadline is None else (
-                not latencies or clock() < deadline):
+        while not latencies or (len(latencies) < requests
+                                and (deadline is None or clock() < deadline)):
             feeds = self._feeds(batch_size)
             before = clock()
             engine.run(feeds)
@@ -109,8 +110,8 @@ class LocalRunner:
 
     def concurrent(self, batch_size: int, clients: int, requests_per_client: int,
                    seconds: float | None = None) -> ConcurrencySample:
-        """`clients` threads issue requests at once, each `requests_per_client` (or for
-        `seconds`); one warm-up request per client is not counted."""
+        """`clients` threads issue requests at once, each `requests_per_client` (or fewer
+        if `seconds` pass first); one warm-up request per client is not counted."""
         engine = self._engine()
         pool = self._inputs[batch_size]
         per_client: list[list[float]] = [[] for _ in range(clients)]
@@ -126,8 +127,8 @@ class LocalRunner:
                 start = clock()
                 deadline = start + seconds if seconds else None
                 count = 0
-                while (count < requests_per_client) if deadline is None else (
-                        count == 0 or clock() < deadline):
+                while count == 0 or (count < requests_per_client
+                                     and (deadline is None or clock() < deadline)):
                     feeds = pool[(index + count) % len(pool)]
                     before = clock()
                     engine.run(feeds)

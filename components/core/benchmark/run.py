@@ -447,9 +447,8 @@ class BenchmarkSession:
                 batch = result.models[name].at(size)
                 request_s = (batch.p50_ms / 1e3) if batch and batch.p50_ms else 0.0
                 for level in config.concurrency:
-                    window = (config.window_seconds if config.window_seconds
-                              else config.window_requests * request_s * level)
-                    total += max(window, request_s * level) + request_s * level
+                    total += round_cost_s(request_s * level, config.window_seconds,
+                                          config.window_requests, 1)
         return total
 
 

@@ -71,6 +71,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from components.core.batching import batching_candidates
+from components.core.benchmark.budget import round_cost_s
 from components.core.benchmark.config import BenchmarkConfig, available_cores
 from components.core.benchmark.engines import TFLITE_INITIAL_BATCH_SIZE
 from components.core.benchmark.measure import WindowSample
@@ -295,21 +296,29 @@ class ConfigurationSearch:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def _rounds_cost(self, runners: int) -> float:
-        """Seconds for one batch size's interleaved rounds over `runners` running workers."""
-        window = (self.settings.window_seconds or 1.0) * 1.2  # with the re-warm requests
-        return runners * rounds_for(self.settings.confidence) * window
+    def _rounds_cost(self, runners: int, sizes) -> float:
+        """Seconds for interleaved rounds over `runners` running workers at `sizes`: per
+        row and round one window, as long as the slowest measured row's would be (a
+        window ends at window_requests requests or window_seconds, see budget)."""
+        settings, total = self.settings, 0.0
+        for size in sizes:
+            p50s = [batch.p50_ms for model in self.result.models.values()
+                    if (batch := model.at(size)) is not None and batch.p50_ms]
+            total += (round_cost_s(max(p50s) / 1e3, settings.window_seconds,
+                                   settings.window_requests, settings.rewarm_requests)
+                      if p50s else (settings.window_seconds or 1.0) * 1.2)  # with re-warm
+        return runners * rounds_for(settings.confidence) * total
 
     def _step_cost(self, runners: int) -> float:
         """Starting the new workers, then rounds at every batch size of the profile."""
-        return STARTUP_S + len(self.profile.batch_sizes) * self._rounds_cost(runners)
+        return STARTUP_S + self._rounds_cost(runners, self.profile.batch_sizes)
 
     def _completion_cost(self, kept: int, concurrent: bool = False) -> float:
         """What _complete needs for `kept` searched rows (already running, with the
         baseline) at the batch sizes their steps did not measure: the budget holds it."""
-        others = len(self.settings.batch_sizes) if concurrent else len(
-            set(self.settings.batch_sizes) - set(self.profile.batch_sizes))
-        return others * self._rounds_cost(1 + kept) if kept else 0.0
+        others = (self.settings.batch_sizes if concurrent else
+                  set(self.settings.batch_sizes) - set(self.profile.batch_sizes))
+        return self._rounds_cost(1 + kept, others) if kept else 0.0
 
     # --- the search -----------------------------------------------------------------
 
@@ -465,7 +474,7 @@ class ConfigurationSearch:
             incumbents = {self.best[self.origin[name]] for name in open_rows}
             names = [self.session.baseline, *incumbents, *open_rows]
             rounds = min(j.rounds for name, j in judged.items() if name in open_rows)
-            cost = len(self.profile.batch_sizes) * self._rounds_cost(len(names))
+            cost = self._rounds_cost(len(names), self.profile.batch_sizes)
             if (rounds >= MAX_ROUNDS
                     or self.elapsed() + cost > self.settings.search_budget_s):
                 return judged
