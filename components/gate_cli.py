@@ -2,7 +2,8 @@
 
 For teams with their own CI/CD: `servopt benchmark ... --json metrics.json`, then
 `servopt gate metrics.json --thresholds T.yaml` (exit 0: a candidate passes, 1: blocked,
-2: bad input), then `servopt push CHOSEN_MODEL DESTINATION`. Both run the same library
+2: bad input, 3: a candidate passes but is not faster than the version served now, which
+stays), then `servopt push CHOSEN_MODEL DESTINATION` on exit 0 only. Both run the same library
 functions as the PusherGate component (components.core.gate).
 """
 
@@ -26,6 +27,10 @@ from components.release_cli import (
 )
 
 BLOCKED_EXIT = 1
+# A pair passed every check, but is not faster than the served version with confidence
+# (GateDecision.served_stays): nothing to push, as PusherGate pushes nothing then. Not 0,
+# so `servopt gate ... && servopt push ...` does not roll out a version on noise.
+SERVED_STAYS_EXIT = 3
 stdout = LazyConsole()
 TRAFFIC_OBJECTIVES = ("weighted_p50_ms", "weighted_p99_ms", "throughput_per_core")
 
@@ -108,7 +113,9 @@ def gate_command(metrics_json: Path, thresholds_path: Path | None,
                  traffic_slo: str | None = None, traffic_objective: str | None = None,
                  traffic_clients: int | None = None) -> None:
     """Decide which model of METRICS_JSON (a `servopt benchmark --json` or ServingBenchmark
-    result) may be pushed. Exit 0 when one passes, 1 when blocked, 2 on bad input.
+    result) may be pushed. Exit 0 when one passes, 1 when blocked, 2 on bad input, 3 when
+    one passes but is not faster than the served version (`servopt benchmark --served`)
+    with confidence: the served version stays, nothing is to be pushed.
 
     Model paths are those metrics.json recorded: absolute ones (`servopt benchmark`, the
     pipelines) from anywhere; a relative one from the directory the benchmark ran in.
@@ -142,6 +149,8 @@ def gate_command(metrics_json: Path, thresholds_path: Path | None,
             stdout.print(Paragraph(line))
     if not decision.blessed:
         sys.exit(BLOCKED_EXIT)
+    if decision.served_stays:
+        sys.exit(SERVED_STAYS_EXIT)
 
 
 @click.command("push", cls=ServoptCommand)

@@ -27,7 +27,13 @@ TFLITE_FLAGS = ["--prefer_tflite_model=true", "--num_tflite_pools=2",
 THREAD_FLAGS = ["--tensorflow_intra_op_parallelism=2", "--tensorflow_inter_op_parallelism=2"]
 
 
+TRAINER_P50 = 20.0  # the baseline's p50 at batch 100
+
+
 def batch(p50: float, speedup: float | None = None) -> dict:
+    """A row at batch 100; with `speedup` (about its p50 speedup), measured with the
+    trainer: its paired speedups are the trainer's figures over its own."""
+    speedup = None if speedup is None else TRAINER_P50 / p50
     return {"p50_ms": p50, "p90_ms": p50, "p95_ms": p50, "p99_ms": p50 * 1.1,
             "mean_ms": p50, "std_ms": 0.1, "min_ms": p50, "max_ms": p50 * 1.2,
             "throughput": 100_000 / p50, "stable": True, "windows": 8, "requests": 30,
@@ -52,7 +58,8 @@ def metrics() -> dict:
     return {"schema_version": 1, "baseline": "trainer", "settings": {},
             "machine": {"cpu_model": "test", "cores": 2, "tensorflow_version": "2.21.0",
                         "python_version": "3.11", "platform": "linux"}, "models": {
-        "trainer": row("trainer", "tensorflow", 20.0, None, THREAD_FLAGS, role="baseline"),
+        "trainer": row("trainer", "tensorflow", TRAINER_P50, None, THREAD_FLAGS,
+                       role="baseline"),
         "optimized": row("optimized", "tensorflow", 15.0, 1.33, THREAD_FLAGS),
         "variant@tflite": row("variant", "tflite", 8.0, 2.5, TFLITE_FLAGS),
         "variant@tensorflow": row("variant", "tensorflow", 19.5, 1.02,

@@ -127,6 +127,31 @@ def test_the_served_version_stays_unless_the_chosen_pair_is_faster_with_confiden
                    for line in decision.summary_lines())
 
 
+@pytest.mark.parametrize("interval, exit_code", [([1.02, 1.4], 0), ([0.98, 1.02], 3)])
+def test_servopt_gate_exits_3_when_the_served_version_stays(two_signature_model, tmp_path,
+                                                            interval, exit_code):
+    """`servopt gate ... && servopt push ...` must not roll out a version on noise."""
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from components.cli import main
+    from tests.test_gate_decision import NO_LIMITS
+
+    metrics = _with_served(benchmark(), sum(interval) / 2, interval)
+    for entry in metrics["models"].values():
+        entry["path"] = str(two_signature_model)
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    thresholds = {**NO_LIMITS, "vs_served": {**NO_LIMITS["vs_served"],
+                                             "max_p99_regression_pct": 10}}
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(thresholds))
+    result = CliRunner().invoke(main, ["gate", str(tmp_path / "metrics.json"),
+                                       "--thresholds", str(tmp_path / "t.yaml")])
+    assert result.exit_code == exit_code, result.output
+    assert ("nothing new is pushed" in result.output) == (exit_code == 3)
+
+
 def test_when_every_candidate_is_slower_than_the_served_version_the_reason_says_it_stays(
         candidates):
     metrics = _with_served(benchmark(), 0.8, [0.78, 0.82])  # each 25% slower

@@ -167,6 +167,15 @@ def metrics_and_models(seed_cnn_model):
         "slo_breaker": _model(base, "candidate", {1: _batch(0.4, 80.0),
                                                   100: _batch(5.0, 8.0)}),
     }
+    for name, entry in models.items():  # measured with the baseline: paired speedups
+        if name != "base":
+            for size, batch in entry["batches"].items():
+                reference = models["base"]["batches"][size]
+                for key in ("p50", "p99"):
+                    speedup = reference[f"{key}_ms"] / batch[f"{key}_ms"]
+                    batch[f"speedup_{key}"] = speedup
+                    batch[f"speedup_{key}_interval"] = [speedup * 0.9, speedup * 1.1]
+                batch["throughput_ratio"] = batch["throughput"] / reference["throughput"]
     metrics = {"schema_version": 1,
                "machine": {"cpu_model": "test", "cores": 2, "tensorflow_version": "2",
                            "python_version": "3", "platform": "linux"},
@@ -197,6 +206,28 @@ def test_the_gate_takes_the_best_weighted_pair_among_those_meeting_every_slo(
     assert decision.traffic == TrafficProfile.from_dict(ONLINE, "t").to_dict()
     assert any("traffic profile: 90% batch 1, 10% batch 100; 2 clients; p99 SLO 50 ms "
                "at batch 1, 500 ms at batch 100" in line for line in decision.summary_lines())
+
+
+def test_pairs_measured_in_different_rounds_rank_by_their_paired_speedups(
+        metrics_and_models):
+    """A search step measures its rows with the baseline in later rounds: if the machine
+    ran 1.5x slower then, every figure of that step is 1.5x higher, but not the ratios to
+    the baseline measured beside them. 'fast_large' measured so (weighted p50 3.5 ms of
+    its own against fast_small's 3.45) still ranks first: 2.35 ms, as in the same rounds."""
+    metrics, candidates = metrics_and_models
+    throughput = {"traffic": {**ONLINE, "objective": "throughput_per_core"}, **NO_ACCURACY}
+    same_rounds = evaluate_gate(metrics, throughput, candidates).candidate("fast_large")
+    for batch in metrics["models"]["fast_large"]["batches"].values():
+        for key in ("p50_ms", "p99_ms", "mean_ms"):
+            batch[key] *= 1.5
+        batch["throughput"] /= 1.5
+    decision = evaluate_gate(metrics, {"traffic": ONLINE, **NO_ACCURACY}, candidates)
+    assert decision.chosen == "fast_large"
+    assert decision.candidate("fast_large").weighted == pytest.approx(2.35)
+    assert decision.candidate("fast_large").per_batch[100]["p50_ms"] == 15.0  # its own
+    # Throughput the same way: the baseline's throughput times the paired ratio.
+    later = evaluate_gate(metrics, throughput, candidates).candidate("fast_large")
+    assert later.weighted == pytest.approx(same_rounds.weighted)
 
 
 def test_a_one_entry_profile_judges_like_the_primary_batch_size_did(metrics_and_models):

@@ -4,10 +4,11 @@ Every candidate is checked (benchmark result present, safe ops, how it was measu
 thresholds, changes against the baseline and the served model) and so is the run
 (model and infra blessings, when given). Among the candidates that pass everything, the
 traffic profile's objective picks one (e.g. the request-weighted mean p50 over the batch
-sizes clients send), ties broken by the `objective` metrics, in order, each with its own
-direction (lower latency and size are better, higher throughput and accuracy are), then
-the name, so the choice is deterministic. A pair must meet every SLO of the profile. If
-none pass, nothing is pushed.
+sizes clients send; each pair's figure is the baseline's over the pair's paired speedup,
+so pairs measured in different rounds rank without the drift between them), ties broken
+by the `objective` metrics, in order, each with its own direction (lower latency and size
+are better, higher throughput and accuracy are), then the name, so the choice is
+deterministic. A pair must meet every SLO of the profile. If none pass, nothing is pushed.
 """
 
 from __future__ import annotations
@@ -125,16 +126,17 @@ def evaluate_gate(metrics: BenchmarkResult | dict, thresholds: Thresholds | dict
         results.append(CandidateResult(
             name=pair, path=str(candidates[name]), passed=not failed,
             blocked_by=[f"{c.threshold}: {c.reason}" for c in failed],
-            objective={traffic.objective: _profile_value(row.model, traffic, cores),
+            objective={traffic.objective: _profile_value(row.model, traffic, cores,
+                                                         baseline),
                        **{key: _objective_value(row.model, key, traffic, cores,
-                                                row.name == baseline_name)
+                                                row.name == baseline_name, baseline)
                           for key in thresholds.objective}},
             row=row.name, server_flags=serving_flags(row, requirements[name]),
             environment=dict(requirements[name].environment), signatures=signatures[name],
             runtime=row.runtime, version=name, label=row.label,
             configuration=row.configuration, figures=_figures(row.model, batch_size),
             per_batch=_per_batch(row.model, traffic.batch_sizes),
-            weighted=_profile_value(row.model, traffic, cores)))
+            weighted=_profile_value(row.model, traffic, cores, baseline)))
     ranking = (traffic.objective, *thresholds.objective)
     ranked = sorted(results, key=lambda r: _rank_key(r, ranking))
     passing = [r for r in ranked if r.passed]
@@ -231,22 +233,46 @@ def _per_batch(model: ModelResult | None, batch_sizes: tuple[int, ...]) -> dict:
     return figures
 
 
+# A pair's figure at a batch size, as ranked: the baseline's figure over the pair's paired
+# ratio to it (median of the per-round ratios, see benchmark.scheduler.compare).
+PAIRED_RATIOS = {"p50_ms": "speedup_p50", "p99_ms": "speedup_p99",
+                 "throughput": "throughput_ratio"}
+
+
+def _paired_figure(model: ModelResult, baseline: ModelResult | None, metric: str,
+                   size: int) -> float | None:
+    """`metric` of `model` at `size`, as the baseline's figure scaled by the model's paired
+    ratio to the baseline. Pairs are measured in different rounds (the default rows, then
+    each search step), every one with the baseline in them: the machine's drift between
+    those steps moves a pair's own figure, not its ratio to the baseline measured beside
+    it, so ranking on one baseline figure and the paired ratios compares every pair on
+    one footing. A row without a ratio (the baseline itself) keeps its own figure."""
+    batch = model.at(size)
+    if batch is None:
+        return None
+    ratio = getattr(batch, PAIRED_RATIOS[metric], None)
+    reference = baseline.at(size) if baseline is not None else None
+    base = getattr(reference, metric, None) if reference is not None else None
+    if not ratio or base is None:
+        return getattr(batch, metric)
+    return base * ratio if metric == "throughput" else base / ratio
+
+
 def _profile_value(model: ModelResult | None, traffic: TrafficProfile,
-                   cores: int | None) -> float | None:
-    """The traffic profile's objective of a pair, from its figures at each batch size."""
-    return _weighted(model, traffic.metric, traffic, cores)
+                   cores: int | None, baseline: ModelResult | None = None) -> float | None:
+    """The traffic profile's objective of a pair, from its paired figure at each batch
+    size (_paired_figure)."""
+    return _weighted(model, traffic.metric, traffic, cores, baseline)
 
 
 def _weighted(model: ModelResult | None, metric: str, traffic: TrafficProfile,
-              cores: int | None) -> float | None:
+              cores: int | None, baseline: ModelResult | None = None) -> float | None:
     """A per-batch metric over the profile: request-weighted for latencies; for
     throughput the mix's examples per second (per core when `cores` is given)."""
     if model is None:
         return None
-    figures = {}
-    for size in traffic.batch_sizes:
-        batch = model.at(size)
-        figures[size] = getattr(batch, metric) if batch else None
+    figures = {size: _paired_figure(model, baseline, metric, size)
+               for size in traffic.batch_sizes}
     if metric == "throughput":
         per_core = dataclasses.replace(traffic, objective="throughput_per_core")
         return per_core.weighted(figures, cores or 1)
@@ -255,13 +281,13 @@ def _weighted(model: ModelResult | None, metric: str, traffic: TrafficProfile,
 
 
 def _objective_value(model: ModelResult | None, key: str, traffic: TrafficProfile,
-                     cores: int | None, is_baseline: bool) -> float | None:
+                     cores: int | None, is_baseline: bool,
+                     baseline: ModelResult | None = None) -> float | None:
     if model is None:
         return None
     if key in BATCH_OBJECTIVES:  # over the profile (one-entry profile: at its batch size)
-        if key == "throughput":
-            return _weighted(model, key, traffic, None)
-        return _weighted(model, key, traffic, cores)
+        return _weighted(model, key, traffic, None if key == "throughput" else cores,
+                         baseline)
     if key in ACCURACY_OBJECTIVES:
         if key == "top1_agreement" and is_baseline:
             return 1.0
