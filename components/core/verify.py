@@ -13,11 +13,6 @@ its serving requirements); the result records which settings were checked.
 
 from __future__ import annotations
 
-import os
-import pickle
-import subprocess
-import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -187,18 +182,11 @@ def run_signatures(model_dir: Path, inputs: Feeds) -> Feeds:
 
 def _run_without_onednn(model_dir: Path, inputs: Feeds) -> Feeds:
     """`run_signatures` in a child process where TF runs without oneDNN (TF reads the
-    setting once, at start: tensorflow/core/util/port.cc IsMklEnabled)."""
-    with tempfile.TemporaryDirectory(prefix="servopt-onednn-off-") as scratch:
-        feeds, outputs = Path(scratch) / "inputs.pkl", Path(scratch) / "outputs.pkl"
-        feeds.write_bytes(pickle.dumps(inputs))
-        done = subprocess.run(
-            [sys.executable, "-m", "components.core.verify", str(model_dir), str(feeds),
-             str(outputs)], env={**os.environ, ONEDNN_ENV: "0"}, capture_output=True,
-            text=True, check=False)
-        if done.returncode != 0:
-            lines = [line for line in done.stderr.splitlines() if line.strip()]
-            raise RuntimeError(lines[-1] if lines else f"exit code {done.returncode}")
-        return pickle.loads(outputs.read_bytes())  # written by this module, just now
+    setting once, at start: tensorflow/core/util/port.cc IsMklEnabled), one child for
+    every model this process verifies (see onednn_off)."""
+    from components.core.onednn_off import run_without_onednn
+
+    return run_without_onednn(model_dir, inputs)
 
 
 def compare_outputs(reference: Reference, produced: dict[str, list[dict[str, np.ndarray]]],
@@ -262,14 +250,3 @@ def _failure_text(c: OutputComparison, tolerance: Tolerance) -> str:
     if c.top1_agreement is not None:
         text += f", top-1 agreement {c.top1_agreement:.2%}"
     return f"{text} (tolerance {tolerance.describe()})"
-
-
-if __name__ == "__main__":  # the child of _run_without_onednn: model, inputs, outputs
-    model, feeds_path, outputs_path = sys.argv[1:4]
-    try:
-        produced = run_signatures(Path(model), pickle.loads(Path(feeds_path).read_bytes()))
-    except Exception as err:  # the parent reports the last line
-        from components.core.errors import first_line
-
-        sys.exit(f"{type(err).__name__}: {first_line(err)}")
-    Path(outputs_path).write_bytes(pickle.dumps(produced))
