@@ -73,15 +73,19 @@ class BenchmarkConfig:
     warmup_requests: int = 10
     # A measurement window is a time span (perf_analyzer's way; its default is 5 s) that
     # ends early once it holds `window_requests` requests; with window_seconds None, it is
-    # `window_requests` requests. 1 s settles here (2-core AMD EPYC, shared): the seed CNN
-    # gets ~6-12 requests at batch 100 per window, and copies of one model pair within a
-    # few percent; 0.5 s left batch 100 with 3-6 requests a window and identical models
-    # 11-18% apart. 5 s windows would make an interleaved run of 4 rows x 2 batch sizes
-    # last minutes. 300 requests (stats.MIN_REQUESTS_P99) give one window a p99 of its
-    # own, so a fast row (TFLite at batch 1: 0.07 ms a request) is done in 21 ms instead
-    # of spending the whole second on 14,000 requests that tell nothing more.
+    # `window_requests` requests. 300 requests (stats.MIN_REQUESTS_P99) give one window a
+    # p99 of its own, so a fast row (TFLite at batch 1: 0.07 ms a request) is done in
+    # 21 ms instead of spending the whole window on thousands that tell nothing more.
+    # 0.5 s holds 25-90 requests of the demo CNN at batch 100 (5-19 ms each) on 2 idle
+    # AMD EPYC cores, and two rows running the same graph (GraphOptimizer and a TFLite
+    # variant's saved_model.pb) measured 1.21x and 1.17x over the baseline there, as
+    # close as with 1 s windows (1.23x, 1.20x); 1 s windows made the demo last 8.5 min
+    # instead of 6.7. A slower model's windows hold fewer requests: rounds go on until
+    # each row has min_requests (below), and the gate's decision lines add rounds where
+    # an interval is still open. (An earlier, heavily loaded machine, where batch 100 took
+    # 80+ ms, left 0.5 s windows with 3-6 requests and identical models 11-18% apart.)
     window_requests: int = 300
-    window_seconds: float | None = 1.0
+    window_seconds: float | None = 0.5
     # Untimed requests before every window: the model's thread pools went idle while the
     # other models measured their windows, and the first requests after a switch pay
     # for waking them (see scheduler).

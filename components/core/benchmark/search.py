@@ -31,11 +31,11 @@ measured (run.BenchmarkSession.measure), the search:
 
 What it costs: one step measures (1 + contenders + values) workers for 6 rounds (95%
 confidence) of one window at each profile batch size, plus starting the new workers
-(STARTUP_S). For the demo on 2 cores (one contender per runtime, batch 1 and 100, 1 s
-windows, 2 clients): the TFLite split with bf16, 5 workers, 15 + 5 x 6 x 1.2 x 2 = 87 s;
-batching, 6 workers and its winner at both batch sizes, about 130 s; both thread pools,
-4 workers, 73 s: about 290 s before extra rounds, within the default budget of 300 s
-(docs/traffic-profile.md).
+(STARTUP_S). For the demo on 2 cores (one contender per runtime, batch 1 and 100, about
+0.9 s of windows per worker and round over both, 2 clients): the TFLite split with bf16,
+5 workers, 15 + 5 x 6 x 0.9 = 42 s; batching, 6 workers and its winner at both batch
+sizes, about 58 s; both thread pools, 4 workers, 37 s: about 140 s before extra rounds,
+within the default budget of 300 s (docs/traffic-profile.md).
 
 Every row it measured stays in the result, with its speedups over the baseline from
 the same rounds, so the gate can judge every (variant, configuration) pair and pick the
