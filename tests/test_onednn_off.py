@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from components.core.onednn_off import OneDnnOffChild
-from components.core.verify import Reference, run_signatures
+from components.core.serving_session import run_signatures
+from components.core.verify import Reference
 
 
 @pytest.fixture(scope="module")

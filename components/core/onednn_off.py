@@ -111,14 +111,14 @@ atexit.register(_CHILD.close)
 
 
 def run_without_onednn(model_dir: Path, inputs: Any) -> Any:
-    """`verify.run_signatures` with oneDNN off, in this process's shared child."""
+    """`serving_session.run_signatures` with oneDNN off, in this process's shared child."""
     return _CHILD.run(model_dir, inputs)
 
 
 def _serve() -> None:
     """The child: one request per stdin line until stdin closes."""
     from components.core.errors import first_line
-    from components.core.verify import run_signatures
+    from components.core.serving_session import run_signatures
 
     for line in sys.stdin:
         request = json.loads(line)

@@ -192,3 +192,13 @@ class ServingSession:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+SignatureFeeds = dict[str, list[dict[str, np.ndarray]]]  # signature -> one feed per batch
+
+
+def run_signatures(model_dir: Path, inputs: SignatureFeeds) -> SignatureFeeds:
+    """The model's outputs on `inputs`, for each signature it has, run as TF Serving runs it."""
+    with ServingSession(model_dir) as candidate:
+        return {name: [candidate.run(name, feed) for feed in feeds]
+                for name, feeds in inputs.items() if name in candidate.signatures}

@@ -23,7 +23,7 @@ from components.core.examples import batches_for_signature, load_npz, npz_mismat
 from components.core.inputs import GENERATED_INPUTS, generate_inputs, vocabulary_tokens
 from components.core.model_io import read_saved_model, serving_meta_graph
 from components.core.requirements import ONEDNN_ENV
-from components.core.serving_session import ServingSession
+from components.core.serving_session import ServingSession, SignatureFeeds, run_signatures
 
 
 @dataclass(frozen=True)
@@ -170,14 +170,7 @@ class Reference:
         return result
 
 
-Feeds = dict[str, list[dict[str, np.ndarray]]]  # signature -> one feed per batch
-
-
-def run_signatures(model_dir: Path, inputs: Feeds) -> Feeds:
-    """The model's outputs on `inputs`, for each signature it has, run as TF Serving runs it."""
-    with ServingSession(model_dir) as candidate:
-        return {name: [candidate.run(name, feed) for feed in feeds]
-                for name, feeds in inputs.items() if name in candidate.signatures}
+Feeds = SignatureFeeds  # signature -> one feed per batch
 
 
 def _run_without_onednn(model_dir: Path, inputs: Feeds) -> Feeds:
