@@ -14,15 +14,19 @@ from components.core.benchmark.config import (
     parse_int_list,
 )
 from components.core.benchmark.stats import (
+    ABOVE_ONE,
+    BELOW_ONE,
     INCONCLUSIVE,
     NOT_REGRESSED,
     REGRESSED,
+    STRADDLES_ONE,
     is_stable,
     judge_at_least,
     median_interval,
     paired_ratios,
     percentile,
     rounds_for,
+    side_of_one,
     spread,
     summarize,
 )
@@ -139,3 +143,12 @@ def test_models_can_be_named_explicitly():
     assert [s.name for s in name_models(["/m/a", "/m/b"], ["x", "y"])] == ["x", "y"]
     with pytest.raises(ServoptError, match="2 names for 1 models"):
         name_models(["/m/a"], ["x", "y"])
+
+
+@pytest.mark.parametrize("low, high, side", [
+    (1.02, 1.4, ABOVE_ONE), (0.7, 0.98, BELOW_ONE), (0.98, 1.02, STRADDLES_ONE),
+    (1.0, 1.2, STRADDLES_ONE),  # touching 1 is not clear of it
+    (None, 1.2, STRADDLES_ONE),  # an unknown bound knows nothing
+])
+def test_a_ratios_interval_lies_above_below_or_across_one(low, high, side):
+    assert side_of_one(low, high) == side

@@ -86,7 +86,15 @@ from components.core.benchmark.schema import (
     SearchRecord,
     SearchStep,
 )
-from components.core.benchmark.stats import Interval, median_interval, rounds_for
+from components.core.benchmark.stats import (
+    ABOVE_ONE,
+    BELOW_ONE,
+    STRADDLES_ONE,
+    Interval,
+    median_interval,
+    rounds_for,
+    side_of_one,
+)
 from components.core.errors import ServoptError
 from components.core.requirements import (
     BF16_CPU_FEATURES,
@@ -246,14 +254,8 @@ def judge_gain(incumbent: dict[int, list[float]], challenger: dict[int, list[flo
     if not gains:
         return None
     interval = median_interval(gains, confidence)
-    if not interval.coverage:
-        outcome = UNDECIDED
-    elif interval.low > 1.0:
-        outcome = BETTER
-    elif interval.high < 1.0:
-        outcome = WORSE
-    else:
-        outcome = UNDECIDED
+    side = side_of_one(interval.low, interval.high) if interval.coverage else STRADDLES_ONE
+    outcome = {ABOVE_ONE: BETTER, BELOW_ONE: WORSE}.get(side, UNDECIDED)
     return Judgement(interval, outcome, len(gains))
 
 

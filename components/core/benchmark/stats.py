@@ -151,6 +151,23 @@ def paired_ratios(numerators: Sequence[float], denominators: Sequence[float]) ->
     return [a / b for a, b in zip(numerators, denominators, strict=False) if b > 0]
 
 
+ABOVE_ONE, BELOW_ONE, STRADDLES_ONE = "above 1", "below 1", "straddles 1"
+
+
+def side_of_one(low: float | None, high: float | None) -> str:
+    """Where the interval [low, high] of a ratio (a gain, a speedup) lies against 1: wholly
+    above it (better with confidence), wholly below (worse), or straddling it (also when a
+    bound is unknown). The rule the search keeps a setting by and the gate lets a pair
+    replace the served version by."""
+    if low is None or high is None:
+        return STRADDLES_ONE
+    if low > 1.0:
+        return ABOVE_ONE
+    if high < 1.0:
+        return BELOW_ONE
+    return STRADDLES_ONE
+
+
 def judge_at_least(low: float | None, high: float | None, line: float) -> str:
     """A figure whose interval is [low, high] must not fall below `line` (e.g. a speedup
     of 0.95): regressed when the whole interval is below it, not regressed when it is

@@ -19,7 +19,14 @@ whose inputs did not change must not push a near-tie that noise ranked first.
 from __future__ import annotations
 
 from components.core.benchmark.schema import BenchmarkResult, ModelResult
-from components.core.benchmark.stats import NOT_REGRESSED, REGRESSED, judge_at_least
+from components.core.benchmark.stats import (
+    ABOVE_ONE,
+    BELOW_ONE,
+    NOT_REGRESSED,
+    REGRESSED,
+    judge_at_least,
+    side_of_one,
+)
 from components.core.gate.decision import CHANGE, NOTE, Check, fmt
 from components.core.traffic import TrafficProfile
 
@@ -116,10 +123,11 @@ def served_stays(model: ModelResult | None, traffic: TrafficProfile) -> str | No
         if low is None or high is None:
             continue
         figures.append(f"batch {size}: [{low:.3g}, {high:.3g}]")
-        if high < 1.0:
+        side = side_of_one(low, high)
+        if side == BELOW_ONE:
             return (f"it is slower than the served version at batch {size} ({percentile} "
                     f"speedup interval [{low:.3g}, {high:.3g}]): the served version stays")
-        faster = faster or low > 1.0
+        faster = faster or side == ABOVE_ONE
     if not figures or faster:
         return None
     return (f"it is not faster than the served version with confidence ({percentile} "
