@@ -101,7 +101,7 @@ class OneDnnOffChild:
             except (OSError, subprocess.TimeoutExpired):
                 process.kill()
                 process.wait()
-        if self._log is not None and process is not None:
+        if self._log is not None:
             self._log.close()
             self._log = None
 

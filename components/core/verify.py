@@ -22,8 +22,9 @@ from components.core.errors import ServoptError
 from components.core.examples import batches_for_signature, load_npz, npz_mismatch
 from components.core.inputs import GENERATED_INPUTS, generate_inputs, vocabulary_tokens
 from components.core.model_io import read_saved_model, serving_meta_graph
+from components.core.onednn_off import run_without_onednn
 from components.core.requirements import ONEDNN_ENV
-from components.core.serving_session import ServingSession, SignatureFeeds, run_signatures
+from components.core.serving_session import ServingSession, run_signatures
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ class Reference:
             result.onednn_checked.append("off")
             off_label = f"with oneDNN off ({ONEDNN_ENV}=0)"
             try:
-                off = compare_outputs(self, _run_without_onednn(candidate_dir, self.inputs),
+                off = compare_outputs(self, run_without_onednn(candidate_dir, self.inputs),
                                       tolerance)
             except RuntimeError as err:
                 result.failures.append(f"{off_label} the model fails: {err}")
@@ -168,18 +169,6 @@ class Reference:
             result.passed = result.passed and off.passed
             result.max_abs_diff = max(result.max_abs_diff, off.max_abs_diff)
         return result
-
-
-Feeds = SignatureFeeds  # signature -> one feed per batch
-
-
-def _run_without_onednn(model_dir: Path, inputs: Feeds) -> Feeds:
-    """`run_signatures` in a child process where TF runs without oneDNN (TF reads the
-    setting once, at start: tensorflow/core/util/port.cc IsMklEnabled), one child for
-    every model this process verifies (see onednn_off)."""
-    from components.core.onednn_off import run_without_onednn
-
-    return run_without_onednn(model_dir, inputs)
 
 
 def compare_outputs(reference: Reference, produced: dict[str, list[dict[str, np.ndarray]]],

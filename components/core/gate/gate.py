@@ -123,11 +123,11 @@ def evaluate_gate(metrics: BenchmarkResult | dict, thresholds: Thresholds | dict
     results = []
     for pair, name, row in pairs:
         failed = [c for c in checks if c.candidate in (pair, None) and not c.passed]
+        weighted = _profile_value(row.model, traffic, cores, baseline)
         results.append(CandidateResult(
             name=pair, path=str(candidates[name]), passed=not failed,
             blocked_by=[f"{c.threshold}: {c.reason}" for c in failed],
-            objective={traffic.objective: _profile_value(row.model, traffic, cores,
-                                                         baseline),
+            objective={traffic.objective: weighted,
                        **{key: _objective_value(row.model, key, traffic, cores,
                                                 row.name == baseline_name, baseline)
                           for key in thresholds.objective}},
@@ -136,7 +136,7 @@ def evaluate_gate(metrics: BenchmarkResult | dict, thresholds: Thresholds | dict
             runtime=row.runtime, version=name, label=row.label,
             configuration=row.configuration, figures=_figures(row.model, batch_size),
             per_batch=_per_batch(row.model, traffic.batch_sizes),
-            weighted=_profile_value(row.model, traffic, cores, baseline)))
+            weighted=weighted))
     ranking = (traffic.objective, *thresholds.objective)
     ranked = sorted(results, key=lambda r: _rank_key(r, ranking))
     passing = [r for r in ranked if r.passed]
@@ -259,14 +259,14 @@ def _paired_figure(model: ModelResult, baseline: ModelResult | None, metric: str
 
 
 def _profile_value(model: ModelResult | None, traffic: TrafficProfile,
-                   cores: int | None, baseline: ModelResult | None = None) -> float | None:
+                   cores: int | None, baseline: ModelResult | None) -> float | None:
     """The traffic profile's objective of a pair, from its paired figure at each batch
     size (_paired_figure)."""
     return _weighted(model, traffic.metric, traffic, cores, baseline)
 
 
 def _weighted(model: ModelResult | None, metric: str, traffic: TrafficProfile,
-              cores: int | None, baseline: ModelResult | None = None) -> float | None:
+              cores: int | None, baseline: ModelResult | None) -> float | None:
     """A per-batch metric over the profile: request-weighted for latencies; for
     throughput the mix's examples per second (per core when `cores` is given)."""
     if model is None:
@@ -282,7 +282,7 @@ def _weighted(model: ModelResult | None, metric: str, traffic: TrafficProfile,
 
 def _objective_value(model: ModelResult | None, key: str, traffic: TrafficProfile,
                      cores: int | None, is_baseline: bool,
-                     baseline: ModelResult | None = None) -> float | None:
+                     baseline: ModelResult | None) -> float | None:
     if model is None:
         return None
     if key in BATCH_OBJECTIVES:  # over the profile (one-entry profile: at its batch size)
