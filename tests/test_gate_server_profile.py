@@ -30,10 +30,10 @@ THREAD_FLAGS = ["--tensorflow_intra_op_parallelism=2", "--tensorflow_inter_op_pa
 TRAINER_P50 = 20.0  # the baseline's p50 at batch 100
 
 
-def batch(p50: float, speedup: float | None = None) -> dict:
-    """A row at batch 100; with `speedup` (about its p50 speedup), measured with the
-    trainer: its paired speedups are the trainer's figures over its own."""
-    speedup = None if speedup is None else TRAINER_P50 / p50
+def batch(p50: float, paired_with_trainer: bool) -> dict:
+    """A row at batch 100; measured with the trainer (every row but the trainer's own),
+    its paired speedups are the trainer's figures over its own."""
+    speedup = TRAINER_P50 / p50 if paired_with_trainer else None
     return {"p50_ms": p50, "p90_ms": p50, "p95_ms": p50, "p99_ms": p50 * 1.1,
             "mean_ms": p50, "std_ms": 0.1, "min_ms": p50, "max_ms": p50 * 1.2,
             "throughput": 100_000 / p50, "stable": True, "windows": 8, "requests": 30,
@@ -43,12 +43,12 @@ def batch(p50: float, speedup: float | None = None) -> dict:
                for q in ("p50", "p99")}}
 
 
-def row(version: str, runtime: str, p50: float, speedup: float | None,
-        flags: list[str], servable: bool = True, role: str = "candidate") -> dict:
+def row(version: str, runtime: str, p50: float, flags: list[str], servable: bool = True,
+        role: str = "candidate") -> dict:
     return {"path": f"/models/{version}", "role": role, "error": None,
             "runtime": {"runtime": runtime, "version": version, "settings": {},
                         "server_flags": flags, "servable": servable},
-            "size_bytes": 1_000_000, "batches": {"100": batch(p50, speedup)},
+            "size_bytes": 1_000_000, "batches": {"100": batch(p50, role != "baseline")},
             "concurrency": [], "accuracy": None}
 
 
@@ -58,13 +58,13 @@ def metrics() -> dict:
     return {"schema_version": 1, "baseline": "trainer", "settings": {},
             "machine": {"cpu_model": "test", "cores": 2, "tensorflow_version": "2.21.0",
                         "python_version": "3.11", "platform": "linux"}, "models": {
-        "trainer": row("trainer", "tensorflow", TRAINER_P50, None, THREAD_FLAGS,
+        "trainer": row("trainer", "tensorflow", TRAINER_P50, THREAD_FLAGS,
                        role="baseline"),
-        "optimized": row("optimized", "tensorflow", 15.0, 1.33, THREAD_FLAGS),
-        "variant@tflite": row("variant", "tflite", 8.0, 2.5, TFLITE_FLAGS),
-        "variant@tensorflow": row("variant", "tensorflow", 19.5, 1.02,
+        "optimized": row("optimized", "tensorflow", 15.0, THREAD_FLAGS),
+        "variant@tflite": row("variant", "tflite", 8.0, TFLITE_FLAGS),
+        "variant@tensorflow": row("variant", "tensorflow", 19.5,
                                   ["--prefer_tflite_model=false", *THREAD_FLAGS]),
-        "edge": row("edge", "tflite", 7.0, 2.8, [], servable=False),
+        "edge": row("edge", "tflite", 7.0, [], servable=False),
     }}
 
 
@@ -130,7 +130,7 @@ def test_a_bare_tflite_file_is_not_eligible_and_the_decision_says_why(model_dirs
 
 def test_a_candidate_needing_cpu_features_the_serving_nodes_lack_is_not_eligible(model_dirs):
     data = metrics()
-    data["models"]["bf16"] = row("bf16", "tensorflow", 5.0, 4.0, THREAD_FLAGS)
+    data["models"]["bf16"] = row("bf16", "tensorflow", 5.0, THREAD_FLAGS)
     blocked = gate(model_dirs, {"cpu_features": ["avx2", "fma"]}, ("optimized", "bf16"), data)
     [reason] = [r for r in blocked.candidate("bf16").blocked_by if r.startswith("server")]
     assert reason == ("server: needs one of the CPU features avx512_bf16, amx_bf16 (bfloat16 "

@@ -379,7 +379,7 @@ def test_the_gate_serves_a_bf16_variant_only_on_bf16_cpus_and_with_onednn_on(
     shutil.copytree(two_signature_model, bf16)
     write_requirements(bf16, BF16_REQUIREMENTS)
     data = metrics()
-    data["models"]["bf16"] = row("bf16", "tensorflow", 5.0, 4.0, THREAD_FLAGS)
+    data["models"]["bf16"] = row("bf16", "tensorflow", 5.0, THREAD_FLAGS)
     models = {"optimized": two_signature_model, "bf16": bf16}
 
     def decide(cpu_features):

@@ -304,7 +304,7 @@ def _metrics(baseline: Path, variant: Path) -> dict:
         return {"path": str(path), "role": role, "error": None, "size_bytes": 1_000_000,
                 "runtime": {"runtime": runtime, "version": name, "settings": {},
                             "server_flags": flags, "servable": True},
-                "batches": {"100": batch(10.0, None if role == "baseline" else 1.0)},
+                "batches": {"100": batch(10.0, role != "baseline")},
                 "concurrency": [], "accuracy": None}
     return {"schema_version": 1, "baseline": "trainer", "settings": {},
             "machine": {"cpu_model": "test", "cores": 2, "tensorflow_version": "2.21.0",
