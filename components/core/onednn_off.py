@@ -27,6 +27,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
+from components.core.keras_deferred import defer_keras
 from components.core.requirements import ONEDNN_ENV
 
 ANSWER = "servopt-onednn-off:"  # the prefix of the child's answers (other lines: ignored)
@@ -134,4 +135,5 @@ def _serve() -> None:
 
 
 if __name__ == "__main__":
+    defer_keras()  # the child only runs SavedModels with the TF1 loader (keras_deferred)
     _serve()

@@ -22,6 +22,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from components.core.keras_deferred import allow_keras
+
 
 @dataclass(frozen=True)
 class OpLibrary:
@@ -97,6 +99,7 @@ def load(library: OpLibrary) -> str | None:
             _loaded[library.key] = library.installable
         else:
             try:
+                allow_keras()  # TF Text uses tf.keras at import (keras_deferred)
                 importlib.import_module(library.key)
                 _loaded[library.key] = None
             except ModuleNotFoundError as err:
