@@ -37,6 +37,9 @@ def servopt_component(func):
 def freeze(model_uri: str, eval_examples_uri: str, verification: dict,
            frozen_model: Output[Model]):
     """Freezer: freezes the SavedModel at `model_uri` (any layout servopt resolves)."""
+    from components.core.keras_deferred import defer_keras
+
+    defer_keras()  # before TensorFlow: this step runs no Keras (keras_deferred)
     from components.core.producers import FREEZER
     from components.core.steps import Step
     from components.kfp.mapping import produce_outputs
@@ -49,6 +52,9 @@ def freeze(model_uri: str, eval_examples_uri: str, verification: dict,
 def optimize(model: Input[Model], eval_examples_uri: str, graph_optimizer: dict,
              verification: dict, optimized_model: Output[Model]):
     """GraphOptimizer: the passes of `graph_optimizer` (GraphOptimizerSettings)."""
+    from components.core.keras_deferred import defer_keras
+
+    defer_keras()  # before TensorFlow: this step runs no Keras (keras_deferred)
     from components.core.producers import GRAPH_OPTIMIZER
     from components.core.steps import Step
     from components.kfp.mapping import produce_outputs, settings_from_parameter
@@ -98,6 +104,9 @@ def benchmark(model_uri: str, frozen_model: Input[Model], optimized_model: Input
     import shutil
     from pathlib import Path
 
+    from components.core.keras_deferred import defer_keras
+
+    defer_keras()  # before TensorFlow: this step runs no Keras (keras_deferred)
     from components.core.benchmark import ModelSpec, run_benchmark
     from components.core.benchmark.outputs import metrics_checkpoint, write_results
     from components.core.benchmark.worker_log import WORKERS_DIR, worker_output
@@ -150,6 +159,9 @@ def gate(results: Input[Artifact], thresholds: dict, model_uri: str,
     task's own path: the safety scan reads it) against the thresholds and chooses the one
     to push; decision.json records why, and the command that serves it from
     `push_destination`."""
+    from components.core.keras_deferred import defer_keras
+
+    defer_keras()  # before TensorFlow: this step runs no Keras (keras_deferred)
     given = dict(locals())
     import json
     from collections import namedtuple
@@ -201,6 +213,9 @@ def push(chosen: str, model_uri: str, frozen_model: Input[Model],
     under `push_destination`, atomically, with warm-up requests from the eval examples and
     the TF Serving configuration the gate chose (`decision`: its decision.json).
     keep_last: keep only the newest N versions (0: keep all)."""
+    from components.core.keras_deferred import defer_keras
+
+    defer_keras()  # before TensorFlow: this step runs no Keras (keras_deferred)
     given = dict(locals())
     import json
     from collections import namedtuple
