@@ -238,6 +238,7 @@ def test_the_gate_judges_every_variant_and_a_blessed_gate_pushes_its_choice(kfp_
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # a second KFP run (2.5 min on 2 cores): see docs/testing.md
 def test_run_local_cli_with_failing_thresholds_pushes_nothing(seed_cnn_model, digits_examples,
                                                               tmp_path):
     thresholds = tmp_path / "impossible.yaml"

@@ -36,6 +36,8 @@ from components.core.rewrite import CannotUnfuse, node_name, unfuse, without_one
 from components.core.steps import OptimizeConfig, optimize_model, parse_steps
 
 ROOT = Path(__file__).resolve().parent.parent
+# MobileNetV2 (a large model: e2e) optimized with oneDNN on, in a child process.
+MOBILENET = pytest.mark.e2e
 
 
 def _inputs(model: Path) -> Path:
@@ -102,6 +104,7 @@ def mobilenet_optimized_with_onednn(mobilenet_model, tmp_path_factory):
     return out, result
 
 
+@MOBILENET
 def test_with_onednn_on_the_remapper_itself_emits_onednn_only_ops(
         mobilenet_optimized_with_onednn):
     """The reason for the split: without it, the optimized graph would carry these."""
@@ -110,6 +113,7 @@ def test_with_onednn_on_the_remapper_itself_emits_onednn_only_ops(
     assert "_FusedDepthwiseConv2dNative" in result["raw_remap_onednn_only"]
 
 
+@MOBILENET
 def test_verification_with_onednn_off_catches_what_only_oneDNN_runs(
         mobilenet_optimized_with_onednn):
     """The remapper's raw output, verified where oneDNN is on: it passes there and the run
@@ -124,6 +128,7 @@ def test_verification_with_onednn_off_catches_what_only_oneDNN_runs(
     assert "Missing 0-th output" in failure or "[BiasAdd,Add]" in failure
 
 
+@MOBILENET
 def test_mobilenet_optimized_with_onednn_on_has_no_onednn_only_op(
         mobilenet_optimized_with_onednn):
     out, _ = mobilenet_optimized_with_onednn
@@ -135,6 +140,7 @@ def test_mobilenet_optimized_with_onednn_on_has_no_onednn_only_op(
                 n.attr["fused_ops"].list.s]
 
 
+@MOBILENET
 def test_its_depthwise_convs_keep_the_plain_chain_depthwise_biasadd_relu6(
         mobilenet_optimized_with_onednn):
     out, _ = mobilenet_optimized_with_onednn
@@ -159,6 +165,7 @@ def fusion_counts(model_dir: Path) -> list[tuple[str, int]]:
                           for n in graph.node).items())
 
 
+@MOBILENET
 def test_it_is_the_graph_a_machine_without_onednn_produces(
         mobilenet_optimized_with_onednn, mobilenet_model, tmp_path):
     """Same contractions, same fusions, whatever the producing machine runs."""
@@ -178,6 +185,7 @@ def test_it_is_the_graph_a_machine_without_onednn_produces(
     assert fusion_counts(out) == without
 
 
+@MOBILENET
 def test_it_was_verified_with_onednn_on_and_off_and_runs_with_it_off(
         mobilenet_optimized_with_onednn, mobilenet_model):
     out, result = mobilenet_optimized_with_onednn

@@ -241,6 +241,7 @@ def test_impossible_thresholds_push_nothing_and_list_the_failed_thresholds(demo_
     assert "nothing pushed" in stdout
 
 
+@pytest.mark.slow  # a third whole pipeline (3 min on 2 cores): see docs/testing.md
 def test_a_candidate_slower_than_the_served_model_is_blocked_for_it(demo_run):
     """A retrained model with 8x wider Dense layers (about 3x the FLOPs) is slower than the
     served one, found through ML Metadata, far beyond the 20% p99 regression allowed. The
