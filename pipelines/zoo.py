@@ -167,7 +167,7 @@ def cpu_description() -> dict:
 
 def _usage(monitor: ProcessTreeMonitor, started: float) -> dict:
     return {"wall_s": round(time.monotonic() - started, 1),
-            "peak_rss_bytes": monitor.peak_rss_bytes,
+            "peak_memory_bytes": monitor.peak_memory_bytes,
             "stages": {name: u.to_dict() for name, u in sorted(
                 dict(monitor.stages).items(), key=lambda item: item[1].first_seen_s)}}
 

@@ -6,9 +6,14 @@ ancestor (or itself) whose command line names one (kfp.local runs each task as
 `python -m kfp.dsl.executor_main ... --function_to_execute NAME`; the benchmark's workers
 are children of its task), else to `orchestrator`. Per stage it records when it was
 first and last seen (its wall time, to the sampling interval), the largest sum of the
-resident memory of its processes in one sample (what the stage held at once), and the
-largest single process's peak (VmHWM, exact between samples too). For the whole tree:
-the largest sum in one sample.
+memory of its processes in one sample (what the stage held at once), and the largest
+single process's peak (VmHWM, exact between samples too). For the whole tree: the largest
+sum in one sample.
+
+A process's memory is its proportional set size (Pss, /proc/PID/smaps_rollup): its own
+pages, plus each page it shares divided by the number of processes sharing it. Summing
+VmRSS instead counts TensorFlow's shared libraries once per process (about 500 MB each,
+read-only and in memory once); the sum of Pss is what the processes take from the machine.
 """
 
 from __future__ import annotations
@@ -59,15 +64,22 @@ def parent_pids(proc: Path = PROC) -> dict[int, int]:
     return parents
 
 
-def memory_kib(pid: int, proc: Path = PROC) -> tuple[int, int]:
-    """(VmRSS, VmHWM) of `pid` in KiB; (0, 0) when it is gone."""
-    status = _read(proc / str(pid) / "status") or ""
+def _fields(text: str, keys: tuple[str, ...]) -> dict[str, int]:
+    """`Key:  123 kB` lines of a /proc file, in KiB."""
     values = {}
-    for line in status.splitlines():
+    for line in text.splitlines():
         key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
+        if key in keys and rest.split():
             values[key] = int(rest.split()[0])
-    return values.get("VmRSS", 0), values.get("VmHWM", 0)
+    return values
+
+
+def memory_kib(pid: int, proc: Path = PROC) -> tuple[int, int]:
+    """(Pss, VmHWM) of `pid` in KiB; (0, 0) when it is gone. Pss falls back to VmRSS
+    where smaps_rollup cannot be read (kernels before 4.14)."""
+    status = _fields(_read(proc / str(pid) / "status") or "", ("VmRSS", "VmHWM"))
+    rollup = _fields(_read(proc / str(pid) / "smaps_rollup") or "", ("Pss",))
+    return rollup.get("Pss", status.get("VmRSS", 0)), status.get("VmHWM", 0)
 
 
 def command_line(pid: int, proc: Path = PROC) -> list[str]:
@@ -79,7 +91,7 @@ def command_line(pid: int, proc: Path = PROC) -> list[str]:
 class StageUsage:
     first_seen_s: float
     last_seen_s: float
-    peak_rss_bytes: int = 0  # the largest sum of its processes' RSS in one sample
+    peak_memory_bytes: int = 0  # the largest sum of its processes' Pss in one sample
     peak_process_bytes: int = 0  # the largest VmHWM of one of its processes
     processes: int = 0
 
@@ -89,7 +101,7 @@ class StageUsage:
 
     def to_dict(self) -> dict:
         return {"wall_s": round(self.wall_s, 1), "start_s": round(self.first_seen_s, 1),
-                "peak_rss_bytes": self.peak_rss_bytes,
+                "peak_memory_bytes": self.peak_memory_bytes,
                 "peak_process_bytes": self.peak_process_bytes, "processes": self.processes}
 
 
@@ -102,7 +114,7 @@ class ProcessTreeMonitor:
     stage_of: Callable[[list[str]], str | None] = kfp_task_name
     proc: Path = PROC
     stages: dict[str, StageUsage] = field(default_factory=dict)
-    peak_rss_bytes: int = 0  # the whole tree, the largest sum in one sample
+    peak_memory_bytes: int = 0  # the whole tree, the largest Pss sum in one sample
     _started: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -152,20 +164,20 @@ class ProcessTreeMonitor:
             todo.extend(children.get(pid, ()))
         by_stage: dict[str, list[tuple[int, int, int]]] = {}
         for pid in tree:
-            rss, hwm = memory_kib(pid, self.proc)
-            if rss == 0 and hwm == 0:
+            pss, hwm = memory_kib(pid, self.proc)
+            if pss == 0 and hwm == 0:
                 continue
             stage = ORCHESTRATOR if pid == self.root_pid else self._label(pid, parents)
-            by_stage.setdefault(stage, []).append((pid, rss, hwm))
+            by_stage.setdefault(stage, []).append((pid, pss, hwm))
         total = 0
         for stage, members in by_stage.items():
             usage = self.stages.setdefault(stage, StageUsage(now, now))
             usage.last_seen_s = now
-            rss_sum = sum(rss for _, rss, _ in members) * 1024
-            total += rss_sum
-            usage.peak_rss_bytes = max(usage.peak_rss_bytes, rss_sum)
+            pss_sum = sum(pss for _, pss, _ in members) * 1024
+            total += pss_sum
+            usage.peak_memory_bytes = max(usage.peak_memory_bytes, pss_sum)
             usage.peak_process_bytes = max(usage.peak_process_bytes,
                                            max(hwm for _, _, hwm in members) * 1024)
             self._seen.setdefault(stage, set()).update(pid for pid, _, _ in members)
             usage.processes = len(self._seen[stage])
-        self.peak_rss_bytes = max(self.peak_rss_bytes, total)
+        self.peak_memory_bytes = max(self.peak_memory_bytes, total)

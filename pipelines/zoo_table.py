@@ -56,7 +56,7 @@ def _cell(text: str) -> str:
 
 
 def _peak(entry: dict) -> int:
-    return max((entry.get(part) or {}).get("peak_rss_bytes") or 0
+    return max((entry.get(part) or {}).get("peak_memory_bytes") or 0
                for part in ("build", "pipeline"))
 
 
@@ -89,7 +89,7 @@ def stages_table(record: dict) -> list[str]:
         build = entry.get("build") or {}
         if build:
             lines.append(f"| {_cell(entry['name'])} | build model + examples | "
-                         f"{_time(build.get('wall_s'))} | {_gb(build.get('peak_rss_bytes'))} "
+                         f"{_time(build.get('wall_s'))} | {_gb(build.get('peak_memory_bytes'))} "
                          "| |")
         stages = (entry.get("pipeline") or {}).get("stages") or {}
         ordered = [s for s in STAGE_ORDER if s in stages] + [
@@ -97,7 +97,7 @@ def stages_table(record: dict) -> list[str]:
         for stage in ordered:
             usage = stages[stage]
             lines.append(f"| {_cell(entry['name'])} | {_cell(STAGE_LABELS.get(stage, stage))} | "
-                         f"{_time(usage.get('wall_s'))} | {_gb(usage.get('peak_rss_bytes'))} "
+                         f"{_time(usage.get('wall_s'))} | {_gb(usage.get('peak_memory_bytes'))} "
                          f"| {_gb(usage.get('peak_process_bytes'))} |")
     return lines
 
@@ -137,8 +137,9 @@ def render(record: dict) -> str:
     parts = [f"Measured on {machine.get('cpu_model', 'an unknown CPU')} "
              f"({machine.get('cores', '?')} cores; {features}), {record.get('date', '')}, "
              "one run of `servopt zoo run`.", "", *summary_table(record), "",
-             "Per stage (wall time; peak memory: the stage's processes at once, sampled "
-             "every 0.5 s; largest process: its own peak):", "", *stages_table(record), "",
+             "Per stage (wall time; peak memory: the stage's processes at once, each "
+             "counting its share of shared pages (Pss), sampled every 0.5 s; largest "
+             "process: its own peak resident memory):", "", *stages_table(record), "",
              "Variants:", "", *variants_table(record)]
     budget = budget_lines(record)
     if budget:

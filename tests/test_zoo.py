@@ -17,7 +17,12 @@ import pytest
 
 from components.core.errors import ServoptError
 from pipelines.zoo import ZOO, ZooModel, find, run_zoo, summarize
-from pipelines.zoo_monitor import ORCHESTRATOR, ProcessTreeMonitor, kfp_task_name
+from pipelines.zoo_monitor import (
+    ORCHESTRATOR,
+    ProcessTreeMonitor,
+    kfp_task_name,
+    memory_kib,
+)
 from pipelines.zoo_table import read_record, render
 
 WORKER = "import time; block = bytearray(60_000_000); time.sleep(2.0)"
@@ -42,12 +47,27 @@ def test_the_monitor_gives_each_stage_its_time_and_memory_workers_included():
     monitor.stop()
     benchmark = monitor.stages["benchmark"]
     assert benchmark.processes == 2  # the task and its worker, which names no stage
-    assert benchmark.peak_rss_bytes > 60e6  # the worker's block, counted for the task
+    assert benchmark.peak_memory_bytes > 60e6  # the worker's block, counted for the task
     assert benchmark.peak_process_bytes > 60e6
     assert 1.2 < benchmark.wall_s < 10
     assert ORCHESTRATOR in monitor.stages  # the launcher itself
     assert monitor.stages[ORCHESTRATOR].first_seen_s < benchmark.first_seen_s
-    assert monitor.peak_rss_bytes >= benchmark.peak_rss_bytes
+    assert monitor.peak_memory_bytes >= benchmark.peak_memory_bytes
+
+
+def test_a_processs_memory_is_its_share_of_shared_pages_else_its_resident_set(tmp_path):
+    """Pss (its share of pages shared with other processes, e.g. TensorFlow's libraries),
+    not VmRSS, which counts a shared page in full for every process."""
+    status = "Name:\tpython\nVmHWM:\t 900000 kB\nVmRSS:\t  877000 kB\n"
+    (tmp_path / "7").mkdir()
+    (tmp_path / "7" / "status").write_text(status)
+    (tmp_path / "7" / "smaps_rollup").write_text(
+        "00400000-7ffd [rollup]\nRss:              877000 kB\nPss:              479000 kB\n")
+    assert memory_kib(7, tmp_path) == (479000, 900000)
+    (tmp_path / "8").mkdir()  # a kernel without smaps_rollup
+    (tmp_path / "8" / "status").write_text(status)
+    assert memory_kib(8, tmp_path) == (877000, 900000)
+    assert memory_kib(9, tmp_path) == (0, 0)  # gone
 
 
 def test_unknown_zoo_models_are_refused_naming_the_choices():
@@ -69,21 +89,21 @@ def test_a_model_whose_builder_is_missing_is_recorded_as_skipped_with_the_reason
     assert missing["status"] == "skipped"
     assert "pipelines.zoo_models:export_nothing is not available" in missing["reason"]
     assert "No module named 'no_such_module'" in gone["reason"]
-    assert missing["build"]["wall_s"] > 0 and missing["build"]["peak_rss_bytes"] > 0
+    assert missing["build"]["wall_s"] > 0 and missing["build"]["peak_memory_bytes"] > 0
     assert record["machine"]["cores"] >= 1 and record["machine"]["cpu_model"]
     assert any("missing: skipped" in line for line in lines)
 
 
 def _record() -> dict:
-    stage = {"wall_s": 61.0, "start_s": 3.0, "peak_rss_bytes": 2_500_000_000,
+    stage = {"wall_s": 61.0, "start_s": 3.0, "peak_memory_bytes": 2_500_000_000,
              "peak_process_bytes": 900_000_000, "processes": 9}
     return {"date": "2026-12-06 18:00 UTC",
             "machine": {"cpu_model": "AMD EPYC 9R14", "cores": 2,
                         "cpu_features": ["avx2", "avx512_bf16"]},
             "models": [
                 {"name": "mobilenet_v2", "note": "", "batch_sizes": [1, 16],
-                 "status": "done", "build": {"wall_s": 20.0, "peak_rss_bytes": 1e9},
-                 "pipeline": {"wall_s": 430.0, "peak_rss_bytes": 3_100_000_000,
+                 "status": "done", "build": {"wall_s": 20.0, "peak_memory_bytes": 1e9},
+                 "pipeline": {"wall_s": 430.0, "peak_memory_bytes": 3_100_000_000,
                               "stages": {"orchestrator": stage, "benchmark": stage,
                                          "freeze": stage}},
                  "variants": {"frozen_model": {"produced": True},
