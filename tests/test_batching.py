@@ -349,6 +349,7 @@ def test_both_signatures_of_the_demo_model_are_batched(demo_cnn_model):
             plain_engine.close()
 
 
+@pytest.mark.e2e  # a benchmark worker process
 def test_the_benchmark_worker_runs_a_batching_spec_under_concurrent_clients(seed_cnn_model):
     from components.core.benchmark.worker import ProcessRunner
 

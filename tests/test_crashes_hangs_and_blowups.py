@@ -177,6 +177,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.e2e  # a benchmark worker process
 def test_a_benchmark_worker_stuck_in_a_model_dies_with_its_parent(tmp_path):
     model = _save(_BlockingModel(), tmp_path / "m")
     script = tmp_path / "orphan.py"
