@@ -198,9 +198,11 @@ def test_with_configs_defaults_the_demo_pushes_exactly_one_version(demo_run):
 # Each appends a run to the demo's work directory and reads that run (the latest); none of
 # them may push, so the serving directory keeps the first run's one version. The reruns
 # keep the demo's traffic profile (another one could rightly choose another pair) but
-# measure without the search and the concurrency sweep (both checked on the first run);
-# the impossible thresholds' rerun then reuses the second run's benchmark from the cache.
-RERUN = {"benchmark": {"concurrency": [], "search_budget_s": 0}}
+# measure without the search and the concurrency sweep (both checked on the first run),
+# in windows of a tenth of a second or 30 requests; the impossible thresholds' rerun then
+# reuses the second run's benchmark from the cache.
+RERUN = {"benchmark": {"concurrency": [], "search_budget_s": 0, "window_seconds": 0.1,
+                       "window_requests": 30, "min_requests": 30}}
 
 
 def test_a_second_run_reuses_the_cache_and_pushes_nothing_new(demo_run):
