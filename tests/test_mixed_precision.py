@@ -147,3 +147,33 @@ def test_mixed_precision_and_batching_engine_spec(seed_cnn_model):
         assert next(iter(engine.run({"image": images}).values())).shape == (3, 10)
     finally:
         engine.close()
+
+
+
+def _bf16_depthwise_model(path: Path) -> Path:
+    """A depthwise conv computed in bf16: its CPU kernel exists only with oneDNN (the bf16
+    variant of MobileNetV2 is full of them)."""
+    from components.core.tf_setup import tf
+
+    class Module(tf.Module):
+        def __init__(self):
+            self.w = tf.Variable(tf.ones([3, 3, 4, 1]))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 4], tf.float32)])
+        def serve(self, x):
+            y = tf.nn.depthwise_conv2d(tf.cast(x, tf.bfloat16), tf.cast(self.w, tf.bfloat16),
+                                       [1, 1, 1, 1], "SAME")
+            return {"y": tf.cast(y, tf.float32)}
+
+    module = Module()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+def test_flops_of_a_graph_with_onednn_only_bf16_kernels_are_counted(tmp_path):
+    """Counting only reads the graph: the portability rule for what is served does not
+    apply (MobileNetV2's bf16 variant recorded 'flops: StepSkipped' before)."""
+    from components.core.benchmark.flops import flops_per_example
+
+    model = _bf16_depthwise_model(tmp_path / "bf16")
+    assert flops_per_example(model, "serving_default") == 8 * 8 * 4 * 3 * 3 * 2

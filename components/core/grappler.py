@@ -34,14 +34,16 @@ CPU_DEVICE = "/device:CPU:0"
 ONEDNN_OPTIMIZERS = frozenset({"auto_mixed_precision_onednn_bfloat16"})
 
 
-def run_grappler(graph: ServingGraph, optimizers: list[str], place_on_cpu: bool = False
-                 ) -> graph_pb2.GraphDef:
+def run_grappler(graph: ServingGraph, optimizers: list[str], place_on_cpu: bool = False,
+                 served: bool = True) -> graph_pb2.GraphDef:
     """Returns `graph`'s GraphDef after running exactly `optimizers`, in that order.
 
     Signature inputs, outputs, the init op and asset tensors are preserved by name.
     `place_on_cpu` pins nodes to the CPU while optimizing: the remapper only fuses ops
     (Conv2D+BiasAdd+Relu, MatMul+BiasAdd+Relu, batch norm) on nodes it knows are on a
     CPU. The placement is cleared again so the exported model stays device-neutral.
+    `served=False`: the result is only read (counted), never served, so ops that run only
+    where oneDNN is on (a bf16 variant's) are kept as they are.
     """
     serving = graph
     if place_on_cpu:
@@ -69,7 +71,7 @@ def run_grappler(graph: ServingGraph, optimizers: list[str], place_on_cpu: bool 
     if place_on_cpu:
         for node in optimized.node:
             node.device = ""
-    if ONEDNN_OPTIMIZERS.isdisjoint(optimizers):
+    if served and ONEDNN_OPTIMIZERS.isdisjoint(optimizers):
         optimized = portable(optimized, f"Grappler ({', '.join(optimizers)})")
     return optimized
 

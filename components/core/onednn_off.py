@@ -2,7 +2,7 @@
 
 TF reads `TF_ENABLE_ONEDNN_OPTS` once, at its start (tensorflow/core/util/port.cc
 IsMklEnabled), so outputs with oneDNN off come from a child process started with it set
-to 0 (see verify). Starting one imports TensorFlow: about 10 s of CPU on 2 cores, paid for
+to 0 (see verify). Starting one imports TensorFlow (without Keras: keras_deferred), paid for
 every variant when each had a child of its own (a pipeline verifies seven models). Here
 one child serves every model this process verifies: each request is a line on its stdin
 naming the model, the pickled inputs and the file to write the outputs to, and each answer

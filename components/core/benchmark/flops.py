@@ -81,7 +81,9 @@ def flops_per_example(model_dir: Path, signature: str) -> int | None:
     if signature not in serving.signatures:
         raise ServoptError(f"{model_dir}: no signature '{signature}'")
     sig = serving.signatures[signature]
-    flat = run_grappler(serving, ["function"])
+    # Counted, never served: a bf16 variant's oneDNN-only kernels (a bf16 depthwise conv)
+    # count like the ops they compute.
+    flat = run_grappler(serving, ["function"], served=False)
     outputs = sorted({t.name.split(":")[0] for t in sig.outputs.values()})
     sub = graph_util.extract_sub_graph(flat, outputs)
     inputs = {t.name.split(":")[0] for t in sig.inputs.values()}
