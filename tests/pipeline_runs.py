@@ -47,7 +47,7 @@ VERSIONS = ["Freezer", "GraphOptimizer", "Quantizer", *BF16, *TFLITE]  # after t
 # that still covers the first knobs; the defaults would make each run last the demo's
 # minutes.
 SUITE_BENCHMARK = {"window_seconds": 0.25, "window_requests": 100, "min_requests": 100,
-                   "decision_budget_s": 10, "search_budget_s": 40, "total_budget_s": 150}
+                   "decision_budget_s": 5, "search_budget_s": 40, "total_budget_s": 150}
 
 
 def demo(workdir: Path, config: dict | None = None) -> str:

@@ -192,7 +192,7 @@ def test_the_cli_searches_and_prints_the_table(demo_cnn_model, tmp_path, monkeyp
     out = tmp_path / "metrics.json"
     result = CliRunner().invoke(benchmark_command, [
         f"base={demo_cnn_model}", str(variant), "--batch-sizes", "100", "--concurrency", "",
-        "--warmup-requests", "2", "--window-seconds", "0.2", "--max-windows", "6",
+        "--warmup-requests", "2", "--window-seconds", "0.1", "--max-windows", "6",
         "--search-budget", "600", "--search-contenders", "1", "--json", str(out)])
     assert result.exit_code == 0, result.output
     assert "configuration search: p99_ms at batch 100" in result.output
@@ -214,7 +214,7 @@ def test_batching_is_judged_with_concurrent_clients_and_a_winner_measured_like_a
                                                if k.name == "batching"))
     copy = shutil.copytree(seed_cnn_model, tmp_path / "copy")
     settings = dataclasses.replace(SETTINGS, batch_sizes=(1, 8), concurrency=(1, 4),
-                                   search_budget_s=600)
+                                   window_seconds=0.1, search_budget_s=600)
     with BenchmarkSession([ModelSpec("base", seed_cnn_model), ModelSpec("copy", copy)],
                           settings) as session:
         result = session.measure()

@@ -167,9 +167,11 @@ def test_a_model_that_blocks_forever_is_stopped_with_a_message(tmp_path, monkeyp
 
 _ORPHAN = """
 import sys, time
-from components.core.benchmark.engines import EngineSpec
 from components.core.benchmark.worker import ProcessRunner
-if __name__ == "__main__":
+from components.core.keras_deferred import defer_keras
+if __name__ == "__main__":  # TensorFlow here only: the spawned worker re-reads the above
+    defer_keras()
+    from components.core.benchmark.engines import EngineSpec
     runner = ProcessRunner(EngineSpec("tensorflow", sys.argv[1], "serving_default", 1, 1))
     runner.wait_ready()
     print(runner.process.pid, flush=True)
