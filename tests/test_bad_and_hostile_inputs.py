@@ -118,6 +118,7 @@ def test_an_unusable_candidate_is_reported_and_the_baseline_still_measured(
     assert any("'random' could not be measured" in w for w in warnings)
 
 
+@pytest.mark.e2e  # reads the benchmark run above
 def test_the_benchmark_never_runs_a_candidate_with_unsafe_ops(benchmark_with_bad_candidates):
     result, metrics, target = benchmark_with_bad_candidates
     writer = metrics["models"]["writer"]

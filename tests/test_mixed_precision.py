@@ -69,7 +69,9 @@ print("RESULT=" + json.dumps(result))
 
 
 def _compare(model: Path, onednn: str) -> dict:
-    script = f"MODEL = {str(model)!r}\n" + textwrap.dedent(COMPARE)
+    script = (f"MODEL = {str(model)!r}\n"  # the child runs no Keras (keras_deferred)
+              "from components.core.keras_deferred import defer_keras\ndefer_keras()\n"
+              + textwrap.dedent(COMPARE))
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                           text=True, env={**os.environ, ONEDNN_ENV: onednn}, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT=")]

@@ -47,7 +47,9 @@ def _inputs(model: Path) -> Path:
 def run_with_onednn(code: str, onednn: str = "1", **paths: Path) -> dict:
     """Runs `code` in a child process with TF_ENABLE_ONEDNN_OPTS=`onednn`; `code` reads
     `paths` (a dict of str) and stores its JSON answer in `result`."""
-    script = "import json, sys\nfrom pathlib import Path\n" + (
+    script = ("import json, sys\nfrom pathlib import Path\n"
+              # the child runs no Keras: TensorFlow loads 6 s sooner (keras_deferred)
+              "from components.core.keras_deferred import defer_keras\ndefer_keras()\n") + (
         f"paths = {json.dumps({k: str(v) for k, v in paths.items()})}\n") + textwrap.dedent(
         code) + "\nprint('RESULT=' + json.dumps(result))\n"
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
