@@ -111,4 +111,4 @@ def first_demo(workdir: Path) -> DemoRun:
 # a few seconds of measuring on where a speedup's interval straddles the gate's line.
 QUICK_BENCHMARK = {"concurrency": [], "window_seconds": None, "window_requests": 10,
                    "max_windows": 6, "min_requests": 1, "decision_budget_s": 10,
-                   "warmup_requests": 2, "search_budget_s": 20}
+                   "warmup_requests": 2, "search_budget_s": 10}

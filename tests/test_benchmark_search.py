@@ -31,7 +31,7 @@ from components.core.traffic import TrafficProfile
 from tests.model_zoo import tflite_variant
 
 SETTINGS = BenchmarkConfig(batch_sizes=(1, 100), concurrency=(), warmup_requests=3,
-                           window_seconds=0.2, max_windows=6, search_contenders=1)
+                           window_seconds=0.1, max_windows=6, search_contenders=1)
 
 
 def _row(path: Path, runtime: str, name: str = "v@tflite") -> Row:
@@ -214,7 +214,7 @@ def test_batching_is_judged_with_concurrent_clients_and_a_winner_measured_like_a
                                                if k.name == "batching"))
     copy = shutil.copytree(seed_cnn_model, tmp_path / "copy")
     settings = dataclasses.replace(SETTINGS, batch_sizes=(1, 8), concurrency=(1, 4),
-                                   window_seconds=0.1, search_budget_s=600)
+                                   search_budget_s=600)
     with BenchmarkSession([ModelSpec("base", seed_cnn_model), ModelSpec("copy", copy)],
                           settings) as session:
         result = session.measure()
