@@ -1,5 +1,6 @@
 """TensorFlow without Keras in processes that only load and run models as TF Serving does
-(the benchmark's workers, the oneDNN-off child): Keras is imported only if a model needs it.
+(the benchmark's workers, the oneDNN-off child, the KFP steps but quantize, every `servopt`
+command but demo; docs/cli.md): Keras is imported only if a model needs it.
 
 `import tensorflow` (TF 2.21, tensorflow/__init__.py) ends with an eager
 `importlib.import_module("keras.src.optimizers")` inside `try/except ImportError` ("so that
