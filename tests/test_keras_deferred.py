@@ -1,40 +1,23 @@
 """Keras is deferred in processes that run models as TF Serving does (the benchmark's
 workers, the oneDNN-off child; components/core/keras_deferred.py), and loads again for a
-package that needs it (TF Text). Each check runs in a fresh interpreter: TensorFlow is
-imported once per process."""
+package that needs it (TF Text). The first check reads a fresh interpreter's facts
+(tests/fresh_process.py): TensorFlow is imported once per process."""
 
 from __future__ import annotations
-
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from components.core.benchmark.config import BenchmarkConfig, ModelSpec
 from components.core.benchmark.run import run_benchmark
 from pipelines import zoo_text
-
-REPO = Path(__file__).resolve().parents[1]
-
-DEFERRED_THEN_ALLOWED = """
-import sys
-from components.core.keras_deferred import defer_keras
-defer_keras()
-import tensorflow as tf
-assert "keras.src" not in sys.modules, "Keras was loaded at import"
-from components.core.safety.libraries import TF_TEXT, load
-assert load(TF_TEXT) is None, load(TF_TEXT)  # TF Text uses tf.keras at import
-assert tf.keras.layers.Dense(2)(tf.ones([1, 3])).shape == (1, 2)
-print("deferred, then allowed")
-"""
+from tests.fresh_process import fresh_process_facts
 
 
 def test_tensorflow_imports_without_keras_and_keras_loads_for_tf_text():
-    done = subprocess.run([sys.executable, "-c", DEFERRED_THEN_ALLOWED], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "deferred, then allowed" in done.stdout
+    facts = fresh_process_facts()  # a fresh interpreter that deferred Keras
+    assert not facts.keras_at_import, "Keras was loaded at `import tensorflow`"
+    assert facts.text_load is None, facts.text_load  # TF Text uses tf.keras at import
+    assert facts.keras_works_after_text
 
 
 @pytest.mark.e2e

@@ -25,6 +25,7 @@ from components.core.safety.op_classes import (
 )
 from components.core.safety.op_table import OP_TABLE
 from components.core.serving_session import ServingSession
+from tests.fresh_process import fresh_process_facts
 from tests.test_gate_safety import metrics_for
 
 
@@ -43,23 +44,11 @@ def _rewrite(model: Path, edit) -> Path:
 
 # ------------------------------------------------------------------ the table
 
-def _fresh_registry() -> dict[str, bool]:
-    """TensorFlow's op registry in a fresh process, as the table was generated from it (in
-    this test process, libraries loaded by other tests, e.g. the TFLite converter's, add
-    their own ops: the table does not know those, and the scan refuses them)."""
-    import json
-    import subprocess
-    import sys
-
-    script = ("import json; from components.core.safety.op_classes import registered_ops; "
-              "print(json.dumps(registered_ops()))")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          check=True, timeout=300)
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def test_every_op_tensorflow_registers_is_classified_by_the_table():
-    registry = _fresh_registry()
+    # TensorFlow's registry in a fresh process, as the table was generated from it (in this
+    # test process, libraries loaded by other tests, e.g. the TFLite converter's, add their
+    # own ops: the table does not know those, and the scan refuses them).
+    registry = fresh_process_facts().tensorflow_ops
     missing = sorted(set(registry) - set(OP_TABLE))
     assert not missing, (f"TF registers ops the safety table does not classify: {missing}; "
                          "regenerate components/core/safety/op_table.py (python -m "

@@ -5,9 +5,6 @@ tensorflow-text is a test dependency (pyproject's dev group) and the `text` extr
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 from components.core.tf_setup import tf
@@ -30,6 +27,7 @@ from components.core.safety.op_table import LIBRARY_OP_TABLE, OP_TABLE
 from components.core.serving_session import ServingSession
 from components.core.steps import OptimizeConfig, Step, optimize_model
 from pipelines import zoo_text
+from tests.fresh_process import fresh_process_facts
 
 TEXT_OPS = {"CaseFoldUTF8", "TFText>WhitespaceTokenizeWithOffsetsV2",
             "FastWordpieceTokenizeWithOffsets"}
@@ -55,12 +53,9 @@ def test_every_op_tf_text_registers_is_classified_as_tf_serving_links_it():
     """In a fresh process (TF alone first), importing the pinned tensorflow-text adds
     exactly the ops the table classifies, each as the rules give it; an upgrade that
     brings an op fails here until op_table.py is regenerated and reviewed."""
-    script = ("import json; from components.core.safety.op_classes import registered_ops; "
-              "before = registered_ops(); import tensorflow_text; after = registered_ops(); "
-              "print(json.dumps({k: v for k, v in after.items() if k not in before}))")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          check=True, timeout=300)
-    added = json.loads(done.stdout.strip().splitlines()[-1])
+    facts = fresh_process_facts()
+    assert facts.text_load is None, facts.text_load
+    added = facts.text_ops
     table = LIBRARY_OP_TABLE[TF_TEXT.key]
     assert sorted(added) == sorted(table), (
         "tensorflow-text registers ops the table does not classify (or no longer registers "
