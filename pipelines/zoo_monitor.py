@@ -24,7 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PROC = Path("/proc")
+from components.core.benchmark.memory import PROC, process_memory, read_proc_file
+
 ORCHESTRATOR = "orchestrator"
 
 
@@ -43,20 +44,13 @@ def kfp_task_name(cmdline: list[str]) -> str | None:
     return None
 
 
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text()
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
 def parent_pids(proc: Path = PROC) -> dict[int, int]:
     """pid -> its parent's pid, for every process now."""
     parents = {}
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
-        stat = _read(entry / "stat")
+        stat = read_proc_file(entry / "stat")
         if stat:  # "pid (comm) state ppid ...": comm may hold spaces and parentheses
             fields = stat.rsplit(")", 1)[-1].split()
             if len(fields) > 1:
@@ -64,26 +58,15 @@ def parent_pids(proc: Path = PROC) -> dict[int, int]:
     return parents
 
 
-def _fields(text: str, keys: tuple[str, ...]) -> dict[str, int]:
-    """`Key:  123 kB` lines of a /proc file, in KiB."""
-    values = {}
-    for line in text.splitlines():
-        key, _, rest = line.partition(":")
-        if key in keys and rest.split():
-            values[key] = int(rest.split()[0])
-    return values
-
-
 def memory_kib(pid: int, proc: Path = PROC) -> tuple[int, int]:
     """(Pss, VmHWM) of `pid` in KiB; (0, 0) when it is gone. Pss falls back to VmRSS
-    where smaps_rollup cannot be read (kernels before 4.14)."""
-    status = _fields(_read(proc / str(pid) / "status") or "", ("VmRSS", "VmHWM"))
-    rollup = _fields(_read(proc / str(pid) / "smaps_rollup") or "", ("Pss",))
-    return rollup.get("Pss", status.get("VmRSS", 0)), status.get("VmHWM", 0)
+    where smaps_rollup cannot be read (kernels before 4.14); see benchmark.memory."""
+    memory = process_memory(pid, proc)
+    return memory.pss_bytes // 1024, memory.peak_rss_bytes // 1024
 
 
 def command_line(pid: int, proc: Path = PROC) -> list[str]:
-    text = _read(proc / str(pid) / "cmdline") or ""
+    text = read_proc_file(proc / str(pid) / "cmdline") or ""
     return [part for part in text.split("\0") if part]
 
 

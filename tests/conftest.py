@@ -84,3 +84,27 @@ def kfp_blessed_run(seed_cnn_model, digits_examples, tmp_path_factory):
                                  "server": {"prefer_tflite_model": True}},
                      batch_sizes=[8], benchmark_settings=pipeline_runs.QUICK_BENCHMARK,
                      verification={"num_examples": 64})
+
+
+def _export_tiny(out: Path, seed: int) -> Path:
+    """A real 4 -> 3 softmax classifier SavedModel (different weights per seed)."""
+    from components.core.tf_setup import tf
+
+    weights = tf.constant(tf.random.stateless_normal((4, 3), seed=(seed, 0)))
+
+    class Tiny(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+        def serve(self, x):
+            return {"scores": tf.nn.softmax(tf.matmul(x, weights))}
+
+    module = Tiny()
+    tf.saved_model.save(module, str(out), signatures={"serving_default": module.serve})
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Four real tiny classifiers, for tests of the benchmark's bookkeeping."""
+    root = tmp_path_factory.mktemp("tiny")
+    return {name: _export_tiny(root / name, seed)
+            for seed, name in enumerate(("base", "slow", "fast", "mid"))}

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
-
-from components.core.tf_setup import tf
 
 import pytest
 
@@ -38,27 +35,6 @@ from components.core.benchmark.run import BenchmarkSession, _count_flops, _searc
 from components.core.benchmark.scheduler import interleaved_rounds
 from components.core.benchmark.schema import BenchmarkResult, load_metrics
 from components.core.errors import ServoptError
-
-
-def _export_tiny(out: Path, seed: int) -> Path:
-    """A real 4 -> 3 softmax classifier SavedModel (different weights per seed)."""
-    weights = tf.constant(tf.random.stateless_normal((4, 3), seed=(seed, 0)))
-
-    class Tiny(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
-        def serve(self, x):
-            return {"scores": tf.nn.softmax(tf.matmul(x, weights))}
-
-    module = Tiny()
-    tf.saved_model.save(module, str(out), signatures={"serving_default": module.serve})
-    return out
-
-
-@pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("tiny")
-    return {name: _export_tiny(root / name, seed)
-            for seed, name in enumerate(("base", "slow", "fast", "mid"))}
 
 
 class SleepyRunner:

@@ -140,9 +140,17 @@ class BenchmarkConfig:
     # --- total time budget (see budget) ---
     # Seconds for the whole measuring (workers, default rows, concurrency sweep, search;
     # not the FLOPs count and accuracy after it); None: no limit. When it runs short the
-    # least promising rows go unmeasured first, each recorded with the reason.
-    total_budget_s: float | None = 600.0
+    # least promising rows go unmeasured first, each recorded with the reason. 360 s: the
+    # demo measures everything in about 280 s on 2 cores (docs/runs/), and MobileNetV2's
+    # whole pipeline (10 rows and the search) stays under 10 minutes there.
+    total_budget_s: float | None = 360.0
     # --- end total time budget ---
+    # MiB the benchmark's worker processes may hold together (see memory; never more than
+    # 80% of what the machine or its cgroup has available); None: only that cap. The
+    # baseline and the served version run throughout; candidates that do not fit beside
+    # them are measured in later groups, each in rounds with the baseline. 4096: a
+    # pipeline with a 224x224 vision model stays under 6 GB on 2 cores (docs/model-zoo.md).
+    memory_budget_mb: float | None = 4096.0
 
     def validate(self) -> None:
         """Raises ServoptError for the first setting that cannot work."""
@@ -200,6 +208,10 @@ class BenchmarkConfig:
         if self.total_budget_s is not None and not self.total_budget_s > 0:
             raise ServoptError(f"total_budget_s must be > 0 or null (no limit; got "
                                f"{self.total_budget_s})")
+        if self.memory_budget_mb is not None and not self.memory_budget_mb > 0:
+            raise ServoptError(f"memory_budget_mb must be > 0 or null (only the machine's "
+                               f"available memory bounds the workers; got "
+                               f"{self.memory_budget_mb})")
         if self.search_budget_s < 0:
             raise ServoptError(f"search_budget_s must be >= 0 (0: no configuration search; "
                                f"got {self.search_budget_s})")

@@ -259,6 +259,11 @@ def _run_notes(result: BenchmarkResult) -> str:
     if budget and budget.stopped:
         notes.append(f"time budget: {budget.stopped} ({budget.elapsed_s:.0f} s of "
                      f"{budget.budget_s:g} s)")
+    if budget and budget.memory_groups:
+        groups = "; ".join(", ".join(group) for group in budget.memory_groups)
+        notes.append(f"memory budget ({(budget.memory_budget_bytes or 0) / (1 << 20):.0f} "
+                     f"MiB for the workers): the candidates were measured in "
+                     f"{len(budget.memory_groups)} groups, each with the baseline: {groups}")
     notes += [f"{step} failed: {error}" for step, error in result.step_errors.items()]
     notes += [f"{name}: {step} failed: {error}" for name, model in result.models.items()
               for step, error in model.step_errors.items()]

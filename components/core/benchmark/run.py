@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +50,7 @@ from components.core.benchmark.engines import ResolvedModel, resolve_model
 from components.core.benchmark.feeds import ModelSignature, input_pools, read_signature
 from components.core.benchmark.flops import flops_per_example
 from components.core.benchmark.machine import machine_info
+from components.core.benchmark.memory import MemoryPlan, plan_group, workers_budget_bytes
 from components.core.benchmark.results import copy_measurements, fill_batches
 from components.core.benchmark.runtimes import (
     Row,
@@ -89,6 +91,10 @@ def failure_text(err: BaseException) -> str:
     """One line for a failed step: a ServoptError's message, else the type and message."""
     text = str(err) if isinstance(err, ServoptError) else f"{type(err).__name__}: {err}"
     return " ".join(text.split())[:500]
+
+
+def _mib(count: float) -> str:
+    return "no limit" if math.isinf(count) else f"{count / (1 << 20):.0f} MiB"
 
 
 def size_on_disk(path: Path, skip_tflite: bool = False) -> int:
@@ -227,6 +233,14 @@ class BenchmarkSession:
         self._cleanup = contextlib.ExitStack()
         self.runners: dict = {}
         self._loaded: dict[str, tuple[float, float]] = {}
+        # The memory budget (memory): the anchors run throughout, candidates in groups.
+        self.memory = MemoryPlan(math.inf if self.remote else
+                                 workers_budget_bytes(config.memory_budget_mb),
+                                 {name: row.runtime for name, row in self.rows.items()})
+        self.anchors = [name for name in (self.baseline, self.served) if name]
+        self.groups: list[list[str]] = []  # candidates measured together, in order
+        self.pending: list[str] = []  # candidates of groups not formed yet
+        self._per_request: dict[str, float] = {}  # the latest warm-up: what ranks rows
 
     def __enter__(self) -> BenchmarkSession:
         try:
@@ -243,31 +257,132 @@ class BenchmarkSession:
         self._cleanup.close()
 
     def _start(self) -> None:
-        """One worker per healthy row, then each loaded alone (undisturbed load time)."""
+        """One worker per healthy row, then each loaded alone (undisturbed load time): the
+        baseline and the served version first, then the candidates while they fit in the
+        memory budget beside what runs (memory); those that do not are closed and wait
+        for a later group (`_groups`)."""
         if not self.pools:
             return
-        first_batch = self.pools[self.config.batch_sizes[0]][0]
-        healthy = {name: row for name, row in self.rows.items()
-                   if name in self.signatures and row.twin is None}
-        self.say(f"starting {len(healthy)} {self.config.backend} worker(s)")
-        self.runners = _start_runners(healthy, self.signatures, self.config, self.errors,
+        healthy = [name for name, row in self.rows.items()
+                   if name in self.signatures and row.twin is None]
+        order = [*(name for name in self.anchors if name in healthy),
+                 *(name for name in healthy if name not in self.anchors)]
+        self.say(f"starting {len(order)} {self.config.backend} worker(s)")
+        self.runners = _start_runners({name: self.rows[name] for name in order},
+                                      self.signatures, self.config, self.errors,
                                       self._cleanup, self.pools)
         # The budget counts from here: starting workers (a TensorFlow import each) takes
         # what the machine's load makes it take, and dropping rows cannot shorten it.
         self.budget = Budget(self.config.total_budget_s)
-        names = list(self.runners)
+        names = [name for name in order if name in self.runners]
+        first: list[str] = []
         for index, name in enumerate(names):
-            runner = self.runners[name]
-            self.say(self.budget.line(f"loading {name} ({index + 1} of {len(names)})"))
-            try:
-                loaded = runner.load(first_batch)
-                for size, pool in self.pools.items():
-                    runner.set_inputs(size, pool)
-            except ServoptError as err:
-                self.errors[name] = str(err)
-                self.runners.pop(name).close()  # free its memory now; closing twice is fine
+            if name not in self.anchors and (self.pending or not self._fits(name)):
+                self.pending.append(name)  # a later group: its worker is closed now
+                self.runners.pop(name).close()
                 continue
-            self._loaded[name] = (loaded.load_time_s, loaded.first_request_ms)
+            self.say(self.budget.line(f"loading {name} ({index + 1} of {len(names)})"))
+            if self._load(name) and name not in self.anchors:
+                first.append(name)
+        self.groups = [first]
+        if self.pending:
+            self.say(f"{len(self.pending)} candidate(s) do not fit in the memory budget "
+                     f"beside the {len(self.runners)} running worker(s) "
+                     f"({_mib(self.memory.room)} for the workers): they are measured in "
+                     "later groups, each with the baseline")
+
+    def _fits(self, name: str) -> bool:
+        """Whether loading `name` keeps the loaded workers within the memory budget (the
+        started ones not loaded yet are closed if it does not: they wait for a group)."""
+        if not self.memory.limited:
+            return True
+        loaded = [getattr(runner, "pid", None) for other, runner in self.runners.items()
+                  if other in self._loaded]
+        return self.memory.held(loaded) + self.memory.estimate(name) <= self.memory.room
+
+    def _load(self, name: str) -> bool:
+        """Loads the started worker of `name` (its load time and first request are kept
+        from its first load); with a memory budget, also one request at the largest batch
+        size, then what it holds. False, with its error, when it fails."""
+        runner = self.runners[name]
+        try:
+            loaded = runner.load(self.pools[self.config.batch_sizes[0]][0])
+            for size, pool in self.pools.items():
+                runner.set_inputs(size, pool)
+            if self.memory.limited:
+                runner.warmup(max(self.config.batch_sizes), 1)
+                self.memory.record(name, getattr(runner, "pid", None))
+        except ServoptError as err:
+            self.errors[name] = str(err)
+            self.runners.pop(name).close()  # free its memory now; closing twice is fine
+            return False
+        self._loaded.setdefault(name, (loaded.load_time_s, loaded.first_request_ms))
+        return True
+
+    def _groups(self):
+        """Each group of candidates in turn, running with the anchors (the baseline and the
+        served version) while it is measured; the first measure forms the later groups
+        from what is pending, as many as fit in the memory budget beside the anchors."""
+        if not self.groups:  # runners given without _start: one group, as they are
+            self.groups = [[name for name in self.runners if name not in self.anchors]]
+        for number in itertools.count():
+            if number > 0 and self.budget.remaining() <= 0 and (
+                    number < len(self.groups) or self.pending):
+                rest = [name for group in self.groups[number:] for name in group]
+                self._not_measure(rest + self.pending, f"group {number + 1}",
+                                  "nothing was left for the candidates that did not fit "
+                                  "in the memory budget beside the first group")
+                self.pending = []
+                return
+            if number >= len(self.groups):
+                if not self.pending:
+                    return
+                self._run_only([])  # the previous group's memory is free first
+                room = self.memory.room - self.memory.held(
+                    [getattr(r, "pid", None) for r in self.runners.values()])
+                group = plan_group(self.pending, self.memory.estimate, room)
+                self.pending = self.pending[len(group):]
+                self.groups.append(group)
+            group = self.groups[number]
+            if len(self.groups) > 1 or self.pending:
+                self.say(self.budget.line(f"group {number + 1} of "
+                                          f"{number + 1 + self._groups_after(number)}: "
+                                          f"{', '.join(group) or 'no candidate'}"))
+            self._run_only(group)
+            yield number
+
+    def _groups_after(self, number: int) -> int:
+        """Groups after `number`, as far as can be told (the pending ones at its size)."""
+        known = len(self.groups) - number - 1
+        size = max(len(self.groups[number]), 1)
+        return known + math.ceil(len(self.pending) / size)
+
+    def run_only(self, candidates: Sequence[str]) -> None:
+        """Only `candidates` (and the anchors) running: the others' workers are closed,
+        those of `candidates` started and loaded again where they are not running."""
+        self._run_only(candidates)
+
+    def _run_only(self, candidates: Sequence[str]) -> None:
+        for name in [name for name in self.runners
+                     if name not in self.anchors and name not in candidates]:
+            self.runners.pop(name).close()
+        missing = [name for name in candidates if name not in self.runners
+                   and name in self.signatures and name not in self.errors]
+        if not missing:
+            return
+        self.say(self.budget.line(f"starting {len(missing)} worker(s): "
+                                  f"{', '.join(missing)}"))
+        started = _start_runners({name: self.rows[name] for name in missing},
+                                 self.signatures, self.config, self.errors, self._cleanup,
+                                 self.pools)
+        self.runners.update(started)
+        for index, name in enumerate(started):
+            self.say(self.budget.line(f"loading {name} ({index + 1} of {len(started)})"))
+            self._load(name)
+
+    def usable(self, name: str) -> bool:
+        """Whether `name` loaded and has not failed since (it can be run again)."""
+        return name in self._loaded and name not in self.errors
 
     def _results(self) -> dict[str, ModelResult]:
         """A fresh result per row (and per model that could not be used), in the models'
@@ -287,19 +402,26 @@ class BenchmarkSession:
                     path=str(model.path), role=role,
                     runtime=None if self.remote else runtime_info(row, config),
                     size_bytes=size_on_disk(row.path, skip_tflite=row.beside_tflite))
+        self._fill_loaded(results)
+        return results
+
+    def _fill_loaded(self, results: dict[str, ModelResult]) -> None:
+        """Each loaded row's load time, first request and server command."""
         for name, (load_time_s, first_request_ms) in self._loaded.items():
             results[name].load_time_s = load_time_s
             results[name].first_request_ms = first_request_ms
             command = getattr(self.runners.get(name), "command", None)
             if command and results[name].runtime is not None:
                 results[name].runtime.command = command  # the tfserving backend's
-        return results
 
-    def measure(self) -> BenchmarkResult:
+    def measure(self, sweep: bool = False) -> BenchmarkResult:
         """One run of interleaved rounds at every batch size: latency, throughput,
-        stability and each candidate's speedups, with the models' sizes and load times.
-        Within the total time budget (see budget); the result goes to `checkpoint` after
-        every batch size."""
+        stability and each candidate's speedups, with the models' sizes and load times;
+        group by group where the memory budget splits the candidates (each group's rounds
+        hold the baseline and the served version: their own figures are the first
+        group's). With `sweep`, each group's concurrency sweep too, and every row's peak
+        memory. Within the total time budget (see budget); the result goes to
+        `checkpoint` after every batch size."""
         if self._measures:  # a repeated trial (pipelines/gate_quality) gets its own budget
             self.budget = Budget(self.config.total_budget_s)
             self.not_measured, self.stopped = {}, ""
@@ -307,28 +429,42 @@ class BenchmarkSession:
         results = self._results()
         result = BenchmarkResult(machine=machine_info(), settings=self.config,
                                  baseline=self.baseline, models=results)
-        series: dict[str, dict[int, Series]] = {name: {} for name in self.rows}
         sizes = list(self.config.batch_sizes) if self.runners else []
-        for index, size in enumerate(sizes):
-            self._measure_size(size, index, len(sizes), series)
-            fill_batches(results, series, self.baseline, self.config.confidence,
-                         self.served)
-            self.settle(result)
-            self.save(result)
-        if not sizes:
-            self.settle(result)
+        for number in (self._groups() if sizes else ()):
+            self._fill_loaded(results)
+            view = results if number == 0 else {
+                **results, **{name: ModelResult(path=results[name].path,
+                                                role=results[name].role)
+                              for name in self.anchors}}  # the first group's stand
+            series: dict[str, dict[int, Series]] = {name: {} for name in self.rows}
+            later = len(sizes) * self._groups_after(number)
+            for index, size in enumerate(sizes):
+                self._measure_size(size, index, len(sizes), series, later)
+                fill_batches(view, series, self.baseline, self.config.confidence,
+                             self.served)
+                self.settle(result)
+                self.save(result)
+            if sweep:
+                swept = [name for name in self.runners
+                         if number == 0 or name not in self.anchors]
+                self._sweep(result, swept)
+            self._read_memory(result)
+        self.settle(result)  # what a group left unmeasured after the last checkpoint
         return result
 
     def _measure_size(self, size: int, index: int, count: int,
-                      series: dict[str, dict[int, Series]]) -> None:
-        """One batch size's share of the budget: warm-up, rank, keep what fits, rounds."""
+                      series: dict[str, dict[int, Series]], later: int = 0) -> None:
+        """One batch size's share of the budget (an equal part of what is left for it and
+        the `later` steps of groups after this one): warm-up, rank, keep what fits,
+        rounds."""
         config, budget = self.config, self.budget
-        share = 1.0 / (count - index)  # an equal part of what is left for each size left
+        share = 1.0 / (count - index + later)
         per_request, failed = warm_up(self.runners, size, config.warmup_requests)
         _drop_failed(self.runners, failed, self.errors, f"warming up at batch size {size}")
         references = [self.served] if self.served else []
         ranked = rank_rows(self.baseline, per_request, references)
-        self.order = ranked
+        self._per_request.update(per_request)
+        self.order = rank_rows(self.baseline, self._per_request, references)
         costs = {name: round_cost_s(per_request[name], config.window_seconds,
                                     config.window_requests, config.rewarm_requests)
                  for name in ranked}
@@ -388,7 +524,10 @@ class BenchmarkSession:
         result.budget = BudgetRecord(
             budget_s=self.config.total_budget_s, elapsed_s=round(self.budget.elapsed(), 1),
             order=list(self.order), not_measured=dict(self.not_measured),
-            stopped=self.stopped)
+            stopped=self.stopped,
+            memory_groups=([list(group) for group in self.groups if group]
+                           if len(self.groups) > 1 else []),
+            memory_budget_bytes=None if not self.memory.limited else self.memory.room)
 
     def save(self, result: BenchmarkResult) -> None:
         """Hands the result so far to `checkpoint`; a failing checkpoint is only said."""
@@ -405,44 +544,55 @@ class BenchmarkSession:
             if row.twin and row.twin in result.models and name in result.models:
                 copy_measurements(result.models[row.twin], result.models[name])
 
-    def sweep_and_memory(self, result: BenchmarkResult) -> None:
-        """The concurrency sweep and each worker's peak memory, into `result`."""
+    def _sweep(self, result: BenchmarkResult, names: Sequence[str]) -> None:
+        """The concurrency sweep of the running rows `names`, into `result`, if its
+        estimate fits what is left of the total budget."""
         config = self.config
-        if config.concurrency and self.runners:
-            estimate = self._sweep_estimate(result)
-            if estimate > self.budget.remaining():
-                for name in self.runners:
-                    self.not_measured[name] = (
-                        f"the concurrency sweep: about {estimate:.0f} s, more than the "
-                        f"{self.budget.remaining():.0f} s left of the total time budget")
-                self.stopped = self.stopped or "the concurrency sweep did not fit the budget"
-            else:
-                self.say(self.budget.line(f"concurrency sweep {list(config.concurrency)}",
-                                          estimate))
-                try:
-                    sweep, failed = concurrency_sweep(self.runners, config.batch_sizes,
-                                                      config.concurrency, config)
-                except Exception as err:  # noqa: BLE001 - recorded; the rest stands
-                    sweep, failed = {}, {}
-                    result.step_errors["concurrency"] = failure_text(err)
-                for name, points in sweep.items():
-                    result.models[name].concurrency = points
-                # A model that fails under concurrent clients fails as TF Serving would
-                # serve it: its error, as before (a gate rejects it).
-                _drop_failed(self.runners, failed, self.errors, "in the concurrency sweep")
-        for name, runner in self.runners.items():
-            try:
-                result.models[name].peak_memory_bytes = runner.peak_memory_bytes()
-            except Exception as err:  # noqa: BLE001 - recorded for the row
-                result.models[name].step_errors["memory"] = failure_text(err)
+        runners = {name: self.runners[name] for name in names if name in self.runners}
+        if not config.concurrency or not runners:
+            return
+        estimate = self._sweep_estimate(result, runners)
+        if estimate > self.budget.remaining():
+            for name in runners:
+                self.not_measured[name] = (
+                    f"the concurrency sweep: about {estimate:.0f} s, more than the "
+                    f"{self.budget.remaining():.0f} s left of the total time budget")
+            self.stopped = self.stopped or "the concurrency sweep did not fit the budget"
+            return
+        self.say(self.budget.line(f"concurrency sweep {list(config.concurrency)}", estimate))
+        try:
+            sweep, failed = concurrency_sweep(runners, config.batch_sizes,
+                                              config.concurrency, config)
+        except Exception as err:  # noqa: BLE001 - recorded; the rest stands
+            sweep, failed = {}, {}
+            result.step_errors["concurrency"] = failure_text(err)
+        for name, points in sweep.items():
+            result.models[name].concurrency = points
+        # A model that fails under concurrent clients fails as TF Serving would serve
+        # it: its error, as before (a gate rejects it).
+        _drop_failed(self.runners, failed, self.errors, "in the concurrency sweep")
         self.settle(result)
         self.save(result)
 
-    def _sweep_estimate(self, result: BenchmarkResult) -> float:
+    def _read_memory(self, result: BenchmarkResult) -> None:
+        """Each running row's peak memory, into `result` (the largest read so far)."""
+        for name, runner in self.runners.items():
+            try:
+                peak = runner.peak_memory_bytes()
+            except Exception as err:  # noqa: BLE001 - recorded for the row
+                result.models[name].step_errors["memory"] = failure_text(err)
+                continue
+            before = result.models[name].peak_memory_bytes
+            result.models[name].peak_memory_bytes = (
+                peak if before is None or peak is None else max(before, peak))
+        self.settle(result)
+        self.save(result)
+
+    def _sweep_estimate(self, result: BenchmarkResult, runners: dict) -> float:
         """Seconds the sweep will take: per row, batch size and level one window (at
         least one request per client) and one warm-up request per client."""
         config, total = self.config, 0.0
-        for name in self.runners:
+        for name in runners:
             for size in config.batch_sizes:
                 batch = result.models[name].at(size)
                 request_s = (batch.p50_ms / 1e3) if batch and batch.p50_ms else 0.0
@@ -461,8 +611,7 @@ def run_benchmark(models: Sequence[ModelSpec], config: BenchmarkConfig | None = 
     batch size and each late step."""
     search = None
     with BenchmarkSession(models, config, progress, served, checkpoint) as session:
-        result = session.measure()
-        session.sweep_and_memory(result)
+        result = session.measure(sweep=True)
         if session.config.search_budget_s > 0 and not session.remote:
             search = _search(session, result)
         session.settle(result)

@@ -249,18 +249,27 @@ class BudgetRecord:
     order: list[str]  # the rows, most promising first: the order they are kept in
     not_measured: dict[str, str] = field(default_factory=dict)  # row -> what and why
     stopped: str = ""  # why measuring ended early; "" when everything fitted
+    # The candidates measured together, in order, where the memory budget split them
+    # (see memory); each group's rounds held the baseline and the served version. Empty:
+    # every row ran at once.
+    memory_groups: list[list[str]] = field(default_factory=list)
+    memory_budget_bytes: float | None = None  # what the workers could hold; None: no limit
 
     def to_dict(self) -> dict:
         return {"budget_s": self.budget_s, "elapsed_s": self.elapsed_s,
                 "order": list(self.order), "not_measured": dict(self.not_measured),
-                "stopped": self.stopped}
+                "stopped": self.stopped,
+                "memory_groups": [list(group) for group in self.memory_groups],
+                "memory_budget_bytes": self.memory_budget_bytes}
 
     @classmethod
     def from_dict(cls, data: dict) -> BudgetRecord:
         return cls(budget_s=data.get("budget_s"), elapsed_s=data["elapsed_s"],
                    order=list(data.get("order", [])),
                    not_measured=dict(data.get("not_measured") or {}),
-                   stopped=data.get("stopped", ""))
+                   stopped=data.get("stopped", ""),
+                   memory_groups=[list(g) for g in data.get("memory_groups") or []],
+                   memory_budget_bytes=data.get("memory_budget_bytes"))
 
 
 @dataclass

@@ -286,7 +286,7 @@ class ConfigurationSearch:
             row = self.session.rows.get(name)
             value = profile_value(model, self.profile)
             if (model.role != CANDIDATE or model.error or row is None or not row.servable
-                    or value is None or name not in self.session.runners):
+                    or value is None or not self.session.usable(name)):
                 continue
             key = value if self.lower_is_better else -value
             by_runtime.setdefault(row.runtime, []).append((key, name))
@@ -326,6 +326,11 @@ class ConfigurationSearch:
 
     def run(self) -> SearchRecord:
         contenders = self.contenders()
+        # Only the contenders run beside the baseline and the served version: the other
+        # candidates' memory is free for the rows the search starts (memory groups may
+        # have closed a contender's worker: it starts again).
+        self.session.run_only(contenders)
+        contenders = [name for name in contenders if name in self.session.runners]
         self.best = {name: name for name in contenders}
         stopped = "every knob was tried" if contenders else "no candidate to search"
         for _, group in itertools.groupby(KNOBS, key=lambda knob: knob.stage):
@@ -345,10 +350,27 @@ class ConfigurationSearch:
         """The knobs of one stage in one step, if the budget holds it; one SearchStep per
         knob either way."""
         plans: dict[str, list[Row]] = {}
-        per_knob, reasons = {}, {}
+        per_knob, reasons, left_out = {}, {}, {}
+        room = self._memory_room()
         for knob in knobs:
             per_knob[knob.name], reasons[knob.name] = self._plan(knob, contenders)
-            for contender, rows in per_knob[knob.name].items():
+            for contender, rows in list(per_knob[knob.name].items()):
+                cost = self.session.memory.estimate(contender)
+                fit = len(rows) if not cost or math.isinf(room) else int(room // cost)
+                if fit < len(rows):
+                    left_out[contender] = (
+                        f"{len(rows) - max(fit, 0)} of {len(rows)} {knob.name} value(s) not "
+                        f"tried: the memory budget holds no more workers of about "
+                        f"{cost / (1 << 20):.0f} MiB beside those running")
+                    rows = rows[:max(fit, 0)]
+                    room -= cost * len(rows)
+                    if not rows:
+                        del per_knob[knob.name][contender]
+                        reasons[knob.name][contender] = f"nothing tried: {left_out[contender]}"
+                        continue
+                    per_knob[knob.name][contender] = rows
+                elif cost and not math.isinf(room):
+                    room -= cost * len(rows)
                 plans.setdefault(contender, []).extend(rows)
         concurrent = any(knob.concurrent for knob in knobs)
         chosen: dict[str, str] = {}
@@ -370,6 +392,9 @@ class ConfigurationSearch:
                 tried = " and ".join(knob.name for knob in knobs if per_knob[knob.name])
                 self.session.say(f"configuration search: {tried} on {', '.join(plans)}")
                 chosen = self._step(concurrent, plans)
+                chosen = {contender: (f"{outcome}; {left_out[contender]}"
+                                      if contender in left_out else outcome)
+                          for contender, outcome in chosen.items()}
         for knob in knobs:
             rows = [row.name for rows in per_knob[knob.name].values() for row in rows]
             outcomes = {**reasons[knob.name],
@@ -377,6 +402,15 @@ class ConfigurationSearch:
                            if contender in chosen}}
             if outcomes:
                 self.steps.append(SearchStep(knob.name, rows if plans else [], outcomes))
+
+    def _memory_room(self) -> float:
+        """Bytes the memory budget leaves beside the running workers (inf: no limit)."""
+        memory = self.session.memory
+        if not memory.limited:
+            return math.inf
+        running = [*self.session.runners.values(), *self.extra_runners.values()]
+        return memory.room - memory.held([getattr(runner, "pid", None)
+                                          for runner in running])
 
     def _plan(self, knob: Knob, contenders: list[str]
               ) -> tuple[dict[str, list[Row]], dict[str, str]]:

@@ -46,6 +46,7 @@ from components.core.batching import BatchingParameters
 from components.core.benchmark.config import TFServingOptions
 from components.core.benchmark.engines import Feeds
 from components.core.benchmark.measure import LocalRunner
+from components.core.benchmark.memory import process_memory
 from components.core.errors import ServoptError
 from components.core.serving_config import server_command
 
@@ -397,16 +398,6 @@ def _tail(log: Path | None) -> str:
     return lines[-1] if lines else "the server log is empty"
 
 
-def _peak_rss(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
 class TFServingEngine:
     """A model in TF Serving, called like an in-process Engine."""
 
@@ -479,7 +470,9 @@ class TFServingEngine:
         return parse_rest_predict_response(connection.getresponse().read(), self.output_keys)
 
     def peak_memory_bytes(self) -> int | None:
-        return _peak_rss(self.process.pid) if self.process is not None else None
+        if self.process is None:
+            return None
+        return process_memory(self.process.pid).peak_rss_bytes or None
 
     def close(self) -> None:
         if self._channel is not None:
@@ -511,6 +504,12 @@ class TFServingRunner(LocalRunner):
     def command(self) -> list[str] | None:
         """The command the server was started with (None: not started, or a host's)."""
         return getattr(self.engine, "command", None)
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process (None: not started yet, or a host's)."""
+        process = getattr(self.engine, "process", None)
+        return process.pid if process is not None else None
 
 
 def tfserving_runner(row: ServedRow, signature: str, output_keys: Sequence[str],

@@ -181,6 +181,10 @@ class ProcessRunner:
     def peak_memory_bytes(self) -> int | None:
         return self._call("peak_memory_bytes")
 
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
     def close(self) -> None:
         if self.process.is_alive():
             with contextlib.suppress(BrokenPipeError, OSError):

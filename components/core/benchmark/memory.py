@@ -1,0 +1,131 @@
+"""What processes hold in memory (Linux /proc), and the memory budget the benchmark's
+workers share.
+
+A process's memory here is two figures from /proc/PID/smaps_rollup:
+- **Pss** (proportional set size): a page shared by N processes counts 1/N in each, so a
+  sum over workers counts TensorFlow's shared libraries (about 500 MB) once, not once per
+  worker as VmRSS would;
+- **private** (Private_Clean + Private_Dirty): what this process alone holds, i.e. what
+  one more worker like it adds to the machine (the shared pages are already there).
+Where smaps_rollup cannot be read (kernels before 4.14) both are VmRSS, which counts
+more than either: safe for a budget.
+
+The budget (BenchmarkConfig.memory_budget_mb) bounds what the workers hold at once, within
+what the machine (or the container's cgroup: a KFP pod's memory limit) has available. The
+benchmark keeps the baseline and the served version running and starts the candidates in
+groups that fit next to them (run.BenchmarkSession, `plan_group`): every group is measured
+in interleaved rounds with the baseline and the served version, so every speedup stays
+paired.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROC = Path("/proc")
+# Of the memory the machine has available when the benchmark starts, the share its
+# workers may take: the rest is for the benchmark's own process (FLOPs, accuracy) and
+# whatever else runs there.
+AVAILABLE_SHARE = 0.8
+MB = 1 << 20
+
+
+def read_proc_file(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:  # gone, or not readable
+        return None
+
+
+def proc_fields(text: str, keys: Sequence[str]) -> dict[str, int]:
+    """`Key:  123 kB` lines of a /proc file, in KiB."""
+    values = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key in keys and rest.split():
+            values[key] = int(rest.split()[0])
+    return values
+
+
+@dataclass(frozen=True)
+class ProcessMemory:
+    pss_bytes: int
+    private_bytes: int
+    peak_rss_bytes: int  # VmHWM: the kernel's own high-water mark of its resident set
+
+
+def process_memory(pid: int, proc: Path = PROC) -> ProcessMemory:
+    """What `pid` holds now (zeros when it is gone); see the module docstring."""
+    status = proc_fields(read_proc_file(proc / str(pid) / "status") or "", ("VmRSS", "VmHWM"))
+    rollup = proc_fields(read_proc_file(proc / str(pid) / "smaps_rollup") or "",
+                         ("Pss", "Private_Clean", "Private_Dirty"))
+    rss = status.get("VmRSS", 0)
+    pss = rollup.get("Pss", rss)
+    private = (rollup["Private_Clean"] + rollup.get("Private_Dirty", 0)
+               if "Private_Clean" in rollup else rss)
+    return ProcessMemory(pss * 1024, private * 1024, status.get("VmHWM", 0) * 1024)
+
+
+def available_bytes(proc: Path = PROC, cgroup: Path = Path("/sys/fs/cgroup")) -> float:
+    """Memory this process may still take: MemAvailable, or less where its cgroup (v2:
+    memory.max less memory.current) limits it; inf where neither can be read."""
+    meminfo = proc_fields(read_proc_file(proc / "meminfo") or "", ("MemAvailable",))
+    available = meminfo["MemAvailable"] * 1024 if "MemAvailable" in meminfo else math.inf
+    limit = (read_proc_file(cgroup / "memory.max") or "max").strip()
+    current = (read_proc_file(cgroup / "memory.current") or "").strip()
+    if limit.isdigit() and current.isdigit():
+        available = min(available, int(limit) - int(current))
+    return available
+
+
+def workers_budget_bytes(memory_budget_mb: float | None,
+                         available: Callable[[], float] = available_bytes) -> float:
+    """What the workers may hold together: the setting (None: no limit of its own), never
+    more than AVAILABLE_SHARE of what the machine has available now."""
+    setting = math.inf if memory_budget_mb is None else memory_budget_mb * MB
+    return min(setting, AVAILABLE_SHARE * available())
+
+
+def plan_group(pending: Sequence[str], estimate: Callable[[str], int],
+               room: float) -> list[str]:
+    """The next group: the longest run of `pending`, in order, whose estimated memory
+    fits in `room` bytes; at least one row (each candidate is measured, if alone)."""
+    group, used = [], 0
+    for name in pending:
+        if group and used + estimate(name) > room:
+            break
+        group.append(name)
+        used += estimate(name)
+    return group
+
+
+@dataclass
+class MemoryPlan:
+    """The budget of one benchmark's workers and what each row was measured to hold."""
+
+    room: float  # bytes the workers may hold together (inf: no limit)
+    runtimes: dict[str, str]  # row -> its runtime ("tensorflow", "tflite")
+    private: dict[str, int] = field(default_factory=dict)  # row -> its private bytes
+
+    @property
+    def limited(self) -> bool:
+        return not math.isinf(self.room)
+
+    def record(self, name: str, pid: int | None) -> None:
+        """What the worker of `name` holds now (after a request at the largest batch)."""
+        if pid is not None:
+            self.private[name] = process_memory(pid).private_bytes
+
+    def estimate(self, name: str) -> int:
+        """What a worker for `name` will add: the most a measured row of its runtime holds
+        privately, else the most any measured row holds (the baseline's first)."""
+        same = [held for row, held in self.private.items()
+                if self.runtimes.get(row) == self.runtimes.get(name)]
+        return max(same or self.private.values() or [0])
+
+    def held(self, pids: Sequence[int | None]) -> int:
+        """What the running workers `pids` hold together (Pss: shared pages once)."""
+        return sum(process_memory(pid).pss_bytes for pid in pids if pid is not None)

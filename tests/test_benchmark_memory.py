@@ -1,0 +1,255 @@
+"""The memory budget of the benchmark's workers (components/core/benchmark/memory.py).
+
+- what a process holds is read from /proc (Pss and private memory, VmRSS where
+  smaps_rollup is missing), and the budget never passes what the machine or its cgroup
+  has available;
+- candidates that do not fit beside the baseline and the served version are measured in
+  later groups, each in rounds with the baseline, so every candidate still gets paired
+  speedups; the groups are recorded in metrics.json and on the report.
+
+The session tests plan real SavedModels and measure them with scripted runners whose
+memory is scripted too (what is under test is the grouping, not a model); one e2e test
+runs real workers under a budget that fits one candidate at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from components.core.benchmark import run as run_module
+from components.core.benchmark.config import BenchmarkConfig, ModelSpec
+from components.core.benchmark.measure import LoadInfo
+from components.core.benchmark.memory import (
+    MB,
+    MemoryPlan,
+    available_bytes,
+    plan_group,
+    process_memory,
+    workers_budget_bytes,
+)
+from components.core.benchmark.report import render_report
+from components.core.benchmark.run import BenchmarkSession, run_benchmark
+from components.core.benchmark.schema import BenchmarkResult
+from components.core.errors import ServoptError
+from tests.test_benchmark_budget import LATENCY_S, PLAN, SleepyRunner
+
+
+def _proc(root: Path, pid: int, status: str, rollup: str | None) -> None:
+    (root / str(pid)).mkdir(parents=True)
+    (root / str(pid) / "status").write_text(status)
+    if rollup is not None:
+        (root / str(pid) / "smaps_rollup").write_text(rollup)
+
+
+def test_a_process_holds_its_pss_and_its_private_pages_else_its_resident_set(tmp_path):
+    _proc(tmp_path, 7, "VmHWM:\t  900000 kB\nVmRSS:\t  877000 kB\n",
+          "Rss: 877000 kB\nPss:  479000 kB\nPrivate_Clean: 1000 kB\nPrivate_Dirty: 300000 kB\n")
+    _proc(tmp_path, 8, "VmHWM:\t  900000 kB\nVmRSS:\t  877000 kB\n", None)  # old kernel
+    seven = process_memory(7, tmp_path)
+    assert (seven.pss_bytes, seven.private_bytes, seven.peak_rss_bytes) == (
+        479000 * 1024, 301000 * 1024, 900000 * 1024)
+    eight = process_memory(8, tmp_path)
+    assert eight.pss_bytes == eight.private_bytes == 877000 * 1024  # counts more: safe
+    assert process_memory(9, tmp_path).pss_bytes == 0  # gone
+
+
+def test_the_budget_never_passes_what_the_machine_or_its_cgroup_has_available(tmp_path):
+    proc, cgroup = tmp_path / "proc", tmp_path / "cgroup"
+    proc.mkdir()
+    cgroup.mkdir()
+    (proc / "meminfo").write_text("MemTotal: 24000000 kB\nMemAvailable: 16000000 kB\n")
+    assert available_bytes(proc, cgroup) == 16000000 * 1024
+    (cgroup / "memory.max").write_text("max\n")  # a cgroup without a limit
+    (cgroup / "memory.current").write_text(str(1 << 30))
+    assert available_bytes(proc, cgroup) == 16000000 * 1024
+    (cgroup / "memory.max").write_text(str(4 << 30))  # a pod limited to 4 GiB, 1 used
+    assert available_bytes(proc, cgroup) == 3 << 30
+    assert workers_budget_bytes(4096, lambda: 3 << 30) == pytest.approx(0.8 * (3 << 30))
+    assert workers_budget_bytes(1024, lambda: 16 << 30) == 1024 * MB
+    assert workers_budget_bytes(None, lambda: float("inf")) == float("inf")
+
+
+def test_a_group_is_the_longest_run_that_fits_and_never_empty():
+    sizes = {"a": 300, "b": 300, "c": 100, "d": 900}
+    assert plan_group(["a", "b", "c", "d"], sizes.get, 700) == ["a", "b", "c"]
+    assert plan_group(["d", "a"], sizes.get, 500) == ["d"]  # alone, over the room
+    assert plan_group(["a", "c", "b"], sizes.get, 400) == ["a", "c"]  # in order
+    assert plan_group([], sizes.get, 400) == []
+
+
+def test_a_candidate_is_estimated_by_what_its_runtime_was_measured_to_hold():
+    plan = MemoryPlan(room=4e9, runtimes={"base": "tensorflow", "bf16": "tensorflow",
+                                          "int8@tflite": "tflite", "f16@tflite": "tflite"})
+    assert plan.estimate("bf16") == 0  # nothing measured yet
+    plan.private = {"base": 700 * MB}
+    assert plan.estimate("bf16") == plan.estimate("f16@tflite") == 700 * MB  # the baseline's
+    plan.private["int8@tflite"] = 300 * MB
+    assert plan.estimate("f16@tflite") == 300 * MB and plan.estimate("bf16") == 700 * MB
+    assert MemoryPlan(room=float("inf"), runtimes={}).limited is False
+
+
+def test_a_memory_budget_must_be_positive_or_null():
+    with pytest.raises(ServoptError, match="memory_budget_mb must be > 0 or null"):
+        BenchmarkConfig(memory_budget_mb=0).validate()
+    BenchmarkConfig(memory_budget_mb=None).validate()
+
+
+# ------------------------------------------------------------------ groups in a session
+
+WORKER_MB = 100  # what each scripted worker holds, Pss and private alike
+
+
+class LoadableRunner(SleepyRunner):
+    """A scripted worker with a process id, loaded like a real one."""
+
+    def __init__(self, latency_s: float, pid: int, alive: set[int]):
+        super().__init__(latency_s)
+        self.pid, self.alive, self.loads = pid, alive, 0
+        alive.add(pid)
+
+    def wait_ready(self):
+        pass
+
+    def load(self, feeds):
+        self.loads += 1
+        return LoadInfo(load_time_s=0.01, first_request_ms=1.0)
+
+    def set_inputs(self, batch_size, pool):
+        pass
+
+    def close(self):
+        super().close()
+        self.alive.discard(self.pid)
+
+
+class ScriptedMemory(MemoryPlan):
+    """Every running worker holds WORKER_MB."""
+
+    def __init__(self, room_mb: float, runtimes: dict[str, str], alive: set[int]):
+        super().__init__(room=room_mb * MB, runtimes=runtimes)
+        self.alive, self.most = alive, 0
+
+    def record(self, name, pid):
+        self.private[name] = WORKER_MB * MB
+
+    def held(self, pids):
+        held = sum(WORKER_MB * MB for pid in pids if pid in self.alive)
+        self.most = max(self.most, len(self.alive) * WORKER_MB)
+        return held
+
+
+@pytest.fixture()
+def scripted(tiny_models, monkeypatch):
+    """A session over the tiny models whose workers are LoadableRunners."""
+    alive: set[int] = set()
+    started: list[list[str]] = []
+    made: dict[str, list[LoadableRunner]] = {}
+
+    def start(rows, signatures, config, errors, cleanup, pools):
+        started.append(list(rows))
+        runners = {}
+        for name in rows:
+            runner = LoadableRunner(LATENCY_S[name], pid=len(alive) + 100 * len(started),
+                                    alive=alive)
+            made.setdefault(name, []).append(runner)
+            cleanup.callback(runner.close)
+            runners[name] = runner
+        return runners
+
+    monkeypatch.setattr(run_module, "_start_runners", start)
+
+    def session(room_mb: float, plan: BenchmarkConfig = PLAN) -> BenchmarkSession:
+        models = [ModelSpec(name, path) for name, path in tiny_models.items()]
+        made_session = BenchmarkSession(models, plan)
+        made_session.memory = ScriptedMemory(room_mb, {n: "tensorflow" for n in tiny_models},
+                                             alive)
+        return made_session
+
+    return session, started, made, alive
+
+
+def test_candidates_that_do_not_fit_are_measured_in_later_groups_with_the_baseline(
+        scripted):
+    make, started, made, alive = scripted
+    plan = dataclasses.replace(PLAN, total_budget_s=None)
+    with make(room_mb=250, plan=plan) as session:  # the baseline and one candidate
+        result = session.measure()
+        memory = session.memory
+        assert all(not runner.closed for runner in made["base"])  # until the session ends
+    # Every worker starts together; each candidate that does not fit beside the running
+    # ones is closed at once and started again for its group.
+    assert started[0] == ["base", "slow", "fast", "mid"]
+    assert started[1:] == [["fast"], ["mid"]]
+    assert result.budget.memory_groups == [["slow"], ["fast"], ["mid"]]
+    assert memory.most <= 400  # four at once while they started, then never above budget
+    for name in ("slow", "fast", "mid"):
+        batch = result.models[name].batches[1]
+        assert batch.speedup_p50_interval is not None, name  # paired with the baseline
+    assert result.models["fast"].batches[1].speedup_p50 == pytest.approx(4.0)
+    assert result.models["slow"].batches[1].speedup_p50 == pytest.approx(0.1)
+    # The baseline's own figures are its first group's; it ran in every group.
+    base = made["base"][0]
+    assert len(made["base"]) == 1
+    assert base.windows == 3 * result.models["base"].batches[1].windows
+    assert not alive  # every worker closed at the end
+    page = render_report(result)
+    assert "measured in 3 groups, each with the baseline: slow; fast; mid" in page
+
+
+def test_without_a_memory_limit_every_row_runs_at_once(scripted):
+    make, started, made, _ = scripted
+    plan = dataclasses.replace(PLAN, total_budget_s=None)
+    with make(room_mb=float("inf"), plan=plan) as session:
+        result = session.measure()
+    assert started == [["base", "slow", "fast", "mid"]]
+    assert result.budget.memory_groups == []
+    assert all(len(runners) == 1 for runners in made.values())
+
+
+def test_a_spent_time_budget_leaves_the_later_groups_unmeasured_and_says_why(scripted):
+    make, started, _, _ = scripted
+    plan = dataclasses.replace(PLAN, total_budget_s=0.001)
+    with make(room_mb=250, plan=plan) as session:
+        result = session.measure()
+    assert started[1:] == []  # no later group was started
+    assert {"fast", "mid"} <= set(result.budget.not_measured)
+    assert "group 2" in result.models["fast"].error
+    assert result.models["slow"].batches[1].speedup_p50 == pytest.approx(0.1)
+
+
+def test_the_search_restarts_a_contender_a_group_closed(scripted):
+    """The contenders run again for the search (their memory groups closed them), and the
+    other candidates' workers are closed before it starts rows of its own."""
+    make, started, made, alive = scripted
+    plan = dataclasses.replace(PLAN, total_budget_s=None)
+    with make(room_mb=250, plan=plan) as session:
+        result = session.measure()
+        session.run_only(["fast"])
+        running = sorted(session.runners)
+    assert running == ["base", "fast"]
+    # Started with every row, again for its group, and again for the search.
+    assert started[-1] == ["fast"] and len(made["fast"]) == 3
+    assert result.models["fast"].load_time_s == 0.01  # its first load's
+
+
+@pytest.mark.e2e
+def test_real_workers_one_candidate_at_a_time_under_a_small_budget(tiny_models):
+    """1 MiB holds no worker: the baseline runs throughout, each candidate alone beside
+    it, and metrics.json says so."""
+    config = BenchmarkConfig(batch_sizes=(1,), concurrency=(), window_seconds=None,
+                             window_requests=10, max_windows=6, min_requests=1,
+                             warmup_requests=2, decision_budget_s=0, search_budget_s=0,
+                             memory_budget_mb=1)
+    models = [ModelSpec(name, path) for name, path in tiny_models.items()
+              if name in ("base", "fast", "mid")]
+    result = run_benchmark(models, config)
+    assert result.budget.memory_groups == [["fast"], ["mid"]]
+    for name in ("fast", "mid"):
+        model = result.models[name]
+        assert model.error is None and model.at(1).speedup_p50_interval is not None
+        assert model.peak_memory_bytes > 0
+    again = BenchmarkResult.from_dict(result.to_dict())
+    assert again.budget.memory_groups == [["fast"], ["mid"]]
