@@ -8,6 +8,7 @@ Latency is the wall time of one request, from the call to the returned outputs.
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 import threading
 import time
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 from components.core.benchmark.engines import Engine, Feeds
 from components.core.benchmark.load import CpuMeter
+from components.core.benchmark.memory import process_memory
 from components.core.errors import ServoptError
 
 
@@ -158,11 +160,16 @@ class LocalRunner:
 
     def peak_memory_bytes(self) -> int | None:
         """The high-water mark of resident memory: the engine's server if it has one,
-        else this process (on Linux ru_maxrss is in KiB)."""
+        else this process. VmHWM, not ru_maxrss: a spawned worker is forked from its
+        parent before it execs Python, and Linux keeps ru_maxrss across exec, so every
+        worker reported its parent's resident set (1527 MB for every row of a demo run);
+        VmHWM belongs to the address space exec makes. ru_maxrss (KiB) where /proc
+        cannot be read."""
         measure = getattr(self.engine, "peak_memory_bytes", None)
         if measure is not None:
             return measure()
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = process_memory(os.getpid()).peak_rss_bytes
+        return peak or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
     def close(self) -> None:
         if self.engine is not None:

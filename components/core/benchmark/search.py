@@ -240,6 +240,25 @@ class Judgement:
     rounds: int
 
 
+def fit_in_memory(plans: dict[str, list[Row]], estimate: Callable[[str], int], room: float,
+                  knob: str) -> tuple[dict[str, list[Row]], float, dict[str, str]]:
+    """The rows of `plans` (contender -> rows to try), in order, whose workers fit in
+    `room` bytes, each estimated at its contender's (see memory); the room left; and for
+    each contender that lost rows, what was left out and why."""
+    kept, notes = {}, {}
+    for contender, rows in plans.items():
+        cost = estimate(contender)
+        fit = len(rows) if not cost or math.isinf(room) else max(int(room // cost), 0)
+        if fit < len(rows):
+            notes[contender] = (f"{len(rows) - fit} of {len(rows)} {knob} value(s) not "
+                                f"tried: the memory budget holds no more workers of about "
+                                f"{cost / (1 << 20):.0f} MiB beside those running")
+        if rows[:fit]:
+            kept[contender] = rows[:fit]
+            room -= cost * fit
+    return kept, room, notes
+
+
 def judge_gain(incumbent: dict[int, list[float]], challenger: dict[int, list[float]],
                profile: TrafficProfile, confidence: float) -> Judgement | None:
     """The keep rule, on figures recorded per round at each batch size of `profile`
@@ -353,24 +372,14 @@ class ConfigurationSearch:
         per_knob, reasons, left_out = {}, {}, {}
         room = self._memory_room()
         for knob in knobs:
-            per_knob[knob.name], reasons[knob.name] = self._plan(knob, contenders)
-            for contender, rows in list(per_knob[knob.name].items()):
-                cost = self.session.memory.estimate(contender)
-                fit = len(rows) if not cost or math.isinf(room) else int(room // cost)
-                if fit < len(rows):
-                    left_out[contender] = (
-                        f"{len(rows) - max(fit, 0)} of {len(rows)} {knob.name} value(s) not "
-                        f"tried: the memory budget holds no more workers of about "
-                        f"{cost / (1 << 20):.0f} MiB beside those running")
-                    rows = rows[:max(fit, 0)]
-                    room -= cost * len(rows)
-                    if not rows:
-                        del per_knob[knob.name][contender]
-                        reasons[knob.name][contender] = f"nothing tried: {left_out[contender]}"
-                        continue
-                    per_knob[knob.name][contender] = rows
-                elif cost and not math.isinf(room):
-                    room -= cost * len(rows)
+            planned, reasons[knob.name] = self._plan(knob, contenders)
+            per_knob[knob.name], room, notes = fit_in_memory(
+                planned, self.session.memory.estimate, room, knob.name)
+            left_out |= notes
+            for contender, note in notes.items():
+                if contender not in per_knob[knob.name]:
+                    reasons[knob.name][contender] = f"nothing tried: {note}"
+            for contender, rows in per_knob[knob.name].items():
                 plans.setdefault(contender, []).extend(rows)
         concurrent = any(knob.concurrent for knob in knobs)
         chosen: dict[str, str] = {}
