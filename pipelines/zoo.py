@@ -140,6 +140,9 @@ def child_main(argv: list[str]) -> int:
     if step == "build":
         output = _build(model, workdir)
     else:
+        from components.core.keras_deferred import defer_keras
+
+        defer_keras()  # as `servopt kfp run-local` does: the orchestrator runs no Keras
         output = _pipeline(model, workdir, json.loads((workdir / "build.json").read_text()))
     (workdir / f"{step}.json").write_text(json.dumps(output, indent=2, default=str))
     return 0

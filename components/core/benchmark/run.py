@@ -277,10 +277,14 @@ class BenchmarkSession:
         names = [name for name in order if name in self.runners]
         first: list[str] = []
         for index, name in enumerate(names):
-            if name not in self.anchors and (self.pending or not self._fits(name)):
-                self.pending.append(name)  # a later group: its worker is closed now
-                self.runners.pop(name).close()
+            if name not in self.runners:  # closed by _make_room, for a later group
                 continue
+            if name not in self.anchors and not self._make_room(name):
+                rest = [other for other in names[index:] if other in self.runners]
+                for other in rest:  # this one and every started one after it wait
+                    self.runners.pop(other).close()
+                self.pending = rest + self.pending
+                break
             self.say(self.budget.line(f"loading {name} ({index + 1} of {len(names)})"))
             if self._load(name) and name not in self.anchors:
                 first.append(name)
@@ -291,14 +295,24 @@ class BenchmarkSession:
                      f"({_mib(self.memory.room)} for the workers): they are measured in "
                      "later groups, each with the baseline")
 
-    def _fits(self, name: str) -> bool:
-        """Whether loading `name` keeps the loaded workers within the memory budget (the
-        started ones not loaded yet are closed if it does not: they wait for a group)."""
+    def _make_room(self, name: str) -> bool:
+        """Whether `name` can load within the memory budget beside every running worker
+        (a started one holds TensorFlow's runtime already): the last started workers not
+        loaded yet are closed, for later groups, until it can, or none is left."""
         if not self.memory.limited:
             return True
-        loaded = [getattr(runner, "pid", None) for other, runner in self.runners.items()
-                  if other in self._loaded]
-        return self.memory.held(loaded) + self.memory.estimate(name) <= self.memory.room
+        while True:
+            runner = self.runners[name]
+            held = self.memory.held([getattr(r, "pid", None) for r in self.runners.values()])
+            held -= self.memory.held([getattr(runner, "pid", None)])
+            if held + self.memory.estimate(name) <= self.memory.room:
+                return True
+            waiting = [other for other in self.runners
+                       if other not in self._loaded and other != name]
+            if not waiting:
+                return False
+            self.pending.insert(0, waiting[-1])
+            self.runners.pop(waiting[-1]).close()
 
     def _load(self, name: str) -> bool:
         """Loads the started worker of `name` (its load time and first request are kept
