@@ -1,4 +1,4 @@
-"""Writes the figures of README.md and docs/*.md from one recorded demo run.
+"""Writes the figures of README.md and docs/*.md from one recorded demo run (and zoo run).
 
     uv run python docs/gen_figures.py           # rewrite the blocks in place
     uv run python docs/gen_figures.py --check   # exit 1 if a committed block differs
@@ -10,9 +10,11 @@ measured and decided (`docs/record_run.py` makes it from a demo's work directory
 is the current one. Every figure block in the documentation lies between
 `<!-- figures:NAME start -->` and `<!-- figures:NAME end -->`, is generated here from
 that run, and names its CPU and date; `tests/test_docs.py` fails when a committed block
-differs from what this script makes, so no figure goes stale silently.
+differs from what this script makes, so no figure goes stale silently. The blocks `zoo`
+and `zoo-summary` come from the newest record of `servopt zoo run` in `docs/runs/zoo/`
+(its `zoo.json`, copied there), rendered by pipelines/zoo_table.py.
 
-Only the standard library: the figures need nothing of TensorFlow.
+The standard library and pipelines/zoo_table.py: the figures need nothing of TensorFlow.
 """
 
 from __future__ import annotations
@@ -197,7 +199,38 @@ def search_steps(recorded: RecordedRun) -> str:
             table(["contender", "kept"], kept, right=set()))
 
 
-BLOCKS = {"demo": demo_summary, "demo-full": demo_full, "search": search_steps}
+# ------------------------------------------------------------------ the model zoo
+
+ZOO_RUNS = RUNS / "zoo"  # records of `servopt zoo run` (zoo.json), newest by name current
+
+
+def zoo_record(runs: Path = ZOO_RUNS) -> dict:
+    recorded = sorted(runs.glob("*.json"))
+    if not recorded:
+        raise SystemExit(f"{runs}: no zoo record; copy one `servopt zoo run` wrote there")
+    return json.loads(recorded[-1].read_text())
+
+
+def _zoo_table():
+    if str(ROOT) not in sys.path:  # run as a script: the repository's own modules
+        sys.path.insert(0, str(ROOT))
+    from pipelines import zoo_table
+
+    return zoo_table
+
+
+def zoo_tables(recorded: RecordedRun) -> str:
+    """Every table of the zoo record (pipelines/zoo_table.py), as `servopt zoo table`."""
+    return _zoo_table().render(zoo_record())
+
+
+def zoo_summary(recorded: RecordedRun) -> str:
+    zoo_table, record = _zoo_table(), zoo_record()
+    return "\n".join([zoo_table.caption(record), "", *zoo_table.summary_table(record)]) + "\n"
+
+
+BLOCKS = {"demo": demo_summary, "demo-full": demo_full, "search": search_steps,
+          "zoo": zoo_tables, "zoo-summary": zoo_summary}
 
 
 # ------------------------------------------------------------------ the files

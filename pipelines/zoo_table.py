@@ -131,12 +131,17 @@ def budget_lines(record: dict) -> list[str]:
     return lines
 
 
-def render(record: dict) -> str:
+def caption(record: dict) -> str:
+    """The CPU, its cores and features, and the date of the run."""
     machine = record.get("machine") or {}
     features = ", ".join(machine.get("cpu_features") or []) or "none of note"
-    parts = [f"Measured on {machine.get('cpu_model', 'an unknown CPU')} "
-             f"({machine.get('cores', '?')} cores; {features}), {record.get('date', '')}, "
-             "one run of `servopt zoo run`.", "", *summary_table(record), "",
+    return (f"Measured on {machine.get('cpu_model', 'an unknown CPU')} "
+            f"({machine.get('cores', '?')} cores; {features}), {record.get('date', '')}, "
+            "one run of `servopt zoo run`.")
+
+
+def render(record: dict) -> str:
+    parts = [caption(record), "", *summary_table(record), "",
              "Per stage (wall time; peak memory: the stage's processes at once, each "
              "counting its share of shared pages (Pss), sampled every 0.5 s; largest "
              "process: its own peak resident memory):", "", *stages_table(record), "",

@@ -25,6 +25,7 @@ from components.core.benchmark.budget import (
     Budget,
     clock_text,
     rank_rows,
+    rewarm_count,
     round_cost_s,
     rows_that_fit,
 )
@@ -107,6 +108,30 @@ def test_a_rows_round_costs_its_window_which_ends_at_its_requests_or_its_seconds
     assert round_cost_s(0.010, 1.0, 300, 3) == pytest.approx(1.03)
     assert round_cost_s(2.0, 1.0, 300, 0) == 2.0  # at least one request
     assert round_cost_s(0.010, None, 50, 0) == pytest.approx(0.5)  # count windows
+    assert round_cost_s(1.0, 0.5, 300, 3) == pytest.approx(2.0)  # one re-warm, one request
+
+
+def test_a_slow_row_is_re_warmed_by_about_a_tenth_of_a_second_of_work():
+    assert rewarm_count(3, 0.0001) == 3  # fast requests: all of them
+    assert rewarm_count(3, 0.04) == 3
+    assert rewarm_count(3, 0.06) == 2
+    assert rewarm_count(3, 1.0) == 1  # a ResNet50 batch: one request wakes the pools
+    assert rewarm_count(3, None) == 3  # before its first window
+    assert rewarm_count(0, 1.0) == 0
+
+
+def test_rounds_re_warm_a_slow_row_once_its_request_time_is_known():
+    asked: list[int] = []
+
+    class Slow(SleepyRunner):
+        def warmup(self, batch_size, requests):
+            asked.append(requests)
+
+    plan = BenchmarkConfig(batch_sizes=(1,), window_seconds=None, window_requests=1,
+                           rewarm_requests=3, max_windows=3, min_requests=1,
+                           confidence=0.75)
+    interleaved_rounds({"slow": Slow(0.2)}, 1, plan, warmed=True)
+    assert asked == [3, 1, 1]  # all three before the first window, then one
 
 
 def test_progress_lines_say_the_time_spent_the_budget_and_the_time_left():

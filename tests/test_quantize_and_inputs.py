@@ -61,3 +61,35 @@ def test_a_classifier_that_flips_decisions_fails_the_top1_rule():
                              Tolerance(atol=0.01, rtol=0.01, min_top1_agreement=0.99))
     assert result.top1_agreement == pytest.approx(0.95)
     assert not result.within_tolerance
+
+
+def _signature(**inputs):
+    """A SignatureDef with inputs name -> (dtype, shape; None: unknown rank)."""
+    from components.core.tf_setup import tf
+
+    from tensorflow.core.protobuf import meta_graph_pb2
+
+    signature = meta_graph_pb2.SignatureDef()
+    for name, (dtype, shape) in inputs.items():
+        info = signature.inputs[name]
+        info.dtype = dtype.as_datatype_enum
+        info.tensor_shape.CopyFrom(tf.TensorShape(shape).as_proto())
+    return signature
+
+
+def test_verification_batches_of_large_inputs_are_smaller():
+    """Activations grow with the input: a batch holds at most VERIFY_BATCH_BYTES of it."""
+    from components.core.tf_setup import tf
+
+    from components.core.verify import example_bytes, verification_batch_size
+
+    image = _signature(image=(tf.float32, [None, 224, 224, 3]))
+    assert example_bytes(image) == 224 * 224 * 3 * 4
+    assert verification_batch_size({"serving_default": image}, 32) == 6
+    digits = _signature(image=(tf.float32, [None, 28, 28, 1]))
+    text = _signature(text=(tf.string, [None]), ids=(tf.int32, [None, None]))
+    assert example_bytes(text) == 64 + 4
+    unknown = _signature(x=(tf.float32, None))
+    for small in (digits, text, unknown):
+        assert verification_batch_size({"serving_default": small}, 32) == 32
+    assert verification_batch_size({"a": digits, "b": image}, 32) == 6  # the largest

@@ -82,6 +82,35 @@ class VerificationResult:
         return asdict(self)
 
 
+# The inputs of one verification batch hold at most this many bytes: a CNN's activations
+# grow with its input, and a step verifies the source and the candidate (and a oneDNN-off
+# child) on the same batches. 4 MiB is 6 images of 224x224x3 floats a batch (ResNet50,
+# MobileNetV2); the digits demo's 28x28 images stay at 32.
+VERIFY_BATCH_BYTES = 4 << 20
+STRING_BYTES = 64  # a string input's element, for that estimate
+
+
+def example_bytes(signature) -> int:
+    """Bytes of one example's inputs to `signature` (a SignatureDef): unknown dimensions
+    count 1, strings STRING_BYTES an element."""
+    from components.core.tf_setup import tf
+
+    total = 0
+    for info in signature.inputs.values():
+        shape = info.tensor_shape
+        count = 1 if shape.unknown_rank else int(np.prod([max(d.size, 1)
+                                                          for d in shape.dim[1:]]))
+        dtype = tf.as_dtype(info.dtype)
+        total += count * (STRING_BYTES if dtype == tf.string else max(dtype.size, 1))
+    return total
+
+
+def verification_batch_size(signatures: dict, most: int) -> int:
+    """`most`, or fewer so a batch of the largest example holds VERIFY_BATCH_BYTES."""
+    largest = max((example_bytes(sig) for sig in signatures.values()), default=1)
+    return max(1, min(most, VERIFY_BATCH_BYTES // max(largest, 1)))
+
+
 def is_classifier_output(values: np.ndarray) -> bool:
     return values.ndim == 2 and values.shape[1] >= 2 and np.issubdtype(values.dtype, np.floating)
 
@@ -98,8 +127,9 @@ class Reference:
         meta_graph = serving_meta_graph(read_saved_model(source_dir), source_dir)
         rng = np.random.default_rng(seed)
         tokens = vocabulary_tokens(source_dir)
-        batches = max(1, -(-num_examples // batch_size))
         source = ServingSession(source_dir)
+        batch_size = verification_batch_size(source.signatures, batch_size)
+        batches = max(1, -(-num_examples // batch_size))
         try:
             self.inputs = {}
             fitted = []

@@ -84,6 +84,21 @@ class Budget:
         return f"[{spent}{limit}] {message}{estimate}"
 
 
+# Re-warm (scheduler) wakes a row's thread pools after the other rows ran: once this much
+# work was done, more requests warm nothing more. A ResNet50 request at batch 16 takes
+# about a second on 2 cores, and three of them before each one-request window tripled a
+# round's cost.
+REWARM_WORK_S = 0.1
+
+
+def rewarm_count(rewarm_requests: int, per_request_s: float | None) -> int:
+    """Re-warm requests before a window: `rewarm_requests`, fewer for slow requests (at
+    least one, about REWARM_WORK_S of work); all of them while the time is not known."""
+    if not rewarm_requests or not per_request_s or per_request_s <= 0:
+        return rewarm_requests
+    return max(1, min(rewarm_requests, math.ceil(REWARM_WORK_S / per_request_s)))
+
+
 def round_cost_s(per_request_s: float, window_seconds: float | None, window_requests: int,
                  rewarm_requests: int) -> float:
     """Seconds one row adds to a round: its window (at least one request; `window_requests`
@@ -91,7 +106,7 @@ def round_cost_s(per_request_s: float, window_seconds: float | None, window_requ
     window = window_requests * per_request_s
     if window_seconds:
         window = max(min(window_seconds, window), per_request_s)
-    return window + rewarm_requests * per_request_s
+    return window + rewarm_count(rewarm_requests, per_request_s) * per_request_s
 
 
 def rank_rows(baseline: str, per_request_s: Mapping[str, float],

@@ -35,7 +35,8 @@ between identical copies here; rotating gives every model every position equally
 
 Switching models idles the previous model's thread pools (TF's and TFLite's workers spin
 briefly, then sleep) and lets the next model's caches go cold; each window is therefore
-preceded by `rewarm_requests` untimed requests, so that a window measures the model in
+preceded by `rewarm_requests` untimed requests (fewer where a request is slow, about
+REWARM_WORK_S of work: budget.rewarm_count), so that a window measures the model in
 steady state, not the wake-up after the switch.
 """
 
@@ -46,6 +47,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from components.core.benchmark.budget import rewarm_count
 from components.core.benchmark.config import BenchmarkConfig
 from components.core.benchmark.load import BUSY_SHARE
 from components.core.benchmark.measure import ConcurrencySample, WindowSample
@@ -173,8 +175,11 @@ def interleaved_rounds(runners: dict[str, Runner], batch_size: int, plan: Benchm
         shift = round_index % len(order) if order else 0
         for name, runner in order[shift:] + order[:shift]:
             try:
-                if plan.rewarm_requests:
-                    runner.warmup(batch_size, plan.rewarm_requests)
+                windows = series[name].windows
+                rewarm = rewarm_count(plan.rewarm_requests, windows[-1].duration_s / max(
+                    len(windows[-1].latencies_ms), 1) if windows else None)
+                if rewarm:
+                    runner.warmup(batch_size, rewarm)
                 series[name].windows.append(
                     runner.window(batch_size, plan.window_requests, plan.window_seconds))
             except ServoptError as err:
