@@ -265,8 +265,12 @@ class BenchmarkSession:
             return
         healthy = [name for name, row in self.rows.items()
                    if name in self.signatures and row.twin is None]
-        order = [*(name for name in self.anchors if name in healthy),
-                 *(name for name in healthy if name not in self.anchors)]
+        # Candidates load smallest first: with a memory budget, more of them fit in the
+        # first group, and the compressed variants (int8, float16) are among them.
+        candidates = sorted((name for name in healthy if name not in self.anchors),
+                            key=lambda name: size_on_disk(
+                                self.rows[name].path, skip_tflite=self.rows[name].beside_tflite))
+        order = [*(name for name in self.anchors if name in healthy), *candidates]
         self.say(f"starting {len(order)} {self.config.backend} worker(s)")
         self.runners = _start_runners({name: self.rows[name] for name in order},
                                       self.signatures, self.config, self.errors,
