@@ -33,6 +33,10 @@ from components.core.errors import ServoptError
 from pipelines.zoo_monitor import ProcessTreeMonitor
 
 DEFAULT_EXAMPLES = "pipelines.zoo_models:write_examples"
+# The benchmark's workers hold at most this much (BenchmarkConfig.memory_budget_mb), what a
+# machine or pod of 6 GB leaves them beside the pipeline's own processes: the zoo measures
+# the pipeline as it runs there, not as on the 24 GB machine it may run on.
+WORKERS_MEMORY_MB = 4096
 
 
 @dataclass(frozen=True)
@@ -115,14 +119,16 @@ def _pipeline(model: ZooModel, workdir: Path, built: dict) -> dict:
     """Child: the whole pipeline (`servopt kfp run-local`'s library call)."""
     from components.core.gate import Thresholds
     from components.kfp.mapping import parameter_value
-    from components.kfp.pipeline import run_local
+    from components.kfp.pipeline import DEFAULT_BENCHMARK_SETTINGS, run_local
 
     thresholds = Thresholds.from_yaml()
     thresholds = dataclasses.replace(thresholds, primary_batch_size=max(model.batch_sizes))
     serving = workdir / "serving" / model.name
     run = run_local(built["model"], built["examples"], serving, workdir / "pipeline",
                     batch_sizes=list(model.batch_sizes),
-                    thresholds=parameter_value(thresholds.to_dict()))
+                    thresholds=parameter_value(thresholds.to_dict()),
+                    benchmark_settings={**DEFAULT_BENCHMARK_SETTINGS,
+                                        "memory_budget_mb": WORKERS_MEMORY_MB})
     return {"run_dir": str(run.run_dir), "results": str(run.results),
             "decision": run.decision, "pushed": run.pushed,
             "model_metadata": run.model_metadata}

@@ -276,3 +276,6 @@ def test_the_search_tries_only_the_settings_whose_workers_fit():
     unlimited = fit_in_memory(plans, cost, float("inf"), "batching")
     assert unlimited[0] == plans and unlimited[2] == {}
     assert fit_in_memory(plans, lambda name: 0, 0, "batching")[0] == plans  # not measured
+    # Room for many more: what is left is the room less the rows kept, not less what fits.
+    assert fit_in_memory(plans, cost, 10000 * MB, "batching")[1] == 10000 * MB - (
+        3 * 700 + 2 * 300) * MB

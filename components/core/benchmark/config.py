@@ -145,12 +145,14 @@ class BenchmarkConfig:
     # whole pipeline (10 rows and the search) stays under 10 minutes there.
     total_budget_s: float | None = 360.0
     # --- end total time budget ---
-    # MiB the benchmark's worker processes may hold together (see memory; never more than
-    # 80% of what the machine or its cgroup has available); None: only that cap. The
-    # baseline and the served version run throughout; candidates that do not fit beside
-    # them are measured in later groups, each in rounds with the baseline. 4096: a
-    # pipeline with a 224x224 vision model stays under 6 GB on 2 cores (docs/model-zoo.md).
-    memory_budget_mb: float | None = 4096.0
+    # MiB the benchmark's worker processes may hold together (see memory), never more than
+    # 80% of what the machine or its cgroup (a KFP pod's limit) has available; None: that
+    # share. The baseline and the served version run throughout; candidates that do not
+    # fit beside them are measured in later groups, each in rounds with the baseline. A
+    # worker holds 0.4 to 0.8 GB with TensorFlow's runtime alone, and a 224x224 vision
+    # model's 1 to 2.5 GB at batch 16 (docs/model-zoo.md): a fixed default would either
+    # split the demo's search or let a large model's rows overrun a small machine.
+    memory_budget_mb: float | None = None
 
     def validate(self) -> None:
         """Raises ServoptError for the first setting that cannot work."""

@@ -248,7 +248,8 @@ def fit_in_memory(plans: dict[str, list[Row]], estimate: Callable[[str], int], r
     kept, notes = {}, {}
     for contender, rows in plans.items():
         cost = estimate(contender)
-        fit = len(rows) if not cost or math.isinf(room) else max(int(room // cost), 0)
+        fit = (len(rows) if not cost or math.isinf(room)
+               else min(max(int(room // cost), 0), len(rows)))
         if fit < len(rows):
             notes[contender] = (f"{len(rows) - fit} of {len(rows)} {knob} value(s) not "
                                 f"tried: the memory budget holds no more workers of about "
