@@ -279,3 +279,37 @@ def test_the_search_tries_only_the_settings_whose_workers_fit():
     # Room for many more: what is left is the room less the rows kept, not less what fits.
     assert fit_in_memory(plans, cost, 10000 * MB, "batching")[1] == 10000 * MB - (
         3 * 700 + 2 * 300) * MB
+
+
+def test_accuracy_holds_the_baseline_and_the_candidates_that_fit_beside_it(monkeypatch):
+    """The accuracy pipeline loads every model of a group in this process: under a memory
+    budget the candidates come in groups, each with the baseline (agreement needs it)."""
+    from components.core.benchmark.run import _accuracy, accuracy_groups
+    from components.core.benchmark.schema import AccuracyResult, ModelResult
+
+    plan = MemoryPlan(room=2000 * MB, runtimes={"base": "tensorflow", "bf16": "tensorflow",
+                                                "int8": "tflite", "f16": "tflite"})
+    plan.private = {"base": 900 * MB, "int8": 300 * MB}
+    names = ["base", "bf16", "int8", "f16"]
+    assert accuracy_groups(names, plan) == [["base", "bf16"], ["base", "int8", "f16"]]
+    assert accuracy_groups(names, None) == [names]
+    assert accuracy_groups(names, MemoryPlan(room=float("inf"), runtimes={})) == [names]
+
+    seen: list[list[str]] = []
+
+    def measured(group, rows, config):
+        seen.append(list(group))
+        return {name: AccuracyResult(accuracy=0.9 if name == "base" else 0.8,
+                                     top1_agreement=None if name == "base" else len(seen),
+                                     max_abs_diff=None, num_examples=64)
+                for name in group}
+
+    monkeypatch.setattr(run_module, "_accuracy_of", measured)
+    results = {name: ModelResult(path=name, role="candidate") for name in names}
+    lines: list[str] = []
+    _accuracy({}, results, "base", BenchmarkConfig(), lines.append, memory=plan)
+    assert seen == [["base", "bf16"], ["base", "int8", "f16"]]
+    assert results["base"].accuracy.accuracy == 0.9
+    assert [results[name].accuracy.top1_agreement for name in ("bf16", "int8", "f16")] == [
+        1, 2, 2]
+    assert "in 2 groups that fit the memory budget, each with the baseline" in lines[0]

@@ -642,7 +642,7 @@ def run_benchmark(models: Sequence[ModelSpec], config: BenchmarkConfig | None = 
     session.save(result)
     if session.config.examples is not None:
         _accuracy(session.rows, result.models, session.baseline, session.config, session.say,
-                  skip=inherited)
+                  skip=inherited, memory=session.memory)
     session.share_twins(result)
     if search:
         try:
@@ -715,15 +715,21 @@ def _count_flops(rows: dict[str, Row], results: dict[str, ModelResult],
 
 
 def _accuracy(rows: dict[str, Row], results: dict[str, ModelResult], baseline: str,
-              config: BenchmarkConfig, say: Progress, skip: set[str] = frozenset()) -> None:
+              config: BenchmarkConfig, say: Progress, skip: set[str] = frozenset(),
+              memory: MemoryPlan | None = None) -> None:
     """Accuracy of every model measured without error. Candidates are compared with the
-    baseline in one pipeline; without a working baseline each model runs alone, and
-    agreement and output difference stay None."""
+    baseline in one pipeline, which holds every model at once in this process: under a
+    memory budget, as many candidates as fit beside the baseline (each estimated at what
+    its worker held, see memory), group by group; without a working baseline each model
+    runs alone, and agreement and output difference stay None."""
     healthy = [name for name, r in results.items() if not r.error and name not in skip]
     if not healthy:
         return
-    groups = [healthy] if healthy[0] == baseline else [[name] for name in healthy]
-    say(f"accuracy on {config.examples} (Apache Beam), {len(healthy)} models")
+    groups = (accuracy_groups(healthy, memory) if healthy[0] == baseline
+              else [[name] for name in healthy])
+    say(f"accuracy on {config.examples} (Apache Beam), {len(healthy)} models"
+        + (f" in {len(groups)} groups that fit the memory budget, each with the baseline"
+           if healthy[0] == baseline and len(groups) > 1 else ""))
     for group in groups:
         try:
             measured = _accuracy_of(group, rows, config)
@@ -735,7 +741,24 @@ def _accuracy(rows: dict[str, Row], results: dict[str, ModelResult], baseline: s
                 "again with the baseline and one candidate at a time")
             measured = _accuracy_pairwise(group, rows, config, results, say)
         for name, accuracy in measured.items():
-            results[name].accuracy = accuracy
+            if name != group[0] or results[name].accuracy is None:  # the first group's
+                results[name].accuracy = accuracy
+
+
+def accuracy_groups(names: list[str], memory: MemoryPlan | None) -> list[list[str]]:
+    """`names` (the baseline first) in groups that each hold the baseline and as many
+    candidates as fit the memory budget beside it (at least one); one group without a
+    budget or before anything was measured."""
+    baseline, candidates = names[0], names[1:]
+    if memory is None or not memory.limited or not candidates:
+        return [names]
+    room = memory.room - memory.estimate(baseline)
+    groups = []
+    while candidates:
+        group = plan_group(candidates, memory.estimate, room)
+        groups.append([baseline, *group])
+        candidates = candidates[len(group):]
+    return groups
 
 
 def _accuracy_of(group: list[str], rows: dict[str, Row], config: BenchmarkConfig) -> dict:
