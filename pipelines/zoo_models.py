@@ -120,8 +120,8 @@ def _top1(outputs: dict) -> np.ndarray | None:
 def _feature(values: np.ndarray):
     from components.core.tf_setup import tf
 
-    flat = values.ravel()
-    if flat.dtype == object:
+    flat = np.asarray(values).ravel()  # one example's value: an array, or a str of a text
+    if flat.dtype == object or flat.dtype.kind in "US":
         return tf.train.Feature(bytes_list=tf.train.BytesList(
             value=[str(v).encode() for v in flat]))
     if np.issubdtype(flat.dtype, np.integer):

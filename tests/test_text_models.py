@@ -270,3 +270,19 @@ def test_a_model_that_generated_inputs_do_not_fit_asks_for_real_inputs(tmp_path)
     report = optimize_model(tmp_path / "m", tmp_path / "out", [Step("freeze")],
                             OptimizeConfig(num_examples=4, examples=tmp_path / "real.npz"))
     assert report.verification.passed
+
+
+def test_the_zoo_writes_a_text_models_real_strings_as_examples(text_model, tmp_path):
+    """Its builder's real inputs (`*-inputs.npz`, strings) become bytes features, labelled
+    with the model's own top-1 (the zoo's text-tokenizing entry)."""
+    from pipelines.zoo_models import write_examples
+
+    out = write_examples(text_model, tmp_path / "examples", 8)
+    records = list(tf.data.TFRecordDataset(
+        [str(path) for path in out.rglob("*") if path.is_file()], compression_type="GZIP"))
+    assert len(records) == 8
+    example = tf.train.Example.FromString(records[0].numpy())
+    texts = [key for key, feature in example.features.feature.items()
+             if feature.WhichOneof("kind") == "bytes_list"]
+    assert texts and example.features.feature[texts[0]].bytes_list.value[0]
+    assert example.features.feature["label"].int64_list.value
