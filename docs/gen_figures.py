@@ -11,8 +11,9 @@ is the current one. Every figure block in the documentation lies between
 `<!-- figures:NAME start -->` and `<!-- figures:NAME end -->`, is generated here from
 that run, and names its CPU and date; `tests/test_docs.py` fails when a committed block
 differs from what this script makes, so no figure goes stale silently. The blocks `zoo`
-and `zoo-summary` come from the newest record of `servopt zoo run` in `docs/runs/zoo/`
-(its `zoo.json`, copied there), rendered by pipelines/zoo_table.py.
+and `zoo-summary` come from the records of `servopt zoo run` in `docs/runs/zoo/` (its
+`zoo.json`, copied there as DATE-TIME-CPU.json), each with its own caption; a model
+measured again in a newer record shows only there. pipelines/zoo_table.py renders them.
 
 The standard library and pipelines/zoo_table.py: the figures need nothing of TensorFlow.
 """
@@ -201,14 +202,23 @@ def search_steps(recorded: RecordedRun) -> str:
 
 # ------------------------------------------------------------------ the model zoo
 
-ZOO_RUNS = RUNS / "zoo"  # records of `servopt zoo run` (zoo.json), newest by name current
+ZOO_RUNS = RUNS / "zoo"  # records of `servopt zoo run` (zoo.json), named by date and CPU
 
 
-def zoo_record(runs: Path = ZOO_RUNS) -> dict:
-    recorded = sorted(runs.glob("*.json"))
+def zoo_records(runs: Path = ZOO_RUNS) -> list[dict]:
+    """Each record with the models no newer record (by name) measured again, oldest
+    first: a model measured again shows only its newest figures."""
+    recorded = [json.loads(path.read_text()) for path in sorted(runs.glob("*.json"))]
     if not recorded:
         raise SystemExit(f"{runs}: no zoo record; copy one `servopt zoo run` wrote there")
-    return json.loads(recorded[-1].read_text())
+    seen: set[str] = set()
+    current = []
+    for record in reversed(recorded):
+        models = [entry for entry in record["models"] if entry["name"] not in seen]
+        seen |= {entry["name"] for entry in record["models"]}
+        if models:
+            current.append({**record, "models": models})
+    return current[::-1]
 
 
 def _zoo_table():
@@ -220,13 +230,15 @@ def _zoo_table():
 
 
 def zoo_tables(recorded: RecordedRun) -> str:
-    """Every table of the zoo record (pipelines/zoo_table.py), as `servopt zoo table`."""
-    return _zoo_table().render(zoo_record())
+    """Every table of each zoo record (pipelines/zoo_table.py), as `servopt zoo table`."""
+    return "\n".join(_zoo_table().render(record) for record in zoo_records())
 
 
 def zoo_summary(recorded: RecordedRun) -> str:
-    zoo_table, record = _zoo_table(), zoo_record()
-    return "\n".join([zoo_table.caption(record), "", *zoo_table.summary_table(record)]) + "\n"
+    zoo_table, parts = _zoo_table(), []
+    for record in zoo_records():
+        parts += [zoo_table.caption(record), "", *zoo_table.summary_table(record), ""]
+    return "\n".join(parts)
 
 
 BLOCKS = {"demo": demo_summary, "demo-full": demo_full, "search": search_steps,

@@ -58,13 +58,23 @@ def test_every_figure_is_what_the_recorded_run_gives(page, recorded):
 def test_the_readme_has_the_demos_table_naming_its_cpu_and_date(recorded):
     blocks = {m["name"]: m["body"] for m in gen_figures.BLOCK.finditer(
         (ROOT / "README.md").read_text())}
-    assert set(blocks) == {"demo"}
+    assert set(blocks) == {"demo", "zoo-summary"}
     body = blocks["demo"]
     assert recorded.metrics["machine"]["cpu_model"] in body
     assert recorded.run["date"] in body
     table = [line for line in body.splitlines() if line.startswith("| ")]
     models = {line.split(" | ")[0].strip("|* ") for line in table[1:]}
     assert {"DigitsTrainer", "Freezer", "GraphOptimizer", "Quantizer"} <= models
+
+
+def test_the_zoo_figures_name_each_runs_cpu_and_show_each_model_once():
+    records = gen_figures.zoo_records()
+    names = [entry["name"] for record in records for entry in record["models"]]
+    assert len(names) == len(set(names))  # a model measured again shows only its newest
+    summary = gen_figures.zoo_summary(None)
+    for record in records:
+        assert record["machine"]["cpu_model"] in summary and record["date"] in summary
+    assert {"mobilenet_v2", "resnet50"} <= set(names)
 
 
 def test_the_demo_page_has_every_row_and_the_search(recorded):
