@@ -160,15 +160,21 @@ def scripted(tiny_models, monkeypatch):
         return runners
 
     monkeypatch.setattr(run_module, "_start_runners", start)
+    # Candidates load smallest on disk first: the same size here keeps the models' order
+    # (other tests may write beside the shared tiny models).
+    sizes = {name: 1 for name in tiny_models}
+    monkeypatch.setattr(run_module, "size_on_disk",
+                        lambda path, skip_tflite=False: sizes[Path(path).name])
 
-    def session(room_mb: float, plan: BenchmarkConfig = PLAN) -> BenchmarkSession:
+    def make(room_mb: float, plan: BenchmarkConfig = PLAN) -> BenchmarkSession:
         models = [ModelSpec(name, path) for name, path in tiny_models.items()]
-        made_session = BenchmarkSession(models, plan)
-        made_session.memory = ScriptedMemory(room_mb, {n: "tensorflow" for n in tiny_models},
-                                             alive)
-        return made_session
+        session = BenchmarkSession(models, plan)
+        session.memory = ScriptedMemory(room_mb, {n: "tensorflow" for n in tiny_models},
+                                        alive)
+        return session
 
-    return session, started, made, alive
+    make.sizes = sizes
+    return make, started, made, alive
 
 
 def test_candidates_that_do_not_fit_are_measured_in_later_groups_with_the_baseline(
@@ -207,6 +213,14 @@ def test_without_a_memory_limit_every_row_runs_at_once(scripted):
     assert started == [["base", "slow", "fast", "mid"]]
     assert result.budget.memory_groups == []
     assert all(len(runners) == 1 for runners in made.values())
+
+
+def test_candidates_load_smallest_first(scripted):
+    make, started, _, _ = scripted
+    make.sizes.update(slow=3, fast=1, mid=2)
+    with make(room_mb=float("inf"), plan=dataclasses.replace(PLAN, total_budget_s=None)):
+        pass
+    assert started == [["base", "fast", "mid", "slow"]]
 
 
 def test_a_spent_time_budget_leaves_the_later_groups_unmeasured_and_says_why(scripted):
