@@ -132,11 +132,11 @@ class ScriptedMemory(MemoryPlan):
         super().__init__(room=room_mb * MB, runtimes=runtimes)
         self.alive, self.most = alive, 0
 
-    def record(self, name, pid):
+    def record(self, name, runner):
         self.private[name] = WORKER_MB * MB
 
-    def held(self, pids):
-        held = sum(WORKER_MB * MB for pid in pids if pid in self.alive)
+    def held(self, runners):
+        held = sum(WORKER_MB * MB for runner in runners if runner.pid in self.alive)
         self.most = max(self.most, len(self.alive) * WORKER_MB)
         return held
 

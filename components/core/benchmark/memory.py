@@ -21,7 +21,7 @@ paired.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,8 +114,9 @@ class MemoryPlan:
     def limited(self) -> bool:
         return not math.isinf(self.room)
 
-    def record(self, name: str, pid: int | None) -> None:
+    def record(self, name: str, runner) -> None:
         """What the worker of `name` holds now (after a request at the largest batch)."""
+        pid = runner_pid(runner)
         if pid is not None:
             self.private[name] = process_memory(pid).private_bytes
 
@@ -126,6 +127,13 @@ class MemoryPlan:
                 if self.runtimes.get(row) == self.runtimes.get(name)]
         return max(same or self.private.values() or [0])
 
-    def held(self, pids: Sequence[int | None]) -> int:
-        """What the running workers `pids` hold together (Pss: shared pages once)."""
+    def held(self, runners: Iterable) -> int:
+        """What the running workers of `runners` hold together (Pss: shared pages once)."""
+        pids = [runner_pid(runner) for runner in runners]
         return sum(process_memory(pid).pss_bytes for pid in pids if pid is not None)
+
+
+def runner_pid(runner) -> int | None:
+    """The process a runner's model runs in: a worker's, a started TF Serving's; None
+    where it runs elsewhere (a host's TF Serving)."""
+    return getattr(runner, "pid", None)

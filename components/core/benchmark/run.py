@@ -306,9 +306,8 @@ class BenchmarkSession:
         if not self.memory.limited:
             return True
         while True:
-            runner = self.runners[name]
-            held = self.memory.held([getattr(r, "pid", None) for r in self.runners.values()])
-            held -= self.memory.held([getattr(runner, "pid", None)])
+            held = self.memory.held(runner for other, runner in self.runners.items()
+                                    if other != name)
             if held + self.memory.estimate(name) <= self.memory.room:
                 return True
             waiting = [other for other in self.runners
@@ -329,7 +328,7 @@ class BenchmarkSession:
                 runner.set_inputs(size, pool)
             if self.memory.limited:
                 runner.warmup(max(self.config.batch_sizes), 1)
-                self.memory.record(name, getattr(runner, "pid", None))
+                self.memory.record(name, runner)
         except ServoptError as err:
             self.errors[name] = str(err)
             self.runners.pop(name).close()  # free its memory now; closing twice is fine
@@ -355,9 +354,8 @@ class BenchmarkSession:
             if number >= len(self.groups):
                 if not self.pending:
                     return
-                self._run_only([])  # the previous group's memory is free first
-                room = self.memory.room - self.memory.held(
-                    [getattr(r, "pid", None) for r in self.runners.values()])
+                self.run_only([])  # the previous group's memory is free first
+                room = self.memory.room - self.memory.held(self.runners.values())
                 group = plan_group(self.pending, self.memory.estimate, room)
                 self.pending = self.pending[len(group):]
                 self.groups.append(group)
@@ -366,7 +364,7 @@ class BenchmarkSession:
                 self.say(self.budget.line(f"group {number + 1} of "
                                           f"{number + 1 + self._groups_after(number)}: "
                                           f"{', '.join(group) or 'no candidate'}"))
-            self._run_only(group)
+            self.run_only(group)
             yield number
 
     def _groups_after(self, number: int) -> int:
@@ -378,9 +376,6 @@ class BenchmarkSession:
     def run_only(self, candidates: Sequence[str]) -> None:
         """Only `candidates` (and the anchors) running: the others' workers are closed,
         those of `candidates` started and loaded again where they are not running."""
-        self._run_only(candidates)
-
-    def _run_only(self, candidates: Sequence[str]) -> None:
         for name in [name for name in self.runners
                      if name not in self.anchors and name not in candidates]:
             self.runners.pop(name).close()

@@ -418,9 +418,8 @@ class ConfigurationSearch:
         memory = self.session.memory
         if not memory.limited:
             return math.inf
-        running = [*self.session.runners.values(), *self.extra_runners.values()]
-        return memory.room - memory.held([getattr(runner, "pid", None)
-                                          for runner in running])
+        return memory.room - memory.held([*self.session.runners.values(),
+                                          *self.extra_runners.values()])
 
     def _plan(self, knob: Knob, contenders: list[str]
               ) -> tuple[dict[str, list[Row]], dict[str, str]]:
