@@ -15,6 +15,7 @@ runs real workers under a budget that fits one candidate at a time.
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,22 @@ def test_a_process_holds_its_pss_and_its_private_pages_else_its_resident_set(tmp
     eight = process_memory(8, tmp_path)
     assert eight.pss_bytes == eight.private_bytes == 877000 * 1024  # counts more: safe
     assert process_memory(9, tmp_path).pss_bytes == 0  # gone
+    # At its peak it held 23000 kB more than now, all of it its own: shared pages (576000
+    # kB now) are the libraries, there from the start.
+    assert seven.peak_private_bytes == (301000 + 23000) * 1024
+    assert eight.peak_private_bytes == 900000 * 1024  # VmRSS only: all of it private
+
+
+def test_a_load_keeps_room_for_the_largest_transient_of_the_runtimes_loading():
+    plan = MemoryPlan(room=4e9, runtimes={"base": "tensorflow", "bf16": "tensorflow",
+                                          "int8@tflite": "tflite", "f16@tflite": "tflite"})
+    assert plan.load_headroom(["bf16"]) == 0  # nothing measured yet
+    plan.transient = {"base": 900 * MB}
+    assert plan.load_headroom(["f16@tflite"]) == 900 * MB  # the only one measured
+    plan.transient["int8@tflite"] = 100 * MB
+    assert plan.load_headroom(["f16@tflite"]) == 100 * MB
+    assert plan.load_headroom(["f16@tflite", "bf16"]) == 900 * MB
+    assert plan.load_headroom([]) == 0
 
 
 def test_the_budget_never_passes_what_the_machine_or_its_cgroup_has_available(tmp_path):
@@ -108,7 +125,12 @@ class LoadableRunner(SleepyRunner):
     def __init__(self, latency_s: float, pid: int, alive: set[int]):
         super().__init__(latency_s)
         self.pid, self.alive, self.loads = pid, alive, 0
+        self.concurrent_calls: list[tuple[int, int]] = []  # (batch size, clients)
         alive.add(pid)
+
+    def concurrent(self, batch_size, clients, requests_per_client, seconds=None):
+        self.concurrent_calls.append((batch_size, clients))
+        time.sleep(self.latency_s * requests_per_client)
 
     def wait_ready(self):
         pass
@@ -130,10 +152,11 @@ class ScriptedMemory(MemoryPlan):
 
     def __init__(self, room_mb: float, runtimes: dict[str, str], alive: set[int]):
         super().__init__(room=room_mb * MB, runtimes=runtimes)
-        self.alive, self.most = alive, 0
+        self.alive, self.most, self.transient_mb = alive, 0, 0
 
     def record(self, name, runner):
         self.private[name] = WORKER_MB * MB
+        self.transient[name] = self.transient_mb * MB
 
     def held(self, runners):
         held = sum(WORKER_MB * MB for runner in runners if runner.pid in self.alive)
@@ -203,6 +226,25 @@ def test_candidates_that_do_not_fit_are_measured_in_later_groups_with_the_baseli
     assert not alive  # every worker closed at the end
     page = render_report(result)
     assert "measured in 3 groups, each with the baseline: slow; fast; mid" in page
+    # What a worker holds is read after the sweep's most concurrent requests at the
+    # largest batch: each in-flight request holds its own activations.
+    assert base.concurrent_calls == [(max(plan.batch_sizes), max(plan.concurrency,
+                                                                 default=1))]
+
+
+def test_a_candidate_loads_only_where_its_load_transient_fits_too(scripted):
+    """Three workers of 100 MB fit in 350 MB; loading one takes 100 MB more for a
+    moment, so only two run at once."""
+    make, started, _, _ = scripted
+    plan = dataclasses.replace(PLAN, total_budget_s=None)
+    session = make(room_mb=350, plan=plan)
+    session.memory.transient_mb = 100
+    with session:
+        result = session.measure()
+    assert result.budget.memory_groups == [["slow"], ["fast"], ["mid"]]
+    with make(room_mb=350, plan=plan) as session:  # no transient: two candidates at once
+        result = session.measure()
+    assert result.budget.memory_groups == [["slow", "fast"], ["mid"]]
 
 
 def test_without_a_memory_limit_every_row_runs_at_once(scripted):

@@ -15,7 +15,7 @@ import pytest
 from components.core.errors import ServoptError
 from components.core.examples import batches_for_signature
 from components.core.gate.warmup import replay_warmup, warmup_logs
-from components.core.inputs import generate_inputs
+from components.core.inputs import example_feature_specs, generate_inputs
 from components.core.model_io import read_serving_graph
 from components.core.optimize import PASSES, GraphPass, dangling_inputs, optimize
 from components.core.rewrite import remove_identity
@@ -183,7 +183,8 @@ def test_tflite_of_a_text_model_is_skipped_because_tf_serving_tflite_lacks_tf_te
 def test_generated_inputs_for_a_raw_text_input_are_sentences(text_model):
     graph = read_serving_graph(text_model)
     signature = graph.signatures["serving_default"]
-    feeds = generate_inputs(signature, graph.graph_def, 16, np.random.default_rng(0))
+    feeds = generate_inputs(signature, example_feature_specs(graph.graph_def), 16,
+                            np.random.default_rng(0))
     texts = [t.decode("utf-8") for t in feeds["text"]]  # valid UTF-8
     assert all(1 <= len(t.split()) <= 24 for t in texts)
     assert len(set(texts)) > 8

@@ -23,6 +23,7 @@ from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, rewriter_config
 from tensorflow.python.grappler import tf_optimizer  # stable internal used by TF converters
 
 from components.core.errors import ServoptError, StepSkipped
+from components.core.heap import release_freed_memory
 from components.core.model_io import ServingGraph
 from components.core.onednn import onednn_only_nodes, onednn_only_reason
 from components.core.rewrite import CannotUnfuse, without_onednn_fusions
@@ -68,6 +69,8 @@ def run_grappler(graph: ServingGraph, optimizers: list[str], place_on_cpu: bool 
     except (tf.errors.OpError, ValueError) as err:
         raise ServoptError(f"Grappler ({', '.join(optimizers)}) failed: {first_line(err)}"
                            ) from None
+    finally:
+        release_freed_memory()  # Grappler's working copies of the graph
     if place_on_cpu:
         for node in optimized.node:
             node.device = ""

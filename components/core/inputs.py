@@ -14,6 +14,7 @@ no text at all (often not even UTF-8).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,12 +196,13 @@ def _random_tensor(info: meta_graph_pb2.TensorInfo, batch_size: int,
     return rng.random(shape).astype(dtype.as_numpy_dtype)
 
 
-def generate_inputs(signature: meta_graph_pb2.SignatureDef, graph_def: graph_pb2.GraphDef,
+def generate_inputs(signature: meta_graph_pb2.SignatureDef, specs: Sequence[FeatureSpec],
                     batch_size: int, rng: np.random.Generator,
                     tokens: list[str] = ()) -> dict[str, np.ndarray]:
-    """One batch of inputs for `signature`, keyed by signature input key."""
+    """One batch of inputs for `signature`, keyed by signature input key; string inputs
+    are serialized tf.Examples of `specs` (example_feature_specs of the model's graph)
+    where the model parses them, else sentences."""
     refuse_oversized_batches(signature, batch_size)
-    specs = example_feature_specs(graph_def)
     tokens = list(tokens)
 
     def examples() -> bytes:

@@ -30,6 +30,7 @@ from tensorflow.core.protobuf import rewriter_config_pb2
 
 from components.core.batching import BatchingParameters
 from components.core.errors import ServoptError, first_line  # noqa: F401 (re-exported)
+from components.core.heap import release_freed_memory
 from components.core.model_io import (
     SERVING_TAG,
     read_saved_model,
@@ -186,6 +187,8 @@ class ServingSession:
 
     def close(self) -> None:
         self.session.close()
+        self._callables.clear()
+        release_freed_memory()  # the Session's executors and Grappler's copies (heap)
 
     def __enter__(self) -> ServingSession:
         return self
@@ -199,6 +202,13 @@ SignatureFeeds = dict[str, list[dict[str, np.ndarray]]]  # signature -> one feed
 
 def run_signatures(model_dir: Path, inputs: SignatureFeeds) -> SignatureFeeds:
     """The model's outputs on `inputs`, for each signature it has, run as TF Serving runs it."""
+    try:
+        return _run_once(model_dir, inputs)
+    finally:  # the model is gone once _run_once returns: its graph too, not only its heap
+        release_freed_memory(collect_garbage=True)
+
+
+def _run_once(model_dir: Path, inputs: SignatureFeeds) -> SignatureFeeds:
     with ServingSession(model_dir) as candidate:
         return {name: [candidate.run(name, feed) for feed in feeds]
                 for name, feeds in inputs.items() if name in candidate.signatures}

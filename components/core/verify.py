@@ -20,7 +20,12 @@ import numpy as np
 
 from components.core.errors import ServoptError
 from components.core.examples import batches_for_signature, load_npz, npz_mismatch
-from components.core.inputs import GENERATED_INPUTS, generate_inputs, vocabulary_tokens
+from components.core.inputs import (
+    GENERATED_INPUTS,
+    example_feature_specs,
+    generate_inputs,
+    vocabulary_tokens,
+)
 from components.core.model_io import read_saved_model, serving_meta_graph
 from components.core.onednn_off import run_without_onednn
 from components.core.requirements import ONEDNN_ENV
@@ -127,6 +132,7 @@ class Reference:
         meta_graph = serving_meta_graph(read_saved_model(source_dir), source_dir)
         rng = np.random.default_rng(seed)
         tokens = vocabulary_tokens(source_dir)
+        specs = example_feature_specs(meta_graph.graph_def)
         source = ServingSession(source_dir)
         batch_size = verification_batch_size(source.signatures, batch_size)
         batches = max(1, -(-num_examples // batch_size))
@@ -139,7 +145,7 @@ class Reference:
                 if real:
                     fitted.append(name)
                 self.inputs[name] = real or [
-                    generate_inputs(sig, meta_graph.graph_def, batch_size, rng, tokens)
+                    generate_inputs(sig, specs, batch_size, rng, tokens)
                     for _ in range(batches)]
             if examples is not None and not fitted:  # not silently on generated inputs
                 raise npz_mismatch(Path(examples), load_npz(Path(examples)),

@@ -15,7 +15,6 @@ from pathlib import Path
 import components.core.tf_setup  # noqa: F401  (TensorFlow, quietly, first)
 
 import numpy as np
-from tensorflow.core.framework import graph_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from components.core.benchmark.engines import Feeds, tflite_signature
@@ -28,6 +27,8 @@ from components.core.examples import (
     records_to_feeds,
 )
 from components.core.inputs import (
+    FeatureSpec,
+    example_feature_specs,
     generate_inputs,
     refuse_oversized_batches,
     vocabulary_tokens,
@@ -38,10 +39,11 @@ from components.core.requirements import TFLITE_RUNTIME
 
 @dataclass
 class ModelSignature:
-    """What inputs are built from: a model's signature (and graph, for its parse spec)."""
+    """What inputs are built from: a model's signature and, read from its graph, the
+    tf.Example features it parses (not the graph: a frozen one holds every weight)."""
 
     signature: meta_graph_pb2.SignatureDef
-    graph_def: graph_pb2.GraphDef
+    feature_specs: list[FeatureSpec]
     tokens: list[str]
     name: str  # the signature's key
 
@@ -49,15 +51,15 @@ class ModelSignature:
 def read_signature(model_path: Path, runtime: str, name: str) -> ModelSignature:
     """The named signature of a resolved model (SavedModel dir, or .tflite for tflite)."""
     if runtime == TFLITE_RUNTIME:
-        return ModelSignature(tflite_signature(model_path, name), graph_pb2.GraphDef(), [], name)
+        return ModelSignature(tflite_signature(model_path, name), [], [], name)
     meta_graph = serving_meta_graph(read_saved_model(model_path), model_path)
     signatures = {k: v for k, v in meta_graph.signature_def.items()
                   if not k.startswith("__")}
     if name not in signatures:
         raise ServoptError(f"{model_path}: no signature '{name}' (has {sorted(signatures)}); "
                            "choose one with --signature")
-    return ModelSignature(signatures[name], meta_graph.graph_def, vocabulary_tokens(model_path),
-                          name)
+    return ModelSignature(signatures[name], example_feature_specs(meta_graph.graph_def),
+                          vocabulary_tokens(model_path), name)
 
 
 def _cycled(count: int, start: int, available: int) -> list[int]:
@@ -70,7 +72,7 @@ def input_pools(model: ModelSignature, batch_sizes: Sequence[int], pool: int, se
     refuse_oversized_batches(model.signature, max(batch_sizes), pool * len(batch_sizes))
     if examples is None:
         rng = np.random.default_rng(seed)
-        return {size: [generate_inputs(model.signature, model.graph_def, size, rng,
+        return {size: [generate_inputs(model.signature, model.feature_specs, size, rng,
                                        model.tokens) for _ in range(pool)]
                 for size in batch_sizes}
     examples = Path(examples)

@@ -55,6 +55,14 @@ class ProcessMemory:
     pss_bytes: int
     private_bytes: int
     peak_rss_bytes: int  # VmHWM: the kernel's own high-water mark of its resident set
+    rss_bytes: int = 0  # VmRSS now
+
+    @property
+    def peak_private_bytes(self) -> int:
+        """What it held privately at its peak (loading a model holds transient copies of
+        its graph): the peak resident set less the pages it shares now."""
+        return max(self.private_bytes,
+                   self.peak_rss_bytes - max(self.rss_bytes - self.private_bytes, 0))
 
 
 def process_memory(pid: int, proc: Path = PROC) -> ProcessMemory:
@@ -66,7 +74,7 @@ def process_memory(pid: int, proc: Path = PROC) -> ProcessMemory:
     pss = rollup.get("Pss", rss)
     private = (rollup["Private_Clean"] + rollup.get("Private_Dirty", 0)
                if "Private_Clean" in rollup else rss)
-    return ProcessMemory(pss * 1024, private * 1024, status.get("VmHWM", 0) * 1024)
+    return ProcessMemory(pss * 1024, private * 1024, status.get("VmHWM", 0) * 1024, rss * 1024)
 
 
 def available_bytes(proc: Path = PROC, cgroup: Path = Path("/sys/fs/cgroup")) -> float:
@@ -109,28 +117,45 @@ class MemoryPlan:
     room: float  # bytes the workers may hold together (inf: no limit)
     runtimes: dict[str, str]  # row -> its runtime ("tensorflow", "tflite")
     private: dict[str, int] = field(default_factory=dict)  # row -> its private bytes
+    # row -> what its worker held privately while loading, above what it holds after
+    transient: dict[str, int] = field(default_factory=dict)
 
     @property
     def limited(self) -> bool:
         return not math.isinf(self.room)
 
     def record(self, name: str, runner) -> None:
-        """What the worker of `name` holds now (after a request at the largest batch)."""
+        """What the worker of `name` holds now (after its load and its largest requests)
+        and what loading it took above that."""
         pid = runner_pid(runner)
         if pid is not None:
-            self.private[name] = process_memory(pid).private_bytes
+            memory = process_memory(pid)
+            self.private[name] = memory.private_bytes
+            self.transient[name] = memory.peak_private_bytes - memory.private_bytes
 
     def estimate(self, name: str) -> int:
-        """What a worker for `name` will add: the most a measured row of its runtime holds
-        privately, else the most any measured row holds (the baseline's first)."""
-        same = [held for row, held in self.private.items()
-                if self.runtimes.get(row) == self.runtimes.get(name)]
-        return max(same or self.private.values() or [0])
+        """What a worker for `name` will add once loaded: the most a measured row of its
+        runtime holds privately, else the most any measured row holds (the baseline's
+        first)."""
+        return _like(name, self.private, self.runtimes)
+
+    def load_headroom(self, names: Iterable[str]) -> int:
+        """Room to keep free while loading any of `names`, one at a time: the largest
+        transient of their runtimes (a frozen ResNet50's worker peaks about 1 GB above
+        what it holds once loaded, while TensorFlow optimizes its graph)."""
+        return max((_like(name, self.transient, self.runtimes) for name in names), default=0)
 
     def held(self, runners: Iterable) -> int:
         """What the running workers of `runners` hold together (Pss: shared pages once)."""
         pids = [runner_pid(runner) for runner in runners]
         return sum(process_memory(pid).pss_bytes for pid in pids if pid is not None)
+
+
+def _like(name: str, measured: dict[str, int], runtimes: dict[str, str]) -> int:
+    """The most `measured` holds for a row of `name`'s runtime, else for any row."""
+    same = [value for row, value in measured.items()
+            if runtimes.get(row) == runtimes.get(name)]
+    return max(same or measured.values() or [0])
 
 
 def runner_pid(runner) -> int | None:

@@ -76,6 +76,7 @@ from components.core.benchmark.schema import (
 )
 from components.core.benchmark.stats import rounds_for
 from components.core.errors import ServoptError
+from components.core.heap import release_freed_memory
 from components.core.requirements import TFLITE_RUNTIME
 
 Progress = Callable[[str], None]
@@ -230,6 +231,7 @@ class BenchmarkSession:
             reference = next(iter(self.signatures.values()))
             self.pools = input_pools(reference, config.batch_sizes, config.input_pool,
                                      config.seed, config.examples)
+        release_freed_memory(collect_garbage=True)  # the graphs read: not held while measuring
         self._cleanup = contextlib.ExitStack()
         self.runners: dict = {}
         self._loaded: dict[str, tuple[float, float]] = {}
@@ -301,14 +303,16 @@ class BenchmarkSession:
 
     def _make_room(self, name: str) -> bool:
         """Whether `name` can load within the memory budget beside every running worker
-        (a started one holds TensorFlow's runtime already): the last started workers not
-        loaded yet are closed, for later groups, until it can, or none is left."""
+        (a started one holds TensorFlow's runtime already), its load's transient included:
+        the last started workers not loaded yet are closed, for later groups, until it
+        can, or none is left."""
         if not self.memory.limited:
             return True
+        needs = self.memory.estimate(name) + self.memory.load_headroom([name])
         while True:
             held = self.memory.held(runner for other, runner in self.runners.items()
                                     if other != name)
-            if held + self.memory.estimate(name) <= self.memory.room:
+            if held + needs <= self.memory.room:
                 return True
             waiting = [other for other in self.runners
                        if other not in self._loaded and other != name]
@@ -319,15 +323,18 @@ class BenchmarkSession:
 
     def _load(self, name: str) -> bool:
         """Loads the started worker of `name` (its load time and first request are kept
-        from its first load); with a memory budget, also one request at the largest batch
-        size, then what it holds. False, with its error, when it fails."""
+        from its first load); with a memory budget, also the most concurrent requests the
+        sweep makes at the largest batch size (each in-flight request holds its own
+        activations, each TFLite client its own interpreter), then what it holds. False,
+        with its error, when it fails."""
         runner = self.runners[name]
         try:
             loaded = runner.load(self.pools[self.config.batch_sizes[0]][0])
             for size, pool in self.pools.items():
                 runner.set_inputs(size, pool)
             if self.memory.limited:
-                runner.warmup(max(self.config.batch_sizes), 1)
+                runner.concurrent(max(self.config.batch_sizes),
+                                  max(self.config.concurrency, default=1), 1)
                 self.memory.record(name, runner)
         except ServoptError as err:
             self.errors[name] = str(err)
@@ -355,7 +362,8 @@ class BenchmarkSession:
                 if not self.pending:
                     return
                 self.run_only([])  # the previous group's memory is free first
-                room = self.memory.room - self.memory.held(self.runners.values())
+                room = (self.memory.room - self.memory.held(self.runners.values())
+                        - self.memory.load_headroom(self.pending))  # they load one by one
                 group = plan_group(self.pending, self.memory.estimate, room)
                 self.pending = self.pending[len(group):]
                 self.groups.append(group)
@@ -707,6 +715,7 @@ def _count_flops(rows: dict[str, Row], results: dict[str, ModelResult],
         for batch in result.batches.values():
             if result.flops_per_example is not None:
                 batch.achieved_flops_per_s = result.flops_per_example * batch.throughput
+        release_freed_memory(collect_garbage=True)  # the graph imported to count it
 
 
 def _accuracy(rows: dict[str, Row], results: dict[str, ModelResult], baseline: str,
@@ -738,6 +747,7 @@ def _accuracy(rows: dict[str, Row], results: dict[str, ModelResult], baseline: s
         for name, accuracy in measured.items():
             if name != group[0] or results[name].accuracy is None:  # the first group's
                 results[name].accuracy = accuracy
+        release_freed_memory(collect_garbage=True)  # the group's models, before the next
 
 
 def accuracy_groups(names: list[str], memory: MemoryPlan | None) -> list[list[str]]:

@@ -414,12 +414,14 @@ class ConfigurationSearch:
                 self.steps.append(SearchStep(knob.name, rows if plans else [], outcomes))
 
     def _memory_room(self) -> float:
-        """Bytes the memory budget leaves beside the running workers (inf: no limit)."""
+        """Bytes the memory budget leaves beside the running workers, less the transient
+        of a load (they load one by one; inf: no limit)."""
         memory = self.session.memory
         if not memory.limited:
             return math.inf
-        return memory.room - memory.held([*self.session.runners.values(),
-                                          *self.extra_runners.values()])
+        return (memory.room - memory.held([*self.session.runners.values(),
+                                           *self.extra_runners.values()])
+                - memory.load_headroom(memory.private))
 
     def _plan(self, knob: Knob, contenders: list[str]
               ) -> tuple[dict[str, list[Row]], dict[str, str]]:
