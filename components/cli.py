@@ -139,7 +139,8 @@ def optimize_command(model: str, out: str, steps_text: str | None, passes: str |
                      inputs_path: str | None, num_examples: int | None,
                      verify_each_step: bool, allowed_ops: str, as_json: bool) -> None:
     """Optimize MODEL and write a verified, servable SavedModel to OUT."""
-    from components.core.optimize import DEFAULT_PASSES, PassResult, validate_passes
+    from components.core.choices import DEFAULT_PASSES, validate_passes
+    from components.core.optimize import PassResult
     from components.core.steps import OptimizeConfig, optimize_model, parse_steps
 
     if steps_text is None:

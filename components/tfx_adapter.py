@@ -19,8 +19,9 @@ from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
-from components.core.model_io import SERVING_MODEL_DIR
-from components.core.producers import ModelIdentity, Produced, produce, report_properties
+from components.core.identity import ModelIdentity
+from components.core.model_paths import SERVING_MODEL_DIR
+from components.core.producers import Produced, produce, report_properties
 from components.core.steps import OptimizationReport, OptimizeConfig, Step
 from components.core.uris import Staging
 from components.core.verify import Reference

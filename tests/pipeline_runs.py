@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 from components.cli import main
 from components.core.bf16 import bf16_unavailable_reason
-from components.core.tflite import TFLITE_MODES
+from components.core.choices import TFLITE_MODES
 from pipelines.mlmd_summary import (
     ExecutionRecord,
     custom_properties,

@@ -148,19 +148,24 @@ class LoadableRunner(SleepyRunner):
 
 
 class ScriptedMemory(MemoryPlan):
-    """Every running worker holds WORKER_MB."""
+    """Every running worker holds WORKER_MB, or what `sizes_mb` gives its row once loaded."""
 
     def __init__(self, room_mb: float, runtimes: dict[str, str], alive: set[int]):
         super().__init__(room=room_mb * MB, runtimes=runtimes)
         self.alive, self.most, self.transient_mb = alive, 0, 0
+        self.sizes_mb: dict[str, int] = {}
+        self._by_pid: dict[int, int] = {}
 
     def record(self, name, runner):
-        self.private[name] = WORKER_MB * MB
+        self._by_pid[runner.pid] = self.sizes_mb.get(name, WORKER_MB)
+        self.private[name] = self._by_pid[runner.pid] * MB
         self.transient[name] = self.transient_mb * MB
 
     def held(self, runners):
-        held = sum(WORKER_MB * MB for runner in runners if runner.pid in self.alive)
-        self.most = max(self.most, len(self.alive) * WORKER_MB)
+        held = sum(self._by_pid.get(runner.pid, WORKER_MB) * MB for runner in runners
+                   if runner.pid in self.alive)
+        self.most = max(self.most, sum(self._by_pid.get(pid, WORKER_MB)
+                                       for pid in self.alive))
         return held
 
 
@@ -208,12 +213,11 @@ def test_candidates_that_do_not_fit_are_measured_in_later_groups_with_the_baseli
         result = session.measure()
         memory = session.memory
         assert all(not runner.closed for runner in made["base"])  # until the session ends
-    # Every worker starts together; each candidate that does not fit beside the running
-    # ones is closed at once and started again for its group.
-    assert started[0] == ["base", "slow", "fast", "mid"]
-    assert started[1:] == [["fast"], ["mid"]]
+    # The baseline starts alone; each group's workers start when its turn comes, planned
+    # from what the baseline holds: none starts only to be closed.
+    assert started == [["base"], ["slow"], ["fast"], ["mid"]]
     assert result.budget.memory_groups == [["slow"], ["fast"], ["mid"]]
-    assert memory.most <= 400  # four at once while they started, then never above budget
+    assert memory.most <= 200  # never above the budget
     for name in ("slow", "fast", "mid"):
         batch = result.models[name].batches[1]
         assert batch.speedup_p50_interval is not None, name  # paired with the baseline
@@ -247,6 +251,23 @@ def test_a_candidate_loads_only_where_its_load_transient_fits_too(scripted):
     assert result.budget.memory_groups == [["slow", "fast"], ["mid"]]
 
 
+def test_a_candidate_that_holds_more_than_planned_defers_the_rest_of_its_group(scripted):
+    """The first group is planned from the baseline (100 MB): two candidates. The first
+    holds 200 MB once loaded, so the second waits for the next group, planned from it."""
+    make, started, _, _ = scripted
+    session = make(room_mb=350, plan=dataclasses.replace(PLAN, total_budget_s=None))
+    session.memory.sizes_mb = {"slow": 200, "fast": 200, "mid": 200}
+    with session:
+        result = session.measure()
+    assert started == [["base"], ["slow", "fast"], ["fast"], ["mid"]]
+    assert result.budget.memory_groups == [["slow"], ["fast"], ["mid"]]
+    # Over the budget only by the second worker of the first group, started with the
+    # first as planned and closed before it loaded anything.
+    assert session.memory.most == 100 + 200 + WORKER_MB  # base, slow, fast unloaded
+    assert all(result.models[name].batches[1].speedup_p50_interval is not None
+               for name in ("slow", "fast", "mid"))
+
+
 def test_without_a_memory_limit_every_row_runs_at_once(scripted):
     make, started, made, _ = scripted
     plan = dataclasses.replace(PLAN, total_budget_s=None)
@@ -270,7 +291,7 @@ def test_a_spent_time_budget_leaves_the_later_groups_unmeasured_and_says_why(scr
     plan = dataclasses.replace(PLAN, total_budget_s=0.001)
     with make(room_mb=250, plan=plan) as session:
         result = session.measure()
-    assert started[1:] == []  # no later group was started
+    assert started == [["base"], ["slow"]]  # no later group was started
     assert {"fast", "mid"} <= set(result.budget.not_measured)
     assert "group 2" in result.models["fast"].error
     assert result.models["slow"].batches[1].speedup_p50 == pytest.approx(0.1)
@@ -286,8 +307,8 @@ def test_the_search_restarts_a_contender_a_group_closed(scripted):
         session.run_only(["fast"])
         running = sorted(session.runners)
     assert running == ["base", "fast"]
-    # Started with every row, again for its group, and again for the search.
-    assert started[-1] == ["fast"] and len(made["fast"]) == 3
+    # Started for its group, and again for the search.
+    assert started[-1] == ["fast"] and len(made["fast"]) == 2
     assert result.models["fast"].load_time_s == 0.01  # its first load's
 
 

@@ -21,7 +21,7 @@ import pytest
 from components.core.errors import ServoptError
 from components.core.gate import push as push_module
 from components.core.gate import push_model, read_warmup_file, versions
-from components.core.model_io import resolve_saved_model_dir
+from components.core.model_paths import resolve_saved_model_dir
 from components.core.serving_session import ServingSession
 
 FORK = multiprocessing.get_context("fork")  # TensorFlow is imported: no re-import per child

@@ -25,7 +25,7 @@ from components.core.bf16 import bf16_unavailable_reason
 from components.core.config import QuantizerSettings
 from components.core.errors import ServoptError
 from components.core.gate import versions
-from components.core.producers import MODEL_OUTPUTS, QUANTIZER_OUTPUTS, TFLITE_OUTPUTS
+from components.core.identity import MODEL_OUTPUTS, QUANTIZER_OUTPUTS, TFLITE_OUTPUTS
 from components.kfp import steps
 from components.kfp.local_conditions import evaluate_condition
 from components.kfp.pipeline import (

@@ -13,11 +13,7 @@ import numpy as np
 import pytest
 
 from components.core.gate import scan_ops
-from components.core.model_io import (
-    MAIN_OP_COLLECTION,
-    read_saved_model,
-    serving_meta_graph,
-)
+from components.core.model_io import MAIN_OP_COLLECTION, read_saved_model, serving_meta_graph
 from components.core.serving_session import ServingSession
 from components.core.steps import optimize_model, parse_steps
 from tests.model_zoo import VOCABULARY, word_examples

@@ -7,7 +7,8 @@ import shutil
 import pytest
 
 from components.core.errors import ServoptError
-from components.core.model_io import resolve_saved_model_dir, staged_output
+from components.core.model_io import staged_output
+from components.core.model_paths import resolve_saved_model_dir
 from components.core.serving_session import ServingSession
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from components.core.bf16 import bf16_unavailable_reason
 from components.core.gate import versions
-from components.core.producers import TFLITE_OUTPUTS
+from components.core.identity import TFLITE_OUTPUTS
 from pipelines.local_runner import run_pipeline
 from pipelines.mlmd_summary import custom_properties
 from tests.pipeline_runs import BF16, COMPONENTS, TFLITE, VERSIONS, demo, executions, gate_outcome

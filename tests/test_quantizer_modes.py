@@ -8,18 +8,12 @@ from pathlib import Path
 import pytest
 from kfp import dsl
 
+from components.core.choices import TFLITE_MODES
 from components.core.config import OptimizationRecipe, QuantizerSettings
 from components.core.errors import ServoptError
-from components.core.producers import (
-    QUANTIZER,
-    QUANTIZER_OUTPUTS,
-    TFLITE_OUTPUTS,
-    VARIANT_OUTPUTS,
-    output_identity,
-    quantizer_steps,
-)
+from components.core.identity import QUANTIZER, QUANTIZER_OUTPUTS, TFLITE_OUTPUTS, VARIANT_OUTPUTS
+from components.core.producers import output_identity, quantizer_steps
 from components.core.steps import Step
-from components.core.tflite import TFLITE_MODES
 from components.kfp.mapping import (
     model_paths,
     produce_outputs,

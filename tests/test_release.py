@@ -702,7 +702,7 @@ def test_the_kfp_push_step_follows_the_gate_configs_release_section(root, tmp_pa
     from kfp import dsl
 
     from components.core.gate.decision import GateDecision
-    from components.core.producers import MODEL_OUTPUTS, PRODUCED_PROPERTY
+    from components.core.identity import MODEL_OUTPUTS, PRODUCED_PROPERTY
     from components.kfp import steps
 
     decision_dir = tmp_path / "decision"

@@ -11,9 +11,10 @@ from tfx import types
 from tfx.types import standard_artifacts
 
 from components.core.bf16 import bf16_unavailable_reason
+from components.core.choices import TFLITE_MODES
 from components.core.errors import ServoptError
-from components.core.producers import QUANTIZER_OUTPUTS, TFLITE_OUTPUTS
-from components.core.tflite import TFLITE_MODES, TFLITE_PRECISION
+from components.core.identity import QUANTIZER_OUTPUTS, TFLITE_OUTPUTS
+from components.core.tflite import TFLITE_PRECISION
 from components.freezer import executor as freezer_executor
 from components.graph_optimizer import GraphOptimizer
 from components.graph_optimizer import executor as optimizer_executor

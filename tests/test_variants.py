@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from components.core.bf16 import BF16_REQUIREMENTS, bf16_op_count, bf16_unavailable_reason
+from components.core.choices import TFLITE_MODES
 from components.core.errors import ServoptError
 from components.core.model_io import read_serving_graph
 from components.core.requirements import (
@@ -21,7 +22,7 @@ from components.core.requirements import (
     read_requirements,
 )
 from components.core.steps import OptimizeConfig, optimize_model, parse_steps
-from components.core.tflite import TFLITE_MODES, tflite_file
+from components.core.tflite import tflite_file
 from components.core.tflite_session import TfLiteSession
 
 

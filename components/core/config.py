@@ -15,11 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components.core.choices import (
+    DEFAULT_MIN_ELEMENTS,
+    DEFAULT_PASSES,
+    MIN_TOP1_AGREEMENT,
+    TFLITE_MODES,
+    WEIGHT_MODES,
+    validate_passes,
+    validate_tflite_mode,
+)
 from components.core.errors import ServoptError
-from components.core.optimize import DEFAULT_PASSES, validate_passes
-from components.core.quantize import DEFAULT_MIN_ELEMENTS, MODES
-from components.core.tflite import TFLITE_MODES, validate_mode
-from components.core.verify import QUANTIZED_TOLERANCE
 from components.core.yaml_io import (  # noqa: F401 (re-exported)
     ONE_OR_LIST,
     default_config,
@@ -51,7 +56,7 @@ class QuantizerSettings:
     mode: str = "int8"  # weight storage; compute stays fp32
     min_elements: int = DEFAULT_MIN_ELEMENTS
     # Classifiers must keep this share of decisions, or nothing is published.
-    min_top1_agreement: float = QUANTIZED_TOLERANCE.min_top1_agreement
+    min_top1_agreement: float = MIN_TOP1_AGREEMENT
     bfloat16: bool = True  # skipped, with the reason recorded, on CPUs without bf16 units
     # TFLite modes, one variant each; which is fastest depends on the serving CPU, so all.
     tflite: list[str] = field(default_factory=lambda: list(TFLITE_MODES),
@@ -60,8 +65,8 @@ class QuantizerSettings:
     def __post_init__(self) -> None:
         """The one validation of these settings (the TFX Quantizer, the KFP quantize step
         and the YAML reader all build this dataclass)."""
-        if self.mode not in MODES:
-            raise ServoptError(f"quantizer.mode must be one of {', '.join(MODES)} (bfloat16 "
+        if self.mode not in WEIGHT_MODES:
+            raise ServoptError(f"quantizer.mode must be one of {', '.join(WEIGHT_MODES)} (bfloat16 "
                                f"compute is `bfloat16: true`), got {self.mode!r}")
         self.tflite = tflite_modes(self.tflite)
         if not 0.0 <= self.min_top1_agreement <= 1.0 or self.min_elements < 1:
@@ -80,7 +85,7 @@ def tflite_modes(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
                            f"{value!r}")
     for i, mode in enumerate(modes):
         try:
-            validate_mode(mode)
+            validate_tflite_mode(mode)
         except ServoptError as err:
             raise ServoptError(f"quantizer.tflite: {err}; or null for none") from None
         if mode in modes[:i]:

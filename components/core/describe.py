@@ -15,12 +15,8 @@ from pathlib import Path
 from components.core.tf_setup import tf
 
 from components.core.grappler import all_nodes
-from components.core.model_io import (
-    read_saved_model,
-    resolve_saved_model_dir,
-    serving_meta_graph,
-    serving_signatures,
-)
+from components.core.model_io import read_saved_model, serving_meta_graph, serving_signatures
+from components.core.model_paths import resolve_saved_model_dir
 
 # What the issue and the seed call variables: the variable itself and its reads.
 VARIABLE_OP_TYPES = {"Variable", "VariableV2", "VarHandleOp", "ReadVariableOp",

@@ -25,7 +25,7 @@ from tensorflow.core.framework import graph_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from components.core.errors import ServoptError
-from components.core.model_io import inside
+from components.core.model_paths import inside
 
 UNKNOWN_DIM = 8  # size for unknown non-batch dimensions (e.g. image height/width)
 # Generated integers are 0 and 1: ids of any vocabulary (an embedding has at least 2

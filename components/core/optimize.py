@@ -17,7 +17,7 @@ import components.core.tf_setup  # noqa: F401  (TensorFlow, quietly, first)
 from tensorflow.core.framework import graph_pb2
 from tensorflow.python.framework import graph_util
 
-from components.core.errors import ServoptError
+from components.core.choices import DEFAULT_PASSES, validate_passes
 from components.core.grappler import run_grappler
 from components.core.model_io import ServingGraph
 from components.core.rewrite import fold_batch_norms, remove_identity
@@ -67,8 +67,6 @@ PASSES: dict[str, GraphPass] = {p.name: p for p in (
               "fuse Conv2D/MatMul + BiasAdd + activation into single CPU kernels",
               ("remap",), pin_to_cpu=True),
 )}
-DEFAULT_PASSES = ("strip_unused_nodes", "remove_identity", "fold_constants",
-                  "fold_batch_norms", "merge_duplicate_nodes", "fuse_ops")
 
 
 @dataclass
@@ -95,17 +93,6 @@ def fused_op_counts(graph_def: graph_pb2.GraphDef) -> dict[str, int]:
             ops = "+".join(op.decode() for op in node.attr["fused_ops"].list.s)
             counts[f"fused {node.op.removeprefix('_Fused')}+{ops}"] += 1
     return dict(sorted(counts.items()))
-
-
-def validate_passes(names) -> list[str]:
-    passes = list(names)
-    unknown = [p for p in passes if p not in PASSES]
-    if unknown:
-        raise ServoptError(f"unknown optimization pass {', '.join(map(repr, unknown))}; "
-                           f"known passes: {', '.join(PASSES)}")
-    if not passes:
-        raise ServoptError(f"no optimization passes given; known passes: {', '.join(PASSES)}")
-    return passes
 
 
 def optimize(graph: ServingGraph, passes=DEFAULT_PASSES

@@ -19,11 +19,10 @@ from components.core.tf_setup import tf
 import numpy as np
 from tensorflow.core.framework import graph_pb2, node_def_pb2
 
+from components.core.choices import DEFAULT_MIN_ELEMENTS, WEIGHT_MODES
 from components.core.errors import ServoptError, StepSkipped
 from components.core.model_io import ServingGraph
 
-MODES = ("int8", "float16")
-DEFAULT_MIN_ELEMENTS = 1024  # small tensors (biases, BN vectors) are not worth a Cast
 _FLOAT = tf.float32.as_datatype_enum
 
 
@@ -81,9 +80,9 @@ def _quantized_nodes(node: node_def_pb2.NodeDef, weights: np.ndarray, mode: str
 
 def quantize_weights(graph: ServingGraph, mode: str,
                      min_elements: int = DEFAULT_MIN_ELEMENTS) -> QuantizeResult:
-    if mode not in MODES:
+    if mode not in WEIGHT_MODES:
         raise ServoptError(f"unknown quantization mode {mode!r}; known modes: "
-                           f"{', '.join(MODES)}")
+                           f"{', '.join(WEIGHT_MODES)}")
     output = graph_pb2.GraphDef()
     output.versions.CopyFrom(graph.graph_def.versions)
     output.library.CopyFrom(graph.graph_def.library)

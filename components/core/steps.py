@@ -17,6 +17,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from components.core.bf16 import BF16_REQUIREMENTS, to_bfloat16
+from components.core.choices import (
+    DEFAULT_PASSES,
+    WEIGHT_MODES,
+    validate_passes,
+    validate_tflite_mode,
+)
 from components.core.config import QuantizerSettings, VerificationSettings
 from components.core.describe import ModelDescription, describe
 from components.core.errors import ServoptError, StepSkipped, VerificationError
@@ -25,13 +31,12 @@ from components.core.grappler import all_nodes
 from components.core.model_io import (
     ServingGraph,
     read_serving_graph,
-    refuse_outside_links,
-    resolve_saved_model_dir,
     staged_output,
     write_serving_graph,
 )
-from components.core.optimize import DEFAULT_PASSES, optimize, validate_passes
-from components.core.quantize import MODES, quantize_weights
+from components.core.model_paths import refuse_outside_links, resolve_saved_model_dir
+from components.core.optimize import optimize
+from components.core.quantize import quantize_weights
 from components.core.requirements import (
     ServingRequirements,
     read_requirements,
@@ -42,7 +47,6 @@ from components.core.tflite import (
     TFLiteConversion,
     convert_signatures,
     tflite_file,
-    validate_mode,
     verify_tflite,
 )
 from components.core.verify import (
@@ -55,7 +59,7 @@ from components.core.verify import (
 )
 
 BFLOAT16_MODE = "bfloat16"  # quantize=bfloat16: compute precision, not weight storage
-QUANTIZE_MODES = (*MODES, BFLOAT16_MODE)
+QUANTIZE_MODES = (*WEIGHT_MODES, BFLOAT16_MODE)
 FINAL_STEPS = ("tflite", f"quantize={BFLOAT16_MODE}")  # variants tied to one runtime
 
 
@@ -204,7 +208,7 @@ def validate_steps(steps: list[Step]) -> None:
             raise ServoptError(f"unknown quantization mode '{step.argument}'; known modes: "
                                f"{', '.join(QUANTIZE_MODES)}")
         if step.name == "tflite" and step.argument:
-            validate_mode(step.argument)
+            validate_tflite_mode(step.argument)
         if (step.name == "tflite" or str(step) in FINAL_STEPS) and step is not steps[-1]:
             raise ServoptError(f"step '{step}' must be the last step: it makes a variant for "
                                "one runtime that later steps would not carry")

@@ -41,6 +41,7 @@ from tensorflow.core.framework import graph_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.lite.python import schema_py_generated as schema
 
+from components.core.choices import validate_tflite_mode
 from components.core.errors import ServoptError, StepSkipped
 from components.core.inputs import GENERATED_INPUTS
 from components.core.model_io import ServingGraph, write_serving_graph
@@ -61,7 +62,6 @@ from components.core.tflite_session import (
 )
 from components.core.verify import Reference, Tolerance, VerificationResult, compare_outputs
 
-TFLITE_MODES = ("float32", "float16", "dynamic_int8", "full_int8")
 TFLITE_PRECISION = {"float32": "float32", "float16": "float16-weights",
                     "dynamic_int8": "int8-dynamic-range", "full_int8": "int8"}
 CALIBRATION_BATCHES = 100  # representative samples (batch 1 each) for full_int8
@@ -82,13 +82,6 @@ class TFLiteConversion:
         return ServingRequirements(runtime=TFLITE_RUNTIME, precision=TFLITE_PRECISION[self.mode],
                                    server_flags=(PREFER_TFLITE_FLAG,), note=lacks,
                                    lacks_signatures=dict(self.skipped_signatures))
-
-
-def validate_mode(mode: str) -> str:
-    if mode not in TFLITE_MODES:
-        raise ServoptError(f"unknown TFLite mode '{mode}'; known modes: "
-                           f"{', '.join(TFLITE_MODES)}")
-    return mode
 
 
 # --- conversion ------------------------------------------------------------------------
@@ -291,7 +284,7 @@ def convert_signatures(graph: ServingGraph, mode: str, reference: Reference
                        ) -> TFLiteConversion:
     """Converts every signature that converts with builtin ops, all in the primary
     subgraph, with `signature_defs_metadata`; skips if none converts."""
-    validate_mode(mode)
+    validate_tflite_mode(mode)
     names = [n for n in graph.signatures if n in reference.inputs]
     skipped: dict[str, str] = {name: reason for name in names
                                if (reason := _runtime_lacks(graph, name))}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from components.core.choices import MIN_TOP1_AGREEMENT
 from components.core.errors import ServoptError
 from components.core.examples import batches_for_signature, load_npz, npz_mismatch
 from components.core.inputs import (
@@ -59,7 +60,7 @@ FLOAT32_TOLERANCE = Tolerance(atol=1e-5, rtol=1e-5)
 # TFLite's float kernels sum in another order than TF's: the same function, not the same bits.
 TFLITE_FLOAT32_TOLERANCE = Tolerance(atol=1e-4, rtol=1e-4)
 # Quantized weights move every output a little; what must not move is the decision.
-QUANTIZED_TOLERANCE = Tolerance(atol=0.01, rtol=0.01, min_top1_agreement=0.99)
+QUANTIZED_TOLERANCE = Tolerance(atol=0.01, rtol=0.01, min_top1_agreement=MIN_TOP1_AGREEMENT)
 
 
 @dataclass

@@ -6,7 +6,7 @@ from typing import Any
 
 from tfx.dsl.components.base import base_executor
 
-from components.core.producers import FREEZER, ModelIdentity
+from components.core.identity import FREEZER, ModelIdentity
 from components.core.steps import Step
 from components.core.uris import Staging
 from components.tfx_adapter import Artifacts, Staged, component_id, run_model_step

@@ -14,7 +14,7 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.core.optimize import DEFAULT_PASSES, validate_passes
+from components.core.choices import DEFAULT_PASSES, validate_passes
 from components.graph_optimizer import executor
 from components.tfx_params import VERIFICATION_PARAMETERS, verification_parameters
 

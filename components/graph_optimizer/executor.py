@@ -7,9 +7,9 @@ from typing import Any
 
 from tfx.dsl.components.base import base_executor
 
+from components.core.choices import validate_passes
 from components.core.errors import ServoptError
-from components.core.optimize import validate_passes
-from components.core.producers import GRAPH_OPTIMIZER, ModelIdentity
+from components.core.identity import GRAPH_OPTIMIZER, ModelIdentity
 from components.core.steps import Step
 from components.core.uris import Staging
 from components.tfx_adapter import Artifacts, Staged, component_id, run_model_step

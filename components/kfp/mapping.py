@@ -100,7 +100,7 @@ def model_paths(model_uri: str, artifacts: Sequence[Any]) -> dict[str, str]:
     """Name -> local model path: the baseline first, then every produced candidate
     artifact (KFP `Input[Model]`: `.path`, `.metadata`) by the identity its producer
     recorded. This task's own paths: a path another task recorded is never used."""
-    from components.core.producers import ModelIdentity, was_produced
+    from components.core.identity import ModelIdentity, was_produced
 
     paths = {BASELINE: local_path(model_uri)}
     for artifact in artifacts:
@@ -121,9 +121,9 @@ def produce_outputs(component: str, source: str, eval_examples_uri: str,
     `source` into its KFP output artifacts, as the TFX executors do: the source run once
     for all outputs, each output's identity and measurements in its metadata, a variant
     that could not be produced recorded with its reason."""
-    from components.core.model_io import resolve_saved_model_dir
+    from components.core.identity import VARIANT_OUTPUTS
+    from components.core.model_paths import resolve_saved_model_dir
     from components.core.producers import (
-        VARIANT_OUTPUTS,
         optimize_config,
         output_identity,
         produce,

@@ -40,7 +40,7 @@ from components.core.benchmark.config import BenchmarkConfig
 from components.core.config import SETTINGS_GROUPS
 from components.core.errors import ServoptError, first_line
 from components.core.gate import GateDecision, Thresholds
-from components.core.producers import MODEL_OUTPUTS, QUANTIZER_OUTPUTS
+from components.core.identity import MODEL_OUTPUTS, QUANTIZER_OUTPUTS
 from components.core.yaml_io import parse_yaml
 from components.kfp import steps
 from components.kfp.local_conditions import local_conditions
@@ -256,7 +256,7 @@ def run_local(model_uri: str | Path, eval_examples_uri: str | Path,
 
     import kfp.local
 
-    from components.core.model_io import resolve_saved_model_dir
+    from components.core.model_paths import resolve_saved_model_dir
     from components.core.uris import absolute
 
     # Absolute: the steps record these paths (metrics.json, the decision) for readers

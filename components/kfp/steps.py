@@ -40,7 +40,7 @@ def freeze(model_uri: str, eval_examples_uri: str, verification: dict,
     from components.core.keras_deferred import defer_keras
 
     defer_keras()  # before TensorFlow: this step runs no Keras (keras_deferred)
-    from components.core.producers import FREEZER
+    from components.core.identity import FREEZER
     from components.core.steps import Step
     from components.kfp.mapping import produce_outputs
 
@@ -55,7 +55,7 @@ def optimize(model: Input[Model], eval_examples_uri: str, graph_optimizer: dict,
     from components.core.keras_deferred import defer_keras
 
     defer_keras()  # before TensorFlow: this step runs no Keras (keras_deferred)
-    from components.core.producers import GRAPH_OPTIMIZER
+    from components.core.identity import GRAPH_OPTIMIZER
     from components.core.steps import Step
     from components.kfp.mapping import produce_outputs, settings_from_parameter
 
@@ -77,7 +77,8 @@ def quantize(model: Input[Model], eval_examples_uri: str, quantizer: dict,
     when it is not asked for, cannot apply here (bf16 without bf16 units) or leaves the
     tolerance."""
     given = dict(locals())  # the parameters by name: the outputs are named in producers
-    from components.core.producers import QUANTIZER, QUANTIZER_OUTPUTS, quantizer_steps
+    from components.core.identity import QUANTIZER, QUANTIZER_OUTPUTS
+    from components.core.producers import quantizer_steps
     from components.kfp.mapping import produce_outputs, settings_from_parameter
 
     settings = settings_from_parameter("quantizer", quantizer)
@@ -110,7 +111,7 @@ def benchmark(model_uri: str, frozen_model: Input[Model], optimized_model: Input
     from components.core.benchmark import ModelSpec, run_benchmark
     from components.core.benchmark.outputs import metrics_checkpoint, write_results
     from components.core.benchmark.worker_log import WORKERS_DIR, worker_output
-    from components.core.producers import MODEL_OUTPUTS
+    from components.core.identity import MODEL_OUTPUTS
     from components.kfp.mapping import (
         METRICS_FILE,
         REPORT_FILE,
@@ -168,7 +169,7 @@ def gate(results: Input[Artifact], thresholds: dict, model_uri: str,
     from pathlib import Path
 
     from components.core.gate import evaluate_gate, load_metrics, log_lines
-    from components.core.producers import MODEL_OUTPUTS
+    from components.core.identity import MODEL_OUTPUTS
     from components.kfp.mapping import (
         DECISION_FILE,
         METRICS_FILE,
@@ -224,7 +225,7 @@ def push(chosen: str, model_uri: str, frozen_model: Input[Model],
     from components.core.gate import GateDecision, push_model
     from components.core.gate.release import ReleaseConfig, check_release, release_pushed
     from components.core.gate.release_mlmd import artifact_properties
-    from components.core.producers import MODEL_OUTPUTS
+    from components.core.identity import MODEL_OUTPUTS
     from components.kfp.mapping import (
         DECISION_FILE,
         PUSH_FILE,

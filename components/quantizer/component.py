@@ -28,7 +28,8 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components.core.config import QuantizerSettings
-from components.core.producers import QUANTIZED_OUTPUT, QUANTIZER_OUTPUTS, quantizer_steps
+from components.core.identity import QUANTIZED_OUTPUT, QUANTIZER_OUTPUTS
+from components.core.producers import quantizer_steps
 from components.quantizer import executor
 from components.tfx_params import VERIFICATION_PARAMETERS, verification_parameters
 

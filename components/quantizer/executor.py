@@ -9,13 +9,9 @@ from tfx.dsl.components.base import base_executor
 
 from components.core.config import QuantizerSettings
 from components.core.errors import ServoptError
-from components.core.model_io import resolve_saved_model_dir
-from components.core.producers import (
-    QUANTIZED_OUTPUT,
-    QUANTIZER,
-    output_identity,
-    quantizer_steps,
-)
+from components.core.identity import QUANTIZED_OUTPUT, QUANTIZER
+from components.core.model_paths import resolve_saved_model_dir
+from components.core.producers import output_identity, quantizer_steps
 from components.core.steps import reference_for
 from components.core.uris import Staging
 from components.tfx_adapter import (

@@ -1,6 +1,6 @@
 """The Quantizer's variant outputs and the short name each gets in benchmarks and reports
 (defined once, in components.core.producers)."""
 
-from components.core.producers import VARIANT_OUTPUTS
+from components.core.identity import VARIANT_OUTPUTS
 
 __all__ = ["VARIANT_OUTPUTS"]

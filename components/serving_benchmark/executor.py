@@ -16,7 +16,7 @@ from components.core.benchmark.config import BenchmarkConfig
 from components.core.benchmark.outputs import metrics_checkpoint, write_results
 from components.core.benchmark.schema import headline_figures
 from components.core.benchmark.worker_log import WORKERS_DIR, worker_output
-from components.core.producers import ModelIdentity, was_produced
+from components.core.identity import ModelIdentity, was_produced
 from components.core.uris import Staging
 from components.serving_benchmark.keys import CANDIDATE_KEYS
 from components.tfx_adapter import (

@@ -48,7 +48,7 @@ from tensorflow.core.protobuf import meta_graph_pb2
 
 from components.core.batching import BatchingParameters
 from components.core.errors import ServoptError
-from components.core.model_io import resolve_saved_model_dir
+from components.core.model_paths import resolve_saved_model_dir
 from components.core.requirements import TENSORFLOW_RUNTIME, TFLITE_RUNTIME, has_tflite_model
 from components.core.serving_session import ServingSession
 from components.core.tflite_session import TfLiteSession

@@ -94,10 +94,6 @@ def failure_text(err: BaseException) -> str:
     return " ".join(text.split())[:500]
 
 
-def _mib(count: float) -> str:
-    return "no limit" if math.isinf(count) else f"{count / (1 << 20):.0f} MiB"
-
-
 def size_on_disk(path: Path, skip_tflite: bool = False) -> int:
     """Bytes of what a runtime loads: the .tflite file, or the SavedModel directory (less
     the model.tflite beside it, which the Session never reads)."""
@@ -259,10 +255,11 @@ class BenchmarkSession:
         self._cleanup.close()
 
     def _start(self) -> None:
-        """One worker per healthy row, then each loaded alone (undisturbed load time): the
-        baseline and the served version first, then the candidates while they fit in the
-        memory budget beside what runs (memory); those that do not are closed and wait
-        for a later group (`_groups`)."""
+        """One worker per healthy row, each loaded alone (undisturbed load time): the
+        baseline and the served version first. Without a memory budget every candidate
+        starts with them; with one, the candidates wait for their groups (`_groups`),
+        planned from what the baseline was measured to hold, so no worker starts (a
+        TensorFlow import each) only to be closed again."""
         if not self.pools:
             return
         healthy = [name for name, row in self.rows.items()
@@ -272,7 +269,8 @@ class BenchmarkSession:
         candidates = sorted((name for name in healthy if name not in self.anchors),
                             key=lambda name: size_on_disk(
                                 self.rows[name].path, skip_tflite=self.rows[name].beside_tflite))
-        order = [*(name for name in self.anchors if name in healthy), *candidates]
+        anchors = [name for name in self.anchors if name in healthy]
+        order = anchors + ([] if self.memory.limited else candidates)
         self.say(f"starting {len(order)} {self.config.backend} worker(s)")
         self.runners = _start_runners({name: self.rows[name] for name in order},
                                       self.signatures, self.config, self.errors,
@@ -281,45 +279,25 @@ class BenchmarkSession:
         # what the machine's load makes it take, and dropping rows cannot shorten it.
         self.budget = Budget(self.config.total_budget_s)
         names = [name for name in order if name in self.runners]
-        first: list[str] = []
         for index, name in enumerate(names):
-            if name not in self.runners:  # closed by _make_room, for a later group
-                continue
-            if name not in self.anchors and not self._make_room(name):
-                rest = [other for other in names[index:] if other in self.runners]
-                for other in rest:  # this one and every started one after it wait
-                    self.runners.pop(other).close()
-                self.pending = rest + self.pending
-                break
             self.say(self.budget.line(f"loading {name} ({index + 1} of {len(names)})"))
-            if self._load(name) and name not in self.anchors:
-                first.append(name)
-        self.groups = [first]
-        if self.pending:
-            self.say(f"{len(self.pending)} candidate(s) do not fit in the memory budget "
-                     f"beside the {len(self.runners)} running worker(s) "
-                     f"({_mib(self.memory.room)} for the workers): they are measured in "
-                     "later groups, each with the baseline")
+            self._load(name)
+        if self.memory.limited:
+            self.pending = candidates
+        else:
+            self.groups = [[name for name in names if self.usable(name)
+                            and name not in self.anchors]]
 
-    def _make_room(self, name: str) -> bool:
+    def _fits(self, name: str) -> bool:
         """Whether `name` can load within the memory budget beside every running worker
-        (a started one holds TensorFlow's runtime already), its load's transient included:
-        the last started workers not loaded yet are closed, for later groups, until it
-        can, or none is left."""
+        (a started one holds TensorFlow's runtime already), its load's transient
+        included."""
         if not self.memory.limited:
             return True
-        needs = self.memory.estimate(name) + self.memory.load_headroom([name])
-        while True:
-            held = self.memory.held(runner for other, runner in self.runners.items()
-                                    if other != name)
-            if held + needs <= self.memory.room:
-                return True
-            waiting = [other for other in self.runners
-                       if other not in self._loaded and other != name]
-            if not waiting:
-                return False
-            self.pending.insert(0, waiting[-1])
-            self.runners.pop(waiting[-1]).close()
+        held = self.memory.held(runner for other, runner in self.runners.items()
+                                if other != name)
+        return (held + self.memory.estimate(name) + self.memory.load_headroom([name])
+                <= self.memory.room)
 
     def _load(self, name: str) -> bool:
         """Loads the started worker of `name` (its load time and first request are kept
@@ -345,9 +323,11 @@ class BenchmarkSession:
 
     def _groups(self):
         """Each group of candidates in turn, running with the anchors (the baseline and the
-        served version) while it is measured; the first measure forms the later groups
-        from what is pending, as many as fit in the memory budget beside the anchors."""
-        if not self.groups:  # runners given without _start: one group, as they are
+        served version) while it is measured. Under a memory budget each group is formed
+        when its turn comes, from what is pending: as many as fit beside the anchors by
+        what the rows measured so far hold (memory); one that turns out not to fit when
+        it loads waits for the next group."""
+        if not self.groups and not self.pending:  # runners given without _start
             self.groups = [[name for name in self.runners if name not in self.anchors]]
         for number in itertools.count():
             if number > 0 and self.budget.remaining() <= 0 and (
@@ -372,7 +352,10 @@ class BenchmarkSession:
                 self.say(self.budget.line(f"group {number + 1} of "
                                           f"{number + 1 + self._groups_after(number)}: "
                                           f"{', '.join(group) or 'no candidate'}"))
-            self.run_only(group)
+            deferred = self.run_only(group)
+            if deferred:
+                self.groups[number] = [name for name in group if name not in deferred]
+                self.pending = deferred + self.pending
             yield number
 
     def _groups_after(self, number: int) -> int:
@@ -381,25 +364,33 @@ class BenchmarkSession:
         size = max(len(self.groups[number]), 1)
         return known + math.ceil(len(self.pending) / size)
 
-    def run_only(self, candidates: Sequence[str]) -> None:
+    def run_only(self, candidates: Sequence[str]) -> list[str]:
         """Only `candidates` (and the anchors) running: the others' workers are closed,
-        those of `candidates` started and loaded again where they are not running."""
+        those of `candidates` started and loaded again where they are not running.
+        Under a memory budget, a candidate after the first that does not fit beside
+        what runs by then is closed unloaded: returns those, in order."""
         for name in [name for name in self.runners
                      if name not in self.anchors and name not in candidates]:
             self.runners.pop(name).close()
         missing = [name for name in candidates if name not in self.runners
                    and name in self.signatures and name not in self.errors]
         if not missing:
-            return
+            return []
         self.say(self.budget.line(f"starting {len(missing)} worker(s): "
                                   f"{', '.join(missing)}"))
         started = _start_runners({name: self.rows[name] for name in missing},
                                  self.signatures, self.config, self.errors, self._cleanup,
                                  self.pools)
         self.runners.update(started)
+        deferred: list[str] = []
         for index, name in enumerate(started):
+            if deferred or (index > 0 and not self._fits(name)):
+                deferred.append(name)  # this one and those after it: the next group
+                self.runners.pop(name).close()
+                continue
             self.say(self.budget.line(f"loading {name} ({index + 1} of {len(started)})"))
             self._load(name)
+        return deferred
 
     def usable(self, name: str) -> bool:
         """Whether `name` loaded and has not failed since (it can be run again)."""

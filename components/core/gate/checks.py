@@ -25,7 +25,7 @@ from components.core.gate.decision import CHANGE, REQUIREMENT, VALUE, Check, fmt
 from components.core.gate.metrics import measured_batch_sizes
 from components.core.gate.thresholds import ServerProfile, Thresholds
 from components.core.gate.vs_served import paired_p99_regression_check
-from components.core.model_io import resolve_saved_model_dir
+from components.core.model_paths import resolve_saved_model_dir
 from components.core.requirements import (
     DEFAULT_REQUIREMENTS,
     TENSORFLOW_RUNTIME,

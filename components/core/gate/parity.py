@@ -21,12 +21,8 @@ from pathlib import Path
 from components.core.benchmark.schema import BenchmarkResult
 from components.core.errors import ServoptError
 from components.core.gate.decision import REQUIREMENT, Check
-from components.core.model_io import (
-    read_saved_model,
-    resolve_saved_model_dir,
-    serving_meta_graph,
-    serving_signatures,
-)
+from components.core.model_io import read_saved_model, serving_meta_graph, serving_signatures
+from components.core.model_paths import resolve_saved_model_dir
 from components.core.requirements import (
     TFLITE_MODEL_FILE,
     TFLITE_RUNTIME,

@@ -64,7 +64,7 @@ from components.core.gate.warmup import (
     warmup_logs,
     write_warmup_file,
 )
-from components.core.model_io import (
+from components.core.model_paths import (
     SAVED_MODEL_PB,
     SAVED_MODEL_PBTXT,
     inside,

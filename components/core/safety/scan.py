@@ -36,13 +36,11 @@ from components.core.errors import ServoptError
 from components.core.model_io import (
     asset_file_defs,
     init_op_name,
-    inside,
     read_saved_model,
-    refuse_outside_links,
-    resolve_saved_model_dir,
     serving_meta_graph,
     serving_signatures,
 )
+from components.core.model_paths import inside, refuse_outside_links, resolve_saved_model_dir
 from components.core.safety.allowlist import op_category
 from components.core.safety.categories import (
     COMPUTE,
