@@ -26,15 +26,16 @@ TFLITE_MODES = ("float32", "float16", "dynamic_int8", "full_int8")
 MIN_TOP1_AGREEMENT = 0.99
 
 
-def validate_passes(names: Iterable[str]) -> list[str]:
-    passes = list(names)
-    unknown = [p for p in passes if p not in PASS_NAMES]
+def validate_passes(names: Iterable[str], known: Iterable[str] = PASS_NAMES) -> list[str]:
+    """`names` as a list; ServoptError naming the `known` passes (optimize: its registry)
+    when one is unknown or none is given."""
+    passes, known = list(names), list(known)
+    unknown = [p for p in passes if p not in known]
     if unknown:
         raise ServoptError(f"unknown optimization pass {', '.join(map(repr, unknown))}; "
-                           f"known passes: {', '.join(PASS_NAMES)}")
+                           f"known passes: {', '.join(known)}")
     if not passes:
-        raise ServoptError(f"no optimization passes given; known passes: "
-                           f"{', '.join(PASS_NAMES)}")
+        raise ServoptError(f"no optimization passes given; known passes: {', '.join(known)}")
     return passes
 
 

@@ -100,7 +100,7 @@ def optimize(graph: ServingGraph, passes=DEFAULT_PASSES
     """Applies `passes` in order to a frozen graph; returns it with per-pass node counts."""
     results = []
     keep = set(graph.fetch_nodes() + graph.feed_nodes())
-    for name in validate_passes(passes):
+    for name in validate_passes(passes, PASSES):
         graph_pass = PASSES[name]
         before = len(graph.graph_def.node)
         fused_before = fused_op_counts(graph.graph_def)
