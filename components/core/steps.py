@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from components.core.bf16 import BF16_REQUIREMENTS, to_bfloat16
@@ -28,6 +28,7 @@ from components.core.describe import ModelDescription, describe
 from components.core.errors import ServoptError, StepSkipped, VerificationError
 from components.core.freeze import VARIABLE_OPS, freeze
 from components.core.grappler import all_nodes
+from components.core.heap import release_freed_memory
 from components.core.model_io import (
     ServingGraph,
     read_serving_graph,
@@ -115,7 +116,7 @@ class OptimizationReport:
 
 @dataclass
 class _StepOutput:
-    graph: ServingGraph
+    graph: ServingGraph | None  # None once written (verification reads the files)
     tolerance: Tolerance
     details: dict
     requirements: ServingRequirements | None = None  # recorded with the model
@@ -264,7 +265,8 @@ def optimize_model(source, out, steps: list[Step], config: OptimizeConfig = Opti
                 reference.close_source_session()  # only the first step can use it
             current = Path(work) / f"{index}-{step.name}"
             current.mkdir()
-            _write_step(produced, current)
+            produced = _write_step(produced, current)
+            release_freed_memory(collect_garbage=True)  # and what the step built on the way
             records.append(StepRecord(str(step), "applied", details=produced.details,
                                       model=describe(current)))
             applied.append((records[-1], produced, current))
@@ -282,13 +284,18 @@ def optimize_model(source, out, steps: list[Step], config: OptimizeConfig = Opti
                               verification, requirements)
 
 
-def _write_step(produced: _StepOutput, step_dir: Path) -> None:
-    """A step's model as a SavedModel, with model.tflite and requirements where it has them."""
+def _write_step(produced: _StepOutput, step_dir: Path) -> _StepOutput:
+    """A step's model as a SavedModel, with model.tflite and requirements where it has them;
+    returns `produced` without what is now on disk (the graph, the flatbuffer: a large
+    model's weights, held once per step until the last is verified otherwise)."""
     write_serving_graph(produced.graph, step_dir)
     if produced.requirements is not None:
         write_requirements(step_dir, produced.requirements)
-    if produced.tflite is not None:
-        tflite_file(step_dir).write_bytes(produced.tflite.flatbuffer)
+    tflite = produced.tflite
+    if tflite is not None:
+        tflite_file(step_dir).write_bytes(tflite.flatbuffer)
+        tflite = replace(tflite, flatbuffer=b"")
+    return replace(produced, graph=None, tflite=tflite)
 
 
 def _verify_steps(applied: list[tuple[StepRecord, _StepOutput, Path]], reference: Reference,
