@@ -52,7 +52,8 @@ class ZooModel:
 ZOO: tuple[ZooModel, ...] = (
     ZooModel("demo-cnn", "pipelines.zoo_models:export_demo_cnn", (1, 100),
              examples="pipelines.zoo_models:digits_examples",
-             note="the digits demo's CNN, 1 epoch; the digits eval split, true labels"),
+             note="the digits demo's CNN, trained as the demo trains it; the digits eval "
+                  "split, true labels"),
     ZooModel("mobilenet_v2", "pipelines.zoo_models:export_mobilenet_v2", (1, 16),
              note="keras.applications, weights=None, 224x224x3; labels: its own top-1"),
     ZooModel("resnet50", "pipelines.zoo_models:export_resnet50", (1, 16),
@@ -122,7 +123,13 @@ def _pipeline(model: ZooModel, workdir: Path, built: dict) -> dict:
     from components.kfp.pipeline import DEFAULT_BENCHMARK_SETTINGS, run_local
 
     thresholds = Thresholds.from_yaml()
-    thresholds = dataclasses.replace(thresholds, primary_batch_size=max(model.batch_sizes))
+    # As the demo's destination (pipelines.digits.config.DEMO_OVERLAY): a server started
+    # with --prefer_tflite_model=true, so a TFLite variant's pair can be pushed (the
+    # decision's server command carries the flag); with TF Serving's default (false) the
+    # gate judges its saved_model.pb instead.
+    server = dataclasses.replace(thresholds.server, prefer_tflite_model=True)
+    thresholds = dataclasses.replace(thresholds, server=server,
+                                     primary_batch_size=max(model.batch_sizes))
     serving = workdir / "serving" / model.name
     run = run_local(built["model"], built["examples"], serving, workdir / "pipeline",
                     batch_sizes=list(model.batch_sizes),

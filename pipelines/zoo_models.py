@@ -31,13 +31,15 @@ RECORDS_FILE = "data_tfrecord-00000-of-00001.gz"
 def export_demo_cnn(out: Path) -> Path:
     import keras
 
+    from pipelines.digits.config import TrainerSettings
     from pipelines.digits.model import digits_28x28, seed_cnn
     from pipelines.digits.trainer import export_for_serving
 
     images, labels = digits_28x28()
-    keras.utils.set_random_seed(0)
-    model = seed_cnn()
-    model.fit(images, labels, epochs=1, batch_size=64, verbose=0)
+    settings = TrainerSettings()  # trained as the demo's Trainer trains it
+    keras.utils.set_random_seed(settings.seed)
+    model = seed_cnn(settings.dense_units)
+    model.fit(images, labels, epochs=settings.epochs, batch_size=32, verbose=0)
     export_for_serving(model, out)
     return out
 
