@@ -50,7 +50,12 @@ from components.core.benchmark.engines import ResolvedModel, resolve_model
 from components.core.benchmark.feeds import ModelSignature, input_pools, read_signature
 from components.core.benchmark.flops import flops_per_example
 from components.core.benchmark.machine import machine_info
-from components.core.benchmark.memory import MemoryPlan, plan_group, workers_budget_bytes
+from components.core.benchmark.memory import (
+    MemoryPlan,
+    plan_group,
+    prior_estimate,
+    workers_budget_bytes,
+)
 from components.core.benchmark.results import copy_measurements, fill_batches
 from components.core.benchmark.runtimes import (
     Row,
@@ -231,6 +236,7 @@ class BenchmarkSession:
         self._cleanup = contextlib.ExitStack()
         self.runners: dict = {}
         self._loaded: dict[str, tuple[float, float]] = {}
+        self._live: set = set()  # the runners loaded (a started one may wait unloaded)
         # The memory budget (memory): the anchors run throughout, candidates in groups.
         self.memory = MemoryPlan(math.inf if self.remote else
                                  workers_budget_bytes(config.memory_budget_mb),
@@ -257,9 +263,11 @@ class BenchmarkSession:
     def _start(self) -> None:
         """One worker per healthy row, each loaded alone (undisturbed load time): the
         baseline and the served version first. Without a memory budget every candidate
-        starts with them; with one, the candidates wait for their groups (`_groups`),
-        planned from what the baseline was measured to hold, so no worker starts (a
-        TensorFlow import each) only to be closed again."""
+        starts and loads with them (the TensorFlow imports overlap); with one, the
+        candidates that fit by a prior estimate (memory.prior_estimate) start with them,
+        and all wait for their groups (`_groups`), planned from what the loaded rows were
+        measured to hold: few workers start (a TensorFlow import each) only to be
+        closed, and the first group needs no second wave of imports."""
         if not self.pools:
             return
         healthy = [name for name, row in self.rows.items()
@@ -270,7 +278,14 @@ class BenchmarkSession:
                             key=lambda name: size_on_disk(
                                 self.rows[name].path, skip_tflite=self.rows[name].beside_tflite))
         anchors = [name for name in self.anchors if name in healthy]
-        order = anchors + ([] if self.memory.limited else candidates)
+        first_wave = candidates
+        if self.memory.limited:
+            prior = {name: prior_estimate(size_on_disk(self.rows[name].path))
+                     for name in [*anchors, *candidates]}
+            first_wave = plan_group(candidates, prior.get, self.memory.room
+                                    - sum(prior[name] for name in anchors)
+                                    - max(prior.values(), default=0))
+        order = anchors + first_wave
         self.say(f"starting {len(order)} {self.config.backend} worker(s)")
         self.runners = _start_runners({name: self.rows[name] for name in order},
                                       self.signatures, self.config, self.errors,
@@ -278,7 +293,8 @@ class BenchmarkSession:
         # The budget counts from here: starting workers (a TensorFlow import each) takes
         # what the machine's load makes it take, and dropping rows cannot shorten it.
         self.budget = Budget(self.config.total_budget_s)
-        names = [name for name in order if name in self.runners]
+        names = [name for name in order if name in self.runners
+                 and (name in anchors or not self.memory.limited)]
         for index, name in enumerate(names):
             self.say(self.budget.line(f"loading {name} ({index + 1} of {len(names)})"))
             self._load(name)
@@ -308,6 +324,7 @@ class BenchmarkSession:
         runner = self.runners[name]
         try:
             loaded = runner.load(self.pools[self.config.batch_sizes[0]][0])
+            self._live.add(runner)
             for size, pool in self.pools.items():
                 runner.set_inputs(size, pool)
             if self.memory.limited:
@@ -327,8 +344,9 @@ class BenchmarkSession:
         when its turn comes, from what is pending: as many as fit beside the anchors by
         what the rows measured so far hold (memory); one that turns out not to fit when
         it loads waits for the next group."""
-        if not self.groups and not self.pending:  # runners given without _start
+        if not self.groups and not self.pending:  # runners given without _start: loaded
             self.groups = [[name for name in self.runners if name not in self.anchors]]
+            self._live.update(self.runners.values())
         for number in itertools.count():
             if number > 0 and self.budget.remaining() <= 0 and (
                     number < len(self.groups) or self.pending):
@@ -341,8 +359,11 @@ class BenchmarkSession:
             if number >= len(self.groups):
                 if not self.pending:
                     return
-                self.run_only([])  # the previous group's memory is free first
-                room = (self.memory.room - self.memory.held(self.runners.values())
+                for name in [name for name in self.runners if name not in self.anchors
+                             and self.runners[name] in self._live]:
+                    self.runners.pop(name).close()  # the previous group's memory is free
+                anchors = [self.runners[name] for name in self.anchors if name in self.runners]
+                room = (self.memory.room - self.memory.held(anchors)
                         - self.memory.load_headroom(self.pending))  # they load one by one
                 group = plan_group(self.pending, self.memory.estimate, room)
                 self.pending = self.pending[len(group):]
@@ -374,22 +395,23 @@ class BenchmarkSession:
             self.runners.pop(name).close()
         missing = [name for name in candidates if name not in self.runners
                    and name in self.signatures and name not in self.errors]
-        if not missing:
-            return []
-        self.say(self.budget.line(f"starting {len(missing)} worker(s): "
-                                  f"{', '.join(missing)}"))
-        started = _start_runners({name: self.rows[name] for name in missing},
-                                 self.signatures, self.config, self.errors, self._cleanup,
-                                 self.pools)
-        self.runners.update(started)
+        if missing:
+            self.say(self.budget.line(f"starting {len(missing)} worker(s): "
+                                      f"{', '.join(missing)}"))
+            self.runners.update(_start_runners({name: self.rows[name] for name in missing},
+                                               self.signatures, self.config, self.errors,
+                                               self._cleanup, self.pools))
+        unloaded = [name for name in candidates if name in self.runners
+                    and self.runners[name] not in self._live]
+        one_runs = len(unloaded) < len([name for name in candidates if name in self.runners])
         deferred: list[str] = []
-        for index, name in enumerate(started):
-            if deferred or (index > 0 and not self._fits(name)):
+        for index, name in enumerate(unloaded):
+            if deferred or (one_runs and not self._fits(name)):
                 deferred.append(name)  # this one and those after it: the next group
                 self.runners.pop(name).close()
                 continue
-            self.say(self.budget.line(f"loading {name} ({index + 1} of {len(started)})"))
-            self._load(name)
+            self.say(self.budget.line(f"loading {name} ({index + 1} of {len(unloaded)})"))
+            one_runs = self._load(name) or one_runs
         return deferred
 
     def usable(self, name: str) -> bool:
