@@ -18,6 +18,14 @@ import ctypes
 import ctypes.util
 import functools
 import gc
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+# A full garbage collection costs about 0.3 s once TensorFlow is imported: worth it to free
+# a large model's graph (held in reference cycles by a closed Session's tf.Graph: 0.2 GB
+# of ResNet50's), not after every small model a test suite runs.
+LARGE_MODEL_BYTES = 32 << 20
 
 
 @functools.cache
@@ -31,14 +39,27 @@ def _malloc_trim():
     return trim
 
 
-def release_freed_memory(collect_garbage: bool = False) -> bool:
-    """Returns the free pages of malloc's arenas to the kernel; True where it could.
-    `collect_garbage` first frees unreachable Python objects (a closed Session's tf.Graph
-    is held in reference cycles, with its constants)."""
-    if collect_garbage:
+def release_freed_memory(models: Iterable[str | os.PathLike] = ()) -> bool:
+    """Returns the free pages of malloc's arenas to the kernel; True where it could. Where
+    `models` (SavedModel directories or model files just dropped) are large together
+    (LARGE_MODEL_BYTES), unreachable Python objects are freed first."""
+    if sum(model_bytes(Path(model)) for model in models) >= LARGE_MODEL_BYTES:
         gc.collect()
     trim = _malloc_trim()
     if trim is None:
         return False
     trim(0)
     return True
+
+
+def model_bytes(path: Path) -> int:
+    """The size of a model's graph and weights: its saved_model.pb (a frozen model's
+    weights live there), variables and model.tflite; a file's own size; 0 if gone."""
+    try:
+        if path.is_file():
+            return path.stat().st_size
+        files = [path / "saved_model.pb", path / "model.tflite",
+                 *(path / "variables").glob("variables.data-*")]
+        return sum(f.stat().st_size for f in files if f.is_file())
+    except OSError:
+        return 0

@@ -205,7 +205,7 @@ def run_signatures(model_dir: Path, inputs: SignatureFeeds) -> SignatureFeeds:
     try:
         return _run_once(model_dir, inputs)
     finally:  # the model is gone once _run_once returns: its graph too, not only its heap
-        release_freed_memory(collect_garbage=True)
+        release_freed_memory([model_dir])
 
 
 def _run_once(model_dir: Path, inputs: SignatureFeeds) -> SignatureFeeds:

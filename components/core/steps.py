@@ -266,7 +266,7 @@ def optimize_model(source, out, steps: list[Step], config: OptimizeConfig = Opti
             current = Path(work) / f"{index}-{step.name}"
             current.mkdir()
             produced = _write_step(produced, current)
-            release_freed_memory(collect_garbage=True)  # and what the step built on the way
+            release_freed_memory([current])  # and what the step built on the way
             records.append(StepRecord(str(step), "applied", details=produced.details,
                                       model=describe(current)))
             applied.append((records[-1], produced, current))

@@ -232,7 +232,8 @@ class BenchmarkSession:
             reference = next(iter(self.signatures.values()))
             self.pools = input_pools(reference, config.batch_sizes, config.input_pool,
                                      config.seed, config.examples)
-        release_freed_memory(collect_garbage=True)  # the graphs read: not held while measuring
+        # The graphs read (signatures): not held while measuring.
+        release_freed_memory(row.path for row in self.rows.values())
         self._cleanup = contextlib.ExitStack()
         self.runners: dict = {}
         self._loaded: dict[str, tuple[float, float]] = {}
@@ -728,7 +729,7 @@ def _count_flops(rows: dict[str, Row], results: dict[str, ModelResult],
         for batch in result.batches.values():
             if result.flops_per_example is not None:
                 batch.achieved_flops_per_s = result.flops_per_example * batch.throughput
-        release_freed_memory(collect_garbage=True)  # the graph imported to count it
+        release_freed_memory([rows[name].path])  # the graph imported to count it
 
 
 def _accuracy(rows: dict[str, Row], results: dict[str, ModelResult], baseline: str,
@@ -760,7 +761,7 @@ def _accuracy(rows: dict[str, Row], results: dict[str, ModelResult], baseline: s
         for name, accuracy in measured.items():
             if name != group[0] or results[name].accuracy is None:  # the first group's
                 results[name].accuracy = accuracy
-        release_freed_memory(collect_garbage=True)  # the group's models, before the next
+        release_freed_memory(rows[name].path for name in group if name in rows)  # next group
 
 
 def accuracy_groups(names: list[str], memory: MemoryPlan | None) -> list[list[str]]:
